@@ -78,6 +78,8 @@ type Recorder[T tensor.Float] struct {
 	dir string
 	m   *Manifest
 	st  Stepper[T]
+	// OnCheckpoint is Options.OnCheckpoint (settable after Resume).
+	OnCheckpoint func(step int) error
 }
 
 // Options configure a new run.
@@ -92,6 +94,10 @@ type Options struct {
 	Overwrite bool
 	// Software describes the program writing the run.
 	Software string
+	// OnCheckpoint, if set, runs after each checkpoint file is written and
+	// before the manifest naming it is, so files the caller keeps beside
+	// the run (metrics, say) are never behind the manifest.
+	OnCheckpoint func(step int) error
 }
 
 // Create starts a new run in dir with the stepper's current parameters as
@@ -135,7 +141,7 @@ func Create[T tensor.Float](dir string, st Stepper[T], opts Options) (*Recorder[
 	for _, p := range st.Params() {
 		m.Params = append(m.Params, ParamInfo{Name: p.Name, Shape: append([]int(nil), p.Value.Shape...)})
 	}
-	r := &Recorder[T]{dir: dir, m: m, st: st}
+	r := &Recorder[T]{dir: dir, m: m, st: st, OnCheckpoint: opts.OnCheckpoint}
 	if err := r.checkpoint(); err != nil {
 		return nil, err
 	}
@@ -157,6 +163,8 @@ func Resume[T tensor.Float](dir string, st Stepper[T]) (*Recorder[T], error) {
 	if err := loadCheckpoint(dir, m, last, st); err != nil {
 		return nil, err
 	}
+	// Checkpoints after the one resumed from cannot exist (the manifest is
+	// written with its last checkpoint), but steps after it are redone.
 	m.Steps = m.Steps[:last.Step]
 	m.Done, m.StopReason = false, ""
 	return &Recorder[T]{dir: dir, m: m, st: st}, nil
@@ -191,6 +199,11 @@ func (r *Recorder[T]) Close(done bool, reason string) error {
 	if last.Step != len(r.m.Steps) {
 		return r.checkpoint()
 	}
+	if r.OnCheckpoint != nil {
+		if err := r.OnCheckpoint(last.Step); err != nil {
+			return err
+		}
+	}
 	return r.m.write(r.dir)
 }
 
@@ -204,6 +217,11 @@ func (r *Recorder[T]) checkpoint() error {
 	}
 	if n := len(r.m.Checkpoints); n == 0 || r.m.Checkpoints[n-1].Step != step {
 		r.m.Checkpoints = append(r.m.Checkpoints, c)
+	}
+	if r.OnCheckpoint != nil {
+		if err := r.OnCheckpoint(step); err != nil {
+			return err
+		}
 	}
 	return r.m.write(r.dir)
 }

@@ -16,7 +16,7 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newVersionCmd(), newDemoCmd())
+	root.AddCommand(newVersionCmd(), newTrainCmd(), newVerifyCmd(), newDemoCmd())
 	return root
 }
 

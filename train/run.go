@@ -1,0 +1,393 @@
+package train
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"io/fs"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/explaind/explaind/data"
+	"github.com/explaind/explaind/history"
+	"github.com/explaind/explaind/internal/atomicfile"
+	"github.com/explaind/explaind/tensor"
+	"github.com/schollz/progressbar/v3"
+)
+
+// MetricsFile and SummaryFile are written into the run directory.
+const (
+	MetricsFile = "metrics.jsonl"
+	SummaryFile = "summary.json"
+)
+
+// EpochMetrics is one line of metrics.jsonl.
+type EpochMetrics struct {
+	Epoch int `json:"epoch"`
+	// Step is the number of steps done at the end of the epoch.
+	Step      int     `json:"step"`
+	LR        float64 `json:"lr"`
+	TrainLoss float64 `json:"train_loss"`
+	TrainAcc  float64 `json:"train_acc"`
+	ValLoss   float64 `json:"val_loss"`
+	ValAcc    float64 `json:"val_acc"`
+	// TrainEval says how the training figures were measured: "full" (the
+	// whole training set after the epoch) or "batches" (mean over the
+	// epoch's batches, before each update).
+	TrainEval string  `json:"train_eval"`
+	Seconds   float64 `json:"seconds"`
+}
+
+// Summary is written to summary.json at the end of training.
+type Summary struct {
+	Task       string  `json:"task"`
+	Done       bool    `json:"done"`
+	StopReason string  `json:"stop_reason"`
+	Steps      int     `json:"steps"`
+	Epochs     int     `json:"epochs"`
+	TrainLoss  float64 `json:"train_loss"`
+	TrainAcc   float64 `json:"train_acc"`
+	ValLoss    float64 `json:"val_loss"`
+	ValAcc     float64 `json:"val_acc"`
+	// PerfectStep is the first step after which training and validation
+	// accuracy were both 100% (-1 if never).
+	PerfectStep int     `json:"perfect_step"`
+	WallSeconds float64 `json:"wall_seconds"`
+	BytesOnDisk int64   `json:"bytes_on_disk"`
+	Software    string  `json:"software"`
+}
+
+// Options control a training run's side effects.
+type Options struct {
+	// Overwrite allows replacing an existing run directory.
+	Overwrite bool
+	// Progress receives the progress bar (nil: none).
+	Progress io.Writer
+	// Software is recorded in the manifest.
+	Software string
+	// EvalChunk bounds the samples per forward pass when evaluating.
+	EvalChunk int
+}
+
+// Train runs a new training job into dir. It stops when the epochs are
+// done, when the configured accuracy criterion is met, or when ctx is
+// cancelled (Ctrl-C): then it writes a checkpoint and returns a summary
+// with Done false, and Resume continues the run.
+func Train[T tensor.Float](ctx context.Context, dir string, cfg Config, opt Options) (*Summary, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	j, err := newJob[T](&cfg)
+	if err != nil {
+		return nil, err
+	}
+	rec, err := history.Create[T](dir, j.sess, history.Options{
+		Config: cfg.Marshal(), Datasets: j.datasets(), CheckpointEvery: cfg.CheckpointEvery,
+		Overwrite: opt.Overwrite, Software: opt.Software,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if j.data.ModuloTrain != nil {
+		if err := os.MkdirAll(filepath.Join(dir, "splits"), 0o755); err != nil {
+			return nil, err
+		}
+		if err := j.data.ModuloTrain.WriteCSV(filepath.Join(dir, "splits", "train.csv")); err != nil {
+			return nil, err
+		}
+		if err := j.data.ModuloVal.WriteCSV(filepath.Join(dir, "splits", "val.csv")); err != nil {
+			return nil, err
+		}
+	}
+	return j.run(ctx, dir, rec, opt)
+}
+
+// Resume continues an interrupted run in dir from its last checkpoint.
+func Resume[T tensor.Float](ctx context.Context, dir string, opt Options) (*Summary, error) {
+	m, err := history.ReadManifest(dir)
+	if err != nil {
+		return nil, err
+	}
+	var cfg Config
+	if err := json.Unmarshal(m.Config, &cfg); err != nil {
+		return nil, fmt.Errorf("train: %s: the manifest's configuration is unreadable: %v", dir, err)
+	}
+	j, err := newJob[T](&cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := j.checkDatasets(m); err != nil {
+		return nil, err
+	}
+	rec, err := history.Resume[T](dir, j.sess)
+	if err != nil {
+		return nil, err
+	}
+	if j.metrics, err = readMetrics(filepath.Join(dir, MetricsFile), rec.Steps()); err != nil {
+		return nil, err
+	}
+	return j.run(ctx, dir, rec, opt)
+}
+
+// Open rebuilds a recorded run for replay: the model, optimizer and data
+// from the manifest's configuration, checked against its fingerprints.
+func Open[T tensor.Float](dir string) (*history.Replay[T], *Session[T], *Config, error) {
+	m, err := history.ReadManifest(dir)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	var cfg Config
+	if err := json.Unmarshal(m.Config, &cfg); err != nil {
+		return nil, nil, nil, fmt.Errorf("train: %s: the manifest's configuration is unreadable: %v", dir, err)
+	}
+	j, err := newJob[T](&cfg)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if err := j.checkDatasets(m); err != nil {
+		return nil, nil, nil, err
+	}
+	r, err := history.Open[T](dir, j.sess)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return r, j.sess, &cfg, nil
+}
+
+// job is a training run being executed.
+type job[T tensor.Float] struct {
+	cfg     *Config
+	data    *Data[T]
+	sess    *Session[T]
+	metrics []EpochMetrics
+}
+
+func newJob[T tensor.Float](cfg *Config) (*job[T], error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	d, err := LoadData[T](cfg)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.BatchSize > d.Train.Len() {
+		return nil, fmt.Errorf("train: invalid --batch-size: %d is larger than the %d training samples", cfg.BatchSize, d.Train.Len())
+	}
+	model, err := BuildModel[T](cfg, d)
+	if err != nil {
+		return nil, err
+	}
+	opt, err := BuildOptimizer[T](cfg)
+	if err != nil {
+		return nil, err
+	}
+	sess, err := NewSession[T](model, opt, d.Train)
+	if err != nil {
+		return nil, err
+	}
+	return &job[T]{cfg: cfg, data: d, sess: sess}, nil
+}
+
+func info[T tensor.Float](d data.Dataset[T]) history.DatasetInfo {
+	return history.DatasetInfo{Name: d.Name, Samples: d.Len(), Classes: d.Classes, Fingerprint: d.Fingerprint()}
+}
+
+func (j *job[T]) datasets() map[string]history.DatasetInfo {
+	return map[string]history.DatasetInfo{"train": info(j.data.Train), "val": info(j.data.Val)}
+}
+
+// checkDatasets refuses to continue or replay a run on different data.
+func (j *job[T]) checkDatasets(m *history.Manifest) error {
+	for role, now := range j.datasets() {
+		if was, ok := m.Datasets[role]; ok && was.Fingerprint != now.Fingerprint {
+			return fmt.Errorf("train: the %s data (%s, %d samples) differs from the data the run was trained on (%s, %d samples, fingerprint %.12s…): point --data-dir at the original files", role, now.Name, now.Samples, was.Name, was.Samples, was.Fingerprint)
+		}
+	}
+	return nil
+}
+
+// epochBatches returns the batches of an epoch: nil for full batch, else
+// a permutation drawn from a generator seeded by (seed, epoch), so any
+// epoch's batches can be recomputed without replaying the ones before.
+func (j *job[T]) epochBatches(epoch int) ([][]int, error) {
+	if j.cfg.BatchSize == 0 {
+		return [][]int{nil}, nil
+	}
+	rng := rand.New(rand.NewPCG(j.cfg.Seed, 0x6261746368000000+uint64(epoch))) // "batch"+epoch
+	return data.EpochBatches(rng, j.data.Train.Len(), j.cfg.BatchSize)
+}
+
+// flips returns the flip draws of a step's batch ("" without augmentation).
+func (j *job[T]) flips(step, n int) string {
+	if j.cfg.CNN == nil || !j.cfg.CNN.Flip {
+		return ""
+	}
+	rng := rand.New(rand.NewPCG(j.cfg.Seed, 0x666c697000000000+uint64(step))) // "flip"+step
+	return EncodeFlips(data.FlipDraws(rng, n))
+}
+
+func (j *job[T]) run(ctx context.Context, dir string, rec *history.Recorder[T], opt Options) (*Summary, error) {
+	start := time.Now()
+	cfg := j.cfg
+	spe := cfg.StepsPerEpoch(j.data.Train.Len())
+	sched, err := cfg.BuildSchedule(j.data.Train.Len())
+	if err != nil {
+		return nil, err
+	}
+	rec.OnCheckpoint = func(int) error { return writeMetrics(filepath.Join(dir, MetricsFile), j.metrics) }
+	var bar *progressbar.ProgressBar
+	if opt.Progress != nil {
+		bar = progressbar.NewOptions(cfg.Epochs*spe, progressbar.OptionSetWriter(opt.Progress),
+			progressbar.OptionSetDescription("training"), progressbar.OptionShowCount(),
+			progressbar.OptionSetItsString("steps"), progressbar.OptionShowIts(),
+			progressbar.OptionThrottle(500*time.Millisecond), progressbar.OptionClearOnFinish())
+		bar.Set(rec.Steps())
+	}
+	sum := &Summary{Task: cfg.Task, PerfectStep: -1, Software: opt.Software}
+	for _, m := range j.metrics {
+		if m.TrainAcc == 1 && m.ValAcc == 1 && sum.PerfectStep < 0 {
+			sum.PerfectStep = m.Step
+		}
+	}
+	stop := ""
+	for epoch := rec.Steps() / spe; epoch < cfg.Epochs && stop == ""; epoch++ {
+		t0 := time.Now()
+		batches, err := j.epochBatches(epoch)
+		if err != nil {
+			return nil, err
+		}
+		var lossSum, accSum float64
+		done := 0
+		for i := rec.Steps() - epoch*spe; i < len(batches); i++ {
+			step := epoch*spe + i
+			n := len(batches[i])
+			r := history.StepRecord{Epoch: epoch, LR: sched.LR(step), WeightDecay: cfg.Optimizer.WeightDecay,
+				Batch: batches[i], Flips: j.flips(step, n)}
+			if err := rec.Step(r); err != nil {
+				return nil, err
+			}
+			lossSum += j.sess.LastLoss
+			accSum += j.sess.LastAccuracy
+			done++
+			if bar != nil {
+				bar.Add(1)
+			}
+			if ctx.Err() != nil {
+				stop = "interrupted"
+				break
+			}
+		}
+		if stop != "" && done < len(batches) {
+			break // a partial epoch gets no metrics line
+		}
+		m := EpochMetrics{Epoch: epoch, Step: rec.Steps(), LR: sched.LR(rec.Steps() - 1)}
+		if cfg.BatchSize == 0 {
+			m.TrainEval = "full"
+			if m.TrainLoss, m.TrainAcc, err = Evaluate(j.sess.Model, j.data.Train, opt.EvalChunk); err != nil {
+				return nil, err
+			}
+		} else {
+			m.TrainEval = "batches"
+			m.TrainLoss, m.TrainAcc = lossSum/float64(done), accSum/float64(done)
+		}
+		if m.ValLoss, m.ValAcc, err = Evaluate(j.sess.Model, j.data.Val, opt.EvalChunk); err != nil {
+			return nil, err
+		}
+		m.Seconds = time.Since(t0).Seconds()
+		j.metrics = append(j.metrics, m)
+		if bar != nil {
+			bar.Describe(fmt.Sprintf("epoch %d: loss %.4f, train %.1f%%, val %.1f%%", epoch+1, m.TrainLoss, 100*m.TrainAcc, 100*m.ValAcc))
+		}
+		if m.TrainAcc == 1 && m.ValAcc == 1 && sum.PerfectStep < 0 {
+			sum.PerfectStep = m.Step
+		}
+		if cfg.StopAtPerfect && sum.PerfectStep >= 0 && stop == "" {
+			stop = "perfect"
+		}
+	}
+	if bar != nil {
+		bar.Finish()
+	}
+	done := stop != "interrupted"
+	if stop == "" {
+		stop = "epochs"
+	}
+	reasons := map[string]string{"perfect": "training and validation accuracy reached 100%", "epochs": "all epochs done",
+		"interrupted": "interrupted; continue with: explaind train --resume " + dir}
+	if err := rec.Close(done, reasons[stop]); err != nil {
+		return nil, err
+	}
+	sum.Done, sum.StopReason, sum.Steps = done, reasons[stop], rec.Steps()
+	if n := len(j.metrics); n > 0 {
+		last := j.metrics[n-1]
+		sum.Epochs, sum.TrainLoss, sum.TrainAcc, sum.ValLoss, sum.ValAcc = last.Epoch+1, last.TrainLoss, last.TrainAcc, last.ValLoss, last.ValAcc
+	}
+	sum.WallSeconds = time.Since(start).Seconds()
+	if err := writeJSON(filepath.Join(dir, SummaryFile), sum); err != nil {
+		return nil, err
+	}
+	sum.BytesOnDisk = dirSize(dir)
+	return sum, writeJSON(filepath.Join(dir, SummaryFile), sum)
+}
+
+func writeJSON(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	return atomicfile.WriteBytes(path, append(b, '\n'))
+}
+
+func writeMetrics(path string, ms []EpochMetrics) error {
+	return atomicfile.Write(path, func(w io.Writer) error {
+		enc := json.NewEncoder(w)
+		for _, m := range ms {
+			if err := enc.Encode(m); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// readMetrics reads metrics.jsonl, keeping the epochs done by step upTo.
+func readMetrics(path string, upTo int) ([]EpochMetrics, error) {
+	b, err := os.ReadFile(path)
+	if os.IsNotExist(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []EpochMetrics
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for line := 1; sc.Scan(); line++ {
+		var m EpochMetrics
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			return nil, fmt.Errorf("train: %s line %d: %v", path, line, err)
+		}
+		if m.Step <= upTo {
+			out = append(out, m)
+		}
+	}
+	return out, nil
+}
+
+// dirSize returns the bytes of the regular files under dir.
+func dirSize(dir string) int64 {
+	var n int64
+	filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			if fi, err := d.Info(); err == nil {
+				n += fi.Size()
+			}
+		}
+		return nil
+	})
+	return n
+}
