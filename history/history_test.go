@@ -51,7 +51,7 @@ func newStepper(t *testing.T, adam bool) *mlpStepper {
 	return s
 }
 
-func (s *mlpStepper) Params() []*nn.Param[float32]      { return s.model.Params() }
+func (s *mlpStepper) Params() []*nn.Param[float32]        { return s.model.Params() }
 func (s *mlpStepper) Optimizer() optim.Optimizer[float32] { return s.opt }
 func (s *mlpStepper) Step(rec history.StepRecord) error {
 	idx := rec.Batch

@@ -125,13 +125,13 @@ func (l LogSoftmax[T]) Forward(x *tensor.Dense[T]) (*tensor.Dense[T], State, err
 	return y, &logSoftmaxState[T]{y: y}, nil
 }
 
-// softmaxRows applies the Jacobian of log-softmax (p = exp(y)) to rows of
-// src, k rows per row of y: transposed, dst = src − p Σsrc (the VJP);
-// otherwise dst = src − ⟨p, src⟩ (the JVP).
-func softmaxRows[T tensor.Float](y []T, c, k int, src []T, transpose bool) []T {
+// softmaxRows applies the Jacobian of log-softmax to rows of src, k rows
+// per row of p = exp(y) = softmax: transposed, dst = src − p Σsrc (the
+// VJP); otherwise dst = src − ⟨p, src⟩ (the JVP).
+func softmaxRows[T tensor.Float](p []T, c, k int, src []T, transpose bool) []T {
 	dst := make([]T, len(src))
 	for r := 0; r < len(src)/c; r++ {
-		yr := y[(r/k)*c : (r/k+1)*c]
+		pr := p[(r/k)*c : (r/k+1)*c]
 		s, d := src[r*c:(r+1)*c], dst[r*c:(r+1)*c]
 		var acc float64
 		if transpose {
@@ -139,12 +139,12 @@ func softmaxRows[T tensor.Float](y []T, c, k int, src []T, transpose bool) []T {
 				acc += float64(v)
 			}
 			for i, v := range s {
-				d[i] = T(float64(v) - math.Exp(float64(yr[i]))*acc)
+				d[i] = T(float64(v) - float64(pr[i])*acc)
 			}
 			continue
 		}
 		for i, v := range s {
-			acc += math.Exp(float64(yr[i])) * float64(v)
+			acc += float64(pr[i]) * float64(v)
 		}
 		for i, v := range s {
 			d[i] = T(float64(v) - acc)
@@ -168,17 +168,21 @@ func (LogSoftmax[T]) Backward(st State, dy *tensor.Dense[T], _ *Grads[T], needDx
 	return &tensor.Dense[T]{Shape: append([]int(nil), dy.Shape...), Data: softmaxRowsK(s.y, c, k, dy.Data, true)}, nil
 }
 
-// softmaxRowsK applies softmaxRows when each sample has several positions.
+// softmaxRowsK applies softmaxRows to cotangents or tangents with k rows
+// per sample, when each sample may hold several positions; exp(y) is
+// computed once per sample, not once per row.
 func softmaxRowsK[T tensor.Float](y *tensor.Dense[T], c, k int, src []T, transpose bool) []T {
-	b := y.Shape[0]
-	per := len(y.Data) / b // values per sample
+	p := make([]T, len(y.Data))
+	for i, v := range y.Data {
+		p[i] = T(math.Exp(float64(v)))
+	}
+	per := len(y.Data) / y.Shape[0] // values per sample
 	if per == c {
-		return softmaxRows(y.Data, c, k, src, transpose)
+		return softmaxRows(p, c, k, src, transpose)
 	}
 	dst := make([]T, 0, len(src))
 	for r := 0; r < len(src)/per; r++ {
-		yb := y.Data[(r/k)*per : (r/k+1)*per]
-		dst = append(dst, softmaxRows(yb, c, 1, src[r*per:(r+1)*per], transpose)...)
+		dst = append(dst, softmaxRows(p[(r/k)*per:(r/k+1)*per], c, 1, src[r*per:(r+1)*per], transpose)...)
 	}
 	return dst
 }

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 
 	"github.com/explaind/explaind/gemm"
+	"github.com/explaind/explaind/internal/parallel"
 	"github.com/explaind/explaind/tensor"
 )
 
@@ -146,51 +147,54 @@ func (l *Linear[T]) Backward(st State, dy *tensor.Dense[T], g *Grads[T], needDx 
 	return dx, nil
 }
 
-// weightGradSummed adds Σ_{b,k,s} dy[b,k,s]ᵀ x[b,s] to gw.
+// weightGradSummed adds Σ_{b,k,s} dy[b,k,s]ᵀ x[b,s] to gw. The K
+// cotangents of a sample share its input, so they are summed first:
+// Σ_k dy[b,k]ᵀ x[b] = (Σ_k dy[b,k])ᵀ x[b], and one GEMM does the rest.
 func (l *Linear[T]) weightGradSummed(dy, x, gw []T, b, k, pos int) {
-	switch {
-	case k == 1:
-		gemm.Gemm(true, false, l.Out, l.In, b*pos, 1, dy, l.Out, x, l.In, 1, gw, l.In)
-	case pos == 1:
-		// dy[:, kk, :] is a strided [B, out] matrix.
-		for kk := 0; kk < k; kk++ {
-			gemm.Gemm(true, false, l.Out, l.In, b, 1, dy[kk*l.Out:], k*l.Out, x, l.In, 1, gw, l.In)
-		}
-	default:
+	if k > 1 {
+		n := pos * l.Out
+		sum := make([]T, b*n)
 		for bb := 0; bb < b; bb++ {
+			dst := sum[bb*n : (bb+1)*n]
+			for kk := 0; kk < k; kk++ {
+				tensor.AddScaled(dst, 1, dy[(bb*k+kk)*n:(bb*k+kk+1)*n])
+			}
+		}
+		dy = sum
+	}
+	gemm.Gemm(true, false, l.Out, l.In, b*pos, 1, dy, l.Out, x, l.In, 1, gw, l.In)
+}
+
+// weightGradPerRow adds dy[r]ᵀ x[b(r)] to row r of gw, for every row r,
+// splitting the samples across the cores.
+func (l *Linear[T]) weightGradPerRow(dy, x, gw []T, b, k, pos int) {
+	size := l.Out * l.In
+	parallel.ForCost(b, k*pos*size, func(lo, hi int) {
+		for bb := lo; bb < hi; bb++ {
 			xb := x[bb*pos*l.In : (bb+1)*pos*l.In]
 			for kk := 0; kk < k; kk++ {
 				r := bb*k + kk
-				gemm.Gemm(true, false, l.Out, l.In, pos, 1, dy[r*pos*l.Out:(r+1)*pos*l.Out], l.Out, xb, l.In, 1, gw, l.In)
-			}
-		}
-	}
-}
-
-// weightGradPerRow adds dy[r]ᵀ x[b(r)] to row r of gw, for every row r.
-func (l *Linear[T]) weightGradPerRow(dy, x, gw []T, b, k, pos int) {
-	size := l.Out * l.In
-	for bb := 0; bb < b; bb++ {
-		xb := x[bb*pos*l.In : (bb+1)*pos*l.In]
-		for kk := 0; kk < k; kk++ {
-			r := bb*k + kk
-			dst := gw[r*size : (r+1)*size]
-			dyr := dy[r*pos*l.Out : (r+1)*pos*l.Out]
-			if pos == 1 {
-				for o, d := range dyr {
-					if d == 0 {
-						continue
+				dst := gw[r*size : (r+1)*size]
+				dyr := dy[r*pos*l.Out : (r+1)*pos*l.Out]
+				if pos == 1 {
+					for o, d := range dyr {
+						if d != 0 {
+							tensor.AddScaled(dst[o*l.In:(o+1)*l.In], d, xb)
+						}
 					}
-					row := dst[o*l.In : (o+1)*l.In]
-					for i, v := range xb {
-						row[i] += d * v
+					continue
+				}
+				for p := 0; p < pos; p++ {
+					xp := xb[p*l.In : (p+1)*l.In]
+					for o, d := range dyr[p*l.Out : (p+1)*l.Out] {
+						if d != 0 {
+							tensor.AddScaled(dst[o*l.In:(o+1)*l.In], d, xp)
+						}
 					}
 				}
-				continue
 			}
-			gemm.Gemm(true, false, l.Out, l.In, pos, 1, dyr, l.Out, xb, l.In, 1, dst, l.In)
 		}
-	}
+	})
 }
 
 // JVP: dy_m = dx_m Wᵀ + x dW_mᵀ + db_m.

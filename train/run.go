@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -270,6 +271,10 @@ func (j *job[T]) run(ctx context.Context, dir string, rec *history.Recorder[T], 
 				Batch: batches[i], Flips: j.flips(step, n)}
 			if err := rec.Step(r); err != nil {
 				return nil, err
+			}
+			if l := j.sess.LastLoss; math.IsNaN(l) || math.IsInf(l, 0) {
+				rec.Close(false, fmt.Sprintf("diverged at step %d", step))
+				return nil, fmt.Errorf("train: the loss became %v at step %d: training diverged; lower --lr (now %g)", l, step, cfg.Optimizer.LR)
 			}
 			lossSum += j.sess.LastLoss
 			accSum += j.sess.LastAccuracy

@@ -1,0 +1,80 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// run executes the command line and returns its output and error.
+func run(args ...string) (string, error) {
+	cmd := newRootCmd()
+	var out bytes.Buffer
+	cmd.SetOut(&out)
+	cmd.SetErr(&out)
+	cmd.SetArgs(args)
+	err := cmd.Execute()
+	return out.String(), err
+}
+
+var tiny = []string{"--p", "7", "--train-size", "20", "--val-size", "8", "--d-model", "8", "--heads", "2", "--mlp", "12", "--epochs", "6", "--checkpoint-every", "4", "--lr", "0.01", "--quiet"}
+
+func TestTrainVerifyAndTamper(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "run")
+	out, err := run(append([]string{"train", "modulo", "--out", dir}, tiny...)...)
+	if err != nil {
+		t.Fatalf("train: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, `"steps": 6`) {
+		t.Errorf("train output lacks the summary: %s", out)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "summary.json")); err != nil {
+		t.Error("no summary.json")
+	}
+	out, err = run("verify", "--quiet", dir)
+	if err != nil || !strings.Contains(out, "all 6 steps") {
+		t.Fatalf("verify of an untouched run: %v\n%s", err, out)
+	}
+	// Tamper with a recorded learning rate: verify must fail, naming the step.
+	path := filepath.Join(dir, "manifest.json")
+	b, _ := os.ReadFile(path)
+	i := bytes.Index(b, []byte(`"steps"`))
+	j := i + bytes.Index(b[i:], []byte(`"lr": 0.01`))
+	b = append(b[:j:j], append([]byte(`"lr": 0.02`), b[j+len(`"lr": 0.01`):]...)...)
+	os.WriteFile(path, b, 0o644)
+	if _, err := run("verify", "--quiet", dir); err == nil || !strings.Contains(err.Error(), "step 0 does not reproduce") {
+		t.Errorf("verify of a tampered run: %v", err)
+	}
+	// The run directory exists now.
+	if _, err := run(append([]string{"train", "modulo", "--out", dir}, tiny...)...); err == nil || !strings.Contains(err.Error(), "--overwrite") {
+		t.Errorf("existing run: %v", err)
+	}
+}
+
+func TestBadFlags(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "r")
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"train", "modulo", "--out", dir, "--p", "2"}, "--p"},
+		{[]string{"train", "modulo", "--out", dir, "--train-size", "-5"}, "--train-size"},
+		{[]string{"train", "modulo", "--out", dir, "--epochs", "0"}, "--epochs"},
+		{[]string{"train", "cnn", "--out", dir, "--dataset", "imagenet"}, "--dataset"},
+		{[]string{"train", "cnn", "--out", dir, "--dataset", "cifar2"}, "--data-dir"},
+		{[]string{"train", "modulo"}, "out"},
+		{[]string{"verify", dir}, "not a run directory"},
+		{[]string{"train"}, "--resume"},
+	}
+	for _, c := range cases {
+		_, err := run(c.args...)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: got %v, want an error mentioning %q", c.args, err, c.want)
+		}
+	}
+	if _, err := os.Stat(dir); err == nil {
+		t.Error("a refused command left a run directory behind")
+	}
+}

@@ -1,0 +1,621 @@
+package nn
+
+import (
+	"fmt"
+	"math"
+	"runtime"
+	"sync"
+
+	"github.com/explaind/explaind/gemm"
+	"github.com/explaind/explaind/tensor"
+)
+
+// AttentionHeads is a sum of single-head self-attention blocks, the
+// attention of the ExPLAIND modulo-addition transformer. For an input x of
+// shape [B, S, D], head h computes
+//
+//	z = x Ehᵀ                 (encoder Eh: [DH, D], no bias; q = k = v = z)
+//	p = softmax(z zᵀ · Scale) (over keys, no mask; Scale = 1/sqrt(DH))
+//	o = p z
+//	y_h = o Dhᵀ               (decoder Dh: [D, DH], no bias)
+//
+// and the layer returns y = Σ_h y_h. This is the reference's
+// decoder(scaled_dot_product_attention(encoder(x), encoder(x), encoder(x)))
+// summed over heads.
+//
+// With LastOnly, only the query at the last position is computed (keys and
+// values still use every position) and the output is [B, D]; otherwise every
+// position is a query and the output is [B, S, D].
+//
+// The heads are evaluated together: one GEMM for all encoders over the B·S
+// rows, one for all decoders, and the per-sample softmax work in Go loops
+// spread over the cores.
+type AttentionHeads[T tensor.Float] struct {
+	D, DH int
+	// Encoders[h] has shape [DH, D]; Decoders[h] has shape [D, DH].
+	Encoders, Decoders []*Param[T]
+	// LastOnly restricts the queries to the last position.
+	LastOnly bool
+	// Scale multiplies the scores (1/sqrt(DH), PyTorch's default for
+	// scaled_dot_product_attention).
+	Scale float64
+}
+
+// NewAttentionHeads returns zero-initialized attention heads, one per pair
+// of names: encNames[h] names the encoder weight [dh, d] of head h and
+// decNames[h] its decoder weight [d, dh].
+func NewAttentionHeads[T tensor.Float](encNames, decNames []string, d, dh int, lastOnly bool) (*AttentionHeads[T], error) {
+	if len(encNames) == 0 || len(encNames) != len(decNames) {
+		return nil, fmt.Errorf("nn.AttentionHeads: %d encoder and %d decoder names; want the same positive number", len(encNames), len(decNames))
+	}
+	if d < 1 || dh < 1 {
+		return nil, fmt.Errorf("nn.AttentionHeads: model width %d and head width %d must be positive", d, dh)
+	}
+	a := &AttentionHeads[T]{D: d, DH: dh, LastOnly: lastOnly, Scale: 1 / math.Sqrt(float64(dh))}
+	for h := range encNames {
+		a.Encoders = append(a.Encoders, &Param[T]{Name: encNames[h], Value: tensor.New[T](dh, d)})
+		a.Decoders = append(a.Decoders, &Param[T]{Name: decNames[h], Value: tensor.New[T](d, dh)})
+	}
+	return a, nil
+}
+
+// NewAttentionHead returns a single zero-initialized head with encoder
+// weight encName [dh, d] and decoder weight decName [d, dh].
+func NewAttentionHead[T tensor.Float](encName, decName string, d, dh int, lastOnly bool) (*AttentionHeads[T], error) {
+	return NewAttentionHeads[T]([]string{encName}, []string{decName}, d, dh, lastOnly)
+}
+
+// Heads returns the number of heads.
+func (a *AttentionHeads[T]) Heads() int { return len(a.Encoders) }
+
+// Params returns the encoder weights, then the decoder weights (the
+// reference's state_dict order).
+func (a *AttentionHeads[T]) Params() []*Param[T] {
+	return append(append([]*Param[T](nil), a.Encoders...), a.Decoders...)
+}
+
+// OutShape maps [B, S, D] to [B, D] (LastOnly) or [B, S, D].
+func (a *AttentionHeads[T]) OutShape(in []int) ([]int, error) {
+	if len(a.Encoders) == 0 || len(a.Encoders) != len(a.Decoders) {
+		return nil, fmt.Errorf("nn.AttentionHeads: %d encoders and %d decoders; want the same positive number", len(a.Encoders), len(a.Decoders))
+	}
+	if len(in) != 3 || in[1] < 1 || in[2] != a.D {
+		return nil, fmt.Errorf("nn.AttentionHeads(%s): input shape %v, want [B, S, %d]", a.Encoders[0].Name, in, a.D)
+	}
+	if a.LastOnly {
+		return []int{in[0], a.D}, nil
+	}
+	return []int{in[0], in[1], a.D}, nil
+}
+
+// queries returns the number of query positions for sequence length s.
+func (a *AttentionHeads[T]) queries(s int) int {
+	if a.LastOnly {
+		return 1
+	}
+	return s
+}
+
+// attentionWeights holds all heads' weights side by side: enc [H*DH, D]
+// with head h in rows h*DH.., dec [D, H*DH] with head h in columns h*DH...
+type attentionWeights[T tensor.Float] struct {
+	enc, dec []T
+}
+
+// pack copies the heads' weights side by side, checking their shapes.
+func (a *AttentionHeads[T]) pack() (attentionWeights[T], error) {
+	hd := a.Heads() * a.DH
+	p := attentionWeights[T]{enc: make([]T, 0, hd*a.D), dec: make([]T, a.D*hd)}
+	for h := range a.Encoders {
+		enc, dec := a.Encoders[h], a.Decoders[h]
+		if !tensor.SameShape(enc.Value.Shape, []int{a.DH, a.D}) || !tensor.SameShape(dec.Value.Shape, []int{a.D, a.DH}) {
+			return p, fmt.Errorf("nn.AttentionHeads: %s has shape %v and %s %v, want [%d %d] and [%d %d]",
+				enc.Name, enc.Value.Shape, dec.Name, dec.Value.Shape, a.DH, a.D, a.D, a.DH)
+		}
+		p.enc = append(p.enc, enc.Value.Data...)
+		for i := 0; i < a.D; i++ {
+			copy(p.dec[i*hd+h*a.DH:i*hd+(h+1)*a.DH], dec.Value.Data[i*a.DH:(i+1)*a.DH])
+		}
+	}
+	return p, nil
+}
+
+type attentionState[T tensor.Float] struct {
+	x    *tensor.Dense[T] // [B, S, D]
+	z    []T              // [B, S, H*DH]
+	p    []T              // [B, H, Q, S] attention probabilities
+	o    []T              // [B, Q, H*DH]
+	w    attentionWeights[T]
+	b, s int
+}
+
+// Forward computes Σ_h softmax(z_h z_hᵀ·Scale) z_h D_hᵀ with z_h = x E_hᵀ.
+func (a *AttentionHeads[T]) Forward(x *tensor.Dense[T]) (*tensor.Dense[T], State, error) {
+	shape, err := checkInput[T](a, x)
+	if err != nil {
+		return nil, nil, err
+	}
+	b, s := x.Shape[0], x.Shape[1]
+	h, hd, q := a.Heads(), a.Heads()*a.DH, a.queries(s)
+	w, err := a.pack()
+	if err != nil {
+		return nil, nil, err
+	}
+	st := &attentionState[T]{x: x, w: w, b: b, s: s, p: make([]T, b*h*q*s), o: make([]T, b*q*hd)}
+	st.z = a.encode(x.Data, st.w.enc, b*s)
+	attentionParallel(b, s*s*hd, func(lo, hi int) {
+		scores, acc := make([]float64, s), make([]float64, a.DH)
+		for bb := lo; bb < hi; bb++ {
+			a.attend(st.z[bb*s*hd:(bb+1)*s*hd], st.p[bb*h*q*s:(bb+1)*h*q*s], st.o[bb*q*hd:(bb+1)*q*hd], s, scores, acc)
+		}
+	})
+	y := tensor.New[T](shape...)
+	a.decode(st.o, st.w.dec, y.Data, b*q)
+	return y, st, nil
+}
+
+// encode returns z = x encᵀ for rows rows of x ([rows, D] → [rows, H*DH]).
+func (a *AttentionHeads[T]) encode(x, enc []T, rows int) []T {
+	hd := a.Heads() * a.DH
+	z := make([]T, rows*hd)
+	gemm.Gemm(false, true, rows, hd, a.D, 1, x, a.D, enc, a.D, 0, z, hd)
+	return z
+}
+
+// decode writes y = o decᵀ for rows rows ([rows, H*DH] → [rows, D]).
+func (a *AttentionHeads[T]) decode(o, dec, y []T, rows int) {
+	hd := a.Heads() * a.DH
+	gemm.Gemm(false, true, rows, a.D, hd, 1, o, hd, dec, hd, 0, y, a.D)
+}
+
+// attend runs every head's attention for one sample: z is [S, H*DH], p
+// receives [H, Q, S] probabilities and o the [Q, H*DH] outputs. scores
+// ([S]) and acc ([DH]) are scratch.
+func (a *AttentionHeads[T]) attend(z, p, o []T, s int, scores, acc []float64) {
+	dh, hd, q := a.DH, a.Heads()*a.DH, a.queries(s)
+	for h := range a.Encoders {
+		for qq := 0; qq < q; qq++ {
+			i := qq + s - q // query position
+			zi := z[i*hd+h*dh : i*hd+(h+1)*dh]
+			a.softmax(z, zi, h, s, scores)
+			pr := p[(h*q+qq)*s : (h*q+qq+1)*s]
+			for j, v := range scores {
+				pr[j] = T(v)
+			}
+			mixRows(o[qq*hd+h*dh:qq*hd+(h+1)*dh], z[h*dh:], hd, scores, acc)
+		}
+	}
+}
+
+// mixRows writes out[e] = Σ_j w[j]·z[j*stride+e] for the len(w) rows of
+// z, accumulating in float64 (acc holds len(out) scratch values).
+func mixRows[T tensor.Float](out, z []T, stride int, w, acc []float64) {
+	acc = acc[:len(out)]
+	clear(acc)
+	for j, wj := range w {
+		zj := z[j*stride : j*stride+len(out)]
+		for e, v := range zj {
+			acc[e] += wj * float64(v)
+		}
+	}
+	for e, v := range acc {
+		out[e] = T(v)
+	}
+}
+
+// softmax writes into scores the probabilities softmax_j(Scale·⟨zi, z_j⟩)
+// of head h, in float64.
+func (a *AttentionHeads[T]) softmax(z, zi []T, h, s int, scores []float64) {
+	dh, hd := a.DH, a.Heads()*a.DH
+	mx := math.Inf(-1)
+	for j := 0; j < s; j++ {
+		zj := z[j*hd+h*dh : j*hd+(h+1)*dh]
+		var acc float64
+		for e, v := range zi {
+			acc += float64(v) * float64(zj[e])
+		}
+		scores[j] = acc * a.Scale
+		mx = math.Max(mx, scores[j])
+	}
+	var sum float64
+	for j := range scores {
+		scores[j] = math.Exp(scores[j] - mx)
+		sum += scores[j]
+	}
+	for j := range scores {
+		scores[j] /= sum
+	}
+}
+
+// Backward maps dy ([B*K, D] or [B*K, S, D]) to dx ([B*K, S, D]).
+//
+// With do = dy D (all heads at once) and, per head and query i,
+//
+//	dz_j += p_j do              (values)
+//	ds_j  = p_j (⟨do, z_j⟩ − Σ_l p_l ⟨do, z_l⟩) · Scale
+//	dz_i += Σ_j ds_j z_j        (the query)
+//	dz_j += ds_j z_i            (the keys)
+//
+// then dx = dz E, gE = Σ dzᵀ x and gD = Σ dyᵀ o (summed or per row).
+func (a *AttentionHeads[T]) Backward(st State, dy *tensor.Dense[T], g *Grads[T], needDx bool) (*tensor.Dense[T], error) {
+	s, ok := st.(*attentionState[T])
+	if !ok {
+		return nil, fmt.Errorf("nn.AttentionHeads(%s): Backward got a state from another layer", a.Encoders[0].Name)
+	}
+	outShape, _ := a.OutShape(s.x.Shape)
+	k, err := cotangentsPerSample("AttentionHeads", dy.Shape, s.b, outShape)
+	if err != nil {
+		return nil, err
+	}
+	b, seq, d, dh := s.b, s.s, a.D, a.DH
+	h, hd, q := a.Heads(), a.Heads()*a.DH, a.queries(s.s)
+	rows := b * k
+	gEnc := make([]*tensor.Dense[T], h)
+	gDec := make([]*tensor.Dense[T], h)
+	anyEnc, anyDec := false, false
+	for hh := 0; hh < h; hh++ {
+		if gEnc[hh], err = g.checkBuf(a.Encoders[hh], rows); err != nil {
+			return nil, err
+		}
+		if gDec[hh], err = g.checkBuf(a.Decoders[hh], rows); err != nil {
+			return nil, err
+		}
+		anyEnc = anyEnc || gEnc[hh] != nil
+		anyDec = anyDec || gDec[hh] != nil
+	}
+
+	// Decoder gradients: gD_h[i, e] += Σ dy[r, q, i] o[b, q, h*DH+e].
+	if anyDec {
+		if g.Mode == Summed {
+			dys := sumOverK(dy.Data, b, k, q*d)
+			full := make([]T, d*hd)
+			gemm.Gemm(true, false, d, hd, b*q, 1, dys, d, s.o, hd, 0, full, hd)
+			for hh, gd := range gDec {
+				if gd == nil {
+					continue
+				}
+				for i := 0; i < d; i++ {
+					tensor.AddScaled(gd.Data[i*dh:(i+1)*dh], 1, full[i*hd+hh*dh:i*hd+(hh+1)*dh])
+				}
+			}
+		} else {
+			attentionParallel(rows, q*d*hd, func(lo, hi int) {
+				for r := lo; r < hi; r++ {
+					bb := r / k
+					for qq := 0; qq < q; qq++ {
+						o := s.o[(bb*q+qq)*hd : (bb*q+qq+1)*hd]
+						dyr := dy.Data[(r*q+qq)*d : (r*q+qq+1)*d]
+						for hh, gd := range gDec {
+							if gd == nil {
+								continue
+							}
+							dst := gd.Data[r*d*dh : (r+1)*d*dh]
+							oh := o[hh*dh : (hh+1)*dh]
+							for i, v := range dyr {
+								if v != 0 {
+									tensor.AddScaled(dst[i*dh:(i+1)*dh], v, oh)
+								}
+							}
+						}
+					}
+				}
+			})
+		}
+	}
+	if !anyEnc && !needDx {
+		return nil, nil
+	}
+
+	// do = dy D for every row and query: [B*K, Q, H*DH].
+	do := make([]T, rows*q*hd)
+	gemm.Gemm(false, false, rows*q, hd, d, 1, dy.Data, d, s.w.dec, hd, 0, do, hd)
+	// dz: [B*K, S, H*DH].
+	dz := make([]T, rows*seq*hd)
+	attentionParallel(rows, q*seq*hd, func(lo, hi int) {
+		dp := make([]float64, seq)
+		for r := lo; r < hi; r++ {
+			bb := r / k
+			a.attendBackward(s.z[bb*seq*hd:(bb+1)*seq*hd], s.p[bb*h*q*seq:(bb+1)*h*q*seq],
+				do[r*q*hd:(r+1)*q*hd], dz[r*seq*hd:(r+1)*seq*hd], seq, dp)
+		}
+	})
+
+	// Encoder gradients: gE_h[e, :] += Σ_t dz[r, t, h*DH+e] x[b, t, :].
+	if anyEnc {
+		x := s.x.Data
+		if g.Mode == Summed {
+			dzs := sumOverK(dz, b, k, seq*hd)
+			full := make([]T, hd*d)
+			gemm.Gemm(true, false, hd, d, b*seq, 1, dzs, hd, x, d, 0, full, d)
+			for hh, ge := range gEnc {
+				if ge != nil {
+					tensor.AddScaled(ge.Data, 1, full[hh*dh*d:(hh+1)*dh*d])
+				}
+			}
+		} else {
+			attentionParallel(rows, seq*hd*d, func(lo, hi int) {
+				for r := lo; r < hi; r++ {
+					bb := r / k
+					for t := 0; t < seq; t++ {
+						xt := x[(bb*seq+t)*d : (bb*seq+t+1)*d]
+						dzt := dz[(r*seq+t)*hd : (r*seq+t+1)*hd]
+						for hh, ge := range gEnc {
+							if ge == nil {
+								continue
+							}
+							dst := ge.Data[r*dh*d : (r+1)*dh*d]
+							for e, v := range dzt[hh*dh : (hh+1)*dh] {
+								if v != 0 {
+									tensor.AddScaled(dst[e*d:(e+1)*d], v, xt)
+								}
+							}
+						}
+					}
+				}
+			})
+		}
+	}
+	if !needDx {
+		return nil, nil
+	}
+	dx := tensor.New[T](rows, seq, d)
+	gemm.Gemm(false, false, rows*seq, d, hd, 1, dz, hd, s.w.enc, d, 0, dx.Data, d)
+	return dx, nil
+}
+
+// sumOverK returns Σ_k v[b*K+k] for blocks of n values, or v itself when
+// k is 1.
+func sumOverK[T tensor.Float](v []T, b, k, n int) []T {
+	if k == 1 {
+		return v
+	}
+	out := make([]T, b*n)
+	for bb := 0; bb < b; bb++ {
+		dst := out[bb*n : (bb+1)*n]
+		for kk := 0; kk < k; kk++ {
+			tensor.AddScaled(dst, 1, v[(bb*k+kk)*n:(bb*k+kk+1)*n])
+		}
+	}
+	return out
+}
+
+// attendBackward accumulates into dz ([S, H*DH], zeroed) the cotangent of
+// z for one cotangent row do ([Q, H*DH]) of one sample (z [S, H*DH],
+// probabilities p [H, Q, S]).
+func (a *AttentionHeads[T]) attendBackward(z, p, do, dz []T, s int, dp []float64) {
+	dh, hd, q := a.DH, a.Heads()*a.DH, a.queries(s)
+	for h := range a.Encoders {
+		for qq := 0; qq < q; qq++ {
+			i := qq + s - q
+			dor := do[qq*hd+h*dh : qq*hd+(h+1)*dh]
+			pr := p[(h*q+qq)*s : (h*q+qq+1)*s]
+			var mean float64
+			for j := 0; j < s; j++ {
+				zj := z[j*hd+h*dh : j*hd+(h+1)*dh]
+				var acc float64
+				for e, v := range dor {
+					acc += float64(v) * float64(zj[e])
+				}
+				dp[j] = acc
+				mean += float64(pr[j]) * acc
+			}
+			zi := z[i*hd+h*dh : i*hd+(h+1)*dh]
+			dzi := dz[i*hd+h*dh : i*hd+(h+1)*dh]
+			for j := 0; j < s; j++ {
+				pj := float64(pr[j])
+				ds := pj * (dp[j] - mean) * a.Scale
+				zj := z[j*hd+h*dh : j*hd+(h+1)*dh]
+				dzj := dz[j*hd+h*dh : j*hd+(h+1)*dh]
+				for e := range dzj {
+					dzj[e] += T(pj*float64(dor[e]) + ds*float64(zi[e]))
+				}
+				for e := range dzi {
+					dzi[e] += T(ds * float64(zj[e]))
+				}
+			}
+		}
+	}
+}
+
+// JVP evaluates the heads and their derivative along M tangents:
+// dz = dx Eᵀ + x dEᵀ, and per head and query i, with p, z as in Forward,
+//
+//	ds_j = Scale (⟨dz_i, z_j⟩ + ⟨z_i, dz_j⟩)
+//	dp_j = p_j (ds_j − Σ_l p_l ds_l)
+//	do   = Σ_j dp_j z_j + p_j dz_j
+//
+// then dy = do Dᵀ + o dDᵀ.
+func (a *AttentionHeads[T]) JVP(x, dx *tensor.Dense[T], t *Tangents[T]) (*tensor.Dense[T], *tensor.Dense[T], error) {
+	shape, err := checkInput[T](a, x)
+	if err != nil {
+		return nil, nil, err
+	}
+	m := t.Count()
+	if err := checkTangentInput("AttentionHeads", x, dx, m); err != nil {
+		return nil, nil, err
+	}
+	b, seq, d, dh := x.Shape[0], x.Shape[1], a.D, a.DH
+	h, hd, q := a.Heads(), a.Heads()*a.DH, a.queries(seq)
+	dEnc := make([]*tensor.Dense[T], h)
+	dDec := make([]*tensor.Dense[T], h)
+	anyEnc, anyDec := false, false
+	for hh := 0; hh < h; hh++ {
+		if dEnc[hh], err = t.dir(a.Encoders[hh]); err != nil {
+			return nil, nil, err
+		}
+		if dDec[hh], err = t.dir(a.Decoders[hh]); err != nil {
+			return nil, nil, err
+		}
+		anyEnc = anyEnc || dEnc[hh] != nil
+		anyDec = anyDec || dDec[hh] != nil
+	}
+	w, err := a.pack()
+	if err != nil {
+		return nil, nil, err
+	}
+	z := a.encode(x.Data, w.enc, b*seq)
+
+	// dz = dx Eᵀ + x dEᵀ: [B*M, S, H*DH].
+	var dz []T
+	if dx != nil || anyEnc {
+		dz = make([]T, b*m*seq*hd)
+	}
+	if dx != nil {
+		gemm.Gemm(false, true, b*m*seq, hd, d, 1, dx.Data, d, w.enc, d, 0, dz, hd)
+	}
+	if anyEnc {
+		// Stack the tangents as [M*H*DH, D]: row (m, h, e).
+		stack := make([]T, m*hd*d)
+		for mm := 0; mm < m; mm++ {
+			for hh, de := range dEnc {
+				if de != nil {
+					copy(stack[(mm*hd+hh*dh)*d:(mm*hd+(hh+1)*dh)*d], de.Data[mm*dh*d:(mm+1)*dh*d])
+				}
+			}
+		}
+		if m == 1 {
+			gemm.Gemm(false, true, b*seq, hd, d, 1, x.Data, d, stack, d, 1, dz, hd)
+		} else {
+			tmp := make([]T, b*seq*m*hd) // row (b, t), column (m, o)
+			gemm.Gemm(false, true, b*seq, m*hd, d, 1, x.Data, d, stack, d, 0, tmp, m*hd)
+			for bb := 0; bb < b; bb++ {
+				for mm := 0; mm < m; mm++ {
+					for tt := 0; tt < seq; tt++ {
+						tensor.AddScaled(dz[((bb*m+mm)*seq+tt)*hd:((bb*m+mm)*seq+tt+1)*hd], 1,
+							tmp[(bb*seq+tt)*m*hd+mm*hd:(bb*seq+tt)*m*hd+(mm+1)*hd])
+					}
+				}
+			}
+		}
+	}
+
+	o := make([]T, b*q*hd)
+	var do []T
+	if dz != nil {
+		do = make([]T, b*m*q*hd)
+	}
+	attentionParallel(b, (m+1)*q*seq*hd, func(lo, hi int) {
+		scores, ds, acc := make([]float64, seq), make([]float64, seq), make([]float64, dh)
+		for bb := lo; bb < hi; bb++ {
+			zb := z[bb*seq*hd : (bb+1)*seq*hd]
+			ob := o[bb*q*hd : (bb+1)*q*hd]
+			var dzb, dob []T
+			if dz != nil {
+				dzb = dz[bb*m*seq*hd : (bb+1)*m*seq*hd]
+				dob = do[bb*m*q*hd : (bb+1)*m*q*hd]
+			}
+			a.attendJVP(zb, dzb, ob, dob, seq, m, scores, ds, acc)
+		}
+	})
+
+	y := tensor.New[T](shape...)
+	a.decode(o, w.dec, y.Data, b*q)
+	dy := tensor.New[T](append([]int{b * m}, shape[1:]...)...)
+	if do != nil {
+		a.decode(do, w.dec, dy.Data, b*m*q)
+	}
+	if anyDec {
+		// Stack the tangents as [M*D, H*DH]: row (m, i), column (h, e).
+		stack := make([]T, m*d*hd)
+		for mm := 0; mm < m; mm++ {
+			for hh, dd := range dDec {
+				if dd == nil {
+					continue
+				}
+				for i := 0; i < d; i++ {
+					copy(stack[(mm*d+i)*hd+hh*dh:(mm*d+i)*hd+(hh+1)*dh], dd.Data[(mm*d+i)*dh:(mm*d+i+1)*dh])
+				}
+			}
+		}
+		if m == 1 || q == 1 {
+			// Rows (b, q) by columns (m, i) is exactly dy's layout.
+			gemm.Gemm(false, true, b*q, m*d, hd, 1, o, hd, stack, hd, 1, dy.Data, m*d)
+		} else {
+			tmp := make([]T, b*q*m*d)
+			gemm.Gemm(false, true, b*q, m*d, hd, 1, o, hd, stack, hd, 0, tmp, m*d)
+			for bb := 0; bb < b; bb++ {
+				for mm := 0; mm < m; mm++ {
+					for qq := 0; qq < q; qq++ {
+						tensor.AddScaled(dy.Data[((bb*m+mm)*q+qq)*d:((bb*m+mm)*q+qq+1)*d], 1,
+							tmp[(bb*q+qq)*m*d+mm*d:(bb*q+qq)*m*d+(mm+1)*d])
+					}
+				}
+			}
+		}
+	}
+	return y, dy, nil
+}
+
+// attendJVP is attend for one sample plus the tangents: dz is [M, S, H*DH]
+// (nil when zero) and do receives [M, Q, H*DH]. scores, ds ([S]) and acc
+// ([DH]) are scratch.
+func (a *AttentionHeads[T]) attendJVP(z, dz, o, do []T, s, m int, scores, ds, acc []float64) {
+	dh, hd, q := a.DH, a.Heads()*a.DH, a.queries(s)
+	for h := range a.Encoders {
+		for qq := 0; qq < q; qq++ {
+			i := qq + s - q
+			zi := z[i*hd+h*dh : i*hd+(h+1)*dh]
+			a.softmax(z, zi, h, s, scores)
+			mixRows(o[qq*hd+h*dh:qq*hd+(h+1)*dh], z[h*dh:], hd, scores, acc)
+			if dz == nil {
+				continue
+			}
+			for mm := 0; mm < m; mm++ {
+				dzm := dz[mm*s*hd : (mm+1)*s*hd]
+				dzi := dzm[i*hd+h*dh : i*hd+(h+1)*dh]
+				var mean float64
+				for j := 0; j < s; j++ {
+					zj := z[j*hd+h*dh : j*hd+(h+1)*dh]
+					dzj := dzm[j*hd+h*dh : j*hd+(h+1)*dh]
+					var acc float64
+					for e := range zj {
+						acc += float64(dzi[e])*float64(zj[e]) + float64(zi[e])*float64(dzj[e])
+					}
+					ds[j] = acc * a.Scale
+					mean += scores[j] * ds[j]
+				}
+				// do = Σ_j dp_j z_j + p_j dz_j, with dp_j = p_j (ds_j − mean).
+				acc = acc[:dh]
+				clear(acc)
+				for j, pj := range scores {
+					dpj := pj * (ds[j] - mean)
+					zj := z[j*hd+h*dh : j*hd+(h+1)*dh]
+					dzj := dzm[j*hd+h*dh : j*hd+(h+1)*dh]
+					for e := range acc {
+						acc[e] += dpj*float64(zj[e]) + pj*float64(dzj[e])
+					}
+				}
+				dout := do[(mm*q+qq)*hd+h*dh : (mm*q+qq)*hd+(h+1)*dh]
+				for e, v := range acc {
+					dout[e] = T(v)
+				}
+			}
+		}
+	}
+}
+
+// attentionMinWork is the amount of inner-loop work (multiply-adds) below
+// which attentionParallel stays on one goroutine.
+const attentionMinWork = 1 << 15
+
+// attentionParallel runs fn over [0, n) in contiguous chunks, one per core,
+// when n items of cost work each are worth the goroutines; otherwise it
+// calls fn(0, n) directly. Chunks are disjoint, so fn may write to
+// per-item output without locks.
+func attentionParallel(n, cost int, fn func(lo, hi int)) {
+	workers := min(runtime.GOMAXPROCS(0), n)
+	if workers <= 1 || n*cost < attentionMinWork {
+		fn(0, n)
+		return
+	}
+	var wg sync.WaitGroup
+	chunk := (n + workers - 1) / workers
+	for lo := 0; lo < n; lo += chunk {
+		wg.Add(1)
+		go func(lo, hi int) {
+			defer wg.Done()
+			fn(lo, hi)
+		}(lo, min(lo+chunk, n))
+	}
+	wg.Wait()
+}

@@ -1,0 +1,53 @@
+package tensor
+
+import (
+	"math"
+	"testing"
+)
+
+func TestShapesAndViews(t *testing.T) {
+	a := New[float32](2, 3)
+	if a.Numel() != 6 || a.Dim(-1) != 3 || Numel(nil) != 1 {
+		t.Fatalf("sizes: %d %d %d", a.Numel(), a.Dim(-1), Numel(nil))
+	}
+	v, err := a.Reshape(3, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.Data[5] = 7
+	if a.Data[5] != 7 {
+		t.Error("Reshape must be a view")
+	}
+	if _, err := a.Reshape(4, 2); err == nil {
+		t.Error("reshape to a different size: want an error")
+	}
+	if _, err := FromSlice([]float64{1, 2, 3}, 2, 2); err == nil {
+		t.Error("3 values as 2×2: want an error")
+	}
+	c := a.Clone()
+	c.Data[0] = 1
+	if a.Data[0] != 0 {
+		t.Error("Clone must copy")
+	}
+	if d := Convert[float64](a); d.Data[5] != 7 || !SameShape(d.Shape, a.Shape) {
+		t.Errorf("Convert: %v", d)
+	}
+}
+
+func TestRelErr(t *testing.T) {
+	if e := RelErr([]float32{1, 2.002}, []float64{1, 2}); math.Abs(e-0.001) > 1e-6 {
+		t.Errorf("RelErr = %v, want 0.001", e)
+	}
+	if e := RelErr([]float32{1}, []float64{1, 2}); !math.IsInf(e, 1) {
+		t.Errorf("mismatched lengths: %v, want +Inf", e)
+	}
+	if e := RelErr([]float64{math.NaN()}, []float64{1}); !math.IsInf(e, 1) {
+		t.Errorf("NaN must not pass: %v", e)
+	}
+	dst := []float64{1, 1}
+	AddScaled(dst, 2, []float64{1, 3})
+	if dst[0] != 3 || dst[1] != 7 {
+		t.Errorf("AddScaled: %v", dst)
+	}
+	AddScaled(dst, 2, nil) // an empty source is fine
+}
