@@ -6,7 +6,6 @@ import (
 	"math/rand/v2"
 	"runtime"
 	"sync"
-	"sync/atomic"
 	"unsafe"
 
 	"github.com/explaind/explaind/gemm"
@@ -417,18 +416,17 @@ func forChunks(n, nb, workers int, body func(w, b0, cnt int, par bool)) {
 		}
 		return
 	}
+	// Chunks are dealt round-robin, not taken from a shared counter: which
+	// worker sums which chunk, and in what order, must not depend on
+	// timing, or per-worker gradient sums would differ from run to run and
+	// replay could not reproduce training bit for bit.
 	chunks := (n + nb - 1) / nb
-	var next atomic.Int64
 	var wg sync.WaitGroup
 	for w := 0; w < workers; w++ {
 		wg.Add(1)
 		go func(w int) {
 			defer wg.Done()
-			for {
-				c := int(next.Add(1)) - 1
-				if c >= chunks {
-					return
-				}
+			for c := w; c < chunks; c += workers {
 				b0 := c * nb
 				body(w, b0, min(nb, n-b0), false)
 			}
