@@ -52,7 +52,9 @@ func to32(s []float64) []float32 {
 func TestBackendsAgreeWithDefinition(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 7))
 	for _, be := range gemm.Available() {
-		for _, tc := range []struct{ m, n, k int }{{1, 1, 1}, {3, 5, 7}, {17, 1, 33}, {64, 65, 63}} {
+		// The last two are large enough for the OpenBLAS backend to split them
+		// by rows and by columns.
+		for _, tc := range []struct{ m, n, k int }{{1, 1, 1}, {3, 5, 7}, {17, 1, 33}, {64, 65, 63}, {201, 150, 101}, {3, 2001, 401}} {
 			for _, tr := range [][2]bool{{false, false}, {true, false}, {false, true}, {true, true}} {
 				name := fmt.Sprintf("%s/%dx%dx%d/%v", be.Name(), tc.m, tc.n, tc.k, tr)
 				// Leading dimensions larger than the rows, to test strides.

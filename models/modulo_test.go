@@ -165,22 +165,6 @@ func goldenDir() string {
 	return filepath.Join("..", "testdata", "golden")
 }
 
-func TestModuloGolden(t *testing.T) {
-	files, err := filepath.Glob(filepath.Join(goldenDir(), "modulo*.safetensors"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(files) == 0 {
-		t.Fatalf("no modulo*.safetensors fixture in %s", goldenDir())
-	}
-	for _, path := range files {
-		t.Run(filepath.Base(path), func(t *testing.T) {
-			t.Logf("fixture %s", path)
-			checkModuloFixture(t, path)
-		})
-	}
-}
-
 // loadModuloFixture builds the fixture's model in float32 with its weights,
 // and returns it with the fixture's inputs and targets.
 func loadModuloFixture(t *testing.T, f *weights.File) (*models.Modulo[float32], *tensor.Dense[float32], []int) {

@@ -12,9 +12,14 @@ import (
 	"github.com/explaind/explaind/tensor"
 )
 
-// Measure with: go test -tags openblas -run XXX -bench ResNet9 -benchtime 3x ./models/
+// Measure with:
+//
+//	OPENBLAS_NUM_THREADS=1 go test -tags openblas -run XXX -bench ResNet9 -benchtime 3x ./models/
+//
 // The project target for BenchmarkResNet9Step is 3.8 s (PyTorch on the same
-// 2-core machine).
+// 2-core machine). The convolutions spread their chunks over one goroutine
+// per core, each calling GEMM; OpenBLAS's own threads (its default) then
+// compete with them and spin between calls, which costs about 1 s here.
 
 // benchResNet9 returns an initialized float32 ResNet-9 and a random batch.
 func benchResNet9(b *testing.B, div, batch int) (*models.ResNet9[float32], *tensor.Dense[float32], []int) {

@@ -3,12 +3,14 @@ package nn
 import (
 	"fmt"
 	"math"
+	"math/bits"
 	"math/rand/v2"
 	"runtime"
 	"sync"
 	"unsafe"
 
 	"github.com/explaind/explaind/gemm"
+	"github.com/explaind/explaind/internal/parallel"
 	"github.com/explaind/explaind/tensor"
 )
 
@@ -26,7 +28,10 @@ import (
 // kernel (unfolded the same way), and otherwise the fold (col2im) of Wᵀ·dY.
 // The unfolded input is recomputed in Backward rather than kept, so a state
 // holds only the input; it is shared by a sample's K cotangents and M
-// tangents. Chunks are processed by one goroutine per processor.
+// tangents. Chunks are processed by one goroutine per processor
+// (runtime.GOMAXPROCS), each running its own GEMMs: with OpenBLAS, run with
+// OPENBLAS_NUM_THREADS=1 so that OpenBLAS's threads do not compete with
+// them.
 //
 // With ReLU set the layer is Conv2d followed by nn.ReLU, fused: the ReLU is
 // applied while the output is written and its mask while the cotangents
@@ -172,13 +177,16 @@ func (l *Conv2d[T]) Forward(x *tensor.Dense[T]) (*tensor.Dense[T], State, error)
 	return y, &convState[T]{x: x, y: y, g: g}, nil
 }
 
-// Backward: with dY_r [O, H'·W'] the r-th cotangent row and cols_b the
-// unfolded input of its sample b = r/K,
+// Backward: with dY_r [O, H'·W'] the r-th cotangent row (masked by the
+// fused ReLU, if any) and cols_b the unfolded input of its sample b = r/K,
 //
 //	dx_r = fold(Wᵀ dY_r),   dW += Σ_r dY_r cols_bᵀ   (Summed),
 //	dW_r += dY_r cols_bᵀ   (PerRow: the BackPACK/Opacus unfold trick).
 //
 // Summed mode first adds up a sample's K cotangents, since cols_b is shared.
+// For stride 1, dx_r is computed as the convolution of dY_r with the
+// flipped kernel, and with K = 1 that convolution's unfolding of dY also
+// gives dW (transposedBackward), so x is not unfolded again.
 func (l *Conv2d[T]) Backward(st State, dy *tensor.Dense[T], gr *Grads[T], needDx bool) (*tensor.Dense[T], error) {
 	s, ok := st.(*convState[T])
 	if !ok {
@@ -215,7 +223,7 @@ func (l *Conv2d[T]) Backward(st State, dy *tensor.Dense[T], gr *Grads[T], needDx
 		dx = tensor.New[T](g.b*k, g.c, g.h, g.w)
 	}
 	gt, transposable := g.transposed()
-	if !DebugNoFuse && needDx && gw != nil && gr.Mode == Summed && k == 1 && transposable && 4*g.h*g.w <= 5*g.pos {
+	if needDx && gw != nil && gr.Mode == Summed && k == 1 && transposable && 4*g.h*g.w <= 5*g.pos {
 		// One unfolding of dy serves both products (see transposedBackward).
 		transposedBackward(g, gt, s.x.Data, dyData, l.Weight.Value.Data, dx.Data, gw.Data)
 		return dx, nil
@@ -263,10 +271,10 @@ func transposedBackward[T tensor.Float](g, gt convGeom, x, dy, w, dx, gw []T) {
 	forChunks(g.b, nb, workers, func(wk, b0, cnt int, par bool) {
 		n := cnt * hw
 		im2col(par, gt, dy, b0, cnt, cols[wk][:gt.ck*n])
-		gemm.Gemm(false, false, g.c, n, gt.ck, 1, wt, gt.ck, cols[wk], n, 0, out[wk], n)
+		chunkGemm(par, false, false, g.c, n, gt.ck, 1, wt, gt.ck, cols[wk], n, 0, out[wk], n)
 		scatterPlanes(par, out[wk][:g.c*n], cnt, hw, g.c, dx, b0, 1, scatterCopy)
 		gatherPlanes(par, x, b0, cnt, 1, hw, g.c, out[wk][:g.c*n])
-		gemm.Gemm(false, true, g.c, gt.ck, n, 1, out[wk], n, cols[wk], n, 1, acc[wk], gt.ck)
+		chunkGemm(par, false, true, g.c, gt.ck, n, 1, out[wk], n, cols[wk], n, 1, acc[wk], gt.ck)
 	})
 	for i := 1; i < workers; i++ {
 		tensor.AddScaled(acc[0], 1, acc[i])
@@ -358,44 +366,50 @@ func (l *Conv2d[T]) JVP(x, dx *tensor.Dense[T], t *Tangents[T]) (*tensor.Dense[T
 	return y, dy, nil
 }
 
-// scratchPools recycle the large scratch slices of convolutions (one pool
-// per element type), sparing the allocator, the zeroing and the page faults
-// of fresh memory. Their contents are always overwritten before use.
-var scratchPools [2]sync.Pool
+// scratchPools recycle the large scratch slices of convolutions, per
+// element type and power-of-two capacity, sparing the allocator, the
+// zeroing and the page faults of fresh memory. Their contents are always
+// overwritten before use.
+var scratchPools [2][64]sync.Pool
 
-func scratchPool[T tensor.Float]() *sync.Pool {
+func scratchPool[T tensor.Float](class int) *sync.Pool {
 	var z T
 	if _, ok := any(z).(float32); ok {
-		return &scratchPools[0]
+		return &scratchPools[0][class]
 	}
-	return &scratchPools[1]
+	return &scratchPools[1][class]
 }
 
 // getScratch returns a slice of n elements with arbitrary contents.
 func getScratch[T tensor.Float](n int) []T {
-	if p, ok := scratchPool[T]().Get().(*[]T); ok && cap(*p) >= n {
+	class := bits.Len(uint(max(n, 1) - 1))
+	if p, ok := scratchPool[T](class).Get().(*[]T); ok {
 		return (*p)[:n]
 	}
-	return make([]T, n)
+	return make([]T, n, 1<<class)
 }
 
-// putScratch hands s back for reuse.
+// putScratch hands s, from getScratch, back for reuse.
 func putScratch[T tensor.Float](s []T) {
-	scratchPool[T]().Put(&s)
+	class := bits.Len(uint(cap(s) - 1))
+	if cap(s) != 1<<class {
+		return // not from getScratch
+	}
+	scratchPool[T](class).Put(&s)
 }
 
 // convChunkElems bounds the scratch (unfolded inputs and their products) of
 // one chunk: 4M elements, 16 MB in float32. Such chunks keep the GEMMs large
-// (thousands of columns) and each worker's scratch within the L3 cache.
-var convChunkElems = 1 << 22
+// (thousands of columns) and the scratch small next to the activations.
+const convChunkElems = 1 << 22
 
 // chunkPlan splits n items of per scratch elements each into chunks of nb
 // items for workers goroutines: as large as the scratch bound allows, and,
 // when the work is worth spreading, as many per worker.
 func chunkPlan(n, per int) (nb, workers int) {
 	nb = max(1, min(n, convChunkElems/max(per, 1)))
-	workers = min(runtime.GOMAXPROCS(0), n, DebugWorkers)
-	if workers > 1 && n*per >= 8*parallelMinWork {
+	workers = min(runtime.GOMAXPROCS(0), n)
+	if workers > 1 && n*per >= 8*parallel.MinWork {
 		// A multiple of workers chunks of (about) equal size.
 		chunks := (n + nb - 1) / nb
 		chunks = (chunks + workers - 1) / workers * workers
@@ -406,9 +420,11 @@ func chunkPlan(n, per int) (nb, workers int) {
 }
 
 // forChunks calls body(w, b0, cnt, par) for the chunks [b0, b0+cnt) of
-// [0, n), nb items each, spread over workers goroutines (w is the worker,
-// for per-worker scratch). With a single worker, par is true: the body may
-// spread its own loops over goroutines.
+// [0, n), nb items each, spread over workers goroutines: worker w takes
+// chunks w, w+workers, … in order (w indexes per-worker scratch). The
+// assignment is fixed, so per-worker sums are reproducible bit for bit.
+// With a single worker, par is true: the body may spread its own loops over
+// goroutines.
 func forChunks(n, nb, workers int, body func(w, b0, cnt int, par bool)) {
 	if workers <= 1 {
 		for b0 := 0; b0 < n; b0 += nb {
@@ -416,18 +432,12 @@ func forChunks(n, nb, workers int, body func(w, b0, cnt int, par bool)) {
 		}
 		return
 	}
-	// Chunks are dealt round-robin, not taken from a shared counter: which
-	// worker sums which chunk, and in what order, must not depend on
-	// timing, or per-worker gradient sums would differ from run to run and
-	// replay could not reproduce training bit for bit.
-	chunks := (n + nb - 1) / nb
 	var wg sync.WaitGroup
 	for w := 0; w < workers; w++ {
 		wg.Add(1)
 		go func(w int) {
 			defer wg.Done()
-			for c := w; c < chunks; c += workers {
-				b0 := c * nb
+			for b0 := w * nb; b0 < n; b0 += workers * nb {
 				body(w, b0, min(nb, n-b0), false)
 			}
 		}(w)
@@ -451,7 +461,7 @@ func convolve[T tensor.Float](g convGeom, x []T, n int, wmat []T, rows int, emit
 	forChunks(n, nb, workers, func(w, b0, cnt int, par bool) {
 		nc := cnt * g.pos
 		im2col(par, g, x, b0, cnt, cols[w][:g.ck*nc])
-		gemm.Gemm(false, false, rows, nc, g.ck, 1, wmat, g.ck, cols[w], nc, 0, out[w], nc)
+		chunkGemm(par, false, false, rows, nc, g.ck, 1, wmat, g.ck, cols[w], nc, 0, out[w], nc)
 		emit(b0, cnt, out[w][:rows*nc], par)
 	})
 	for w := range cols {
@@ -488,14 +498,14 @@ func weightGrad[T tensor.Float](g convGeom, x, dy []T, k int, summed bool, gw []
 		im2col(par, g, x, b0, cnt, cols[w][:g.ck*n])
 		if summed {
 			gatherPlanes(par, dy, b0*k, cnt, k, g.pos, g.o, dysum[w][:g.o*n])
-			gemm.Gemm(false, true, g.o, g.ck, n, 1, dysum[w], n, cols[w], n, 1, acc[w], g.ck)
+			chunkGemm(par, false, true, g.o, g.ck, n, 1, dysum[w], n, cols[w], n, 1, acc[w], g.ck)
 			return
 		}
 		// Rows b·K … b·K+K−1 of dy form a [K·O, H'·W'] matrix and the same
 		// rows of gw a [K·O, C·KH·KW] one.
 		for j := 0; j < cnt; j++ {
 			r := (b0 + j) * k
-			gemm.Gemm(false, true, k*g.o, g.ck, g.pos, 1, dy[r*g.o*g.pos:], g.pos, cols[w][j*g.pos:], n, 1, gw[r*size:], g.ck)
+			chunkGemm(par, false, true, k*g.o, g.ck, g.pos, 1, dy[r*g.o*g.pos:], g.pos, cols[w][j*g.pos:], n, 1, gw[r*size:], g.ck)
 		}
 	})
 	for w := range cols {
@@ -523,7 +533,7 @@ func foldCotangents[T tensor.Float](g convGeom, dy []T, n int, w []T, dx []T) {
 	forChunks(n, nb, workers, func(wk, r0, cnt int, par bool) {
 		nc := cnt * g.pos
 		gatherPlanes(par, dy, r0, cnt, 1, g.pos, g.o, dyall[wk][:g.o*nc])
-		gemm.Gemm(true, false, g.ck, nc, g.o, 1, w, g.ck, dyall[wk], nc, 0, dcols[wk], nc)
+		chunkGemm(par, true, false, g.ck, nc, g.o, 1, w, g.ck, dyall[wk], nc, 0, dcols[wk], nc)
 		col2im(par, g, dcols[wk][:g.ck*nc], dx, r0, cnt)
 	})
 	for i := range dyall {
@@ -597,6 +607,15 @@ func gatherPlanes[T tensor.Float](par bool, src []T, r0, cnt, k, pos, o int, dst
 func phaseOf(t, s int) (a, d int) {
 	a = ((t % s) + s) % s
 	return a, (t - a) / s
+}
+
+// tapPhases returns phaseOf(i − pad, s) for the taps i < k of a kernel.
+func tapPhases(k, pad, s int) (phase, shift []int) {
+	phase, shift = make([]int, k), make([]int, k)
+	for i := range phase {
+		phase[i], shift[i] = phaseOf(i-pad, s)
+	}
+	return phase, shift
 }
 
 // splitPhases deinterleaves an h×w plane into s·s phase planes of hs×ws
@@ -739,6 +758,8 @@ func im2col[T tensor.Float](par bool, g convGeom, x []T, b0, cnt int, cols []T) 
 	n := cnt * g.pos
 	plane := g.h * g.w
 	hs, ws := (g.h+g.s-1)/g.s, (g.w+g.s-1)/g.s
+	rowPhase, rowShift := tapPhases(g.kh, g.ph, g.s)
+	colPhase, colShift := tapPhases(g.kw, g.pw, g.s)
 	maybeParallel(par, cnt*g.c, g.kh*g.kw*g.pos, func(lo, hi int) {
 		var phases []T
 		if g.s > 1 {
@@ -751,9 +772,9 @@ func im2col[T tensor.Float](par bool, g convGeom, x []T, b0, cnt int, cols []T) 
 				splitPhases(src, g.h, g.w, g.s, hs, ws, phases)
 			}
 			for i := 0; i < g.kh; i++ {
-				a, dh := phaseOf(i-g.ph, g.s)
+				a, dh := rowPhase[i], rowShift[i]
 				for j := 0; j < g.kw; j++ {
-					b, dw := phaseOf(j-g.pw, g.s)
+					b, dw := colPhase[j], colShift[j]
 					row := (c*g.kh+i)*g.kw + j
 					dst := cols[row*n+jb*g.pos : row*n+(jb+1)*g.pos]
 					if g.s == 1 {
@@ -774,6 +795,8 @@ func col2im[T tensor.Float](par bool, g convGeom, dcols []T, dx []T, r0, cnt int
 	n := cnt * g.pos
 	plane := g.h * g.w
 	hs, ws := (g.h+g.s-1)/g.s, (g.w+g.s-1)/g.s
+	rowPhase, rowShift := tapPhases(g.kh, g.ph, g.s)
+	colPhase, colShift := tapPhases(g.kw, g.pw, g.s)
 	maybeParallel(par, cnt*g.c, g.kh*g.kw*g.pos, func(lo, hi int) {
 		var phases []T
 		if g.s > 1 {
@@ -786,9 +809,9 @@ func col2im[T tensor.Float](par bool, g convGeom, dcols []T, dx []T, r0, cnt int
 				clear(phases)
 			}
 			for i := 0; i < g.kh; i++ {
-				a, dh := phaseOf(i-g.ph, g.s)
+				a, dh := rowPhase[i], rowShift[i]
 				for j := 0; j < g.kw; j++ {
-					b, dw := phaseOf(j-g.pw, g.s)
+					b, dw := colPhase[j], colShift[j]
 					row := (c*g.kh+i)*g.kw + j
 					src := dcols[row*n+jb*g.pos : row*n+(jb+1)*g.pos]
 					if g.s == 1 {
@@ -848,7 +871,7 @@ func maskPositive[T tensor.Float](dst, src, y []T) {
 // maskRowsPositive applies maskPositive to k rows of n values per sample
 // of y, row r against sample r/k, over goroutines.
 func maskRowsPositive[T tensor.Float](dst, src, y []T, n, k int) {
-	parallelFor(len(src)/n, n, func(lo, hi int) {
+	parallel.ForCost(len(src)/n, n, func(lo, hi int) {
 		for r := lo; r < hi; r++ {
 			maskPositive(dst[r*n:(r+1)*n], src[r*n:(r+1)*n], y[(r/k)*n:(r/k+1)*n])
 		}
@@ -870,46 +893,22 @@ func bits64(v []float64) []int64 {
 	return unsafe.Slice((*int64)(unsafe.Pointer(&v[0])), len(v))
 }
 
-// parallelMinWork is the least number of element operations worth spreading
-// over goroutines.
-const parallelMinWork = 1 << 15
-
-// parallelFor calls fn on consecutive ranges covering [0, n), one per
-// processor (runtime.GOMAXPROCS), when the total work n·per is large enough
-// to pay for goroutines; otherwise it calls fn(0, n) directly.
-func parallelFor(n, per int, fn func(lo, hi int)) {
-	workers := min(runtime.GOMAXPROCS(0), n)
-	if workers <= 1 || n*per < parallelMinWork {
-		fn(0, n)
-		return
-	}
-	var wg sync.WaitGroup
-	for i := 1; i < workers; i++ {
-		wg.Add(1)
-		go func(lo, hi int) {
-			defer wg.Done()
-			fn(lo, hi)
-		}(n*i/workers, n*(i+1)/workers)
-	}
-	fn(0, n/workers)
-	wg.Wait()
-}
-
-// maybeParallel is parallelFor when par is set and a plain call otherwise
-// (inside a chunk that already has a goroutine of its own).
+// maybeParallel is parallel.ForCost when par is set and a plain call
+// otherwise (inside a chunk that already has a goroutine of its own).
 func maybeParallel(par bool, n, per int, fn func(lo, hi int)) {
 	if par {
-		parallelFor(n, per, fn)
+		parallel.ForCost(n, per, fn)
 		return
 	}
 	fn(0, n)
 }
 
-// DebugNoFuse is debug.
-var DebugNoFuse bool
-
-// DebugWorkers is debug.
-var DebugWorkers = 1 << 30
-
-// SetChunk is debug.
-func SetChunk(n int) { convChunkElems = n }
+// chunkGemm is gemm.Gemm for a chunk body: when the chunks already run on
+// every core (par false), the product must not split itself again.
+func chunkGemm[T tensor.Float](par bool, transA, transB bool, m, n, k int, alpha T, a []T, lda int, b []T, ldb int, beta T, c []T, ldc int) {
+	be := gemm.Default()
+	if !par {
+		be = gemm.Serial()
+	}
+	gemm.GemmOn(be, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+}

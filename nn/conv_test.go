@@ -212,8 +212,8 @@ func TestConv2dLargeChunks(t *testing.T) {
 	rng := rand.New(rand.NewPCG(8, 9))
 	l := nn.NewConv2d[float64]("big", 8, 3, 5, 1, 2)
 	initParams(rng, l)
-	// C·25·H·W = 819200 per sample, the chunk scratch of 4M elements holds
-	// five samples: seven samples take two chunks, K = 2 cotangents four.
+	// C·25·H·W = 819200 unfolded values per sample: seven samples take
+	// several chunks (spread over the workers), and so do their cotangents.
 	runCheck(t, l, randInput(rng, 7, 8, 64, 64), nncheck.Options{K: 2, M: 2, Seed: 3})
 	l.ReLU = true
 	runCheck(t, l, randInput(rng, 5, 8, 64, 64), nncheck.Options{K: 1, M: 1, Seed: 4})

@@ -3,6 +3,7 @@ package nn
 import (
 	"fmt"
 
+	"github.com/explaind/explaind/internal/parallel"
 	"github.com/explaind/explaind/tensor"
 )
 
@@ -152,7 +153,7 @@ func maxPoolForward[T tensor.Float](g poolGeom, x *tensor.Dense[T]) (*tensor.Den
 	}
 	y := tensor.New[T](g.outShape()...)
 	arg := make([]int32, len(y.Data))
-	parallelFor(g.b*g.c, plane, func(lo, hi int) {
+	parallel.ForCost(g.b*g.c, plane, func(lo, hi int) {
 		for pl := lo; pl < hi; pl++ {
 			src := x.Data[pl*plane : (pl+1)*plane]
 			dst, idx := y.Data[pl*opl:(pl+1)*opl], arg[pl*opl:(pl+1)*opl]
@@ -196,7 +197,7 @@ func maxPoolBackward[T tensor.Float](layer string, st State, dy *tensor.Dense[T]
 	}
 	plane, opl := g.h*g.w, g.ho*g.wo
 	dx := tensor.New[T](g.b*k, g.c, g.h, g.w)
-	parallelFor(g.b*k*g.c, opl, func(lo, hi int) {
+	parallel.ForCost(g.b*k*g.c, opl, func(lo, hi int) {
 		for rp := lo; rp < hi; rp++ { // rp = (r, c), r = b·K + kk
 			r, c := rp/g.c, rp%g.c
 			idx := s.arg[((r/k)*g.c+c)*opl : ((r/k)*g.c+c+1)*opl]
@@ -224,7 +225,7 @@ func maxPoolJVP[T tensor.Float](layer string, x, y *tensor.Dense[T], s *poolStat
 		return nil, nil, fmt.Errorf("nn.%s: input tangent has %d values for shape %v", layer, len(dx.Data), dx.Shape)
 	}
 	plane, opl := g.h*g.w, g.ho*g.wo
-	parallelFor(g.b*m*g.c, opl, func(lo, hi int) {
+	parallel.ForCost(g.b*m*g.c, opl, func(lo, hi int) {
 		for rp := lo; rp < hi; rp++ { // rp = (r, c), r = b·M + mm
 			r, c := rp/g.c, rp%g.c
 			idx := s.arg[((r/m)*g.c+c)*opl : ((r/m)*g.c+c+1)*opl]
