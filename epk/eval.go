@@ -1,0 +1,557 @@
+package epk
+
+import (
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/explaind/explaind/nn"
+	"github.com/explaind/explaind/tensor"
+)
+
+// Options configures an Evaluator. Zero fields take the defaults named.
+type Options struct {
+	// Quadrature is the rule (default Exact with 3 points per piece).
+	Quadrature Quadrature
+	// PerTensor adds one tangent per parameter tensor, so that results
+	// hold each tensor's contribution (Data+Reg restricted to it).
+	PerTensor bool
+	// MaxRows bounds rows × tangents of one model call (default 8192).
+	MaxRows int
+	// MaxGradValues bounds the values of one per-row gradient buffer of
+	// the feature pass (default 1<<24).
+	MaxGradValues int
+}
+
+// Evaluator integrates a model's Jacobian along optimizer steps. It writes
+// each step's θ_s into the model's parameters (and leaves them there), so
+// give it a model instance of its own, not the one a training loop or a
+// replay is stepping. It is not safe for concurrent use.
+type Evaluator[T tensor.Float] struct {
+	model  PathModel[T]
+	sw     SwitchModel[T] // nil when the model has no switch values
+	params []*nn.Param[T]
+	byName map[string]*nn.Param[T]
+	opt    Options
+}
+
+// NewEvaluator returns an evaluator for model. The Exact rule needs a
+// SwitchModel.
+func NewEvaluator[T tensor.Float](model PathModel[T], opt Options) (*Evaluator[T], error) {
+	if model == nil {
+		return nil, fmt.Errorf("epk: nil model")
+	}
+	q, err := filledQuadrature[T](opt.Quadrature)
+	if err != nil {
+		return nil, err
+	}
+	opt.Quadrature = q
+	if opt.MaxRows <= 0 {
+		opt.MaxRows = 8192
+	}
+	if opt.MaxGradValues <= 0 {
+		opt.MaxGradValues = 1 << 24
+	}
+	e := &Evaluator[T]{model: model, params: model.Params(), byName: map[string]*nn.Param[T]{}, opt: opt}
+	e.sw, _ = model.(SwitchModel[T])
+	if q.Rule == Exact && e.sw == nil {
+		return nil, fmt.Errorf("epk: the Exact rule needs a model with switch values (SwitchModel); use Adaptive")
+	}
+	for _, p := range e.params {
+		if _, dup := e.byName[p.Name]; dup {
+			return nil, fmt.Errorf("epk: two parameters are named %s", p.Name)
+		}
+		e.byName[p.Name] = p
+	}
+	return e, nil
+}
+
+// Options returns the options with their defaults filled in.
+func (e *Evaluator[T]) Options() Options { return e.opt }
+
+// stepCtx is one step's data for the model: the path directions by
+// parameter and the test batch.
+type stepCtx[T tensor.Float] struct {
+	u     *Update[T]
+	x     *tensor.Dense[T]
+	B     int
+	delta map[*nn.Param[T]]*tensor.Dense[T]
+	pos   []int // pos[i] is the index in u of the model's parameter i
+}
+
+// prepare checks u against the model, writes θ_s into the model's
+// parameters and returns the step's context.
+func (e *Evaluator[T]) prepare(u *Update[T], x *tensor.Dense[T]) (*stepCtx[T], error) {
+	if u == nil {
+		return nil, fmt.Errorf("epk: nil update")
+	}
+	if x == nil || len(x.Shape) == 0 || x.Shape[0] == 0 || len(x.Data) != tensor.Numel(x.Shape) {
+		return nil, fmt.Errorf("epk: empty or inconsistent test batch")
+	}
+	idx := make(map[string]int, len(u.Names))
+	for i, n := range u.Names {
+		idx[n] = i
+	}
+	c := &stepCtx[T]{u: u, x: x, B: x.Shape[0], delta: map[*nn.Param[T]]*tensor.Dense[T]{}, pos: make([]int, len(e.params))}
+	for i, p := range e.params {
+		k, ok := idx[p.Name]
+		if !ok {
+			return nil, fmt.Errorf("epk: step %d has no update for parameter %s", u.Step, p.Name)
+		}
+		for _, part := range [][]*tensor.Dense[T]{u.Before, u.Delta, u.Data, u.Reg, u.Resid} {
+			if k >= len(part) || part[k] == nil || len(part[k].Data) != len(p.Value.Data) {
+				return nil, fmt.Errorf("epk: step %d: the update of %s does not have its shape %v", u.Step, p.Name, p.Value.Shape)
+			}
+		}
+		c.pos[i] = k
+		c.delta[p] = u.Delta[k]
+	}
+	if len(u.Names) != len(e.params) {
+		return nil, fmt.Errorf("epk: step %d updates %d parameters, the model has %d", u.Step, len(u.Names), len(e.params))
+	}
+	for i, p := range e.params {
+		copy(p.Value.Data, u.Before[c.pos[i]].Data)
+	}
+	return c, nil
+}
+
+// path returns the path of rows at positions ts.
+func (c *stepCtx[T]) path(ts []float64) *nn.Path[T] {
+	return &nn.Path[T]{Delta: c.delta, T: ts}
+}
+
+// chunks calls fn on consecutive ranges of n rows of at most size rows.
+func chunks(n, size int, fn func(lo, hi int) error) error {
+	size = max(1, size)
+	for lo := 0; lo < n; lo += size {
+		if err := fn(lo, min(lo+size, n)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// forwardRows returns the outputs (float64, [rows, C] flattened) of test
+// samples at path positions ts.
+func (e *Evaluator[T]) forwardRows(c *stepCtx[T], samples []int, ts []float64) ([]float64, error) {
+	var out []float64
+	err := chunks(len(samples), e.opt.MaxRows, func(lo, hi int) error {
+		y, _, err := e.model.PathForward(gatherRows(c.x, samples[lo:hi], 1), c.path(ts[lo:hi]))
+		if err != nil {
+			return err
+		}
+		if out == nil {
+			out = make([]float64, 0, len(samples)*len(y.Data)/(hi-lo))
+		}
+		for _, v := range y.Data {
+			out = append(out, float64(v))
+		}
+		return nil
+	})
+	return out, err
+}
+
+// switchRows returns the switch values (and, with deriv, their
+// t-derivatives) of test samples at positions ts, [rows, S] flattened, and S.
+func (e *Evaluator[T]) switchRows(c *stepCtx[T], samples []int, ts []float64, deriv bool) (sw, dsw []float64, S int, err error) {
+	err = chunks(len(samples), e.opt.MaxRows, func(lo, hi int) error {
+		s, d, err := e.sw.PathSwitches(gatherRows(c.x, samples[lo:hi], 1), c.path(ts[lo:hi]), deriv)
+		if err != nil {
+			return err
+		}
+		if len(s.Shape) != 2 || s.Shape[0] != hi-lo || (deriv && (d == nil || len(d.Data) != len(s.Data))) {
+			return fmt.Errorf("epk: PathSwitches returned switch values of shape %v for %d rows", s.Shape, hi-lo)
+		}
+		S = s.Shape[1]
+		for _, v := range s.Data {
+			sw = append(sw, float64(v))
+		}
+		if deriv {
+			for _, v := range d.Data {
+				dsw = append(dsw, float64(v))
+			}
+		}
+		return nil
+	})
+	return sw, dsw, S, err
+}
+
+// Plan builds the quadrature nodes of step u for the test batch x (and
+// writes θ_s into the model's parameters). For Exact, every located piece
+// is checked along Δθ (one single-tangent JVP per node) unless SkipCheck
+// is set. Evaluate, and Contributions given a nil plan, fuse that check
+// into the contributions pass instead, which is cheaper: pass a plan only
+// to share it between Contributions and Features calls.
+func (e *Evaluator[T]) Plan(u *Update[T], x *tensor.Dense[T]) (*Plan, error) {
+	c, err := e.prepare(u, x)
+	if err != nil {
+		return nil, err
+	}
+	return e.plan(c, true)
+}
+
+// plan builds the plan; check asks for Exact's piece check now (it is
+// otherwise left to the contributions pass, and the plan is marked
+// unchecked).
+func (e *Evaluator[T]) plan(c *stepCtx[T], check bool) (*Plan, error) {
+	start := time.Now()
+	q := e.opt.Quadrature
+	var p *Plan
+	var st Stats
+	switch q.Rule {
+	case Midpoint, GaussLegendre:
+		p = fixedPlan(q.Rule, q.Points, c.B)
+	case Exact:
+		br, err := e.locate(c, &st)
+		if err != nil {
+			return nil, err
+		}
+		pieces := make([]int, c.B)
+		for b := range pieces {
+			pieces[b] = len(br[b]) + 1
+		}
+		switches := br
+		checked := q.SkipCheck
+		if check && !q.SkipCheck {
+			if br, err = e.refinePlan(c, breaksToIntervals(br), &st); err != nil {
+				return nil, err
+			}
+			checked = true
+		}
+		p = piecewisePlan(Exact, q.Points, br)
+		p.Pieces, p.Switches, p.Checked = pieces, switches, checked
+	case Adaptive:
+		br, err := e.refinePlan(c, dyadicStart(c.B), &st)
+		if err != nil {
+			return nil, err
+		}
+		p = piecewisePlan(Adaptive, q.Points, br)
+	}
+	st.Plan = time.Since(start)
+	p.Stats = st
+	return p, nil
+}
+
+// StepResult is the forward-mode evaluation of one step on a test batch:
+// every array is [test, C] in float64.
+type StepResult[T tensor.Float] struct {
+	// Step is the step index s.
+	Step int
+	// Before and After are f(θ_s) and f(θ_s + Δθ_s); Change is their
+	// difference, the exact step change.
+	Before, After, Change *tensor.Dense[float64]
+	// Data, Reg and Resid are the contributions ∫ J dt · part of the data
+	// part, the regularization part and the update-reconstruction residual.
+	Data, Reg, Resid *tensor.Dense[float64]
+	// TensorNames and Tensor hold each parameter tensor's contribution
+	// ∫ J dt · (Data+Reg restricted to it), when PerTensor is set; they sum
+	// to Data + Reg.
+	TensorNames []string
+	Tensor      []*tensor.Dense[float64]
+	// Completeness is Data + Reg + Resid − Change: the quadrature error
+	// (plus rounding). MaxCompleteness is its max abs value and MaxChange
+	// that of Change.
+	Completeness               *tensor.Dense[float64]
+	MaxCompleteness, MaxChange float64
+	// Plan is the quadrature plan used (pieces, nodes and the work of
+	// locating them).
+	Plan *Plan
+	// Stats is the work of the whole evaluation.
+	Stats Stats
+	// Features is the reverse-mode result, when requested.
+	Features *Features[T]
+}
+
+// Contributions evaluates the step's contributions at the plan's nodes
+// (plan nil: build it), with M = 3 (+ one per tensor) tangents per node.
+func (e *Evaluator[T]) Contributions(u *Update[T], x *tensor.Dense[T], plan *Plan) (*StepResult[T], error) {
+	c, err := e.prepare(u, x)
+	if err != nil {
+		return nil, err
+	}
+	if plan == nil {
+		if plan, err = e.plan(c, false); err != nil {
+			return nil, err
+		}
+	}
+	return e.contributions(c, plan)
+}
+
+func (e *Evaluator[T]) contributions(c *stepCtx[T], plan *Plan) (*StepResult[T], error) {
+	if plan.Samples != c.B {
+		return nil, fmt.Errorf("epk: the plan is for %d samples, the batch has %d", plan.Samples, c.B)
+	}
+	res := &StepResult[T]{Step: c.u.Step, Plan: plan, Stats: plan.Stats}
+	// End points: f(θ_s) and f(θ_s + Δθ_s).
+	samples := make([]int, 2*c.B)
+	ts := make([]float64, 2*c.B)
+	for b := 0; b < c.B; b++ {
+		samples[b], samples[c.B+b] = b, b
+		ts[c.B+b] = 1
+	}
+	ends, err := e.forwardRows(c, samples, ts)
+	if err != nil {
+		return nil, err
+	}
+	res.Stats.ForwardRows += 2 * c.B
+	C := len(ends) / (2 * c.B)
+	mk := func() *tensor.Dense[float64] { return tensor.New[float64](c.B, C) }
+	res.Before, res.After, res.Change = mk(), mk(), mk()
+	copy(res.Before.Data, ends[:c.B*C])
+	copy(res.After.Data, ends[c.B*C:])
+	for i := range res.Change.Data {
+		res.Change.Data[i] = res.After.Data[i] - res.Before.Data[i]
+		res.MaxChange = math.Max(res.MaxChange, math.Abs(res.Change.Data[i]))
+	}
+
+	// Tangents: data, reg, resid, then data+reg per tensor.
+	np := len(e.params)
+	m := 3
+	if e.opt.PerTensor {
+		m += np
+	}
+	tan := &nn.Tangents[T]{M: m, Of: make(map[*nn.Param[T]]*tensor.Dense[T], np)}
+	for i, p := range e.params {
+		k := c.pos[i]
+		n := len(p.Value.Data)
+		v := tensor.New[T](append([]int{m}, p.Value.Shape...)...)
+		copy(v.Data[0:n], c.u.Data[k].Data)
+		copy(v.Data[n:2*n], c.u.Reg[k].Data)
+		copy(v.Data[2*n:3*n], c.u.Resid[k].Data)
+		if e.opt.PerTensor {
+			dst := v.Data[(3+i)*n : (4+i)*n]
+			for j := range dst {
+				dst[j] = c.u.Data[k].Data[j] + c.u.Reg[k].Data[j]
+			}
+		}
+		tan.Of[p] = v
+	}
+	acc := make([]*tensor.Dense[float64], m)
+	for i := range acc {
+		acc[i] = mk()
+	}
+	start := time.Now()
+	if plan.Checked || plan.Rule == Midpoint || plan.Rule == GaussLegendre {
+		err = e.accumulateNodes(c, plan.Nodes, tan, acc, &res.Stats)
+	} else {
+		// Exact's piece check, fused: the first three tangents add up to
+		// Δθ, so each piece's contributions double as its check; only
+		// pieces that fail are evaluated again, in halves.
+		var accepted []interval
+		err = e.integrate(c, breaksToIntervals(plan.Breaks), tan, 3, true, &res.Stats.JVPRows, &res.Stats, func(iv interval, sums []float64) {
+			accepted = append(accepted, iv)
+			for mm := range acc {
+				dst := acc[mm].Data[iv.b*C : (iv.b+1)*C]
+				for cc := range dst {
+					dst[cc] += sums[mm*C+cc]
+				}
+			}
+		})
+		if err == nil {
+			final := piecewisePlan(plan.Rule, e.opt.Quadrature.Points, intervalsToBreaks(c.B, accepted))
+			final.Pieces, final.Switches, final.Checked, final.Stats = plan.Pieces, plan.Switches, true, plan.Stats
+			res.Plan = final
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	res.Stats.JVP = time.Since(start)
+	res.Stats.Tangents = m
+	res.Data, res.Reg, res.Resid = acc[0], acc[1], acc[2]
+	if e.opt.PerTensor {
+		for i, p := range e.params {
+			res.TensorNames = append(res.TensorNames, p.Name)
+			res.Tensor = append(res.Tensor, acc[3+i])
+		}
+	}
+	res.Completeness = mk()
+	for i := range res.Completeness.Data {
+		v := res.Data.Data[i] + res.Reg.Data[i] + res.Resid.Data[i] - res.Change.Data[i]
+		res.Completeness.Data[i] = v
+		res.MaxCompleteness = math.Max(res.MaxCompleteness, math.Abs(v))
+	}
+	return res, nil
+}
+
+// accumulateNodes adds Σ_nodes W·(output tangents) to acc[m] per sample.
+func (e *Evaluator[T]) accumulateNodes(c *stepCtx[T], nodes []Node, tan *nn.Tangents[T], acc []*tensor.Dense[float64], st *Stats) error {
+	m := tan.Count()
+	C := acc[0].Shape[1]
+	return chunks(len(nodes), e.opt.MaxRows/m, func(lo, hi int) error {
+		ns := make([]int, hi-lo)
+		nt := make([]float64, hi-lo)
+		for i, nd := range nodes[lo:hi] {
+			ns[i], nt[i] = nd.Sample, nd.T
+		}
+		_, dy, err := e.model.PathJVP(gatherRows(c.x, ns, 1), c.path(nt), tan)
+		if err != nil {
+			return err
+		}
+		if len(dy.Data) != (hi-lo)*m*C {
+			return fmt.Errorf("epk: PathJVP returned %d values for %d rows, %d tangents and %d classes", len(dy.Data), hi-lo, m, C)
+		}
+		st.JVPRows += hi - lo
+		for i, nd := range nodes[lo:hi] {
+			for mm := 0; mm < m; mm++ {
+				src := dy.Data[(i*m+mm)*C : (i*m+mm+1)*C]
+				dst := acc[mm].Data[nd.Sample*C : (nd.Sample+1)*C]
+				for cc, v := range src {
+					dst[cc] += nd.W * float64(v)
+				}
+			}
+		}
+		return nil
+	})
+}
+
+// Features is the reverse-mode result of one step on a test batch: for
+// test sample b and cotangent k, Phi[j][b*K+k] = ∫_0^1 J_j(θ_s(t); x_b)ᵀ
+// c_{b,k} dt, the path-integrated gradient of ⟨c_{b,k}, f⟩ with respect to
+// parameter j (φ_s(x)ᵀc in DESIGN.md's notation). With the identity
+// cotangents (K = C), row b*C+c is φ_s(x_b)[c, :].
+type Features[T tensor.Float] struct {
+	// Samples is the number of test samples and K the cotangents per sample.
+	Samples, K int
+	// Names are the parameter names, in model order.
+	Names []string
+	// Phi[j] has shape [Samples*K, shape of parameter j...].
+	Phi []*tensor.Dense[T]
+}
+
+// Request says what Evaluate computes besides the contributions.
+type Request[T tensor.Float] struct {
+	// Features asks for the reverse-mode features.
+	Features bool
+	// Cotangents are [K, C] (shared by every sample) or [B, K, C] (per
+	// sample); nil means the identity, one cotangent per class (K = C).
+	Cotangents *tensor.Dense[T]
+}
+
+// Features evaluates the step's reverse-mode features at the plan's nodes
+// (plan nil: build it): one PathBackward with K cotangents per node row,
+// weighted by the node's weight, summed per sample. Memory is Samples·K·P
+// values for the result plus a chunk of per-row gradients bounded by
+// MaxGradValues.
+func (e *Evaluator[T]) Features(u *Update[T], x *tensor.Dense[T], plan *Plan, cot *tensor.Dense[T]) (*Features[T], Stats, error) {
+	c, err := e.prepare(u, x)
+	if err != nil {
+		return nil, Stats{}, err
+	}
+	if plan == nil {
+		if plan, err = e.plan(c, true); err != nil {
+			return nil, Stats{}, err
+		}
+	}
+	return e.features(c, plan, cot)
+}
+
+func (e *Evaluator[T]) features(c *stepCtx[T], plan *Plan, cot *tensor.Dense[T]) (*Features[T], Stats, error) {
+	var st Stats
+	if plan.Samples != c.B {
+		return nil, st, fmt.Errorf("epk: the plan is for %d samples, the batch has %d", plan.Samples, c.B)
+	}
+	start := time.Now()
+	// The number of classes, from one forward row.
+	y0, err := e.forwardRows(c, []int{0}, []float64{0})
+	if err != nil {
+		return nil, st, err
+	}
+	st.ForwardRows++
+	C := len(y0)
+	var K int
+	var perSample bool
+	switch {
+	case cot == nil:
+		K = C
+		cot = tensor.New[T](C, C)
+		for i := 0; i < C; i++ {
+			cot.Data[i*C+i] = 1
+		}
+	case len(cot.Shape) == 2 && cot.Shape[1] == C && cot.Shape[0] > 0:
+		K = cot.Shape[0]
+	case len(cot.Shape) == 3 && cot.Shape[0] == c.B && cot.Shape[2] == C && cot.Shape[1] > 0:
+		K, perSample = cot.Shape[1], true
+	default:
+		return nil, st, fmt.Errorf("epk: cotangents of shape %v, want [K, %d] or [%d, K, %d]", cot.Shape, C, c.B, C)
+	}
+	P := 0
+	f := &Features[T]{Samples: c.B, K: K}
+	for _, p := range e.params {
+		P += len(p.Value.Data)
+		f.Names = append(f.Names, p.Name)
+		f.Phi = append(f.Phi, tensor.New[T](append([]int{c.B * K}, p.Value.Shape...)...))
+	}
+	rowsPer := max(1, min(e.opt.MaxGradValues/max(1, K*P), e.opt.MaxRows))
+	nodes := plan.Nodes
+	err = chunks(len(nodes), rowsPer, func(lo, hi int) error {
+		n := hi - lo
+		ns := make([]int, n)
+		nt := make([]float64, n)
+		for i, nd := range nodes[lo:hi] {
+			ns[i], nt[i] = nd.Sample, nd.T
+		}
+		_, state, err := e.model.PathForward(gatherRows(c.x, ns, 1), c.path(nt))
+		if err != nil {
+			return err
+		}
+		dy := tensor.New[T](n*K, C)
+		for i, nd := range nodes[lo:hi] {
+			src := cot.Data[:K*C]
+			if perSample {
+				src = cot.Data[nd.Sample*K*C : (nd.Sample+1)*K*C]
+			}
+			w := T(nd.W)
+			dst := dy.Data[i*K*C : (i+1)*K*C]
+			for j, v := range src {
+				dst[j] = w * v
+			}
+		}
+		g := nn.NewGrads(nn.PerRow, e.params, n*K)
+		if err := e.model.PathBackward(state, dy, g); err != nil {
+			return err
+		}
+		for j, p := range e.params {
+			size := len(p.Value.Data)
+			buf, phi := g.Of[p].Data, f.Phi[j].Data
+			for i, nd := range nodes[lo:hi] {
+				tensor.AddScaled(phi[nd.Sample*K*size:(nd.Sample+1)*K*size], 1, buf[i*K*size:(i+1)*K*size])
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, st, err
+	}
+	st.BackwardRows = len(nodes)
+	st.Backward = time.Since(start)
+	return f, st, nil
+}
+
+// Evaluate plans step u for the test batch x and evaluates its
+// contributions and, if requested, its features at the same nodes.
+func (e *Evaluator[T]) Evaluate(u *Update[T], x *tensor.Dense[T], req Request[T]) (*StepResult[T], error) {
+	c, err := e.prepare(u, x)
+	if err != nil {
+		return nil, err
+	}
+	plan, err := e.plan(c, false)
+	if err != nil {
+		return nil, err
+	}
+	res, err := e.contributions(c, plan)
+	if err != nil {
+		return nil, err
+	}
+	if req.Features {
+		f, st, err := e.features(c, res.Plan, req.Cotangents)
+		if err != nil {
+			return nil, err
+		}
+		res.Features = f
+		res.Stats.ForwardRows += st.ForwardRows
+		res.Stats.BackwardRows = st.BackwardRows
+		res.Stats.Backward = st.Backward
+	}
+	return res, nil
+}

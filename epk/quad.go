@@ -1,0 +1,302 @@
+package epk
+
+import (
+	"fmt"
+	"math"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/explaind/explaind/tensor"
+)
+
+// Rule is a quadrature rule for the path integral of a step.
+type Rule int
+
+const (
+	// Midpoint is the n-point midpoint rule, the reference's (parity runs).
+	Midpoint Rule = iota + 1
+	// GaussLegendre is the n-point Gauss–Legendre rule on [0, 1]. The
+	// integrand jumps where ReLU patterns change, so it gains little over
+	// Midpoint; it is here for probes.
+	GaussLegendre
+	// Exact locates, per test sample, every t where a switch value (a ReLU
+	// input) changes sign along the step, splits [0, 1] there and
+	// integrates each smooth piece with an n-point Gauss–Legendre rule:
+	// machine precision at a few nodes per piece. It needs a SwitchModel.
+	Exact
+	// Adaptive bisects [0, 1] per test sample until, on every interval, the
+	// n-point Gauss–Legendre estimate along Δθ matches f(end) − f(start)
+	// to Tol (or MaxDepth is reached). It needs only PathModel, so it fits
+	// models whose switching points are too many to locate (CNNs with
+	// max-pools).
+	Adaptive
+)
+
+// String names the rule.
+func (r Rule) String() string {
+	switch r {
+	case Midpoint:
+		return "midpoint"
+	case GaussLegendre:
+		return "gauss-legendre"
+	case Exact:
+		return "exact"
+	case Adaptive:
+		return "adaptive"
+	}
+	return fmt.Sprintf("Rule(%d)", int(r))
+}
+
+// Quadrature configures a rule. Zero fields take the defaults named.
+type Quadrature struct {
+	// Rule is the rule (default Exact).
+	Rule Rule
+	// Points is the number of nodes: of the whole rule for Midpoint
+	// (default 100) and GaussLegendre (default 8), per piece for Exact
+	// (default 3) and per interval for Adaptive (default 4).
+	Points int
+	// Grid is the number of uniform intervals on which Exact samples the
+	// switch values (and their t-derivatives) to find sign changes
+	// (default 16). A sign change brackets a switch; an interval whose
+	// cubic Hermite interpolant dips towards zero is probed further, so two
+	// switches of one unit inside one interval are found too.
+	Grid int
+	// RootTol is the width in t to which Exact brackets each switch
+	// (default 1e-13 in float64, 1e-7 in float32).
+	RootTol float64
+	// Tol is the completeness error |∫ J·Δθ − (f(end) − f(start))|, max over
+	// classes, that Adaptive and Exact's piece check accept per interval
+	// (default 1e-13 in float64, 1e-5 in float32). Errors at the rounding
+	// level of the outputs are accepted whatever Tol says, and a sample is
+	// never split into more than 4096 intervals.
+	Tol float64
+	// MaxDepth bounds Adaptive's bisection depth (default 44), and that of
+	// Exact's piece check.
+	MaxDepth int
+	// SkipCheck turns off Exact's piece check: by default every located
+	// piece's Gauss–Legendre estimate along Δθ is compared with
+	// f(end) − f(start) and pieces off by more than Tol are bisected (a
+	// long smooth piece can need more than Points nodes). In the
+	// contributions pass the check reuses the contributions (data, reg and
+	// residual add up to Δθ) and costs a forward row per piece end plus
+	// the re-evaluation of the pieces that fail; Evaluator.Plan runs it
+	// separately, with one single-tangent JVP per node.
+	SkipCheck bool
+}
+
+// filled returns q with defaults for the element type T.
+func filledQuadrature[T tensor.Float](q Quadrature) (Quadrature, error) {
+	f32 := isFloat32[T]()
+	if q.Rule == 0 {
+		q.Rule = Exact
+	}
+	if q.Points == 0 {
+		switch q.Rule {
+		case Midpoint:
+			q.Points = 100
+		case GaussLegendre:
+			q.Points = 8
+		case Exact:
+			q.Points = 3
+		default:
+			q.Points = 4
+		}
+	}
+	if q.Grid == 0 {
+		q.Grid = 16
+	}
+	if q.RootTol == 0 {
+		q.RootTol = 1e-13
+		if f32 {
+			q.RootTol = 1e-7
+		}
+	}
+	if q.Tol == 0 {
+		q.Tol = 1e-13
+		if f32 {
+			q.Tol = 1e-5
+		}
+	}
+	if q.MaxDepth == 0 {
+		q.MaxDepth = 44
+	}
+	switch {
+	case q.Rule < Midpoint || q.Rule > Adaptive:
+		return q, fmt.Errorf("epk: unknown quadrature rule %d", int(q.Rule))
+	case q.Points < 1 || q.Points > 256:
+		return q, fmt.Errorf("epk: %d quadrature points, want 1..256", q.Points)
+	case q.Grid < 1:
+		return q, fmt.Errorf("epk: switch grid of %d intervals, want at least 1", q.Grid)
+	case !(q.RootTol > 0) || !(q.Tol > 0):
+		return q, fmt.Errorf("epk: tolerances must be positive (root %v, completeness %v)", q.RootTol, q.Tol)
+	case q.MaxDepth < 1 || q.MaxDepth > 60:
+		return q, fmt.Errorf("epk: adaptive depth %d, want 1..60", q.MaxDepth)
+	}
+	return q, nil
+}
+
+func isFloat32[T tensor.Float]() bool {
+	var z T
+	_, ok := any(z).(float32)
+	return ok
+}
+
+var (
+	glMu    sync.Mutex
+	glCache = map[int][2][]float64{}
+)
+
+// GaussLegendreRule returns the nodes (increasing) and weights of the
+// n-point Gauss–Legendre rule on [0, 1], exact for polynomials of degree
+// 2n−1. The slices are shared: do not modify them.
+func GaussLegendreRule(n int) (nodes, weights []float64) {
+	glMu.Lock()
+	defer glMu.Unlock()
+	if r, ok := glCache[n]; ok {
+		return r[0], r[1]
+	}
+	nodes, weights = make([]float64, n), make([]float64, n)
+	for i := 0; i < (n+1)/2; i++ {
+		// Newton's method on P_n from Tricomi's initial guess.
+		x := math.Cos(math.Pi * (float64(i) + 0.75) / (float64(n) + 0.5))
+		var dp float64
+		for it := 0; it < 100; it++ {
+			p0, p1 := 1.0, x
+			for k := 2; k <= n; k++ {
+				p0, p1 = p1, ((2*float64(k)-1)*x*p1-(float64(k)-1)*p0)/float64(k)
+			}
+			dp = float64(n) * (x*p1 - p0) / (x*x - 1)
+			dx := p1 / dp
+			x -= dx
+			if math.Abs(dx) < 1e-16 {
+				break
+			}
+		}
+		// Recompute the derivative at the converged node.
+		p0, p1 := 1.0, x
+		for k := 2; k <= n; k++ {
+			p0, p1 = p1, ((2*float64(k)-1)*x*p1-(float64(k)-1)*p0)/float64(k)
+		}
+		dp = float64(n) * (x*p1 - p0) / (x*x - 1)
+		w := 2 / ((1 - x*x) * dp * dp)
+		// x is the i-th largest root on [−1, 1]; map to [0, 1].
+		nodes[n-1-i], weights[n-1-i] = (1+x)/2, w/2
+		nodes[i], weights[i] = (1-x)/2, w/2
+	}
+	glCache[n] = [2][]float64{nodes, weights}
+	return nodes, weights
+}
+
+// Node is one quadrature node of one test sample: the integrand is
+// evaluated at θ_s + T·Δθ_s and weighted by W.
+type Node struct {
+	Sample int
+	T, W   float64
+}
+
+// Stats counts the work of a plan or an evaluation, in rows (one test
+// sample at one path position).
+type Stats struct {
+	// ForwardRows are rows evaluated without tangents (locating switches,
+	// interval ends, the step's end points).
+	ForwardRows int
+	// DerivRows are rows evaluated with one tangent (switch derivatives,
+	// adaptive refinement along Δθ).
+	DerivRows int
+	// JVPRows are rows evaluated with all Tangents tangents.
+	JVPRows int
+	// Tangents is the number of tangents of the contribution pass.
+	Tangents int
+	// BackwardRows are rows of the feature pass (each with K cotangents).
+	BackwardRows int
+	// RootIters is the number of root-refinement rounds (Exact).
+	RootIters int
+	// Plan, JVP and Backward are the wall times of the phases.
+	Plan, JVP, Backward time.Duration
+}
+
+// Plan is the set of quadrature nodes of one step for one test batch.
+// It depends on the step and the batch; Evaluator.Plan builds it once for
+// both Contributions and Features.
+type Plan struct {
+	// Rule is the rule that built the plan.
+	Rule Rule
+	// Samples is the number of test samples.
+	Samples int
+	// Nodes holds every sample's nodes, sample by sample.
+	Nodes []Node
+	// Pieces is the number of smooth pieces located (Exact), of intervals
+	// (Adaptive) or 1 (fixed rules), per sample.
+	Pieces []int
+	// Intervals is the number of integration intervals per sample: Pieces,
+	// or more where Exact's piece check split a piece.
+	Intervals []int
+	// Breaks are the interior interval ends per sample, increasing.
+	Breaks [][]float64
+	// Switches are the located switching points per sample, increasing
+	// (Exact only): the interior ends of the smooth pieces, before the
+	// piece check splits any of them.
+	Switches [][]float64
+	// Checked reports that the intervals are final: Exact's piece check has
+	// run (or was skipped by SkipCheck), or the rule has none. The
+	// contributions pass checks an unchecked plan itself and returns the
+	// final one in StepResult.Plan; use that one for Features.
+	Checked bool
+	// Stats is the work of building the plan.
+	Stats Stats
+}
+
+// NodesPerSample returns the number of nodes of each sample.
+func (p *Plan) NodesPerSample() []int {
+	n := make([]int, p.Samples)
+	for _, nd := range p.Nodes {
+		n[nd.Sample]++
+	}
+	return n
+}
+
+// fixedPlan returns a plan with the same rule on [0, 1] for every sample.
+func fixedPlan(rule Rule, points, samples int) *Plan {
+	var ts, ws []float64
+	if rule == Midpoint {
+		for i := 0; i < points; i++ {
+			ts = append(ts, (float64(i)+0.5)/float64(points))
+			ws = append(ws, 1/float64(points))
+		}
+	} else {
+		ts, ws = GaussLegendreRule(points)
+	}
+	p := &Plan{Rule: rule, Samples: samples, Pieces: make([]int, samples), Intervals: make([]int, samples), Breaks: make([][]float64, samples), Checked: true}
+	for b := 0; b < samples; b++ {
+		p.Pieces[b], p.Intervals[b] = 1, 1
+		for i := range ts {
+			p.Nodes = append(p.Nodes, Node{Sample: b, T: ts[i], W: ws[i]})
+		}
+	}
+	return p
+}
+
+// piecewisePlan returns a plan with an n-point Gauss–Legendre rule on
+// every interval between consecutive breaks of each sample; Pieces is
+// set to Intervals (the caller may overwrite it).
+func piecewisePlan(rule Rule, points int, breaks [][]float64) *Plan {
+	ts, ws := GaussLegendreRule(points)
+	p := &Plan{Rule: rule, Samples: len(breaks), Pieces: make([]int, len(breaks)), Intervals: make([]int, len(breaks)), Breaks: breaks, Checked: true}
+	for b, br := range breaks {
+		sort.Float64s(br)
+		ends := append(append([]float64{0}, br...), 1)
+		for k := 0; k+1 < len(ends); k++ {
+			lo, hi := ends[k], ends[k+1]
+			if !(hi > lo) {
+				continue
+			}
+			p.Intervals[b]++
+			for i := range ts {
+				p.Nodes = append(p.Nodes, Node{Sample: b, T: lo + (hi-lo)*ts[i], W: (hi - lo) * ws[i]})
+			}
+		}
+	}
+	copy(p.Pieces, p.Intervals)
+	return p
+}

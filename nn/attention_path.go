@@ -1,0 +1,366 @@
+package nn
+
+import (
+	"fmt"
+
+	"github.com/explaind/explaind/gemm"
+	"github.com/explaind/explaind/tensor"
+)
+
+// attentionPathState is what PathForward keeps for PathBackward: Forward's
+// state plus the packed path directions and the positions.
+type attentionPathState[T tensor.Float] struct {
+	attentionState[T]
+	dw             attentionWeights[T] // packed ΔE, ΔD (valid where hasEnc, hasDec)
+	hasEnc, hasDec bool
+	t              []float64
+}
+
+// packDeltas packs the heads' path directions side by side like pack;
+// heads whose weights do not move get zeros. hasEnc (hasDec) reports
+// whether any encoder (decoder) moves.
+func (a *AttentionHeads[T]) packDeltas(p *Path[T]) (w attentionWeights[T], hasEnc, hasDec bool, err error) {
+	hd := a.Heads() * a.DH
+	for h := range a.Encoders {
+		de, err := p.delta(a.Encoders[h])
+		if err != nil {
+			return w, false, false, err
+		}
+		dd, err := p.delta(a.Decoders[h])
+		if err != nil {
+			return w, false, false, err
+		}
+		if de != nil {
+			if w.enc == nil {
+				w.enc = make([]T, hd*a.D)
+			}
+			copy(w.enc[h*a.DH*a.D:(h+1)*a.DH*a.D], de.Data)
+			hasEnc = true
+		}
+		if dd != nil {
+			if w.dec == nil {
+				w.dec = make([]T, a.D*hd)
+			}
+			for i := 0; i < a.D; i++ {
+				copy(w.dec[i*hd+h*a.DH:i*hd+(h+1)*a.DH], dd.Data[i*a.DH:(i+1)*a.DH])
+			}
+			hasDec = true
+		}
+	}
+	return w, hasEnc, hasDec, nil
+}
+
+// PathForward is Forward at θ + t_b Δθ for each sample b: the encoder and
+// decoder products are x Eᵀ + t_b x ΔEᵀ and o Dᵀ + t_b o ΔDᵀ.
+func (a *AttentionHeads[T]) PathForward(x *tensor.Dense[T], p *Path[T]) (*tensor.Dense[T], State, error) {
+	shape, err := checkInput[T](a, x)
+	if err != nil {
+		return nil, nil, err
+	}
+	b, s := x.Shape[0], x.Shape[1]
+	if err := p.check("AttentionHeads", b); err != nil {
+		return nil, nil, err
+	}
+	h, hd, q := a.Heads(), a.Heads()*a.DH, a.queries(s)
+	w, err := a.pack()
+	if err != nil {
+		return nil, nil, err
+	}
+	dw, hasEnc, hasDec, err := a.packDeltas(p)
+	if err != nil {
+		return nil, nil, err
+	}
+	st := &attentionPathState[T]{
+		attentionState: attentionState[T]{x: x, w: w, b: b, s: s, p: make([]T, b*h*q*s), o: make([]T, b*q*hd)},
+		dw:             dw, hasEnc: hasEnc, hasDec: hasDec, t: p.positions(),
+	}
+	st.z = a.encode(x.Data, w.enc, b*s)
+	if hasEnc {
+		addScaledProduct(st.z, x.Data, dw.enc, b*s, hd, a.D, true, p.T, s)
+	}
+	attentionParallel(b, s*s*hd, func(lo, hi int) {
+		scores, acc := make([]float64, s), make([]float64, a.DH)
+		for bb := lo; bb < hi; bb++ {
+			a.attend(st.z[bb*s*hd:(bb+1)*s*hd], st.p[bb*h*q*s:(bb+1)*h*q*s], st.o[bb*q*hd:(bb+1)*q*hd], s, scores, acc)
+		}
+	})
+	y := tensor.New[T](shape...)
+	a.decode(st.o, w.dec, y.Data, b*q)
+	if hasDec {
+		addScaledProduct(y.Data, st.o, dw.dec, b*q, a.D, hd, true, p.T, q)
+	}
+	return y, st, nil
+}
+
+// PathBackward is Backward at each sample's path point. The parameter
+// gradients have Backward's form; the weights enter only through
+// do = dy (D + t_b ΔD) and dx = dz (E + t_b ΔE).
+func (a *AttentionHeads[T]) PathBackward(st State, dy *tensor.Dense[T], g *Grads[T], needDx bool) (*tensor.Dense[T], error) {
+	s, ok := st.(*attentionPathState[T])
+	if !ok {
+		return nil, fmt.Errorf("nn.AttentionHeads(%s): PathBackward got a state from another layer or from Forward", a.Encoders[0].Name)
+	}
+	outShape, _ := a.OutShape(s.x.Shape)
+	k, err := cotangentsPerSample("AttentionHeads", dy.Shape, s.b, outShape)
+	if err != nil {
+		return nil, err
+	}
+	b, seq, d := s.b, s.s, a.D
+	h, hd, q := a.Heads(), a.Heads()*a.DH, a.queries(s.s)
+	rows := b * k
+	gEnc := make([]*tensor.Dense[T], h)
+	gDec := make([]*tensor.Dense[T], h)
+	anyEnc, anyDec := false, false
+	for hh := 0; hh < h; hh++ {
+		if gEnc[hh], err = g.checkBuf(a.Encoders[hh], rows); err != nil {
+			return nil, err
+		}
+		if gDec[hh], err = g.checkBuf(a.Decoders[hh], rows); err != nil {
+			return nil, err
+		}
+		anyEnc = anyEnc || gEnc[hh] != nil
+		anyDec = anyDec || gDec[hh] != nil
+	}
+	if anyDec {
+		a.decoderGrads(g.Mode, gDec, dy.Data, s.o, b, k, q)
+	}
+	if !anyEnc && !needDx {
+		return nil, nil
+	}
+	do := make([]T, rows*q*hd)
+	gemm.Gemm(false, false, rows*q, hd, d, 1, dy.Data, d, s.w.dec, hd, 0, do, hd)
+	if s.hasDec {
+		addScaledProduct(do, dy.Data, s.dw.dec, rows*q, hd, d, false, s.t, k*q)
+	}
+	dz := make([]T, rows*seq*hd)
+	attentionParallel(rows, q*seq*hd, func(lo, hi int) {
+		dp := make([]float64, seq)
+		for r := lo; r < hi; r++ {
+			bb := r / k
+			a.attendBackward(s.z[bb*seq*hd:(bb+1)*seq*hd], s.p[bb*h*q*seq:(bb+1)*h*q*seq],
+				do[r*q*hd:(r+1)*q*hd], dz[r*seq*hd:(r+1)*seq*hd], seq, dp)
+		}
+	})
+	if anyEnc {
+		a.encoderGrads(g.Mode, gEnc, dz, s.x.Data, b, k, seq)
+	}
+	if !needDx {
+		return nil, nil
+	}
+	dx := tensor.New[T](rows, seq, d)
+	gemm.Gemm(false, false, rows*seq, d, hd, 1, dz, hd, s.w.enc, d, 0, dx.Data, d)
+	if s.hasEnc {
+		addScaledProduct(dx.Data, dz, s.dw.enc, rows*seq, d, hd, false, s.t, k*seq)
+	}
+	return dx, nil
+}
+
+// decoderGrads adds the decoder gradients gD_h[i, e] += Σ dy[r, q, i]
+// o[b, q, h*DH+e] (summed or per row), as Backward does.
+func (a *AttentionHeads[T]) decoderGrads(mode GradMode, gDec []*tensor.Dense[T], dy, o []T, b, k, q int) {
+	d, dh, hd := a.D, a.DH, a.Heads()*a.DH
+	if mode == Summed {
+		dys := sumOverK(dy, b, k, q*d)
+		full := make([]T, d*hd)
+		gemm.Gemm(true, false, d, hd, b*q, 1, dys, d, o, hd, 0, full, hd)
+		for hh, gd := range gDec {
+			if gd == nil {
+				continue
+			}
+			for i := 0; i < d; i++ {
+				tensor.AddScaled(gd.Data[i*dh:(i+1)*dh], 1, full[i*hd+hh*dh:i*hd+(hh+1)*dh])
+			}
+		}
+		return
+	}
+	attentionParallel(b*k, q*d*hd, func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			bb := r / k
+			for qq := 0; qq < q; qq++ {
+				ob := o[(bb*q+qq)*hd : (bb*q+qq+1)*hd]
+				dyr := dy[(r*q+qq)*d : (r*q+qq+1)*d]
+				for hh, gd := range gDec {
+					if gd == nil {
+						continue
+					}
+					dst := gd.Data[r*d*dh : (r+1)*d*dh]
+					oh := ob[hh*dh : (hh+1)*dh]
+					for i, v := range dyr {
+						if v != 0 {
+							tensor.AddScaled(dst[i*dh:(i+1)*dh], v, oh)
+						}
+					}
+				}
+			}
+		}
+	})
+}
+
+// encoderGrads adds the encoder gradients gE_h[e, :] += Σ_t dz[r, t,
+// h*DH+e] x[b, t, :] (summed or per row), as Backward does.
+func (a *AttentionHeads[T]) encoderGrads(mode GradMode, gEnc []*tensor.Dense[T], dz, x []T, b, k, seq int) {
+	d, dh, hd := a.D, a.DH, a.Heads()*a.DH
+	if mode == Summed {
+		dzs := sumOverK(dz, b, k, seq*hd)
+		full := make([]T, hd*d)
+		gemm.Gemm(true, false, hd, d, b*seq, 1, dzs, hd, x, d, 0, full, d)
+		for hh, ge := range gEnc {
+			if ge != nil {
+				tensor.AddScaled(ge.Data, 1, full[hh*dh*d:(hh+1)*dh*d])
+			}
+		}
+		return
+	}
+	attentionParallel(b*k, seq*hd*d, func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			bb := r / k
+			for t := 0; t < seq; t++ {
+				xt := x[(bb*seq+t)*d : (bb*seq+t+1)*d]
+				dzt := dz[(r*seq+t)*hd : (r*seq+t+1)*hd]
+				for hh, ge := range gEnc {
+					if ge == nil {
+						continue
+					}
+					dst := ge.Data[r*dh*d : (r+1)*dh*d]
+					for e, v := range dzt[hh*dh : (hh+1)*dh] {
+						if v != 0 {
+							tensor.AddScaled(dst[e*d:(e+1)*d], v, xt)
+						}
+					}
+				}
+			}
+		}
+	})
+}
+
+// PathJVP is JVP at each sample's path point: with E_b = E + t_b ΔE and
+// D_b = D + t_b ΔD, z = x E_bᵀ, dz = dx E_bᵀ + x dEᵀ, the attention as in
+// JVP, then y = o D_bᵀ and dy = do D_bᵀ + o dDᵀ.
+func (a *AttentionHeads[T]) PathJVP(x, dx *tensor.Dense[T], p *Path[T], t *Tangents[T]) (*tensor.Dense[T], *tensor.Dense[T], error) {
+	shape, err := checkInput[T](a, x)
+	if err != nil {
+		return nil, nil, err
+	}
+	m := t.Count()
+	if err := checkTangentInput("AttentionHeads", x, dx, m); err != nil {
+		return nil, nil, err
+	}
+	b, seq, d, dh := x.Shape[0], x.Shape[1], a.D, a.DH
+	if err := p.check("AttentionHeads", b); err != nil {
+		return nil, nil, err
+	}
+	h, hd, q := a.Heads(), a.Heads()*a.DH, a.queries(seq)
+	dEnc := make([]*tensor.Dense[T], h)
+	dDec := make([]*tensor.Dense[T], h)
+	anyEnc, anyDec := false, false
+	for hh := 0; hh < h; hh++ {
+		if dEnc[hh], err = t.dir(a.Encoders[hh]); err != nil {
+			return nil, nil, err
+		}
+		if dDec[hh], err = t.dir(a.Decoders[hh]); err != nil {
+			return nil, nil, err
+		}
+		anyEnc = anyEnc || dEnc[hh] != nil
+		anyDec = anyDec || dDec[hh] != nil
+	}
+	w, err := a.pack()
+	if err != nil {
+		return nil, nil, err
+	}
+	pw, hasEnc, hasDec, err := a.packDeltas(p)
+	if err != nil {
+		return nil, nil, err
+	}
+	z := a.encode(x.Data, w.enc, b*seq)
+	if hasEnc {
+		addScaledProduct(z, x.Data, pw.enc, b*seq, hd, d, true, p.T, seq)
+	}
+
+	// dz = dx E_bᵀ + x dEᵀ: [B*M, S, H*DH].
+	var dz []T
+	if dx != nil || anyEnc {
+		dz = make([]T, b*m*seq*hd)
+	}
+	if dx != nil {
+		gemm.Gemm(false, true, b*m*seq, hd, d, 1, dx.Data, d, w.enc, d, 0, dz, hd)
+		if hasEnc {
+			addScaledProduct(dz, dx.Data, pw.enc, b*m*seq, hd, d, true, p.T, m*seq)
+		}
+	}
+	if anyEnc {
+		stack := make([]T, m*hd*d)
+		for mm := 0; mm < m; mm++ {
+			for hh, de := range dEnc {
+				if de != nil {
+					copy(stack[(mm*hd+hh*dh)*d:(mm*hd+(hh+1)*dh)*d], de.Data[mm*dh*d:(mm+1)*dh*d])
+				}
+			}
+		}
+		tmp := make([]T, b*seq*m*hd) // row (b, t), column (m, o)
+		gemm.Gemm(false, true, b*seq, m*hd, d, 1, x.Data, d, stack, d, 0, tmp, m*hd)
+		for bb := 0; bb < b; bb++ {
+			for mm := 0; mm < m; mm++ {
+				for tt := 0; tt < seq; tt++ {
+					tensor.AddScaled(dz[((bb*m+mm)*seq+tt)*hd:((bb*m+mm)*seq+tt+1)*hd], 1,
+						tmp[(bb*seq+tt)*m*hd+mm*hd:(bb*seq+tt)*m*hd+(mm+1)*hd])
+				}
+			}
+		}
+	}
+
+	o := make([]T, b*q*hd)
+	var do []T
+	if dz != nil {
+		do = make([]T, b*m*q*hd)
+	}
+	attentionParallel(b, (m+1)*q*seq*hd, func(lo, hi int) {
+		scores, ds, acc := make([]float64, seq), make([]float64, seq), make([]float64, dh)
+		for bb := lo; bb < hi; bb++ {
+			zb := z[bb*seq*hd : (bb+1)*seq*hd]
+			ob := o[bb*q*hd : (bb+1)*q*hd]
+			var dzb, dob []T
+			if dz != nil {
+				dzb = dz[bb*m*seq*hd : (bb+1)*m*seq*hd]
+				dob = do[bb*m*q*hd : (bb+1)*m*q*hd]
+			}
+			a.attendJVP(zb, dzb, ob, dob, seq, m, scores, ds, acc)
+		}
+	})
+
+	y := tensor.New[T](shape...)
+	a.decode(o, w.dec, y.Data, b*q)
+	if hasDec {
+		addScaledProduct(y.Data, o, pw.dec, b*q, d, hd, true, p.T, q)
+	}
+	dy := tensor.New[T](append([]int{b * m}, shape[1:]...)...)
+	if do != nil {
+		a.decode(do, w.dec, dy.Data, b*m*q)
+		if hasDec {
+			addScaledProduct(dy.Data, do, pw.dec, b*m*q, d, hd, true, p.T, m*q)
+		}
+	}
+	if anyDec {
+		stack := make([]T, m*d*hd)
+		for mm := 0; mm < m; mm++ {
+			for hh, dd := range dDec {
+				if dd == nil {
+					continue
+				}
+				for i := 0; i < d; i++ {
+					copy(stack[(mm*d+i)*hd+hh*dh:(mm*d+i)*hd+(hh+1)*dh], dd.Data[(mm*d+i)*dh:(mm*d+i+1)*dh])
+				}
+			}
+		}
+		tmp := make([]T, b*q*m*d)
+		gemm.Gemm(false, true, b*q, m*d, hd, 1, o, hd, stack, hd, 0, tmp, m*d)
+		for bb := 0; bb < b; bb++ {
+			for mm := 0; mm < m; mm++ {
+				for qq := 0; qq < q; qq++ {
+					tensor.AddScaled(dy.Data[((bb*m+mm)*q+qq)*d:((bb*m+mm)*q+qq+1)*d], 1,
+						tmp[(bb*q+qq)*m*d+mm*d:(bb*q+qq)*m*d+(mm+1)*d])
+				}
+			}
+		}
+	}
+	return y, dy, nil
+}
