@@ -34,8 +34,11 @@ type Config struct {
 	Epochs    int `json:"epochs"`
 	// StopAtPerfect stops once training and validation accuracy both reach
 	// 100% (the modulo run's grokking criterion).
-	StopAtPerfect   bool `json:"stop_at_perfect"`
-	CheckpointEvery int  `json:"checkpoint_every"`
+	StopAtPerfect bool `json:"stop_at_perfect"`
+	// StopAccuracy is the accuracy both must reach for StopAtPerfect
+	// (0 means 1, the paper's 100%).
+	StopAccuracy    float64 `json:"stop_accuracy,omitempty"`
+	CheckpointEvery int     `json:"checkpoint_every"`
 }
 
 // ModuloTask configures the modulo-addition transformer and its data.
@@ -167,6 +170,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Epochs < 1 {
 		return bad("epochs", "%d; want ≥ 1", c.Epochs)
+	}
+	if c.StopAccuracy < 0 || c.StopAccuracy > 1 {
+		return bad("stop-accuracy", "%v; want a fraction in (0, 1]", c.StopAccuracy)
 	}
 	if c.CheckpointEvery < 1 {
 		return bad("checkpoint-every", "%d; want ≥ 1", c.CheckpointEvery)

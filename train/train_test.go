@@ -152,6 +152,7 @@ func TestInvalidConfigs(t *testing.T) {
 		{func(c *train.Config) { c.Optimizer.LR = -1 }, "--lr"},
 		{func(c *train.Config) { c.BatchSize = -4 }, "--batch-size"},
 		{func(c *train.Config) { c.CheckpointEvery = 0 }, "--checkpoint-every"},
+		{func(c *train.Config) { c.StopAccuracy = 1.5 }, "--stop-accuracy"},
 		{func(c *train.Config) { c.Task = "cnn"; c.CNN = &train.CNNTask{Dataset: "mnist", WidthDiv: 8} }, "--dataset"},
 		{func(c *train.Config) { c.Task = "cnn"; c.CNN = &train.CNNTask{Dataset: "fashion2", WidthDiv: 3} }, "--width-div"},
 	}
@@ -259,5 +260,17 @@ func TestMetricsAreJSONLines(t *testing.T) {
 	}
 	if errors.Is(err, os.ErrNotExist) {
 		t.Fatal("unreachable")
+	}
+}
+
+func TestStopAtAccuracy(t *testing.T) {
+	c := tinyModulo()
+	c.StopAtPerfect, c.StopAccuracy = true, 1e-9 // met after the first epoch
+	s, err := train.Train[float32](context.Background(), filepath.Join(t.TempDir(), "r"), c, train.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !s.Done || s.Steps != 1 || !strings.Contains(s.StopReason, "reached") {
+		t.Errorf("summary %+v: want a finished run stopped after one step", s)
 	}
 }

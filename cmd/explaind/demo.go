@@ -10,15 +10,15 @@ import (
 	"github.com/spf13/cobra"
 )
 
-// demoConfig is a small modulo-addition run that groks in under a minute
-// on two cores: p = 41, 600 training and 261 validation pairs, AdamW with
-// lr 3e-3 and the paper's weight decay 4 (measured: 100% validation
-// accuracy at step 536).
+// demoConfig is the paper's modulo run (p = 113, 4000/2000 split, AdamW lr
+// 1e-3, weight decay 4, full batch), stopped once training and validation
+// accuracy both reach 99%. Measured here: one build reached 100% at step
+// 1133, another reached 99% at step 2099 and stalled at 99.25% by step
+// 2500, so the strict 100% of the paper cannot bound the demo's time.
+// Smaller tasks (p = 31–47) grokked only for some roundings.
 func demoConfig() train.Config {
 	c := train.ModuloDefaults()
-	c.Modulo.P, c.Modulo.TrainSize, c.Modulo.ValSize = 41, 600, 261
-	c.Optimizer.LR = 3e-3
-	c.Epochs = 3000
+	c.StopAccuracy = 0.99
 	return c
 }
 
@@ -38,7 +38,7 @@ experiments join it as they land.`,
 			start := time.Now()
 			fmt.Fprintln(w, buildInfo())
 			run := filepath.Join(out, "run")
-			fmt.Fprintf(w, "1/2 training the modulo transformer (p = 41) until it groks, into %s\n", run)
+			fmt.Fprintf(w, "1/2 training the paper's modulo transformer (p = 113) until it groks (99%% validation accuracy), into %s\n", run)
 			ctx, cancel := interruptible(cmd)
 			defer cancel()
 			s, err := train.Train[float32](ctx, run, demoConfig(), trainOptions(cmd, quiet, true))

@@ -129,7 +129,8 @@ func newTrainModuloCmd(quiet *bool) *cobra.Command {
 	f.IntVar(&m.MLP, "mlp", m.MLP, "MLP width")
 	f.Float64Var(&c.Optimizer.Beta1, "beta1", c.Optimizer.Beta1, "AdamW β1")
 	f.Float64Var(&c.Optimizer.Beta2, "beta2", c.Optimizer.Beta2, "AdamW β2")
-	f.BoolVar(&c.StopAtPerfect, "stop-at-perfect", c.StopAtPerfect, "stop once training and validation accuracy are both 100%")
+	f.BoolVar(&c.StopAtPerfect, "stop-at-perfect", c.StopAtPerfect, "stop once training and validation accuracy both reach --stop-accuracy")
+	f.Float64Var(&c.StopAccuracy, "stop-accuracy", 1, "accuracy (a fraction) at which --stop-at-perfect stops")
 	return cmd
 }
 
