@@ -4,10 +4,9 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"runtime"
 	"strconv"
-	"sync"
 
+	"github.com/explaind/explaind/internal/parallel"
 	"github.com/explaind/explaind/nn"
 	"github.com/explaind/explaind/tensor"
 )
@@ -391,25 +390,8 @@ func perRowWeight[T tensor.Float](g *nn.Grads[T], w *nn.Param[T], dy, x *tensor.
 	return nil
 }
 
-// parallelRows runs fn over [0, n) in contiguous chunks, one per core, when
-// the n items of cost operations each are worth the goroutines.
-func parallelRows(n, cost int, fn func(lo, hi int)) {
-	workers := min(runtime.GOMAXPROCS(0), n)
-	if workers <= 1 || n*cost < 1<<16 {
-		fn(0, n)
-		return
-	}
-	var wg sync.WaitGroup
-	chunk := (n + workers - 1) / workers
-	for lo := 0; lo < n; lo += chunk {
-		wg.Add(1)
-		go func(lo, hi int) {
-			defer wg.Done()
-			fn(lo, hi)
-		}(lo, min(lo+chunk, n))
-	}
-	wg.Wait()
-}
+// parallelRows spreads per-sample loops over the cores.
+func parallelRows(n, cost int, fn func(lo, hi int)) { parallel.ForCost(n, cost, fn) }
 
 // JVP returns the log-probabilities and their derivatives ([B*M, P+2])
 // along M parameter tangents. The input is discrete; an input tangent is

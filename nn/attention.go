@@ -3,10 +3,9 @@ package nn
 import (
 	"fmt"
 	"math"
-	"runtime"
-	"sync"
 
 	"github.com/explaind/explaind/gemm"
+	"github.com/explaind/explaind/internal/parallel"
 	"github.com/explaind/explaind/tensor"
 )
 
@@ -594,28 +593,5 @@ func (a *AttentionHeads[T]) attendJVP(z, dz, o, do []T, s, m int, scores, ds, ac
 	}
 }
 
-// attentionMinWork is the amount of inner-loop work (multiply-adds) below
-// which attentionParallel stays on one goroutine.
-const attentionMinWork = 1 << 15
-
-// attentionParallel runs fn over [0, n) in contiguous chunks, one per core,
-// when n items of cost work each are worth the goroutines; otherwise it
-// calls fn(0, n) directly. Chunks are disjoint, so fn may write to
-// per-item output without locks.
-func attentionParallel(n, cost int, fn func(lo, hi int)) {
-	workers := min(runtime.GOMAXPROCS(0), n)
-	if workers <= 1 || n*cost < attentionMinWork {
-		fn(0, n)
-		return
-	}
-	var wg sync.WaitGroup
-	chunk := (n + workers - 1) / workers
-	for lo := 0; lo < n; lo += chunk {
-		wg.Add(1)
-		go func(lo, hi int) {
-			defer wg.Done()
-			fn(lo, hi)
-		}(lo, min(lo+chunk, n))
-	}
-	wg.Wait()
-}
+// attentionParallel spreads the per-sample loops over the cores.
+func attentionParallel(n, cost int, fn func(lo, hi int)) { parallel.ForCost(n, cost, fn) }
