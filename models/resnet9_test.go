@@ -16,15 +16,6 @@ import (
 	"github.com/explaind/explaind/weights"
 )
 
-// resnet9GoldenDir is where the PyTorch fixtures are: testdata/golden at the
-// repository root, or $EXPLAIND_GOLDEN_DIR.
-func resnet9GoldenDir() string {
-	if d := os.Getenv("EXPLAIND_GOLDEN_DIR"); d != "" {
-		return d
-	}
-	return filepath.Join("..", "testdata", "golden")
-}
-
 // Tolerances against the PyTorch fixtures, in float32: relative error is the
 // max-abs error over the max-abs reference of each tensor.
 const (
