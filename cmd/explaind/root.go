@@ -16,7 +16,8 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newVersionCmd(), newTrainCmd(), newVerifyCmd(), newDemoCmd())
+	root.AddCommand(newVersionCmd(), newTrainCmd(), newVerifyCmd(), newEPKCmd(),
+		newPruneCmd(), newComponentsCmd(), newSwapCmd(), newRetrainCmd(), newReportCmd(), newDemoCmd())
 	return root
 }
 

@@ -1,0 +1,248 @@
+// Package epkout defines the on-disk layout of an `explaind epk` output
+// directory and reads and writes it: .npy arrays that numpy opens, a
+// manifest.json saying what each array is (shape, axes, units), and the run
+// fingerprint that ties the output to the training run it explains.
+//
+// The arrays each preset writes (X test samples, C classes, S steps, T
+// parameter tensors, N training samples):
+//
+//	always      test_indices [X], test_labels [X]
+//	validation  f0, model, epk, data, reg, resid, quad_residual [X, C];
+//	            step_max_completeness [S]
+//	grokking    step_tensor [S, T, X]; step_data, step_reg, step_resid,
+//	            step_change [S, X] (all of the true class's log-probability)
+//	components  scores/<tensor> [X, tensor shape...] (summed over classes)
+//	pruning     importance/<tensor> [tensor shape...]
+//	kernel      kernel [C, N], kernel_reg [C], kernel_carried [C]
+//	            (summed over test samples)
+package epkout
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/explaind/explaind/history"
+	"github.com/explaind/explaind/internal/atomicfile"
+	"github.com/explaind/explaind/npy"
+	"github.com/explaind/explaind/tensor"
+)
+
+// Format is the version of the layout this package writes.
+const Format = 1
+
+// The presets of `explaind epk`.
+const (
+	Validation = "validation"
+	Grokking   = "grokking"
+	Components = "components"
+	Pruning    = "pruning"
+	Kernel     = "kernel"
+)
+
+// Presets lists every preset in the order `explaind epk` runs them.
+var Presets = []string{Validation, Grokking, Components, Pruning, Kernel}
+
+// ArrayInfo describes one array of the output.
+type ArrayInfo struct {
+	// File is the path of the .npy file relative to the output directory.
+	File string `json:"file"`
+	// Dtype is "float32", "float64" or "int64".
+	Dtype string `json:"dtype"`
+	// Shape and Axes give the array's dimensions and what each indexes.
+	Shape []int    `json:"shape"`
+	Axes  []string `json:"axes"`
+	// Units says what the values are (for example "log-probability").
+	Units string `json:"units"`
+	// Preset is the preset that wrote the array ("" for the test set).
+	Preset string `json:"preset"`
+	// Description says how the array was computed.
+	Description string `json:"description"`
+}
+
+// TestSet says which test samples an output covers.
+type TestSet struct {
+	// Split is the dataset role the samples come from ("val" or "test").
+	Split string `json:"split"`
+	// Count is the number of samples (their indices are in test_indices).
+	Count int `json:"count"`
+}
+
+// Manifest is DIR/manifest.json.
+type Manifest struct {
+	Format   int    `json:"format"`
+	Software string `json:"software"`
+	Created  string `json:"created"`
+	// Run is the run directory (as given) and RunFingerprint identifies
+	// the run (see RunFingerprint).
+	Run            string `json:"run"`
+	RunFingerprint string `json:"run_fingerprint"`
+	// Presets lists the presets computed; Steps the range [from, to).
+	Presets []string `json:"presets"`
+	Steps   [2]int   `json:"steps"`
+	// Precision is the evaluation's element type; Quadrature the rule
+	// (as on the command line) and Tol its tolerance.
+	Precision  string  `json:"precision"`
+	Quadrature string  `json:"quadrature"`
+	Tol        float64 `json:"tol"`
+	Test       TestSet `json:"test"`
+	// Classes is C; Tensors are the parameter tensors in model order and
+	// TensorShapes their shapes.
+	Classes      int      `json:"classes"`
+	Tensors      []string `json:"tensors"`
+	TensorShapes [][]int  `json:"tensor_shapes"`
+	// Arrays describes every array, by name.
+	Arrays map[string]ArrayInfo `json:"arrays"`
+	// Complete is set once every array has been written.
+	Complete bool `json:"complete"`
+}
+
+// RunFingerprint identifies a training run: a hash of its configuration,
+// its initial parameters and every step's parameter hash. An EPK output
+// records the fingerprint of the run it explains.
+func RunFingerprint(m *history.Manifest) string {
+	h := sha256.New()
+	h.Write(m.Config)
+	for i := 0; i <= len(m.Steps); i++ {
+		fmt.Fprintf(h, "\n%s", m.Hash(i))
+	}
+	return hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+// Output is an opened EPK output directory.
+type Output struct {
+	Dir      string
+	Manifest Manifest
+}
+
+// ErrIncomplete is returned by Open for an output whose job has not
+// finished.
+var ErrIncomplete = errors.New("the EPK job that writes this output has not finished")
+
+// Open reads DIR/manifest.json.
+func Open(dir string) (*Output, error) {
+	raw, err := os.ReadFile(filepath.Join(dir, "manifest.json"))
+	if err != nil {
+		if os.IsNotExist(err) {
+			return nil, fmt.Errorf("%s is not an EPK output (no manifest.json); create one with `explaind epk --run RUN --out %s`", dir, dir)
+		}
+		return nil, err
+	}
+	o := &Output{Dir: dir}
+	if err := json.Unmarshal(raw, &o.Manifest); err != nil {
+		return nil, fmt.Errorf("%s/manifest.json: %w", dir, err)
+	}
+	if o.Manifest.Format != Format {
+		return nil, fmt.Errorf("%s: EPK output format %d, this explaind reads format %d", dir, o.Manifest.Format, Format)
+	}
+	if !o.Manifest.Complete {
+		return nil, fmt.Errorf("%s: %w; rerun the same `explaind epk` command to resume it", dir, ErrIncomplete)
+	}
+	return o, nil
+}
+
+// CheckRun returns an error unless the output explains the run whose
+// manifest is m.
+func (o *Output) CheckRun(m *history.Manifest) error {
+	if fp := RunFingerprint(m); fp != o.Manifest.RunFingerprint {
+		return fmt.Errorf("the EPK output %s was computed for a different run (fingerprint %s, this run's is %s; it names run %s): run `explaind epk` on this run", o.Dir, o.Manifest.RunFingerprint, fp, o.Manifest.Run)
+	}
+	return nil
+}
+
+// Require returns an error naming the command that computes preset unless
+// the output holds it.
+func (o *Output) Require(preset string) error {
+	if slices.Contains(o.Manifest.Presets, preset) {
+		return nil
+	}
+	return fmt.Errorf("the EPK output %s has no %q preset (it has %s); compute it with `explaind epk --run %s --out DIR --preset %s`",
+		o.Dir, preset, strings.Join(o.Manifest.Presets, ", "), o.Manifest.Run, preset)
+}
+
+// Array reads the named array as float64.
+func (o *Output) Array(name string) (*tensor.Dense[float64], error) {
+	info, ok := o.Manifest.Arrays[name]
+	if !ok {
+		return nil, fmt.Errorf("the EPK output %s has no array %q", o.Dir, name)
+	}
+	a, err := npy.Read(filepath.Join(o.Dir, info.File))
+	if err != nil {
+		return nil, err
+	}
+	if !slices.Equal(a.Shape, info.Shape) {
+		return nil, fmt.Errorf("%s: shape %v, the manifest says %v", info.File, a.Shape, info.Shape)
+	}
+	return a, nil
+}
+
+// Ints reads the named integer array.
+func (o *Output) Ints(name string) ([]int, error) {
+	info, ok := o.Manifest.Arrays[name]
+	if !ok {
+		return nil, fmt.Errorf("the EPK output %s has no array %q", o.Dir, name)
+	}
+	v, _, err := npy.ReadInts(filepath.Join(o.Dir, info.File))
+	return v, err
+}
+
+// FileName returns the file an array of the given name is stored in.
+func FileName(name string) string { return name + ".npy" }
+
+// Writer writes an output directory: arrays first, the manifest (marked
+// complete) last, each file atomically.
+type Writer struct {
+	Dir      string
+	Manifest Manifest
+}
+
+// NewWriter prepares dir (creating it) for an output described by m.
+func NewWriter(dir string, m Manifest) (*Writer, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	m.Format = Format
+	if m.Arrays == nil {
+		m.Arrays = map[string]ArrayInfo{}
+	}
+	return &Writer{Dir: dir, Manifest: m}, nil
+}
+
+// Write stores an array (float32, float64 or int64 values) and records it.
+func Write[E float32 | float64 | int64](w *Writer, name string, data []E, info ArrayInfo) error {
+	info.File = FileName(name)
+	path := filepath.Join(w.Dir, info.File)
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	if err := npy.WriteFile(path, info.Shape, data); err != nil {
+		return err
+	}
+	var zero E
+	switch any(zero).(type) {
+	case float32:
+		info.Dtype = "float32"
+	case float64:
+		info.Dtype = "float64"
+	default:
+		info.Dtype = "int64"
+	}
+	w.Manifest.Arrays[name] = info
+	return nil
+}
+
+// WriteManifest writes manifest.json (complete or not).
+func (w *Writer) WriteManifest(complete bool) error {
+	w.Manifest.Complete = complete
+	raw, err := json.MarshalIndent(w.Manifest, "", "  ")
+	if err != nil {
+		return err
+	}
+	return atomicfile.WriteBytes(filepath.Join(w.Dir, "manifest.json"), append(raw, '\n'))
+}

@@ -1,0 +1,109 @@
+package npy
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	"github.com/explaind/explaind/tensor"
+)
+
+func TestRoundTrip(t *testing.T) {
+	dir := t.TempDir()
+	for _, shape := range [][]int{{5}, {2, 3}, {2, 1, 4}, {0, 3}} {
+		n := 1
+		for _, d := range shape {
+			n *= d
+		}
+		f64 := make([]float64, n)
+		f32 := make([]float32, n)
+		i64 := make([]int64, n)
+		for i := range f64 {
+			f64[i] = float64(i)*1.25 - 3
+			f32[i] = float32(f64[i])
+			i64[i] = int64(i) - 2
+		}
+		for name, write := range map[string]func(string) error{
+			"f64": func(p string) error { return WriteFile(p, shape, f64) },
+			"f32": func(p string) error { return WriteFile(p, shape, f32) },
+			"i64": func(p string) error { return WriteFile(p, shape, i64) },
+		} {
+			path := filepath.Join(dir, name+".npy")
+			if err := write(path); err != nil {
+				t.Fatal(err)
+			}
+			raw, _ := os.ReadFile(path)
+			if hl := 10 + int(raw[8]) + int(raw[9])<<8; hl%64 != 0 {
+				t.Errorf("%s %v: data starts at %d, want a multiple of 64", name, shape, hl)
+			}
+			got, err := Read(path)
+			if err != nil {
+				t.Fatalf("%s %v: %v", name, shape, err)
+			}
+			if len(got.Shape) != len(shape) {
+				t.Fatalf("%s: shape %v, want %v", name, got.Shape, shape)
+			}
+			for i := range shape {
+				if got.Shape[i] != shape[i] {
+					t.Fatalf("%s: shape %v, want %v", name, got.Shape, shape)
+				}
+			}
+			for i, v := range got.Data {
+				want := f64[i]
+				if name == "i64" {
+					want = float64(i64[i])
+				}
+				if v != want {
+					t.Fatalf("%s %v: value %d is %g, want %g", name, shape, i, v, want)
+				}
+			}
+		}
+	}
+}
+
+func TestWrongShape(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "a.npy")
+	if err := WriteFile(path, []int{2, 2}, []float64{1, 2, 3}); err == nil {
+		t.Fatal("a shape that does not match the data was accepted")
+	}
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Fatalf("a refused write left %s behind", path)
+	}
+}
+
+func TestDense(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "d.npy")
+	a := tensor.New[float32](3, 2)
+	for i := range a.Data {
+		a.Data[i] = float32(i)
+	}
+	if err := WriteDense(path, a); err != nil {
+		t.Fatal(err)
+	}
+	ints, shape, err := ReadInts(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if shape[0] != 3 || shape[1] != 2 || ints[5] != 5 {
+		t.Fatalf("got %v %v", shape, ints)
+	}
+}
+
+// TestNumpy loads a written file with numpy when python3 and numpy exist.
+func TestNumpy(t *testing.T) {
+	if exec.Command("python3", "-c", "import numpy").Run() != nil {
+		t.Skip("python3 with numpy is not installed")
+	}
+	path := filepath.Join(t.TempDir(), "n.npy")
+	if err := WriteFile(path, []int{2, 3}, []float32{0, 1, 2, 3, 4, 5.5}); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("python3", "-c", "import numpy,sys; a=numpy.load(sys.argv[1]); print(a.shape, a.dtype, a[1,2])", path).CombinedOutput()
+	if err != nil {
+		t.Fatalf("numpy: %v: %s", err, out)
+	}
+	if got := string(out); got != "(2, 3) float32 5.5\n" {
+		t.Fatalf("numpy read %q", got)
+	}
+}
