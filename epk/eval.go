@@ -482,7 +482,12 @@ func (e *Evaluator[T]) features(c *stepCtx[T], plan *Plan, cot *tensor.Dense[T])
 		f.Names = append(f.Names, p.Name)
 		f.Phi = append(f.Phi, tensor.New[T](append([]int{c.B * K}, p.Value.Shape...)...))
 	}
-	rowsPer := max(1, min(e.opt.MaxGradValues/max(1, K*P), e.opt.MaxRows))
+	perRow := P
+	gm, grouped := e.model.(GroupedPathModel[T])
+	if grouped {
+		perRow = gm.PerRowValues()
+	}
+	rowsPer := max(1, min(e.opt.MaxGradValues/max(1, K*perRow), e.opt.MaxRows))
 	nodes := plan.Nodes
 	err = chunks(len(nodes), rowsPer, func(lo, hi int) error {
 		n := hi - lo
@@ -507,6 +512,18 @@ func (e *Evaluator[T]) features(c *stepCtx[T], plan *Plan, cot *tensor.Dense[T])
 				dst[j] = w * v
 			}
 		}
+		if grouped {
+			// Sum the nodes of each sample straight into its features.
+			groups := make([]int, n)
+			for i, nd := range nodes[lo:hi] {
+				groups[i] = nd.Sample
+			}
+			g := &nn.Grads[T]{Mode: nn.PerRow, Of: make(map[*nn.Param[T]]*tensor.Dense[T], len(e.params))}
+			for j, p := range e.params {
+				g.Of[p] = f.Phi[j]
+			}
+			return gm.PathBackwardGrouped(state, dy, g, groups, c.B)
+		}
 		g := nn.NewGrads(nn.PerRow, e.params, n*K)
 		if err := e.model.PathBackward(state, dy, g); err != nil {
 			return err
@@ -526,6 +543,17 @@ func (e *Evaluator[T]) features(c *stepCtx[T], plan *Plan, cot *tensor.Dense[T])
 	st.BackwardRows = len(nodes)
 	st.Backward = time.Since(start)
 	return f, st, nil
+}
+
+// GroupedPathModel is an optional method set of a PathModel: PathBackward
+// with the per-row gradients summed per group of rows (the nodes of one
+// test sample), into buffers [nGroups*K, shape...]. The feature pass uses
+// it when present, instead of forming every row's gradient.
+type GroupedPathModel[T tensor.Float] interface {
+	PathBackwardGrouped(st nn.State, dy *tensor.Dense[T], g *nn.Grads[T], groups []int, nGroups int) error
+	// PerRowValues is the number of gradient values PathBackwardGrouped
+	// still forms per row (what bounds its rows per call).
+	PerRowValues() int
 }
 
 // Evaluate plans step u for the test batch x and evaluates its

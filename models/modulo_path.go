@@ -3,6 +3,7 @@ package models
 import (
 	"fmt"
 
+	"github.com/explaind/explaind/gemm"
 	"github.com/explaind/explaind/nn"
 	"github.com/explaind/explaind/tensor"
 )
@@ -99,7 +100,91 @@ func (m *Modulo[T]) PathBackward(st nn.State, dy *tensor.Dense[T], g *nn.Grads[T
 	return nil
 }
 
+// PathBackwardGrouped is PathBackward with the gradients of the rows summed
+// per group: batch row b belongs to group groups[b] (nondecreasing), and
+// g's buffers have the PerRow layout over groups, [nGroups*K, shape...]
+// (K cotangents per row). The linear layers' weight gradients, the bulk of
+// the parameters, go straight into the groups with one GEMM per run of
+// rows; the other parameters are formed per row and folded in. epk's
+// feature pass uses it to sum quadrature nodes per test sample.
+func (m *Modulo[T]) PathBackwardGrouped(st nn.State, dy *tensor.Dense[T], g *nn.Grads[T], groups []int, nGroups int) error {
+	s, ok := st.(*moduloPathState[T])
+	if !ok {
+		return fmt.Errorf("models.Modulo: PathBackwardGrouped got a state from another model")
+	}
+	B := len(groups)
+	if B == 0 || dy.Shape[0]%B != 0 {
+		return fmt.Errorf("models.Modulo: %d cotangent rows for %d grouped rows", dy.Shape[0], B)
+	}
+	K := dy.Shape[0] / B
+	for i, gi := range groups {
+		if gi < 0 || gi >= nGroups || (i > 0 && gi < groups[i-1]) {
+			return fmt.Errorf("models.Modulo: groups must be nondecreasing in [0, %d)", nGroups)
+		}
+	}
+	// Per-row buffers for the small parameters only.
+	var small []*nn.Param[T]
+	for p := range g.Of {
+		if p != m.Linear1.Weight && p != m.Linear2.Weight && p != m.Decoder.Weight {
+			small = append(small, p)
+		}
+	}
+	gl := nn.NewGrads(nn.PerRow, small, B*K)
+	weight := func(w *nn.Param[T], d, x *tensor.Dense[T]) error {
+		buf := g.Of[w]
+		if buf == nil {
+			return nil
+		}
+		out, in := w.Value.Shape[0], w.Value.Shape[1]
+		if want := []int{nGroups * K, out, in}; !tensor.SameShape(buf.Shape, want) {
+			return fmt.Errorf("gradient buffer for %s has shape %v, want %v", w.Name, buf.Shape, want)
+		}
+		for lo := 0; lo < B; {
+			hi := lo + 1
+			for hi < B && groups[hi] == groups[lo] {
+				hi++
+			}
+			// [K*out × in] += d[lo:hi]ᵀ (as [n × K*out]) · x[lo:hi] ([n × in]).
+			gemm.Gemm(true, false, K*out, in, hi-lo, T(1), d.Data[lo*K*out:hi*K*out], K*out, x.Data[lo*in:hi*in], in, T(1), buf.Data[groups[lo]*K*out*in:(groups[lo]+1)*K*out*in], in)
+			lo = hi
+		}
+		return nil
+	}
+	if err := m.pathBackwardWith(s, dy, gl, weight); err != nil {
+		return fmt.Errorf("models.Modulo: %w", err)
+	}
+	for _, p := range small {
+		size := len(p.Value.Data)
+		src, dst := gl.Of[p].Data, g.Of[p].Data
+		if len(dst) != nGroups*K*size {
+			return fmt.Errorf("models.Modulo: gradient buffer for %s has %d values, want %d", p.Name, len(dst), nGroups*K*size)
+		}
+		for b := 0; b < B; b++ {
+			tensor.AddScaled(dst[groups[b]*K*size:(groups[b]+1)*K*size], 1, src[b*K*size:(b+1)*K*size])
+		}
+	}
+	return nil
+}
+
+// PerRowValues is the number of parameter values whose gradients
+// PathBackwardGrouped forms per row: all but the three linear weights.
+func (m *Modulo[T]) PerRowValues() int {
+	n := 0
+	for _, p := range m.Params() {
+		if p != m.Linear1.Weight && p != m.Linear2.Weight && p != m.Decoder.Weight {
+			n += len(p.Value.Data)
+		}
+	}
+	return n
+}
+
 func (m *Modulo[T]) pathBackward(s *moduloPathState[T], dy *tensor.Dense[T], g *nn.Grads[T]) error {
+	return m.pathBackwardWith(s, dy, g, func(w *nn.Param[T], d, x *tensor.Dense[T]) error { return perRowWeight(g, w, d, x) })
+}
+
+// pathBackwardWith is the path backward pass with the PerRow weight
+// gradients of the three linear layers left to weight.
+func (m *Modulo[T]) pathBackwardWith(s *moduloPathState[T], dy *tensor.Dense[T], g *nn.Grads[T], weight func(w *nn.Param[T], d, x *tensor.Dense[T]) error) error {
 	gl := g
 	if g != nil && g.Mode == nn.PerRow {
 		gl = &nn.Grads[T]{Mode: nn.PerRow, Of: make(map[*nn.Param[T]]*tensor.Dense[T], len(g.Of))}
@@ -117,7 +202,7 @@ func (m *Modulo[T]) pathBackward(s *moduloPathState[T], dy *tensor.Dense[T], g *
 	if err != nil {
 		return err
 	}
-	if err := perRowWeight(g, m.Decoder.Weight, dl, s.h); err != nil {
+	if err := weight(m.Decoder.Weight, dl, s.h); err != nil {
 		return err
 	}
 	dv, err := nn.ReLU[T]{}.Backward(s.relu2, dh, nil, true)
@@ -128,7 +213,7 @@ func (m *Modulo[T]) pathBackward(s *moduloPathState[T], dy *tensor.Dense[T], g *
 	if err != nil {
 		return err
 	}
-	if err := perRowWeight(g, m.Linear2.Weight, dv, s.r1); err != nil {
+	if err := weight(m.Linear2.Weight, dv, s.r1); err != nil {
 		return err
 	}
 	du, err := nn.ReLU[T]{}.Backward(s.relu1, dr1, nil, true)
@@ -139,7 +224,7 @@ func (m *Modulo[T]) pathBackward(s *moduloPathState[T], dy *tensor.Dense[T], g *
 	if err != nil {
 		return err
 	}
-	if err := perRowWeight(g, m.Linear1.Weight, du, s.a); err != nil {
+	if err := weight(m.Linear1.Weight, du, s.a); err != nil {
 		return err
 	}
 	tensor.AddScaled(da.Data, 1, dh.Data)
