@@ -8,13 +8,14 @@
 //
 //	always      test_indices [X], test_labels [X]
 //	validation  f0, model, epk, data, reg, resid, quad_residual [X, C];
-//	            step_max_completeness [S]
-//	grokking    step_tensor [S, T, X]; step_data, step_reg, step_resid,
-//	            step_change [S, X] (all of the true class's log-probability)
+//	            step_max_completeness [S], step_change [S, X]
+//	grokking    step_tensor [S, T, X]; step_data, step_reg, step_resid
+//	            [S, X] (all of the true class's log-probability)
 //	components  scores/<tensor> [X, tensor shape...] (summed over classes)
 //	pruning     importance/<tensor> [tensor shape...]
-//	kernel      kernel [C, N], kernel_reg [C], kernel_carried [C]
-//	            (summed over test samples)
+//	kernel      kernel [C, N], kernel_reg [C] (summed over test samples)
+//	reference   scores_class/<tensor> [X, C, tensor shape...],
+//	            kernel_full [X, C, N]
 package epkout
 
 import (
@@ -44,10 +45,14 @@ const (
 	Components = "components"
 	Pruning    = "pruning"
 	Kernel     = "kernel"
+	// Reference writes the reference implementation's outputs for parity
+	// runs: per-parameter scores per test sample and class, and the data
+	// kernel per test sample, class and training sample.
+	Reference = "reference"
 )
 
 // Presets lists every preset in the order `explaind epk` runs them.
-var Presets = []string{Validation, Grokking, Components, Pruning, Kernel}
+var Presets = []string{Validation, Grokking, Components, Pruning, Kernel, Reference}
 
 // ArrayInfo describes one array of the output.
 type ArrayInfo struct {
@@ -233,6 +238,21 @@ func Write[E float32 | float64 | int64](w *Writer, name string, data []E, info A
 	default:
 		info.Dtype = "int64"
 	}
+	w.Manifest.Arrays[name] = info
+	return nil
+}
+
+// WriteFloat32 stores float64 values as a float32 array and records it.
+func WriteFloat32(w *Writer, name string, data []float64, info ArrayInfo) error {
+	info.File = FileName(name)
+	path := filepath.Join(w.Dir, info.File)
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	if err := npy.WriteFloat32(path, info.Shape, data); err != nil {
+		return err
+	}
+	info.Dtype = "float32"
 	w.Manifest.Arrays[name] = info
 	return nil
 }

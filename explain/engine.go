@@ -900,7 +900,13 @@ func (j *job[T, E]) addFeatures(lo, hi int, f *epk.Features[E], u *epk.Update[E]
 }
 
 // addTraining adds E_s/|B_s| ⟨Q_s, ∇θ f_{y_k}(θ_s; x_k)⟩ to every training
-// sample k of the step's batch, for every Sweep query.
+// sample k of the step's batch, for every Sweep query. The training
+// samples' gradients are recomputed in the run's own precision T with the
+// gradient model, and the products with Q run in T too: for a float32 run
+// evaluated in float64 the quadrature keeps float64 accuracy while the
+// kernel's matrix products, the bulk of the work, run at float32 speed
+// (the kernel's relative rounding is then about 1e-7, which
+// Output.KernelResidual reports).
 func (j *job[T, E]) addTraining(v *history.StepView[T], u *epk.Update[E]) error {
 	xb, yb, err := j.src.Batch(v.Record)
 	if err != nil {
@@ -910,29 +916,57 @@ func (j *job[T, E]) addTraining(v *history.StepView[T], u *epk.Update[E]) error 
 	if len(idx) != len(yb) {
 		return fmt.Errorf("the batch has %d samples and %d indices", len(yb), len(idx))
 	}
-	for t, p := range j.params {
-		copy(p.Value.Data, u.Before[t].Data)
+	model := j.src.GradModel
+	params := model.Params()
+	for t, p := range params {
+		copy(p.Value.Data, v.Before[t].Value.Data)
 	}
-	x := tensor.Convert[E](xb)
+	// Q in the training precision.
+	qT := make([][][]T, len(j.qs))
+	for qi, st := range j.qs {
+		if st.kind != Sweep {
+			continue
+		}
+		qT[qi] = make([][]T, len(j.sizes))
+		for t := range j.sizes {
+			if same, ok := any(j.q[qi][t]).([]T); ok {
+				qT[qi][t] = same
+				continue
+			}
+			c := make([]T, len(j.q[qi][t]))
+			for i, x := range j.q[qi][t] {
+				c[i] = T(x)
+			}
+			qT[qi][t] = c
+		}
+	}
 	n := len(yb)
 	const chunk = 256
+	var g *nn.Grads[T]
+	N := j.src.TrainSize
 	for lo := 0; lo < n; lo += chunk {
 		hi := min(lo+chunk, n)
 		rows := make([]int, hi-lo)
 		for i := range rows {
 			rows[i] = lo + i
 		}
-		y, state, err := j.model.Forward(gatherRows(x, rows))
+		y, state, err := model.Forward(gatherRows(xb, rows))
 		if err != nil {
 			return err
 		}
-		dy := tensor.New[E](y.Shape...)
+		dy := tensor.New[T](y.Shape...)
 		C := y.Shape[len(y.Shape)-1]
 		for i := range rows {
 			dy.Data[i*C+yb[lo+i]] = 1
 		}
-		g := nn.NewGrads(nn.PerRow, j.params, hi-lo)
-		if _, err := j.model.Backward(state, dy, g, false); err != nil {
+		if g == nil || len(g.Of[params[0]].Data) != (hi-lo)*j.sizes[0] {
+			g = nn.NewGrads(nn.PerRow, params, hi-lo)
+		} else {
+			for _, buf := range g.Of {
+				clear(buf.Data)
+			}
+		}
+		if _, err := model.Backward(state, dy, g, false); err != nil {
 			return err
 		}
 		m := hi - lo
@@ -941,28 +975,33 @@ func (j *job[T, E]) addTraining(v *history.StepView[T], u *epk.Update[E]) error 
 				continue
 			}
 			R := st.rows
-			out := make([]E, R*m)
-			for t, p := range j.params {
+			out := make([]T, R*m)
+			flush := func(t int) {
+				for r := 0; r < R; r++ {
+					for i := 0; i < m; i++ {
+						val := float64(out[r*m+i])
+						for _, e := range st.jmap[t] {
+							st.acc[(r*st.nj+e)*N+idx[lo+i]] += val
+						}
+					}
+				}
+				clear(out)
+			}
+			for t, p := range params {
 				w := u.Kernel.E[t] / float64(n)
 				if w == 0 {
 					continue
 				}
 				size := j.sizes[t]
-				for i := range out {
-					out[i] = 0
+				// out[R × m] += w · Q_t[R × size] · G_t[m × size]ᵀ; with
+				// the parameter axis summed, every tensor adds into one out.
+				gemm.Gemm(false, true, R, m, size, T(w), qT[qi][t], size, g.Of[p].Data, size, T(1), out, m)
+				if st.nj > 1 {
+					flush(t)
 				}
-				// out[R × m] = Q_t[R × size] · G_t[m × size]ᵀ
-				gemm.Gemm(false, true, R, m, size, E(1), j.q[qi][t], size, g.Of[p].Data, size, E(0), out, m)
-				N := j.src.TrainSize
-				for r := 0; r < R; r++ {
-					for i := 0; i < m; i++ {
-						k := idx[lo+i]
-						val := w * float64(out[r*m+i])
-						for _, e := range st.jmap[t] {
-							st.acc[(r*st.nj+e)*N+k] += val
-						}
-					}
-				}
+			}
+			if st.nj == 1 {
+				flush(0)
 			}
 		}
 	}
@@ -988,12 +1027,12 @@ func (j *job[T, E]) finish() *Output {
 		switch st.kind {
 		case Forward:
 			if q.Keep&(Tensor|Group) != 0 {
-				r.Axes, r.Shape, r.Labels = append(r.Axes, (q.Keep & (Tensor | Group)).String()), append(r.Shape, st.nj), st.labels
+				r.Axes, r.Shape, r.Labels = append(r.Axes, (q.Keep&(Tensor|Group)).String()), append(r.Shape, st.nj), st.labels
 			}
 			r.Data = st.acc
 		case Sweep:
 			if q.Keep&(Tensor|Group) != 0 {
-				r.Axes, r.Shape, r.Labels = append(r.Axes, (q.Keep & (Tensor | Group)).String()), append(r.Shape, st.nj), st.labels
+				r.Axes, r.Shape, r.Labels = append(r.Axes, (q.Keep&(Tensor|Group)).String()), append(r.Shape, st.nj), st.labels
 			}
 			r.Axes, r.Shape = append(r.Axes, "train"), append(r.Shape, j.src.TrainSize)
 			r.Data = st.acc
@@ -1019,6 +1058,9 @@ func (j *job[T, E]) finish() *Output {
 			keepX, keepK := q.Keep&Test != 0, q.Keep&Class != 0
 			reduce := func(t int) []float64 {
 				size := j.sizes[t]
+				if !q.Abs && (st.xs == 1 || keepX) && (st.ks == 1 || keepK) {
+					return st.facc[t] // already at the kept resolution
+				}
 				dst := make([]float64, lead*size)
 				acc := st.facc[t]
 				for xr := 0; xr < st.xs; xr++ {
@@ -1050,7 +1092,7 @@ func (j *job[T, E]) finish() *Output {
 				}
 			default:
 				if q.Keep&(Tensor|Group) != 0 {
-					r.Axes, r.Shape, r.Labels = append(r.Axes, (q.Keep & (Tensor | Group)).String()), append(r.Shape, st.nj), st.labels
+					r.Axes, r.Shape, r.Labels = append(r.Axes, (q.Keep&(Tensor|Group)).String()), append(r.Shape, st.nj), st.labels
 				}
 				r.Data = make([]float64, lead*st.nj)
 				for t, size := range j.sizes {

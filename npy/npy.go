@@ -111,6 +111,31 @@ func WriteFile[E float32 | float64 | int64](path string, shape []int, data []E) 
 	return atomicfile.Write(path, func(w io.Writer) error { return Encode(w, shape, data) })
 }
 
+// WriteFloat32 writes float64 data as float32 values ('<f4') to path
+// atomically, converting as it streams instead of copying the array.
+func WriteFloat32(path string, shape []int, data []float64) error {
+	if err := checkShape(shape, len(data)); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return atomicfile.Write(path, func(w io.Writer) error {
+		if _, err := w.Write(header("<f4", shape)); err != nil {
+			return err
+		}
+		buf := make([]byte, 0, 1<<16)
+		for _, v := range data {
+			buf = binary.LittleEndian.AppendUint32(buf, math.Float32bits(float32(v)))
+			if len(buf) == cap(buf) {
+				if _, err := w.Write(buf); err != nil {
+					return err
+				}
+				buf = buf[:0]
+			}
+		}
+		_, err := w.Write(buf)
+		return err
+	})
+}
+
 // WriteDense writes a dense array to path atomically, as float32 or float64
 // like the array itself.
 func WriteDense[T tensor.Float](path string, a *tensor.Dense[T]) error {

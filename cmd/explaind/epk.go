@@ -1,13 +1,148 @@
 package main
 
 import (
-	"errors"
+	"encoding/json"
+	"fmt"
+	"os"
+	"runtime/debug"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"time"
 
+	"github.com/explaind/explaind/epkjob"
+	"github.com/explaind/explaind/epkout"
 	"github.com/spf13/cobra"
 )
 
-// newEPKCmd is a placeholder until the command lands.
 func newEPKCmd() *cobra.Command {
-	return &cobra.Command{Use: "epk", Short: "(not implemented yet)", Hidden: true,
-		RunE: func(*cobra.Command, []string) error { return errors.New("epk: not implemented yet") }}
+	var o epkjob.Options
+	var presets, indices, steps, memory string
+	var quiet bool
+	var profile string
+	cmd := &cobra.Command{
+		Use:   "epk",
+		Short: "Rewrite a recorded run as its exact path kernel machine and compute influence scores",
+		Long: `Replays a recorded run step by step and evaluates the exact path kernel
+(EPK) reformulation on test samples: the kernel machine's predictions and
+their agreement with the model, and the influence scores the presets name,
+in one pass over the history.
+
+Presets (comma-separated; validation is always included):
+  validation  the EPK prediction against the model, with the data,
+              regularization and residual parts and every step's
+              completeness residual
+  grokking    per-step and per-tensor contributions to each test sample's
+              true-class log-probability
+  components  each test sample's class-summed per-parameter scores
+  pruning     per-parameter absolute scores Σ_{x,c} |Σ_s …|
+  kernel      the data kernel per class and training sample, summed over
+              test samples (needs --steps starting at 0)
+
+Outputs in DIR: one .npy file per array, manifest.json describing each
+(shape, axes, units) and summary.json with the validation statistics.
+An interrupted job saves its state; rerun the same command to resume.
+
+  explaind epk --run runs/modulo --out runs/modulo-epk --preset validation,grokking,components
+  explaind epk --run runs/modulo --out bench --steps 0:20 --test-size 4 --quadrature midpoint:10 --preset kernel,components`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var err error
+			for _, p := range strings.Split(presets, ",") {
+				if p = strings.TrimSpace(p); p != "" {
+					o.Presets = append(o.Presets, p)
+				}
+			}
+			for _, p := range o.Presets {
+				if !contains(epkout.Presets, p) {
+					return fmt.Errorf("invalid --preset %q (want a comma-separated list of %s)", p, strings.Join(epkout.Presets, ", "))
+				}
+			}
+			if indices != "" {
+				for _, f := range strings.Split(indices, ",") {
+					v, err := strconv.Atoi(strings.TrimSpace(f))
+					if err != nil {
+						return fmt.Errorf("invalid --test-indices %q: want comma-separated integers", indices)
+					}
+					o.TestIndices = append(o.TestIndices, v)
+				}
+				if o.TestSize != 0 {
+					return fmt.Errorf("give --test-size or --test-indices, not both")
+				}
+			}
+			if o.From, o.To, err = epkjob.ParseSteps(steps); err != nil {
+				return err
+			}
+			if o.MaxBytes, err = epkjob.ParseBytes(memory); err != nil {
+				return fmt.Errorf("invalid --memory: %w", err)
+			}
+			if o.Tol < 0 {
+				return fmt.Errorf("invalid --tol %g: want a positive tolerance", o.Tol)
+			}
+			o.Software = buildInfo()
+			// The accumulators are long-lived and large: collect garbage
+			// sooner than Go's default so that the peak stays near them.
+			debug.SetGCPercent(25)
+			if o.MaxBytes > 0 {
+				debug.SetMemoryLimit(o.MaxBytes)
+			}
+			ctx, cancel := interruptible(cmd)
+			defer cancel()
+			if !quiet {
+				var bar interface{ Set(int) error }
+				o.Progress = func(done, total int) {
+					if bar == nil {
+						b := newBar(cmd.ErrOrStderr(), total, "epk steps")
+						bar = b
+					}
+					bar.Set(done)
+				}
+			}
+			o.Log = cmd.ErrOrStderr()
+			if profile != "" {
+				pf, err := os.Create(profile)
+				if err != nil {
+					return err
+				}
+				pprof.StartCPUProfile(pf)
+				defer pprof.StopCPUProfile()
+			}
+			start := time.Now()
+			s, err := epkjob.Run(ctx, o)
+			if err != nil {
+				return err
+			}
+			b, _ := json.MarshalIndent(s, "", "  ")
+			fmt.Fprintf(cmd.OutOrStdout(), "%s\nEPK output written to %s in %.0f s\n", b, o.Out, time.Since(start).Seconds())
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.Run, "run", "", "run directory written by explaind train (required)")
+	f.StringVar(&o.Out, "out", "", "output directory (required)")
+	f.StringVar(&presets, "preset", "validation", "comma-separated presets: "+strings.Join(epkout.Presets, ", "))
+	f.IntVar(&o.TestSize, "test-size", 0, "number of test samples, the first of the validation (modulo) or test (CNN) split (0: all)")
+	f.StringVar(&indices, "test-indices", "", "comma-separated indices of test samples in that split (instead of --test-size)")
+	f.StringVar(&o.Quadrature, "quadrature", "adaptive", "rule for the path integrals: adaptive, exact:K, midpoint:K or gauss:K")
+	f.Float64Var(&o.Tol, "tol", 0, "per-step completeness tolerance of adaptive and exact (0: 1e-6 in float64, 1e-4 in float32)")
+	f.StringVar(&o.Precision, "precision", "float64", "evaluation precision: float32 or float64")
+	f.StringVar(&steps, "steps", "", "range of training steps FROM:TO (default: all)")
+	f.StringVar(&memory, "memory", "", "memory ceiling for the job's arrays, e.g. 8GiB (default: none)")
+	f.IntVar(&o.Chunk, "chunk", 256, "test samples evaluated together")
+	f.DurationVar(&o.CheckpointEvery, "save-every", 10*time.Minute, "how often the job's state is saved for resuming")
+	f.BoolVar(&quiet, "quiet", false, "no progress bar")
+	f.StringVar(&profile, "cpuprofile", "", "write a CPU profile to this file")
+	f.MarkHidden("cpuprofile")
+	cmd.MarkFlagRequired("run")
+	cmd.MarkFlagRequired("out")
+	return cmd
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
 }
