@@ -1,13 +1,85 @@
 package main
 
 import (
-	"errors"
+	"fmt"
+	"os"
 
+	"github.com/explaind/explaind/experiments/expio"
+	"github.com/explaind/explaind/experiments/retrain"
 	"github.com/spf13/cobra"
 )
 
-// newRetrainCmd is a placeholder until the command lands.
 func newRetrainCmd() *cobra.Command {
-	return &cobra.Command{Use: "retrain", Short: "(not implemented yet)", Hidden: true,
-		RunE: func(*cobra.Command, []string) error { return errors.New("retrain: not implemented yet") }}
+	var run, out string
+	var quiet bool
+	opt := retrain.Options{Parts: retrain.Parts(), Stride: 100, MaxEpochs: 500, Seeds: 5, EvalChunk: 2048}
+	cmd := &cobra.Command{
+		Use:   "retrain --run RUN --out DIR",
+		Short: "Re-initialize one part of modulo checkpoints and count the epochs to relearn the task",
+		Long: `For checkpoint steps N, N-stride, N-2*stride, ... of a modulo run (from the
+end backwards), for every part and seed: draw the part afresh (PyTorch's default
+initialization, seeded by the seed), load the rest of the model from the
+state before that step, and train full batch with the run's optimizer settings
+(from a fresh optimizer state) until training and validation accuracy are both
+100% (or --target), for at most --max-epochs epochs.
+
+Parts: outer (the outer layers: embedding and decoder), pipeline (the MLP:
+linear1 and linear2), attention (the heads).
+
+Writes DIR/summary.json, DIR/retrain.csv (one row per checkpoint, part and
+seed: epochs until 100%, 0 if already there, -1 if not reached) and the figure
+DIR/retrain.png / DIR/retrain.svg.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if out == "" {
+				return fmt.Errorf("retrain: name the output directory with --out DIR")
+			}
+			if err := opt.Check(); err != nil {
+				return err
+			}
+			r, err := expio.OpenRun(retrain.Command, run, "modulo")
+			if err != nil {
+				return err
+			}
+			if _, err := r.Modulo(retrain.Command); err != nil {
+				return err
+			}
+			if r.Data.Val.Len() == 0 {
+				return fmt.Errorf("retrain: --run %s has no validation samples", run)
+			}
+			if err := os.MkdirAll(out, 0o755); err != nil {
+				return fmt.Errorf("retrain: --out: %w", err)
+			}
+			ctx, cancel := stopExperimentOnSignal(cmd, "after this epoch (the unfinished retraining is dropped)")
+			defer cancel()
+			if !quiet {
+				n := len(retrain.Checkpoints(r.Steps(), opt.Stride, opt.MaxCheckpoints)) * len(opt.Parts) * opt.Seeds
+				bar := newBar(cmd.ErrOrStderr(), n, "retrain: retrainings")
+				opt.Progress = func(int, int) { bar.Add(1) }
+				defer bar.Finish()
+			}
+			res, runErr := retrain.Run(ctx, r, opt)
+			if res == nil {
+				return runErr
+			}
+			if err := retrain.Write(out, r, opt, res, buildInfo()); err != nil {
+				return err
+			}
+			return reportExperiment(cmd, "retrain", out, res.Complete, runErr)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&run, "run", "", "the modulo training run (required)")
+	f.StringVar(&out, "out", "", "output directory (created if missing; its files are replaced)")
+	f.StringSliceVar(&opt.Parts, "parts", opt.Parts, "parts to re-initialize: outer (embedding+decoder), pipeline (linear1+linear2), attention")
+	f.IntVar(&opt.Stride, "stride", opt.Stride, "steps between checkpoints, counted back from the final step")
+	f.IntVar(&opt.MaxCheckpoints, "max-checkpoints", 0, "use at most this many checkpoints, the latest first (0: all)")
+	f.IntVar(&opt.MaxEpochs, "max-epochs", opt.MaxEpochs, "epochs of retraining at most")
+	f.Float64Var(&opt.Target, "target", 1, "accuracy (a fraction) training and validation must both reach")
+	f.IntVar(&opt.Seeds, "seeds", opt.Seeds, "re-initialization seeds (0 .. N-1)")
+	f.IntVar(&opt.EvalChunk, "eval-chunk", opt.EvalChunk, "samples per forward pass (0: all at once)")
+	f.BoolVar(&quiet, "quiet", false, "no progress bar")
+	cmd.MarkFlagRequired("run")
+	cmd.MarkFlagRequired("out")
+	return cmd
 }

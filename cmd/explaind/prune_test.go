@@ -1,0 +1,270 @@
+package main
+
+import (
+	"encoding/csv"
+	"encoding/json"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/explaind/explaind/data"
+	"github.com/explaind/explaind/epkout"
+	"github.com/explaind/explaind/experiments/prune"
+	"github.com/explaind/explaind/history"
+	"github.com/explaind/explaind/train"
+)
+
+// pruneTestCIFAR writes a small dataset in CIFAR-10's binary format: every
+// file holds n records cycling through cat (3), dog (5) and car (1); cats
+// are bright in the top half, dogs in the bottom.
+func pruneTestCIFAR(t *testing.T, dir string, n int) {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(5, 5))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range append(slices.Clone(data.CIFARTrainFiles), data.CIFARTestFile) {
+		var buf []byte
+		for i := range n {
+			label := []byte{3, 5, 1}[i%3]
+			rec := make([]byte, data.CIFARRecordSize)
+			rec[0] = label
+			for j := 1; j < len(rec); j++ {
+				row := ((j - 1) % 1024) / 32
+				rec[j] = byte(rng.IntN(100))
+				if (label == 3) == (row < 16) {
+					rec[j] += 60
+				}
+			}
+			buf = append(buf, rec...)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), buf, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// pruneTestRun trains a tiny CNN run (ResNet-9 at width/16, 4 steps) on
+// fabricated CIFAR-2 data with 20 test images.
+func pruneTestRun(t *testing.T, root string) string {
+	t.Helper()
+	pruneTestCIFAR(t, filepath.Join(root, "cifar-10-batches-bin"), 30)
+	dir := filepath.Join(root, "cnnrun")
+	out, err := run("train", "cnn", "--dataset", "cifar2", "--data-dir", root, "--width-div", "16", "--train-size", "16",
+		"--batch-size", "8", "--epochs", "2", "--peak-epoch", "1", "--lr", "0.05", "--checkpoint-every", "4", "--quiet", "--out", dir)
+	if err != nil {
+		t.Fatalf("train cnn: %v\n%s", err, out)
+	}
+	return dir
+}
+
+// fakeEPK writes an EPK output for the run with the given presets over the
+// test samples idx: importance/<tensor> from importance (pruning) and
+// scores/<tensor> from scores (components), each called per tensor.
+func fakeEPK(t *testing.T, runDir, dir, fingerprint string, presets []string, idx []int,
+	importance func(name string, n int) []float64, scores func(name string, x, n int) []float64) {
+	t.Helper()
+	m, err := history.ReadManifest(runDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg train.Config
+	if err := json.Unmarshal(m.Config, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	d, err := train.LoadData[float32](&cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fingerprint == "" {
+		fingerprint = epkout.RunFingerprint(m)
+	}
+	em := epkout.Manifest{Run: runDir, RunFingerprint: fingerprint, Presets: presets, Test: epkout.TestSet{Split: "val", Count: len(idx)},
+		Classes: d.Val.Classes, Precision: "float64", Quadrature: "midpoint:4"}
+	for _, p := range m.Params {
+		em.Tensors = append(em.Tensors, p.Name)
+		em.TensorShapes = append(em.TensorShapes, p.Shape)
+	}
+	w, err := epkout.NewWriter(dir, em)
+	if err != nil {
+		t.Fatal(err)
+	}
+	labels := make([]int, len(idx))
+	for i, x := range idx {
+		labels[i] = d.Val.Labels[x]
+	}
+	must := func(err error) {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(epkout.Write(w, "test_indices", data64(idx), epkout.ArrayInfo{Shape: []int{len(idx)}, Axes: []string{"x"}}))
+	must(epkout.Write(w, "test_labels", data64(labels), epkout.ArrayInfo{Shape: []int{len(idx)}, Axes: []string{"x"}}))
+	for _, p := range m.Params {
+		n := 1
+		for _, s := range p.Shape {
+			n *= s
+		}
+		if slices.Contains(presets, epkout.Pruning) {
+			must(epkout.Write(w, "importance/"+p.Name, importance(p.Name, n),
+				epkout.ArrayInfo{Shape: p.Shape, Preset: epkout.Pruning}))
+		}
+		if slices.Contains(presets, epkout.Components) {
+			must(epkout.Write(w, "scores/"+p.Name, scores(p.Name, len(idx), n),
+				epkout.ArrayInfo{Shape: append([]int{len(idx)}, p.Shape...), Preset: epkout.Components}))
+		}
+	}
+	must(w.WriteManifest(true))
+}
+
+func data64(v []int) []int64 {
+	out := make([]int64, len(v))
+	for i, x := range v {
+		out[i] = int64(x)
+	}
+	return out
+}
+
+// finalMagnitudes returns |θ_final| of every parameter of the run.
+func finalMagnitudes(t *testing.T, dir string) map[string][]float64 {
+	t.Helper()
+	r, sess, _, err := train.Open[float32](dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Seek(r.Steps()); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string][]float64{}
+	for _, p := range sess.Params() {
+		for _, v := range p.Value.Data {
+			out[p.Name] = append(out[p.Name], math.Abs(float64(v)))
+		}
+	}
+	return out
+}
+
+func TestPrune(t *testing.T) {
+	root := t.TempDir()
+	runDir := pruneTestRun(t, root)
+	mags := finalMagnitudes(t, runDir)
+	// Importance |θ_final|: EPK pruning must then equal magnitude pruning.
+	epkDir := filepath.Join(root, "epk")
+	scoring := []int{0, 2, 3, 5, 7, 8, 11, 12, 13, 17, 18, 19}
+	fakeEPK(t, runDir, epkDir, "", []string{epkout.Validation, epkout.Pruning}, scoring,
+		func(name string, n int) []float64 { return mags[name] }, nil)
+	out := filepath.Join(root, "prune")
+	if o, err := run("prune", "--run", runDir, "--epk", epkDir, "--out", out, "--fractions", "0,0.05,0.5,1", "--seeds", "3", "--quiet"); err != nil {
+		t.Fatalf("prune: %v\n%s", err, o)
+	}
+	raw, err := os.ReadFile(filepath.Join(out, "summary.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s prune.Summary
+	if err := json.Unmarshal(raw, &s); err != nil {
+		t.Fatal(err)
+	}
+	if s.ScoringSamples != 12 || s.EvalSamples != 8 || s.Scope != prune.ScopeGlobal || len(s.Curves) != 3 {
+		t.Fatalf("summary: %d scoring, %d eval samples, scope %s, %d curves; want 12, 8, global, 3", s.ScoringSamples, s.EvalSamples, s.Scope, len(s.Curves))
+	}
+	last := len(s.Layers) - 1
+	if s.Layers[last].Name != "9.weight" || s.Layers[last].Prunable || s.PrunableParams != prune.PrunableSize(s.Layers) {
+		t.Errorf("layers %+v: the final Linear layer must be kept", s.Layers)
+	}
+	epk, mag := s.Curves[0], s.Curves[2]
+	for i, p := range epk.Points {
+		q := mag.Points[i]
+		if p.Accuracy != q.Accuracy || p.KL != q.KL || p.Kept != q.Kept || !slices.Equal(p.PrunedPerLayer, q.PrunedPerLayer) {
+			t.Errorf("fraction %v: EPK by |θ| %+v differs from magnitude %+v", p.Fraction, p, q)
+		}
+	}
+	for _, c := range s.Curves {
+		one := c.Points[len(c.Points)-1]
+		if one.Fraction != 1 || one.Agreement.Min != 1 || one.KL.Max != 0 || one.Accuracy.Min != s.Unpruned.Accuracy || one.Accuracy.Max != s.Unpruned.Accuracy {
+			t.Errorf("%s at fraction 1: %+v, want the unpruned model (accuracy %v)", c.Method, one, s.Unpruned.Accuracy)
+		}
+		zero := c.Points[0]
+		if zero.Kept != 0 || zero.PrunedPerLayer[0] != 1 || zero.PrunedPerLayer[last] != 0 {
+			t.Errorf("%s at fraction 0: %+v", c.Method, zero)
+		}
+	}
+	f, err := os.Open(filepath.Join(out, "prune.csv"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	rows, err := csv.NewReader(f).ReadAll()
+	if err != nil || len(rows) != 1+4*(2+3) || rows[0][2] != "fraction_kept" || rows[0][8] != "pruned:0.0.weight" {
+		t.Fatalf("prune.csv: %d rows (%v), want a header and 20 rows", len(rows), err)
+	}
+	// Every random draw prunes as many parameters per layer as EPK.
+	epkRows := map[string][]string{}
+	for _, r := range rows[1:] {
+		if r[0] == prune.MethodEPK {
+			epkRows[r[2]] = r[3:5]
+			epkRows[r[2]] = append(epkRows[r[2]], r[8:]...)
+		}
+	}
+	for _, r := range rows[1:] {
+		if r[0] == prune.MethodRandom && !slices.Equal(append(slices.Clone(r[3:5]), r[8:]...), epkRows[r[2]]) {
+			t.Errorf("random seed %s at %s: %v, EPK %v", r[1], r[2], r, epkRows[r[2]])
+		}
+	}
+	for _, name := range []string{"accuracy_custom.png", "agreement_custom.svg", "kl_custom.png", "pruned_per_layer_epk_custom.png", "pruned_per_layer_magnitude_custom.svg"} {
+		if st, err := os.Stat(filepath.Join(out, name)); err != nil || st.Size() == 0 {
+			t.Errorf("missing figure %s", name)
+		}
+	}
+	for _, name := range s.Files {
+		if _, err := os.Stat(filepath.Join(out, name)); err != nil {
+			t.Errorf("summary lists %s, which is missing", name)
+		}
+	}
+
+	// Errors before any work: nothing is written.
+	modRun := filepath.Join(root, "modrun")
+	if o, err := run(append([]string{"train", "modulo", "--out", modRun}, tiny...)...); err != nil {
+		t.Fatalf("train modulo: %v\n%s", err, o)
+	}
+	modEPK := filepath.Join(root, "modepk")
+	fakeEPK(t, modRun, modEPK, "", []string{epkout.Pruning, epkout.Components}, []int{0, 1, 2},
+		func(_ string, n int) []float64 { return make([]float64, n) }, func(_ string, x, n int) []float64 { return make([]float64, x*n) })
+	otherEPK := filepath.Join(root, "otherepk")
+	fakeEPK(t, runDir, otherEPK, "0123456789abcdef", []string{epkout.Pruning}, scoring,
+		func(_ string, n int) []float64 { return make([]float64, n) }, nil)
+	noPreset := filepath.Join(root, "nopreset")
+	fakeEPK(t, runDir, noPreset, "", []string{epkout.Validation}, scoring, nil, nil)
+	modNoPreset := filepath.Join(root, "modnopreset")
+	fakeEPK(t, modRun, modNoPreset, "", []string{epkout.Validation}, []int{0, 1}, nil, nil)
+	bad := filepath.Join(root, "bad")
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"prune", "--run", runDir, "--epk", epkDir, "--out", bad, "--fractions", "0.1,1.5"}, "outside [0, 1]"},
+		{[]string{"prune", "--run", runDir, "--epk", epkDir, "--out", bad, "--fractions", "-0.1"}, "outside [0, 1]"},
+		{[]string{"prune", "--run", runDir, "--epk", epkDir, "--out", bad, "--scope", "layer"}, "scope"},
+		{[]string{"prune", "--run", runDir, "--epk", otherEPK, "--out", bad}, "different run"},
+		{[]string{"prune", "--run", runDir, "--epk", noPreset, "--out", bad}, "explaind epk --run " + runDir + " --out DIR --preset pruning"},
+		{[]string{"prune", "--run", modRun, "--epk", modEPK, "--out", bad}, "explaind components"},
+		{[]string{"prune", "--run", runDir, "--epk", filepath.Join(root, "nothing"), "--out", bad}, "not an EPK output"},
+		{[]string{"prune", "--run", runDir, "--epk", epkDir, "--out", bad, "--unpruned", "10.weight"}, "10.weight"},
+		{[]string{"components", "--run", runDir, "--epk", epkDir, "--out", bad}, "modulo"},
+		{[]string{"components", "--run", modRun, "--epk", otherEPK, "--out", bad}, "different run"},
+		{[]string{"components", "--run", modRun, "--epk", modNoPreset, "--out", bad}, "--preset components"},
+		{[]string{"components", "--run", modRun, "--epk", modEPK, "--out", bad, "--top", "0"}, "--top"},
+	}
+	for _, c := range cases {
+		if _, err := run(append(c.args, "--quiet")...); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: got %v, want an error mentioning %q", c.args, err, c.want)
+		}
+	}
+	if _, err := os.Stat(bad); err == nil {
+		t.Error("a refused command left an output directory behind")
+	}
+}

@@ -1,0 +1,179 @@
+// Package expio holds what explaind's experiments (swap, retrain, and the
+// others under experiments/) share: opening a recorded run with its data,
+// and writing results, every file atomically (internal/atomicfile), so a
+// reader sees the previous file or the complete new one, never half of one.
+//
+//   - WriteJSON and WriteCSV write a summary and a table;
+//   - LinePlot draws lines over a common x axis, each with an optional
+//     shaded band (say the minimum and maximum over seeds);
+//   - SavePlots writes one or more plots, stacked vertically, as base.png
+//     and base.svg.
+package expio
+
+import (
+	"encoding/csv"
+	"encoding/json"
+	"fmt"
+	"image/color"
+	"io"
+	"math"
+	"strconv"
+
+	"github.com/explaind/explaind/internal/atomicfile"
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/plotutil"
+	"gonum.org/v1/plot/vg"
+	"gonum.org/v1/plot/vg/draw"
+	"gonum.org/v1/plot/vg/vgimg"
+	"gonum.org/v1/plot/vg/vgsvg"
+)
+
+// WriteJSON writes v as indented JSON to path, atomically.
+func WriteJSON(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	return atomicfile.WriteBytes(path, append(b, '\n'))
+}
+
+// WriteCSV writes a header line and the rows to path, atomically. Every
+// row must have as many fields as the header.
+func WriteCSV(path string, header []string, rows [][]string) error {
+	for i, r := range rows {
+		if len(r) != len(header) {
+			return fmt.Errorf("writing %s: row %d has %d fields, the header %d", path, i, len(r), len(header))
+		}
+	}
+	return atomicfile.Write(path, func(w io.Writer) error {
+		cw := csv.NewWriter(w)
+		if err := cw.Write(header); err != nil {
+			return err
+		}
+		if err := cw.WriteAll(rows); err != nil {
+			return err
+		}
+		return cw.Error()
+	})
+}
+
+// Float formats v for a CSV field: the shortest representation that reads
+// back to the same float64 ("NaN", "+Inf" and "-Inf" for the special
+// values).
+func Float(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) }
+
+// Series is one line of a LinePlot.
+type Series struct {
+	// Label names the line in the legend.
+	Label string
+	// X and Y are the line's points, in order of X.
+	X, Y []float64
+	// Lo and Hi, when set (both as long as X), bound a shaded band around
+	// the line, for example the minimum and maximum over seeds.
+	Lo, Hi []float64
+}
+
+// LinePlot returns a plot of the series over a common x axis, each in its
+// own color with a legend entry, and its band, if any, shaded beneath it.
+// Points whose Y is NaN or infinite are left out of the line.
+func LinePlot(title, xLabel, yLabel string, series []Series) (*plot.Plot, error) {
+	p := plot.New()
+	p.Title.Text = title
+	p.X.Label.Text = xLabel
+	p.Y.Label.Text = yLabel
+	p.Legend.Top = true
+	p.Add(plotter.NewGrid())
+	finite := func(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
+	for i, s := range series {
+		if len(s.Y) != len(s.X) {
+			return nil, fmt.Errorf("expio: series %q has %d x and %d y values", s.Label, len(s.X), len(s.Y))
+		}
+		col := plotutil.Color(i)
+		if s.Lo != nil || s.Hi != nil {
+			if len(s.Lo) != len(s.X) || len(s.Hi) != len(s.X) {
+				return nil, fmt.Errorf("expio: series %q has %d x values but a band of %d and %d", s.Label, len(s.X), len(s.Lo), len(s.Hi))
+			}
+			var ring plotter.XYs
+			for j := range s.X {
+				if finite(s.Lo[j]) {
+					ring = append(ring, plotter.XY{X: s.X[j], Y: s.Lo[j]})
+				}
+			}
+			for j := len(s.X) - 1; j >= 0; j-- {
+				if finite(s.Hi[j]) {
+					ring = append(ring, plotter.XY{X: s.X[j], Y: s.Hi[j]})
+				}
+			}
+			if len(ring) >= 3 {
+				band, err := plotter.NewPolygon(ring)
+				if err != nil {
+					return nil, err
+				}
+				r, g, b, _ := col.RGBA()
+				band.Color = color.NRGBA{R: uint8(r >> 8), G: uint8(g >> 8), B: uint8(b >> 8), A: 45}
+				band.LineStyle.Width = 0
+				p.Add(band)
+			}
+		}
+		var xy plotter.XYs
+		for j := range s.X {
+			if finite(s.X[j]) && finite(s.Y[j]) {
+				xy = append(xy, plotter.XY{X: s.X[j], Y: s.Y[j]})
+			}
+		}
+		if len(xy) == 0 {
+			continue
+		}
+		line, points, err := plotter.NewLinePoints(xy)
+		if err != nil {
+			return nil, err
+		}
+		line.Color = col
+		line.Width = vg.Points(1.5)
+		line.Dashes = plotutil.Dashes(i)
+		points.Color = col
+		points.Shape = plotutil.Shape(i)
+		points.Radius = vg.Points(2)
+		p.Add(line, points)
+		p.Legend.Add(s.Label, line, points)
+	}
+	return p, nil
+}
+
+// SavePlots draws the plots stacked vertically, each w × h, and writes
+// them as base+".png" and base+".svg", atomically.
+func SavePlots(base string, w, h vg.Length, plots ...*plot.Plot) error {
+	if len(plots) == 0 {
+		return fmt.Errorf("expio: no plots to write to %s", base)
+	}
+	total := h * vg.Length(len(plots))
+	for _, format := range []string{"png", "svg"} {
+		var c vg.CanvasWriterTo
+		switch format {
+		case "png":
+			c = vgimg.PngCanvas{Canvas: vgimg.NewWith(vgimg.UseWH(w, total), vgimg.UseDPI(144), vgimg.UseBackgroundColor(color.White))}
+		case "svg":
+			c = vgsvg.New(w, total)
+		}
+		dc := draw.New(c)
+		grid := make([][]*plot.Plot, len(plots))
+		for i, p := range plots {
+			grid[i] = []*plot.Plot{p}
+		}
+		tiles := draw.Tiles{Rows: len(plots), Cols: 1, PadTop: vg.Millimeter * 2, PadBottom: vg.Millimeter * 2,
+			PadLeft: vg.Millimeter * 2, PadRight: vg.Millimeter * 2, PadY: vg.Millimeter * 4}
+		canvases := plot.Align(grid, tiles, dc)
+		for i, p := range plots {
+			p.Draw(canvases[i][0])
+		}
+		path := base + "." + format
+		if err := atomicfile.Write(path, func(out io.Writer) error {
+			_, err := c.WriteTo(out)
+			return err
+		}); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,347 @@
+package retrain
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"path/filepath"
+	"slices"
+	"sort"
+
+	"github.com/explaind/explaind/experiments/expio"
+	"gonum.org/v1/plot/vg"
+)
+
+// The files Write puts into the output directory.
+const (
+	SummaryFile = "summary.json"
+	CSVFile     = "retrain.csv"
+	FigureBase  = "retrain" // retrain.png and retrain.svg
+)
+
+// Options configure the experiment.
+type Options struct {
+	// Parts lists the parts to re-initialize (all of Parts when empty).
+	Parts []string
+	// Stride is the distance between sampled checkpoint steps (the
+	// paper's 100); MaxCheckpoints bounds their number (0: all).
+	Stride         int
+	MaxCheckpoints int
+	// MaxEpochs bounds each retraining (the paper's 500).
+	MaxEpochs int
+	// Target is the accuracy (a fraction) training and validation
+	// accuracy must both reach (0: 1, the paper's 100%).
+	Target float64
+	// Seeds is the number of re-initialization seeds, 0..Seeds−1.
+	Seeds int
+	// EvalChunk bounds the samples per forward pass (0: all at once).
+	EvalChunk int
+	// Progress, if set, is called after each retraining with the number
+	// done and the total.
+	Progress func(done, total int)
+}
+
+// Check validates the options, naming the command-line flag of the first
+// bad value, and fills in the default parts.
+func (o *Options) Check() error {
+	if o.Target == 0 {
+		o.Target = 1
+	}
+	if len(o.Parts) == 0 {
+		o.Parts = Parts()
+	}
+	seen := map[string]bool{}
+	for _, p := range o.Parts {
+		if _, err := PartGroups(p); err != nil {
+			return fmt.Errorf("%s: invalid --parts: %w", Command, err)
+		}
+		if seen[p] {
+			return fmt.Errorf("%s: invalid --parts: %q named twice", Command, p)
+		}
+		seen[p] = true
+	}
+	switch {
+	case o.Stride < 1:
+		return fmt.Errorf("%s: invalid --stride %d: want at least 1 step", Command, o.Stride)
+	case o.MaxCheckpoints < 0:
+		return fmt.Errorf("%s: invalid --max-checkpoints %d: want ≥ 0 (0: all)", Command, o.MaxCheckpoints)
+	case !(o.Target > 0 && o.Target <= 1): // NaN too
+		return fmt.Errorf("%s: invalid --target %v: want an accuracy in (0, 1]", Command, o.Target)
+	case o.MaxEpochs < 1:
+		return fmt.Errorf("%s: invalid --max-epochs %d: want ≥ 1", Command, o.MaxEpochs)
+	case o.Seeds < 1:
+		return fmt.Errorf("%s: invalid --seeds %d: want ≥ 1", Command, o.Seeds)
+	case o.EvalChunk < 0:
+		return fmt.Errorf("%s: invalid --eval-chunk %d: want ≥ 0 (0: all samples at once)", Command, o.EvalChunk)
+	}
+	return nil
+}
+
+// Row is one retraining.
+type Row struct {
+	// Checkpoint is the step s whose state was loaded.
+	Checkpoint int    `json:"checkpoint"`
+	Part       string `json:"part"`
+	Seed       uint64 `json:"seed"`
+	Outcome
+}
+
+// Result is the outcome of Run.
+type Result struct {
+	// Checkpoints lists the sampled checkpoint steps, from the end.
+	Checkpoints []int `json:"checkpoints"`
+	// Parts lists the parts re-initialized (the defaults filled in).
+	Parts []string `json:"parts"`
+	// Rows holds one row per retraining done, by checkpoint (from the
+	// end), part, then seed.
+	Rows []Row `json:"-"`
+	// Complete is false when Run was interrupted.
+	Complete bool `json:"complete"`
+}
+
+// Run performs the experiment on an opened modulo run. When ctx is
+// cancelled it stops after the current epoch, drops the unfinished
+// retraining and returns what it has (Complete false) with ctx's error.
+func Run(ctx context.Context, run *expio.Run, opt Options) (*Result, error) {
+	if err := opt.Check(); err != nil {
+		return nil, err
+	}
+	if _, err := run.Modulo(Command); err != nil {
+		return nil, err
+	}
+	if run.Data.Val.Len() == 0 {
+		return nil, fmt.Errorf("%s: --run %s has no validation samples", Command, run.Dir)
+	}
+	res := &Result{Checkpoints: Checkpoints(run.Steps(), opt.Stride, opt.MaxCheckpoints), Parts: opt.Parts}
+	total, done := len(res.Checkpoints)*len(opt.Parts)*opt.Seeds, 0
+	for _, s := range res.Checkpoints {
+		state, err := run.State(s)
+		if err != nil {
+			return nil, err
+		}
+		for _, part := range opt.Parts {
+			for seed := range uint64(opt.Seeds) {
+				o, err := Retrain(ctx, Job{Config: run.Config, Data: run.Data, State: state, Part: part, Seed: seed,
+					MaxEpochs: opt.MaxEpochs, Target: opt.Target, EvalChunk: opt.EvalChunk})
+				if ctx.Err() != nil {
+					return res, ctx.Err()
+				}
+				if err != nil {
+					return nil, err
+				}
+				res.Rows = append(res.Rows, Row{Checkpoint: s, Part: part, Seed: seed, Outcome: o})
+				done++
+				if opt.Progress != nil {
+					opt.Progress(done, total)
+				}
+			}
+		}
+	}
+	res.Complete = true
+	return res, nil
+}
+
+// Point summarizes the seeds of one checkpoint and part.
+type Point struct {
+	Checkpoint int    `json:"checkpoint"`
+	Part       string `json:"part"`
+	// Seeds is the number of seeds done; Reached how many of them got to
+	// the target training and validation accuracy within MaxEpochs.
+	Seeds   int `json:"seeds"`
+	Reached int `json:"reached"`
+	// Mean, Min and Max are over the seeds of the epochs until both
+	// accuracies were 100%, a seed that never got there counted as
+	// MaxEpochs (so Mean is then a lower bound); accuracies at the target.
+	Mean float64 `json:"mean_epochs"`
+	Min  int     `json:"min_epochs"`
+	Max  int     `json:"max_epochs"`
+	// MeanTrain is the same for training accuracy alone.
+	MeanTrain float64 `json:"mean_train_epochs"`
+}
+
+// Points summarizes the rows per checkpoint and part, in order of
+// checkpoint step (ascending), then part.
+func Points(res *Result, maxEpochs int) []Point {
+	type key struct {
+		s    int
+		part string
+	}
+	byKey := map[key][]Row{}
+	for _, r := range res.Rows {
+		k := key{r.Checkpoint, r.Part}
+		byKey[k] = append(byKey[k], r)
+	}
+	capped := func(e int) int {
+		if e < 0 {
+			return maxEpochs
+		}
+		return e
+	}
+	var out []Point
+	for k, rows := range byKey {
+		p := Point{Checkpoint: k.s, Part: k.part, Seeds: len(rows), Min: math.MaxInt, Max: -1}
+		for _, r := range rows {
+			e := capped(r.Epochs)
+			if r.Epochs >= 0 {
+				p.Reached++
+			}
+			p.Mean += float64(e) / float64(len(rows))
+			p.MeanTrain += float64(capped(r.TrainEpochs)) / float64(len(rows))
+			p.Min, p.Max = min(p.Min, e), max(p.Max, e)
+		}
+		out = append(out, p)
+	}
+	order := map[string]int{}
+	for i, p := range res.Parts {
+		order[p] = i
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Checkpoint != out[j].Checkpoint {
+			return out[i].Checkpoint < out[j].Checkpoint
+		}
+		return order[out[i].Part] < order[out[j].Part]
+	})
+	return out
+}
+
+// PartSummary is the headline of one part over all checkpoints.
+type PartSummary struct {
+	Part   string   `json:"part"`
+	Groups []string `json:"groups"`
+	// Runs is the number of retrainings; Reached how many got to the
+	// target training and validation accuracy within MaxEpochs.
+	Runs    int `json:"runs"`
+	Reached int `json:"reached"`
+	// MeanEpochs is the mean over the retrainings that reached the target of
+	// their epochs (0 when none did).
+	MeanEpochs float64 `json:"mean_epochs_of_reached"`
+	// LatestUnreached is the latest checkpoint step from which some seed
+	// did not reach the target (−1 when every seed of every checkpoint did).
+	LatestUnreached int `json:"latest_checkpoint_not_reached"`
+}
+
+// Summary is DIR/summary.json.
+type Summary struct {
+	Command        string `json:"command"`
+	Run            string `json:"run"`
+	RunFingerprint string `json:"run_fingerprint"`
+	Software       string `json:"software"`
+	Complete       bool   `json:"complete"`
+	Settings       struct {
+		Parts          []string `json:"parts"`
+		Stride         int      `json:"stride"`
+		MaxCheckpoints int      `json:"max_checkpoints"`
+		MaxEpochs      int      `json:"max_epochs"`
+		Target         float64  `json:"target_accuracy"`
+		Seeds          int      `json:"seeds"`
+		EvalChunk      int      `json:"eval_chunk"`
+		// PartParams maps each part to the run's parameters in it.
+		PartParams map[string][]string `json:"part_params"`
+		Optimizer  any                 `json:"optimizer"`
+		Schedule   string              `json:"schedule"`
+	} `json:"settings"`
+	FinalStep   int           `json:"final_step"`
+	Checkpoints []int         `json:"checkpoints"`
+	Headline    []PartSummary `json:"headline"`
+	Points      []Point       `json:"points"`
+	Files       []string      `json:"files"`
+	Definition  string        `json:"definition"`
+}
+
+// Summarize returns the summary of a result.
+func Summarize(run *expio.Run, opt Options, res *Result, software string) (*Summary, error) {
+	s := &Summary{Command: Command, Run: run.Dir, RunFingerprint: run.Fingerprint, Software: software,
+		Complete: res.Complete, FinalStep: run.Steps(), Checkpoints: res.Checkpoints, Points: Points(res, opt.MaxEpochs),
+		Files: []string{SummaryFile, CSVFile, FigureBase + ".png", FigureBase + ".svg"},
+		Definition: "for each checkpoint step s, part and seed: the part drawn afresh (PyTorch's default initialization, seeded), the rest loaded from the state before step s, " +
+			"then trained full batch with the run's optimizer settings from a fresh optimizer state; epochs = the first epoch after which training and validation accuracy both reach target_accuracy " +
+			"(0: already before training, -1: not within max_epochs)"}
+	st := &s.Settings
+	st.Parts, st.Stride, st.MaxCheckpoints, st.MaxEpochs, st.Seeds, st.EvalChunk = res.Parts, opt.Stride, opt.MaxCheckpoints, opt.MaxEpochs, opt.Seeds, opt.EvalChunk
+	st.Target = opt.Target
+	st.Optimizer, st.Schedule = run.Config.Optimizer, run.Config.Schedule
+	st.PartParams = map[string][]string{}
+	for _, part := range res.Parts {
+		groups, err := PartGroups(part)
+		if err != nil {
+			return nil, err
+		}
+		h := PartSummary{Part: part, Groups: groups, LatestUnreached: -1}
+		for _, p := range run.Session.Params() {
+			in, err := InPart(part, p.Name)
+			if err != nil {
+				return nil, err
+			}
+			if in {
+				st.PartParams[part] = append(st.PartParams[part], p.Name)
+			}
+		}
+		var sum float64
+		for _, r := range res.Rows {
+			if r.Part != part {
+				continue
+			}
+			h.Runs++
+			if r.Epochs >= 0 {
+				h.Reached++
+				sum += float64(r.Epochs)
+			} else {
+				h.LatestUnreached = max(h.LatestUnreached, r.Checkpoint)
+			}
+		}
+		if h.Reached > 0 {
+			h.MeanEpochs = sum / float64(h.Reached)
+		}
+		s.Headline = append(s.Headline, h)
+	}
+	return s, nil
+}
+
+// Write writes summary.json, retrain.csv (one row per checkpoint, part
+// and seed) and the figure retrain.png / retrain.svg (epochs until the
+// target accuracy over the checkpoint step, a line per part with the mean
+// over seeds and a band from their minimum to their maximum) into dir,
+// which must exist. The summary is written last.
+func Write(dir string, run *expio.Run, opt Options, res *Result, software string) error {
+	sum, err := Summarize(run, opt, res, software)
+	if err != nil {
+		return err
+	}
+	header := []string{"checkpoint", "part", "seed", "epochs", "reached", "train_epochs", "val_epochs", "epochs_run",
+		"init_train_acc", "init_val_acc", "train_acc", "val_acc", "diverged"}
+	rows := make([][]string, len(res.Rows))
+	for i, r := range res.Rows {
+		rows[i] = []string{fmt.Sprint(r.Checkpoint), r.Part, fmt.Sprint(r.Seed), fmt.Sprint(r.Epochs), fmt.Sprint(r.Epochs >= 0),
+			fmt.Sprint(r.TrainEpochs), fmt.Sprint(r.ValEpochs), fmt.Sprint(r.EpochsRun),
+			expio.Float(r.InitTrainAcc), expio.Float(r.InitValAcc), expio.Float(r.TrainAcc), expio.Float(r.ValAcc), fmt.Sprint(r.Diverged)}
+	}
+	if err := expio.WriteCSV(filepath.Join(dir, CSVFile), header, rows); err != nil {
+		return err
+	}
+	var both []expio.Series
+	for _, part := range res.Parts {
+		se := expio.Series{Label: "re-initialized " + part}
+		for _, p := range sum.Points {
+			if p.Part == part {
+				se.X = append(se.X, float64(p.Checkpoint))
+				se.Y = append(se.Y, p.Mean)
+				se.Lo = append(se.Lo, float64(p.Min))
+				se.Hi = append(se.Hi, float64(p.Max))
+			}
+		}
+		both = append(both, se)
+	}
+	title := fmt.Sprintf("Retrain: epochs until %g%% training and validation accuracy (mean, min–max over %d seeds; not reached: drawn at %d)", 100*opt.Target, opt.Seeds, opt.MaxEpochs)
+	p, err := expio.LinePlot(title, "checkpoint step (the rest of the model loaded from before this step)", "epochs", both)
+	if err != nil {
+		return err
+	}
+	p.Title.TextStyle.Font.Size = vg.Points(10)
+	if !slices.ContainsFunc(sum.Points, func(p Point) bool { return p.Max > 0 }) {
+		p.Y.Max = 1 // keep a readable axis when every point is 0
+	}
+	if err := expio.SavePlots(filepath.Join(dir, FigureBase), 20*vg.Centimeter, 12*vg.Centimeter, p); err != nil {
+		return err
+	}
+	return expio.WriteJSON(filepath.Join(dir, SummaryFile), sum)
+}
