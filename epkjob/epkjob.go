@@ -384,8 +384,11 @@ func run[T, E tensor.Float](ctx context.Context, o Options, m *history.Manifest)
 	// The range is replayed and checked against its recorded hashes
 	// before any work, so a run that fails verification is refused early.
 	if resume == nil {
-		if err := tr.Source.Replay.Forward(0, to, func(*history.StepView[T]) error { return ctx.Err() }); err != nil {
-			return nil, fmt.Errorf("the run %s does not replay (run `explaind verify %s`): %w", o.Run, o.Run, err)
+		spec.Preflight = func() error {
+			if err := tr.Source.Replay.Forward(0, to, func(*history.StepView[T]) error { return ctx.Err() }); err != nil {
+				return fmt.Errorf("the run %s does not replay (run `explaind verify %s`): %w", o.Run, o.Run, err)
+			}
+			return nil
 		}
 	}
 	out, err := explain.Run(ctx, tr.Source, tr.Model, tr.Path, spec)
@@ -395,17 +398,17 @@ func run[T, E tensor.Float](ctx context.Context, o Options, m *history.Manifest)
 		}
 		return nil, err
 	}
-	return write(o, m, fp, idx, test.Labels, q, out)
+	return write(o, split, fp, idx, test.Labels, q, out)
 }
 
 // write stores the output directory and its summary.
-func write(o Options, m *history.Manifest, fp string, idx, labels []int, q epk.Quadrature, out *explain.Output) (*Summary, error) {
+func write(o Options, split string, fp string, idx, labels []int, q epk.Quadrature, out *explain.Output) (*Summary, error) {
 	X, C, S := out.Samples, out.Classes, out.To-out.From
 	w, err := epkout.NewWriter(o.Out, epkout.Manifest{
 		Software: o.Software, Created: time.Now().UTC().Format(time.RFC3339),
 		Run: o.Run, RunFingerprint: fp, Presets: o.Presets, Steps: [2]int{out.From, out.To},
 		Precision: o.Precision, Quadrature: o.Quadrature, Tol: q.Tol,
-		Test: epkout.TestSet{Split: splitName(m), Count: X}, Classes: C,
+		Test: epkout.TestSet{Split: split, Count: X}, Classes: C,
 		Tensors: out.TensorNames, TensorShapes: out.TensorShapes,
 	})
 	if err != nil {
@@ -417,7 +420,7 @@ func write(o Options, m *history.Manifest, fp string, idx, labels []int, q epk.Q
 	put32 := func(name string, data []float64, shape []int, axes []string, units, preset, desc string) error {
 		return epkout.WriteFloat32(w, name, data, epkout.ArrayInfo{Shape: shape, Axes: axes, Units: units, Preset: preset, Description: desc + " Stored as float32."})
 	}
-	if err := epkout.Write(w, "test_indices", toInt64(idx), epkout.ArrayInfo{Shape: []int{X}, Axes: []string{"test"}, Units: "index", Description: "indices of the test samples in the run's " + splitName(m) + " split"}); err != nil {
+	if err := epkout.Write(w, "test_indices", toInt64(idx), epkout.ArrayInfo{Shape: []int{X}, Axes: []string{"test"}, Units: "index", Description: "indices of the test samples in the run's " + split + " split"}); err != nil {
 		return nil, err
 	}
 	if err := epkout.Write(w, "test_labels", toInt64(labels), epkout.ArrayInfo{Shape: []int{X}, Axes: []string{"test"}, Units: "class", Description: "labels of the test samples"}); err != nil {
@@ -526,13 +529,6 @@ func write(o Options, m *history.Manifest, fp string, idx, labels []int, q epk.Q
 	return s, nil
 }
 
-func splitName(m *history.Manifest) string {
-	if _, ok := m.Datasets["test"]; ok {
-		return "test"
-	}
-	return "val"
-}
-
 func paramAxes(shape []int) []string {
 	out := make([]string, len(shape))
 	for i := range out {
@@ -578,12 +574,13 @@ func summarize(v explain.Validation, labels []int, X, C int) *Summary {
 		if am == labels[x] {
 			macc++
 		}
-		// KL(model ‖ softmax(epk)).
-		lse := logSumExp(e)
+		// KL(model ‖ softmax(epk)), both renormalized (float32 outputs
+		// are normalized only to rounding).
+		lse, lsm := logSumExp(e), logSumExp(mrow)
 		for c := 0; c < C; c++ {
-			p := math.Exp(mrow[c])
-			if p > 0 {
-				kl += p * (mrow[c] - (e[c] - lse))
+			lm := mrow[c] - lsm
+			if p := math.Exp(lm); p > 0 {
+				kl += p * (lm - (e[c] - lse))
 			}
 		}
 	}

@@ -75,6 +75,9 @@ type Spec[E tensor.Float] struct {
 	CheckpointEvery time.Duration
 	// Resume, if set, continues from a saved state.
 	Resume *State
+	// Preflight, if set, runs after every check of the spec and before
+	// any work (explaind epk verifies the run's replay there).
+	Preflight func() error
 }
 
 // Result is the answer to one query.
@@ -142,6 +145,11 @@ func Run[T, E tensor.Float](ctx context.Context, src Source[T], model nn.Layer[E
 	j, err := newJob(src, model, path, spec)
 	if err != nil {
 		return nil, err
+	}
+	if spec.Preflight != nil {
+		if err := spec.Preflight(); err != nil {
+			return nil, err
+		}
 	}
 	return j.run(ctx)
 }
@@ -216,7 +224,10 @@ func newJob[T, E tensor.Float](src Source[T], model nn.Layer[E], path epk.PathMo
 	if len(spec.Test.Labels) != spec.Test.X.Shape[0] {
 		return nil, fmt.Errorf("explain: %d test labels for %d samples", len(spec.Test.Labels), spec.Test.X.Shape[0])
 	}
-	if spec.Chunk <= 0 {
+	if spec.Chunk < 0 {
+		return nil, fmt.Errorf("explain: test chunk %d must be positive", spec.Chunk)
+	}
+	if spec.Chunk == 0 {
 		spec.Chunk = 256
 	}
 	if path == nil {
