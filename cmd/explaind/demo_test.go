@@ -1,0 +1,151 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/explaind/explaind/train"
+)
+
+// tinyDemo swaps the demo's plan for a tiny modulo run (p = 7, 8 steps at
+// most, a low accuracy target) for the duration of the test.
+func tinyDemo(t *testing.T) {
+	t.Helper()
+	old := demoDefaults
+	t.Cleanup(func() { demoDefaults = old })
+	demoDefaults = func() demoPlan {
+		c := train.ModuloDefaults()
+		c.Modulo = &train.ModuloTask{P: 7, TrainSize: 20, ValSize: 8, DModel: 8, Heads: 2, MLP: 12}
+		c.Epochs = 8
+		c.CheckpointEvery = 4
+		c.Optimizer.LR = 0.01
+		c.StopAccuracy = 0.5
+		return demoPlan{Train: c, TestSize: 6, SwapEvery: 2}
+	}
+}
+
+// demoStages splits the demo's output into its five stages and says for
+// each whether it reused a finished output.
+func demoStages(t *testing.T, out string) []bool {
+	t.Helper()
+	parts := regexp.MustCompile(`(?m)^[1-5]/5 `).Split(out, -1)
+	if len(parts) != 6 {
+		t.Fatalf("want 5 numbered stages, got %d:\n%s", len(parts)-1, out)
+	}
+	var reused []bool
+	for _, p := range parts[1:] {
+		reused = append(reused, strings.Contains(p, "reused the finished output"))
+	}
+	return reused
+}
+
+func TestDemo(t *testing.T) {
+	tinyDemo(t)
+	dir := filepath.Join(t.TempDir(), "demo")
+	out, err := run("demo", "--out", dir, "--quiet")
+	if err != nil {
+		t.Fatalf("demo: %v\n%s", err, out)
+	}
+	t.Logf("first run:\n%s", out)
+	if got := demoStages(t, out); slices.Contains(got, true) {
+		t.Errorf("a fresh demo reused stages %v", got)
+	}
+	for _, want := range []string{"argmax agreement", "max |EPK − model|", "max completeness residual", "open the report: " + filepath.Join(dir, "report.html")} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the output lacks %q", want)
+		}
+	}
+
+	var rs train.Summary
+	readTestJSON(t, filepath.Join(dir, "run", "summary.json"), &rs)
+	if !rs.Done || rs.Steps == 0 {
+		t.Errorf("run summary: %+v", rs)
+	}
+	var es map[string]any
+	readTestJSON(t, filepath.Join(dir, "epk", "summary.json"), &es)
+	if a, ok := es["argmax_agreement"].(float64); !ok || a < 0 || a > 1 {
+		t.Errorf("epk/summary.json: argmax_agreement %v", es["argmax_agreement"])
+	}
+	if n, _ := es["test_samples"].(float64); n != 6 {
+		t.Errorf("epk/summary.json: test_samples %v, want 6", es["test_samples"])
+	}
+	var cs map[string]any
+	readTestJSON(t, filepath.Join(dir, "components", "summary.json"), &cs)
+	if g, _ := cs["groups"].([]any); len(g) == 0 {
+		t.Errorf("components/summary.json has no groups: %v", cs)
+	}
+	var ss map[string]any
+	readTestJSON(t, filepath.Join(dir, "swap", "summary.json"), &ss)
+	if ss["complete"] != true || ss["final_step"] != float64(rs.Steps) {
+		t.Errorf("swap/summary.json: complete %v, final step %v (run: %d steps)", ss["complete"], ss["final_step"], rs.Steps)
+	}
+	html, err := os.ReadFile(filepath.Join(dir, "report.html"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(html), "data:image/png;base64,"); n < 5 {
+		t.Errorf("report.html inlines %d figures", n)
+	}
+	for _, sub := range []string{"components", "swap"} {
+		if !strings.Contains(string(html), filepath.Join(dir, sub)) {
+			t.Errorf("report.html does not show %s", sub)
+		}
+	}
+	figs, _ := filepath.Glob(filepath.Join(dir, "report_figures", "*.png"))
+	if len(figs) == 0 {
+		t.Error("no figures in report_figures")
+	}
+	runInfo, err := os.Stat(filepath.Join(dir, "run", "manifest.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// A rerun reuses every finished stage and rebuilds the report.
+	out, err = run("demo", "--out", dir, "--quiet")
+	if err != nil {
+		t.Fatalf("rerun: %v\n%s", err, out)
+	}
+	if got := demoStages(t, out); !slices.Equal(got, []bool{true, true, true, true, false}) {
+		t.Errorf("rerun: reused %v, want the first four stages\n%s", got, out)
+	}
+	if info, err := os.Stat(filepath.Join(dir, "run", "manifest.json")); err != nil || !info.ModTime().Equal(runInfo.ModTime()) {
+		t.Error("the rerun rewrote the training run")
+	}
+
+	// Without the EPK output the rerun recomputes it and the components
+	// made from it; the swap experiment does not depend on it.
+	if err := os.RemoveAll(filepath.Join(dir, "epk")); err != nil {
+		t.Fatal(err)
+	}
+	out, err = run("demo", "--out", dir, "--quiet")
+	if err != nil {
+		t.Fatalf("rerun without epk: %v\n%s", err, out)
+	}
+	if got := demoStages(t, out); !slices.Equal(got, []bool{true, false, false, true, false}) {
+		t.Errorf("rerun without epk: reused %v\n%s", got, out)
+	}
+
+	// Other EPK settings are refused, naming the ones that would reuse it.
+	if out, err := run("demo", "--out", dir, "--quiet", "--test-size", "5"); err == nil || !strings.Contains(err.Error(), "--test-size 6") {
+		t.Errorf("another --test-size: %v\n%s", err, out)
+	}
+	if _, err := run("demo", "--out", dir, "--quiet", "--test-size", "1"); err == nil || !strings.Contains(err.Error(), "--test-size") {
+		t.Errorf("--test-size 1: %v", err)
+	}
+}
+
+func readTestJSON(t *testing.T, path string, v any) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+}
