@@ -1,0 +1,35 @@
+// Package explain is ExPLAIND's query engine (DESIGN.md §2). Every
+// explanation the paper uses is a sum of one contribution tensor
+// T[x, c, k, s, j] (test sample, class, training sample, step, parameter)
+// that is never materialized: a Query names the axes it keeps (Test, Class,
+// Train, Step in buckets, Param, Tensor or Group), the part of the updates
+// it attributes (Data, Reg, Resid, Model = data + reg, or the whole
+// Update), whether it uses every class or each sample's true class, and
+// whether an absolute value is taken after summing over steps.
+//
+// Run evaluates a set of queries in one pass over a recorded training
+// history, each the cheapest way:
+//
+//   - Forward queries (nothing per parameter element or training sample):
+//     forward-mode JVPs along the update's parts, plus one tangent per
+//     tensor when tensors or groups are kept;
+//   - Feature queries (per element, or with Abs): one reverse pass per
+//     quadrature node with one cotangent per class, their sum or the true
+//     class, accumulated against the update per test sample;
+//   - Sweep queries (per training sample): the reverse-time sweep
+//     Q_s = A_s ⊙ φ_s + β Q_{s+1} over the steps, replayed backwards one
+//     checkpoint segment at a time, with the sums over test samples and
+//     classes pushed in before the products with the training samples'
+//     gradients. Memory is (kept rows) × P, whatever the number of
+//     training samples: no per-sample momentum buffers.
+//
+// Whatever the queries, every job also reports the completeness accounting
+// of Validation: the initial output, the data, regularization and
+// update-reconstruction parts and the quadrature residual, which add up to
+// the model's final output.
+//
+// A run recorded by package train opens with OpenRun; a model of one's own
+// needs a Source (its replay, a gradient model and its batches) and an
+// evaluation model (an nn.Layer; epk.LayerPath adapts it to path
+// evaluation when it has no path methods of its own).
+package explain
