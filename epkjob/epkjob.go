@@ -576,13 +576,16 @@ func summarize(v explain.Validation, labels []int, X, C int) *Summary {
 		}
 		// KL(model ‖ softmax(epk)), both renormalized (float32 outputs
 		// are normalized only to rounding).
+		// A sample's KL is ≥ 0; rounding can leave it a hair below.
 		lse, lsm := logSumExp(e), logSumExp(mrow)
+		var kx float64
 		for c := 0; c < C; c++ {
 			lm := mrow[c] - lsm
 			if p := math.Exp(lm); p > 0 {
-				kl += p * (lm - (e[c] - lse))
+				kx += p * (lm - (e[c] - lse))
 			}
 		}
+		kl += math.Max(kx, 0)
 	}
 	s.ArgmaxAgreement, s.Accuracy, s.ModelAccuracy, s.KLDiv = agree/float64(X), acc/float64(X), macc/float64(X), kl/float64(X)
 	s.MeanAbsDelta = sum / n
