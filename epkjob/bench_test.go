@@ -3,6 +3,7 @@ package epkjob_test
 import (
 	"context"
 	"path/filepath"
+	"runtime/debug"
 	"testing"
 
 	"github.com/explaind/explaind/epkjob"
@@ -20,6 +21,7 @@ import (
 //
 //	go test -tags openblas -run XXX -bench LikeForLike -benchtime 1x ./epkjob
 func BenchmarkLikeForLike(b *testing.B) {
+	defer debug.SetGCPercent(debug.SetGCPercent(25)) // as explaind epk does
 	for _, q := range []string{"midpoint:10", "adaptive"} {
 		b.Run(q, func(b *testing.B) {
 			dir := b.TempDir()
