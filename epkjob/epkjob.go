@@ -357,13 +357,11 @@ func run[T, E tensor.Float](ctx context.Context, o Options, m *history.Manifest)
 		From:       o.From,
 		To:         to,
 		Quadrature: q,
-		Groups:     explain.DefaultGroups(nil),
 		Chunk:      o.Chunk,
 		MaxBytes:   o.MaxBytes,
 		Progress:   o.Progress,
 		Resume:     resume,
 	}
-	spec.Groups = nil
 	every := o.CheckpointEvery
 	if every <= 0 {
 		every = 10 * time.Minute

@@ -2,9 +2,9 @@ package explain_test
 
 import (
 	"context"
-	"fmt"
 	"math"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/explaind/explaind/epk"
@@ -458,7 +458,7 @@ func TestBadQueries(t *testing.T) {
 		{explain.Spec[float64]{Queries: []explain.Query{{Name: "a", Keep: explain.Train, Part: explain.Data}}, Test: test, From: 1}, "start at step 0"},
 	} {
 		_, err := explain.Run(context.Background(), tr.Source, tr.Model, tr.Path, c.spec)
-		if err == nil || !contains(err.Error(), c.want) {
+		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("got %v, want an error saying %q", err, c.want)
 		}
 	}
@@ -478,8 +478,7 @@ func TestResume(t *testing.T) {
 			t.Fatal(err)
 		}
 		spec := explain.Spec[float64]{Queries: qs, Test: explain.TestSet[float64]{X: tr.Data.Val.Inputs, Labels: tr.Data.Val.Labels},
-			Quadrature: epk.Quadrature{Rule: epk.Exact, Points: 3}, Groups: explain.DefaultGroups(nil)}
-		spec.Groups = []explain.TensorGroup{{Name: "all", Tensors: []string{"decoder.weight"}}}
+			Quadrature: epk.Quadrature{Rule: epk.Exact, Points: 3}, Groups: []explain.TensorGroup{{Name: "all", Tensors: []string{"decoder.weight"}}}}
 		full, err := explain.Run(context.Background(), tr.Source, tr.Model, tr.Path, spec)
 		if err != nil {
 			t.Fatal(err)
@@ -519,5 +518,3 @@ func TestResume(t *testing.T) {
 		}
 	}
 }
-
-var _ = fmt.Sprint

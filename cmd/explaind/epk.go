@@ -6,6 +6,7 @@ import (
 	"os"
 	"runtime/debug"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -54,7 +55,7 @@ An interrupted job saves its state; rerun the same command to resume.
 				}
 			}
 			for _, p := range o.Presets {
-				if !contains(epkout.Presets, p) {
+				if !slices.Contains(epkout.Presets, p) {
 					return fmt.Errorf("invalid --preset %q (want a comma-separated list of %s)", p, strings.Join(epkout.Presets, ", "))
 				}
 			}
@@ -136,13 +137,4 @@ An interrupted job saves its state; rerun the same command to resume.
 	cmd.MarkFlagRequired("run")
 	cmd.MarkFlagRequired("out")
 	return cmd
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/explaind/explaind/experiments/expio"
 	"github.com/explaind/explaind/experiments/swap"
@@ -19,20 +17,7 @@ import (
 // the process. It is interruptible (train.go) with a message that fits
 // experiments, which write results, not checkpoints.
 func stopExperimentOnSignal(cmd *cobra.Command, what string) (context.Context, context.CancelFunc) {
-	ctx, cancel := context.WithCancel(cmd.Context())
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
-	go func() {
-		select {
-		case <-sig:
-			fmt.Fprintf(cmd.ErrOrStderr(), "\nexplaind: stopping %s and writing the results so far (Ctrl-C again to abort)\n", what)
-			signal.Stop(sig)
-			cancel()
-		case <-ctx.Done():
-			signal.Stop(sig)
-		}
-	}()
-	return ctx, cancel
+	return stopOnSignal(cmd, fmt.Sprintf("\nexplaind: stopping %s and writing the results so far (Ctrl-C again to abort)", what))
 }
 
 // reportExperiment turns the error of an experiment that wrote its

@@ -15,13 +15,19 @@ import (
 // interruptible returns a context cancelled by the first Ctrl-C or
 // SIGTERM; a second signal kills the process as usual.
 func interruptible(cmd *cobra.Command) (context.Context, context.CancelFunc) {
+	return stopOnSignal(cmd, "\nexplaind: stopping after this step and writing a checkpoint (Ctrl-C again to abort)")
+}
+
+// stopOnSignal returns a context cancelled by the first Ctrl-C or SIGTERM,
+// after printing message; a second signal kills the process as usual.
+func stopOnSignal(cmd *cobra.Command, message string) (context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithCancel(cmd.Context())
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
 	go func() {
 		select {
 		case <-sig:
-			fmt.Fprintln(cmd.ErrOrStderr(), "\nexplaind: stopping after this step and writing a checkpoint (Ctrl-C again to abort)")
+			fmt.Fprintln(cmd.ErrOrStderr(), message)
 			signal.Stop(sig)
 			cancel()
 		case <-ctx.Done():
