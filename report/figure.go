@@ -8,6 +8,7 @@ import (
 	"image/draw"
 	"math"
 	"path/filepath"
+	"strconv"
 
 	"github.com/explaind/explaind/internal/atomicfile"
 	"gonum.org/v1/plot"
@@ -235,7 +236,7 @@ func linePlot(title, xlabel, ylabel string, logY bool, floor float64, ss []serie
 			p.Y.Min, p.Y.Max = lo/10, hi*10
 		}
 		p.Y.Scale = plot.LogScale{}
-		p.Y.Tick.Marker = plot.LogTicks{Prec: -1}
+		p.Y.Tick.Marker = logTicks{}
 	}
 	return ch, nil
 }
@@ -364,4 +365,20 @@ func heatmap(name, title, caption, xlabel, ylabel string, g grid) (*Figure, erro
 		p.Draw(main)
 		bar.Draw(legend)
 	})
+}
+
+// logTicks are gonum's log-axis ticks with short labels: its powers of ten
+// come out of math.Pow with rounding ("9.99999999999997e-07"), so the
+// labelled ticks are written with one significant digit ("1e-06").
+type logTicks struct{}
+
+// Ticks returns the ticks between min and max.
+func (logTicks) Ticks(min, max float64) []plot.Tick {
+	ts := plot.LogTicks{Prec: -1}.Ticks(min, max)
+	for i := range ts {
+		if ts[i].Label != "" {
+			ts[i].Label = strconv.FormatFloat(ts[i].Value, 'g', 1, 64)
+		}
+	}
+	return ts
 }
