@@ -54,7 +54,8 @@ type Options struct {
 	Chunk    int
 	// Software is recorded in the manifest.
 	Software string
-	// Progress receives a line per step when Bar is nil.
+	// Progress, if set, is called after each step with the steps done and
+	// the total.
 	Progress func(done, total int)
 	// CheckpointEvery is how often the job's state is saved (0: 10 min).
 	CheckpointEvery time.Duration
