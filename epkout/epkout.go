@@ -153,10 +153,19 @@ func Open(dir string) (*Output, error) {
 }
 
 // CheckRun returns an error unless the output explains the run whose
-// manifest is m.
+// manifest is m: the same fingerprint and the run's parameter tensors.
 func (o *Output) CheckRun(m *history.Manifest) error {
 	if fp := RunFingerprint(m); fp != o.Manifest.RunFingerprint {
 		return fmt.Errorf("the EPK output %s was computed for a different run (fingerprint %s, this run's is %s; it names run %s): run `explaind epk` on this run", o.Dir, o.Manifest.RunFingerprint, fp, o.Manifest.Run)
+	}
+	em := o.Manifest
+	if len(em.Tensors) != len(m.Params) || len(em.TensorShapes) != len(em.Tensors) {
+		return fmt.Errorf("the EPK output %s lists %d tensors, the run has %d parameters", o.Dir, len(em.Tensors), len(m.Params))
+	}
+	for i, p := range m.Params {
+		if em.Tensors[i] != p.Name || !slices.Equal(em.TensorShapes[i], p.Shape) {
+			return fmt.Errorf("the EPK output's tensor %d is %s %v, the run's parameter %s %v", i, em.Tensors[i], em.TensorShapes[i], p.Name, p.Shape)
+		}
 	}
 	return nil
 }

@@ -15,8 +15,18 @@ import (
 // (made-up values) that claims to explain the run with fingerprint fp.
 func writeValidationEPK(t *testing.T, dir, run, fp string, x, c, steps int) {
 	t.Helper()
+	m, err := history.ReadManifest(run)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	var shapes [][]int
+	for _, p := range m.Params {
+		names, shapes = append(names, p.Name), append(shapes, p.Shape)
+	}
 	w, err := epkout.NewWriter(dir, epkout.Manifest{Run: run, RunFingerprint: fp, Presets: []string{epkout.Validation},
-		Steps: [2]int{0, steps}, Precision: "float64", Quadrature: "exact", Test: epkout.TestSet{Split: "val", Count: x}, Classes: c})
+		Steps: [2]int{0, steps}, Precision: "float64", Quadrature: "exact", Test: epkout.TestSet{Split: "val", Count: x}, Classes: c,
+		Tensors: names, TensorShapes: shapes})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 
 	"github.com/explaind/explaind/epkout"
@@ -110,15 +109,6 @@ func check(opts *Options) (*checked, error) {
 	}
 	if err := c.epk.Require(epkout.Components); err != nil {
 		return nil, err
-	}
-	em := c.epk.Manifest
-	if len(em.Tensors) != len(m.Params) || len(em.TensorShapes) != len(em.Tensors) {
-		return nil, fmt.Errorf("components: the EPK output %s lists %d tensors, the run has %d parameters", opts.EPK, len(em.Tensors), len(m.Params))
-	}
-	for i, p := range m.Params {
-		if em.Tensors[i] != p.Name || !slices.Equal(em.TensorShapes[i], p.Shape) {
-			return nil, fmt.Errorf("components: the EPK output's tensor %d is %s %v, the run's parameter %s %v", i, em.Tensors[i], em.TensorShapes[i], p.Name, p.Shape)
-		}
 	}
 	return c, nil
 }

@@ -96,15 +96,6 @@ func check(opts *Options) (*checked, error) {
 	if err := c.epk.Require(epkout.Pruning); err != nil {
 		return nil, err
 	}
-	em := c.epk.Manifest
-	if len(em.Tensors) != len(m.Params) || len(em.TensorShapes) != len(em.Tensors) {
-		return nil, fmt.Errorf("prune: the EPK output %s lists %d tensors, the run has %d parameters", opts.EPK, len(em.Tensors), len(m.Params))
-	}
-	for i, p := range m.Params {
-		if em.Tensors[i] != p.Name || !slices.Equal(em.TensorShapes[i], p.Shape) {
-			return nil, fmt.Errorf("prune: the EPK output's tensor %d is %s %v, the run's parameter %s %v", i, em.Tensors[i], em.TensorShapes[i], p.Name, p.Shape)
-		}
-	}
 	for _, k := range opts.Keep {
 		if !slices.ContainsFunc(m.Params, func(p history.ParamInfo) bool { return p.Name == k }) {
 			return nil, fmt.Errorf("prune: the layer %q to leave unpruned is not a parameter of the run", k)
