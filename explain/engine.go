@@ -468,23 +468,16 @@ func convertParams[E, T tensor.Float](ps []*nn.Param[T]) []*nn.Param[E] {
 	return out
 }
 
-// input builds the split's input in precision E: the step's mean loss
-// gradient is recomputed in the training precision at θ_s, as training did.
+// input builds the split's input in precision E. The step's mean loss
+// gradient is the one the replay's step applied, or, when the view does not
+// carry it, recomputed in the training precision at θ_s, as training did.
 func (j *job[T, E]) input(v *history.StepView[T]) (epk.StepInput[E], error) {
-	gp := j.src.GradModel.Params()
-	if len(gp) != len(v.Before) {
-		return epk.StepInput[E]{}, fmt.Errorf("explain: the gradient model has %d parameters, the run %d", len(gp), len(v.Before))
-	}
-	for i, p := range gp {
-		copy(p.Value.Data, v.Before[i].Value.Data)
-	}
-	x, y, err := j.src.Batch(v.Record)
-	if err != nil {
-		return epk.StepInput[E]{}, err
-	}
-	g, err := epk.MeanGradient(j.src.GradModel, x, y)
-	if err != nil {
-		return epk.StepInput[E]{}, err
+	g := v.Grad
+	if g == nil {
+		var err error
+		if g, err = j.meanGradient(v); err != nil {
+			return epk.StepInput[E]{}, err
+		}
 	}
 	in := epk.StepInput[E]{Step: v.Step, LR: v.Record.LR, Before: convertParams[E](v.Before), After: convertParams[E](v.After),
 		OptBefore: map[string]*tensor.Dense[E]{}, Grad: map[string]*tensor.Dense[E]{}}
@@ -495,6 +488,23 @@ func (j *job[T, E]) input(v *history.StepView[T]) (epk.StepInput[E], error) {
 		in.Grad[k] = tensor.Convert[E](t)
 	}
 	return in, nil
+}
+
+// meanGradient recomputes the step's mean loss gradient at θ_s with the
+// source's gradient model, for views whose replay did not keep it.
+func (j *job[T, E]) meanGradient(v *history.StepView[T]) (map[string]*tensor.Dense[T], error) {
+	gp := j.src.GradModel.Params()
+	if len(gp) != len(v.Before) {
+		return nil, fmt.Errorf("explain: the gradient model has %d parameters, the run %d", len(gp), len(v.Before))
+	}
+	for i, p := range gp {
+		copy(p.Value.Data, v.Before[i].Value.Data)
+	}
+	x, y, err := j.src.Batch(v.Record)
+	if err != nil {
+		return nil, err
+	}
+	return epk.MeanGradient(j.src.GradModel, x, y)
 }
 
 func (j *job[T, E]) run(ctx context.Context) (*Output, error) {

@@ -2,8 +2,10 @@ package explain_test
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -516,5 +518,61 @@ func TestResume(t *testing.T) {
 		if e := relErr(res.Validation.Data, full.Validation.Data); e > 1e-12 {
 			t.Errorf("resumed validation differs by %.3g", e)
 		}
+	}
+}
+
+// TestReplayGradientIsTheRecomputedOne checks that the gradient the replay
+// hands to the engine (history.StepView.Grad, taken from the training
+// session's step) is bit for bit the mean loss gradient the engine would
+// recompute at θ_s, with SGD mini-batches and with AdamW's full batch, and
+// that Backward's views carry none.
+func TestReplayGradientIsTheRecomputedOne(t *testing.T) {
+	for _, opt := range []string{"sgd", "adamw"} {
+		tr, err := explain.OpenRun[float64, float64](tinyRun(t, opt, 6))
+		if err != nil {
+			t.Fatal(err)
+		}
+		src := tr.Source
+		seen := 0
+		err = src.Replay.Forward(0, src.Replay.Steps(), func(v *history.StepView[float64]) error {
+			if v.Grad == nil {
+				return fmt.Errorf("step %d: the view carries no gradient", v.Step)
+			}
+			for i, p := range src.GradModel.Params() {
+				copy(p.Value.Data, v.Before[i].Value.Data)
+			}
+			x, y, err := src.Batch(v.Record)
+			if err != nil {
+				return err
+			}
+			want, err := epk.MeanGradient(src.GradModel, x, y)
+			if err != nil {
+				return err
+			}
+			if len(want) != len(v.Grad) {
+				return fmt.Errorf("step %d: %d gradient tensors, want %d", v.Step, len(v.Grad), len(want))
+			}
+			for name, w := range want {
+				g := v.Grad[name]
+				if g == nil || !slices.Equal(g.Data, w.Data) {
+					return fmt.Errorf("step %d: the replay's gradient of %s differs from the recomputed one", v.Step, name)
+				}
+			}
+			seen++
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("%s: %v", opt, err)
+		}
+		err = src.Replay.Backward(0, src.Replay.Steps(), func(v *history.StepView[float64]) error {
+			if v.Grad != nil {
+				return fmt.Errorf("step %d: a Backward view carries a gradient", v.Step)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatalf("%s: %v", opt, err)
+		}
+		t.Logf("%s: %d steps, replay gradients equal the recomputed ones", opt, seen)
 	}
 }

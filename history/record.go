@@ -35,6 +35,16 @@ type Stepper[T tensor.Float] interface {
 	Step(rec StepRecord) error
 }
 
+// GradientStepper is a Stepper that also hands out the mean loss gradient
+// its last Step applied, so that a replay's visitors need not recompute it.
+type GradientStepper[T tensor.Float] interface {
+	Stepper[T]
+	// LastGradient returns the gradient of the last Step at the parameters
+	// before it, by parameter name, in arrays the caller may keep (the
+	// next Step must not reuse them).
+	LastGradient() map[string]*tensor.Dense[T]
+}
+
 // ParamHash returns a hex SHA-256 (128 bits) of the parameters' names,
 // shapes and exact values.
 func ParamHash[T tensor.Float](params []*nn.Param[T]) string {

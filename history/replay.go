@@ -97,6 +97,11 @@ type StepView[T tensor.Float] struct {
 	Before    []*nn.Param[T]
 	After     []*nn.Param[T]
 	OptBefore map[string]*tensor.Dense[T]
+	// Grad is the mean loss gradient the step applied, by parameter name,
+	// when the stepper is a GradientStepper and the view comes from
+	// Forward; nil otherwise (Backward drops it to bound a segment's
+	// memory).
+	Grad map[string]*tensor.Dense[T]
 }
 
 func snapshot[T tensor.Float](ps []*nn.Param[T]) []*nn.Param[T] {
@@ -122,6 +127,9 @@ func (r *Replay[T]) Forward(from, to int, visit func(*StepView[T]) error) error 
 			return err
 		}
 		v.After = snapshot(r.st.Params())
+		if gs, ok := r.st.(GradientStepper[T]); ok {
+			v.Grad = gs.LastGradient()
+		}
 		if err := visit(v); err != nil {
 			return err
 		}
@@ -143,6 +151,7 @@ func (r *Replay[T]) Backward(from, to int, visit func(*StepView[T]) error) error
 		start := max(c.Step, from)
 		var seg []*StepView[T]
 		err := r.Forward(start, end, func(v *StepView[T]) error {
+			v.Grad = nil
 			seg = append(seg, v)
 			return nil
 		})

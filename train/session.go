@@ -30,6 +30,7 @@ type Session[T tensor.Float] struct {
 	// evaluated before its update.
 	LastLoss, LastAccuracy float64
 	params                 []*nn.Param[T]
+	lastGrad               map[string]*tensor.Dense[T]
 }
 
 // NewSession returns a session, checking that the model accepts the data.
@@ -131,8 +132,18 @@ func (s *Session[T]) Step(rec history.StepRecord) error {
 		return err
 	}
 	s.LastLoss, s.LastAccuracy = loss, nn.Accuracy(logp, y)
+	s.lastGrad = make(map[string]*tensor.Dense[T], len(s.params))
+	for _, p := range s.params {
+		s.lastGrad[p.Name] = g.Of[p]
+	}
 	return nil
 }
+
+// LastGradient returns the mean loss gradient the last Step applied,
+// computed at the parameters before it, by parameter name; nil before the
+// first step. It implements history.GradientStepper. Each Step allocates
+// new arrays, so the caller may keep them.
+func (s *Session[T]) LastGradient() map[string]*tensor.Dense[T] { return s.lastGrad }
 
 // Evaluate returns the mean NLL loss and the accuracy of the model on a
 // dataset, in chunks of at most chunk samples (0: all at once).
