@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/explaind/explaind/epkout"
+	"github.com/explaind/explaind/nn"
 	"github.com/explaind/explaind/tensor"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/plotutil"
@@ -81,6 +82,27 @@ func (e epkData) array(name string, rank int) (*tensor.Dense[float64], error) {
 		return nil, fmt.Errorf("report: %s: array %s has shape %v, want %d axes", e.o.Dir, name, a.Shape, rank)
 	}
 	return a, nil
+}
+
+// optional reads the named array like array, or returns nil when the
+// output lacks it.
+func (e epkData) optional(name string, rank int) (*tensor.Dense[float64], error) {
+	if !e.has(name) {
+		return nil, nil
+	}
+	return e.array(name, rank)
+}
+
+// present returns those of the named arrays that the output holds, in the
+// order given.
+func (e epkData) present(names ...string) []string {
+	var out []string
+	for _, n := range names {
+		if e.has(n) {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 // epkSection describes one EPK output: what it covers, its validation
@@ -157,27 +179,17 @@ func validationTable(e epkData) (*table, error) {
 	if !e.has("model", "epk", "test_labels") {
 		return nil, nil
 	}
-	model, err := e.array("model", 2)
+	a, labels, err := labelled(e, "model", "epk")
 	if err != nil {
 		return nil, err
 	}
-	epk, err := e.array("epk", 2)
-	if err != nil {
-		return nil, err
-	}
-	labels, err := e.o.Ints("test_labels")
-	if err != nil {
-		return nil, fmt.Errorf("report: %w", err)
-	}
+	model, epk := a[0], a[1]
 	X, C := model.Shape[0], model.Shape[1]
-	if !slices.Equal(epk.Shape, model.Shape) || len(labels) != X {
-		return nil, fmt.Errorf("report: %s: model %v, epk %v and test_labels [%d] do not match", e.o.Dir, model.Shape, epk.Shape, len(labels))
-	}
 	agree, correct := 0, 0
 	var sum, sum2, maxAbs float64
 	for x := range X {
 		m, p := model.Data[x*C:(x+1)*C], epk.Data[x*C:(x+1)*C]
-		am, ap := argmax(m), argmax(p)
+		am, ap := nn.Argmax(m), nn.Argmax(p)
 		if am == ap {
 			agree++
 		}
@@ -200,32 +212,23 @@ func validationTable(e epkData) (*table, error) {
 		{"max_abs_delta", fmtFloat(maxAbs)},
 		{"rms_delta", fmtFloat(math.Sqrt(sum2 / k))},
 	}
-	if e.has("step_max_completeness") {
-		a, err := e.array("step_max_completeness", 1)
+	for _, r := range []struct {
+		array, row string
+		rank       int
+	}{
+		{"step_max_completeness", "max_completeness_residual", 1},
+		{"quad_residual", "max_abs_quad_residual", 2},
+	} {
+		a, err := e.optional(r.array, r.rank)
 		if err != nil {
 			return nil, err
 		}
-		rows = append(rows, field{"max_completeness_residual", fmtFloat(maxAbsOf(a.Data))})
-	}
-	if e.has("quad_residual") {
-		a, err := e.array("quad_residual", 2)
-		if err != nil {
-			return nil, err
+		if a != nil {
+			rows = append(rows, field{r.row, fmtFloat(maxAbsOf(a.Data))})
 		}
-		rows = append(rows, field{"max_abs_quad_residual", fmtFloat(maxAbsOf(a.Data))})
 	}
 	return &table{Title: "Validation (computed from the arrays)", Rows: rows,
 		Note: "This output has no summary.json; the report computed these from model, epk and test_labels (delta = EPK − model over all test samples and classes)."}, nil
-}
-
-func argmax(v []float64) int {
-	best := 0
-	for i, x := range v {
-		if x > v[best] {
-			best = i
-		}
-	}
-	return best
 }
 
 func maxAbsOf(v []float64) float64 {
@@ -235,6 +238,18 @@ func maxAbsOf(v []float64) float64 {
 	}
 	return m
 }
+
+// sumOf returns the sum of v, added in order.
+func sumOf(v []float64) float64 {
+	sum := 0.0
+	for _, x := range v {
+		sum += x
+	}
+	return sum
+}
+
+// meanOf returns the mean of v (0 when v is empty).
+func meanOf(v []float64) float64 { return sumOf(v) / float64(max(len(v), 1)) }
 
 func fmtFloat(x float64) string { return strconv.FormatFloat(x, 'g', 6, 64) }
 
@@ -252,11 +267,7 @@ func rowMeans(a *tensor.Dense[float64]) []float64 {
 	S, X := a.Shape[0], a.Shape[1]
 	out := make([]float64, S)
 	for s := range S {
-		sum := 0.0
-		for _, v := range a.Data[s*X : (s+1)*X] {
-			sum += v
-		}
-		out[s] = sum / float64(max(X, 1))
+		out[s] = meanOf(a.Data[s*X : (s+1)*X])
 	}
 	return out
 }
@@ -288,6 +299,41 @@ func readSame(e epkData, rank int, names ...string) ([]*tensor.Dense[float64], e
 	return out, nil
 }
 
+// labelled reads [X, C] arrays of one shape (see readSame) and the test
+// labels, checking that there is a label per row and that each is one of
+// the C classes.
+func labelled(e epkData, names ...string) ([]*tensor.Dense[float64], []int, error) {
+	a, err := readSame(e, 2, names...)
+	if err != nil {
+		return nil, nil, err
+	}
+	labels, err := e.o.Ints("test_labels")
+	if err != nil {
+		return nil, nil, fmt.Errorf("report: %w", err)
+	}
+	X, C := a[0].Shape[0], a[0].Shape[1]
+	if len(labels) != X {
+		return nil, nil, fmt.Errorf("report: %s: test_labels has %d entries, %s %d rows", e.o.Dir, len(labels), names[0], X)
+	}
+	for _, y := range labels {
+		if y < 0 || y >= C {
+			return nil, nil, fmt.Errorf("report: %s: test label %d is outside [0, %d)", e.o.Dir, y, C)
+		}
+	}
+	return a, labels, nil
+}
+
+// trueClass returns each row's entry of the true class: a[x, labels[x]]
+// of a [X, C] array.
+func trueClass(a *tensor.Dense[float64], labels []int) []float64 {
+	C := a.Shape[1]
+	out := make([]float64, len(labels))
+	for x, y := range labels {
+		out[x] = a.Data[x*C+y]
+	}
+	return out
+}
+
 // stepFigures draws the per-step change the EPK predicts
 // (step_data + step_reg + step_resid) against the real change
 // (step_change), and the completeness residual per step.
@@ -312,25 +358,19 @@ func stepFigures(pre string, e epkData) ([]*Figure, error) {
 			{name: "model's change", x: steps, y: rowMeans(a[0]), color: 0},
 			{name: "EPK: data + reg + resid", x: steps, y: rowMeans(pred), dash: true, color: 1},
 		})
+		figs, err = addChart(figs, p, err, pre+"step_change", "Per-step change: EPK against the model",
+			fmt.Sprintf("For each step, the mean over the %d test samples of the change of the true class's log-probability: the model's real change (solid) and the sum of the step's EPK terms (dashed). The two lines should coincide.", X),
+			figHeight)
 		if err != nil {
 			return nil, err
-		}
-		if p != nil {
-			f, err := p.render(pre+"step_change", "Per-step change: EPK against the model",
-				fmt.Sprintf("For each step, the mean over the %d test samples of the change of the true class's log-probability: the model's real change (solid) and the sum of the step's EPK terms (dashed). The two lines should coincide.", X),
-				figWidth, figHeight)
-			if err != nil {
-				return nil, err
-			}
-			figs = append(figs, f)
 		}
 	}
 	var comp []float64
-	if e.has("step_max_completeness") {
-		a, err := e.array("step_max_completeness", 1)
-		if err != nil {
-			return nil, err
-		}
+	a, err := e.optional("step_max_completeness", 1)
+	if err != nil {
+		return nil, err
+	}
+	if a != nil {
 		comp = a.Data
 		if steps == nil || len(steps) != len(comp) {
 			steps = stepAxis(e, len(comp))
@@ -351,29 +391,16 @@ func stepFigures(pre string, e epkData) ([]*Figure, error) {
 		ss = append(ss, series{name: "step_max_completeness (all classes)", x: steps, y: comp, dash: true, color: 2})
 	}
 	p, err := linePlot("Completeness residual per step", "step", "absolute residual (log scale)", true, floor, ss)
-	if err != nil {
-		return nil, err
-	}
-	if p != nil {
-		f, err := p.render(pre+"completeness", "Completeness residual per step",
-			"How far each step's EPK terms are from the step's real change (the step identity: the contributions of step s add up to f(θ after step s) − f(θ before it)): a free error estimate of the quadrature. Values below 1e-18 are drawn at 1e-18.",
-			figWidth, figHeight)
-		if err != nil {
-			return nil, err
-		}
-		figs = append(figs, f)
-	}
-	return figs, nil
+	return addChart(figs, p, err, pre+"completeness", "Completeness residual per step",
+		"How far each step's EPK terms are from the step's real change (the step identity: the contributions of step s add up to f(θ after step s) − f(θ before it)): a free error estimate of the quadrature. Values below 1e-18 are drawn at 1e-18.",
+		figHeight)
 }
 
 // groupFigures draws each layer group's contribution per step and summed
 // over training, from step_tensor [S, T, X].
 func groupFigures(pre string, e epkData) ([]*Figure, error) {
-	if !e.has("step_tensor") {
-		return nil, nil
-	}
-	a, err := e.array("step_tensor", 3)
-	if err != nil {
+	a, err := e.optional("step_tensor", 3)
+	if err != nil || a == nil {
 		return nil, err
 	}
 	S, T, X := a.Shape[0], a.Shape[1], a.Shape[2]
@@ -391,11 +418,7 @@ func groupFigures(pre string, e epkData) ([]*Figure, error) {
 	}
 	for s := range S {
 		for t := range T {
-			sum := 0.0
-			for _, v := range a.Data[(s*T+t)*X : (s*T+t+1)*X] {
-				sum += v
-			}
-			per[of[t]][s] += sum / float64(max(X, 1))
+			per[of[t]][s] += meanOf(a.Data[(s*T+t)*X : (s*T+t+1)*X])
 		}
 	}
 	steps := stepAxis(e, S)
@@ -404,34 +427,17 @@ func groupFigures(pre string, e epkData) ([]*Figure, error) {
 		step = append(step, series{name: name, x: steps, y: per[g], color: -1})
 		cum = append(cum, series{name: name, x: steps, y: cumsum(per[g]), color: -1})
 	}
-	var figs []*Figure
 	p, err := linePlot("Contribution of each layer group per step", "step", "mean over test samples", false, 0, step)
+	figs, err := addChart(nil, p, err, pre+"groups_step", "Layer groups: contribution per step",
+		fmt.Sprintf("For each step, the mean over the %d test samples of the step's contribution to the true class's log-probability through each layer group's parameters (step_tensor summed over the group's tensors).", X),
+		figHeight*1.15)
 	if err != nil {
 		return nil, err
-	}
-	if p != nil {
-		f, err := p.render(pre+"groups_step", "Layer groups: contribution per step",
-			fmt.Sprintf("For each step, the mean over the %d test samples of the step's contribution to the true class's log-probability through each layer group's parameters (step_tensor summed over the group's tensors).", X),
-			figWidth, figHeight*1.15)
-		if err != nil {
-			return nil, err
-		}
-		figs = append(figs, f)
 	}
 	p, err = linePlot("Cumulative contribution of each layer group", "step", "mean over test samples", false, 0, cum)
-	if err != nil {
-		return nil, err
-	}
-	if p != nil {
-		f, err := p.render(pre+"groups_cumulative", "Layer groups: contribution summed over training",
-			"The running sum over steps of the figure above: how much each layer group has moved the true class's log-probability up to each step. Changes of slope mark the phases of training (memorization, circuit formation, cleanup in a grokking run).",
-			figWidth, figHeight*1.15)
-		if err != nil {
-			return nil, err
-		}
-		figs = append(figs, f)
-	}
-	return figs, nil
+	return addChart(figs, p, err, pre+"groups_cumulative", "Layer groups: contribution summed over training",
+		"The running sum over steps of the figure above: how much each layer group has moved the true class's log-probability up to each step. Changes of slope mark the phases of training (memorization, circuit formation, cleanup in a grokking run).",
+		figHeight*1.15)
 }
 
 // balanceFigures draws the balance of the data and regularization terms:
@@ -440,13 +446,7 @@ func groupFigures(pre string, e epkData) ([]*Figure, error) {
 func balanceFigures(pre string, e epkData) ([]*Figure, error) {
 	var figs []*Figure
 	if e.has("step_data", "step_reg") {
-		names := []string{"step_data", "step_reg"}
-		if e.has("step_resid") {
-			names = append(names, "step_resid")
-		}
-		if e.has("step_change") {
-			names = append(names, "step_change")
-		}
+		names := append([]string{"step_data", "step_reg"}, e.present("step_resid", "step_change")...)
 		a, err := readSame(e, 2, names...)
 		if err != nil {
 			return nil, err
@@ -459,49 +459,22 @@ func balanceFigures(pre string, e epkData) ([]*Figure, error) {
 			ss = append(ss, series{name: labels[n], x: steps, y: cumsum(rowMeans(a[i])), dash: n == "step_change", color: i})
 		}
 		p, err := linePlot("Data against regularization, summed over steps", "step", "mean over test samples", false, 0, ss)
+		figs, err = addChart(figs, p, err, pre+"balance_steps", "Balance of data and regularization over training",
+			"The running sum over steps of the mean over test samples of each EPK term of the true class's log-probability: the part carried by the training data's gradients, the part carried by weight decay, and the residual, against the model's own change.",
+			figHeight)
 		if err != nil {
 			return nil, err
-		}
-		if p != nil {
-			f, err := p.render(pre+"balance_steps", "Balance of data and regularization over training",
-				"The running sum over steps of the mean over test samples of each EPK term of the true class's log-probability: the part carried by the training data's gradients, the part carried by weight decay, and the residual, against the model's own change.",
-				figWidth, figHeight)
-			if err != nil {
-				return nil, err
-			}
-			figs = append(figs, f)
 		}
 	}
 	if e.has("f0", "model", "data", "reg", "test_labels") {
-		names := []string{"f0", "model", "data", "reg"}
-		if e.has("resid") {
-			names = append(names, "resid")
-		}
-		if e.has("epk") {
-			names = append(names, "epk")
-		}
-		a, err := readSame(e, 2, names...)
+		names := append([]string{"f0", "model", "data", "reg"}, e.present("resid", "epk")...)
+		a, labels, err := labelled(e, names...)
 		if err != nil {
 			return nil, err
 		}
-		labels, err := e.o.Ints("test_labels")
-		if err != nil {
-			return nil, fmt.Errorf("report: %w", err)
-		}
-		X, C := a[0].Shape[0], a[0].Shape[1]
-		if len(labels) != X {
-			return nil, fmt.Errorf("report: %s: test_labels has %d entries, f0 %d rows", e.o.Dir, len(labels), X)
-		}
 		mean := map[string]float64{}
 		for i, n := range names {
-			sum := 0.0
-			for x, y := range labels {
-				if y < 0 || y >= C {
-					return nil, fmt.Errorf("report: %s: test label %d is outside [0, %d)", e.o.Dir, y, C)
-				}
-				sum += a[i].Data[x*C+y]
-			}
-			mean[n] = sum / float64(max(X, 1))
+			mean[n] = meanOf(trueClass(a[i], labels))
 		}
 		bars := []string{"model − f0", "data", "reg"}
 		vals := []float64{mean["model"] - mean["f0"], mean["data"], mean["reg"]}
@@ -512,16 +485,12 @@ func balanceFigures(pre string, e epkData) ([]*Figure, error) {
 			bars, vals = append(bars, "EPK − f0"), append(vals, mean["epk"]-mean["f0"])
 		}
 		p, err := barPlot("Terms of the EPK prediction (true class, mean over test samples)", "log-probability", bars, vals)
+		figs, err = addChart(figs, p, err, pre+"balance_terms", "Balance of data and regularization in the prediction",
+			fmt.Sprintf("The model's change from its initial output (model − f0) and the EPK terms that add up to it: the data term, the regularization term and the residual, each the mean over the %d test samples of the true class's log-probability.", len(labels)),
+			figHeight)
 		if err != nil {
 			return nil, err
 		}
-		f, err := p.render(pre+"balance_terms", "Balance of data and regularization in the prediction",
-			fmt.Sprintf("The model's change from its initial output (model − f0) and the EPK terms that add up to it: the data term, the regularization term and the residual, each the mean over the %d test samples of the true class's log-probability.", X),
-			figWidth, figHeight)
-		if err != nil {
-			return nil, err
-		}
-		figs = append(figs, f)
 	}
 	return figs, nil
 }
@@ -532,25 +501,15 @@ func validationFigures(pre string, e epkData) ([]*Figure, error) {
 	if !e.has("model", "epk", "test_labels") {
 		return nil, nil
 	}
-	a, err := readSame(e, 2, "model", "epk")
+	a, labels, err := labelled(e, "model", "epk")
 	if err != nil {
 		return nil, err
 	}
-	labels, err := e.o.Ints("test_labels")
-	if err != nil {
-		return nil, fmt.Errorf("report: %w", err)
-	}
-	X, C := a[0].Shape[0], a[0].Shape[1]
-	if len(labels) != X {
-		return nil, fmt.Errorf("report: %s: test_labels has %d entries, model %d rows", e.o.Dir, len(labels), X)
-	}
+	model, epk := trueClass(a[0], labels), trueClass(a[1], labels)
 	var xy plotter.XYs
 	lo, hi := math.Inf(1), math.Inf(-1)
-	for x, y := range labels {
-		if y < 0 || y >= C {
-			return nil, fmt.Errorf("report: %s: test label %d is outside [0, %d)", e.o.Dir, y, C)
-		}
-		m, p := a[0].Data[x*C+y], a[1].Data[x*C+y]
+	for x, m := range model {
+		p := epk[x]
 		if math.IsNaN(m) || math.IsInf(m, 0) || math.IsNaN(p) || math.IsInf(p, 0) {
 			continue
 		}
@@ -576,20 +535,19 @@ func validationFigures(pre string, e epkData) ([]*Figure, error) {
 	sc.Radius = vg.Points(2)
 	p.p.Add(sc)
 	p.add("test samples", sc)
-	f, err := p.render(pre+"validation", "EPK prediction against the model",
-		fmt.Sprintf("Each of the %d test samples' true-class log-probability: the trained model's output against the EPK's reconstruction of it (f0 + data + reg + resid). Points on the diagonal are exact.", X),
-		figWidth, figHeight*1.2)
-	if err != nil {
-		return nil, err
-	}
-	return []*Figure{f}, nil
+	return addChart(nil, p, nil, pre+"validation", "EPK prediction against the model",
+		fmt.Sprintf("Each of the %d test samples' true-class log-probability: the trained model's output against the EPK's reconstruction of it (f0 + data + reg + resid). Points on the diagonal are exact.", len(labels)),
+		figHeight*1.2)
 }
 
 // tensorGroupSums sums, over each layer group, a value computed per
-// tensor from the arrays named prefix+tensor. It returns nil when the
-// output lacks any of them.
+// tensor from the arrays named prefix+tensor. It returns nil names when
+// the manifest lists no tensors or the output lacks any of the arrays.
 func tensorGroupSums(e epkData, prefix string, per func(a *tensor.Dense[float64]) float64) (names []string, sums []float64, counts []int, err error) {
 	tensors := e.o.Manifest.Tensors
+	if len(tensors) == 0 {
+		return nil, nil, nil, nil
+	}
 	for _, t := range tensors {
 		if !e.has(prefix + t) {
 			return nil, nil, nil, nil
@@ -612,9 +570,6 @@ func tensorGroupSums(e epkData, prefix string, per func(a *tensor.Dense[float64]
 // componentFigures draws each layer group's share of the component scores
 // (scores/<tensor> [X, shape...]).
 func componentFigures(pre string, e epkData) ([]*Figure, error) {
-	if len(e.o.Manifest.Tensors) == 0 {
-		return nil, nil
-	}
 	names, sums, counts, err := tensorGroupSums(e, "scores/", func(a *tensor.Dense[float64]) float64 {
 		sum := 0.0
 		for _, v := range a.Data {
@@ -626,54 +581,29 @@ func componentFigures(pre string, e epkData) ([]*Figure, error) {
 		return nil, err
 	}
 	p, err := barPlot("Component scores per layer group", "mean over test samples of Σ |score|", names, sums)
-	if err != nil {
-		return nil, err
-	}
-	f, err := p.render(pre+"components", "Component attribution per layer group",
+	return addChart(nil, p, err, pre+"components", "Component attribution per layer group",
 		"For each layer group, the mean over test samples of the sum of its parameters' absolute scores (each parameter's contribution summed over steps and classes): how much the group's parameters move the output. Parameters per group: "+groupCounts(names, counts, e.o.Manifest.Test.Count)+".",
-		figWidth, figHeight)
-	if err != nil {
-		return nil, err
-	}
-	return []*Figure{f}, nil
+		figHeight)
 }
 
 // pruningFigures draws each layer group's share of the pruning importance
 // (importance/<tensor>).
 func pruningFigures(pre string, e epkData) ([]*Figure, error) {
-	if len(e.o.Manifest.Tensors) == 0 {
-		return nil, nil
-	}
 	names, sums, counts, err := tensorGroupSums(e, "importance/", func(a *tensor.Dense[float64]) float64 {
-		sum := 0.0
-		for _, v := range a.Data {
-			sum += v
-		}
-		return sum
+		return sumOf(a.Data)
 	})
 	if err != nil || names == nil {
 		return nil, err
 	}
-	total := 0.0
-	for _, v := range sums {
-		total += v
-	}
-	if total != 0 {
+	if total := sumOf(sums); total != 0 {
 		for i := range sums {
 			sums[i] /= total
 		}
 	}
 	p, err := barPlot("Pruning importance per layer group", "share of the total importance", names, sums)
-	if err != nil {
-		return nil, err
-	}
-	f, err := p.render(pre+"pruning", "Pruning importance per layer group",
+	return addChart(nil, p, err, pre+"pruning", "Pruning importance per layer group",
 		"Each layer group's share of the summed pruning importance of its parameters (per parameter, the sum over test samples and classes of the absolute value of its contribution summed over steps). Parameters per group: "+groupCounts(names, counts, 0)+".",
-		figWidth, figHeight)
-	if err != nil {
-		return nil, err
-	}
-	return []*Figure{f}, nil
+		figHeight)
 }
 
 // groupCounts lists the number of parameters per group ("embedding 7360,
@@ -692,31 +622,20 @@ func groupCounts(names []string, counts []int, perSample int) string {
 
 // kernelFigures draws the data kernel kernel [C, N] as a heat map.
 func kernelFigures(pre string, e epkData) ([]*Figure, error) {
-	if !e.has("kernel") {
-		return nil, nil
-	}
-	k, err := e.array("kernel", 2)
-	if err != nil {
+	k, err := e.optional("kernel", 2)
+	if err != nil || k == nil {
 		return nil, err
 	}
 	C, N := k.Shape[0], k.Shape[1]
 	caption := fmt.Sprintf("Each training sample's contribution (columns, %d samples) to each class's log-probability (rows, %d classes), summed over the test samples and over steps. Red raises the class, blue lowers it; the colour scale is symmetric about zero.", N, C)
-	total := 0.0
-	for _, v := range k.Data {
-		total += v
-	}
-	caption += fmt.Sprintf(" Σ kernel = %s", fmtFloat(total))
+	caption += fmt.Sprintf(" Σ kernel = %s", fmtFloat(sumOf(k.Data)))
 	for _, n := range []string{"kernel_reg", "kernel_carried"} {
-		if e.has(n) {
-			a, err := e.array(n, 1)
-			if err != nil {
-				return nil, err
-			}
-			sum := 0.0
-			for _, v := range a.Data {
-				sum += v
-			}
-			caption += fmt.Sprintf(", Σ %s = %s", n, fmtFloat(sum))
+		a, err := e.optional(n, 1)
+		if err != nil {
+			return nil, err
+		}
+		if a != nil {
+			caption += fmt.Sprintf(", Σ %s = %s", n, fmtFloat(sumOf(a.Data)))
 		}
 	}
 	caption += "."

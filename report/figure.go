@@ -179,6 +179,23 @@ func (ch *chart) render(name, title, caption string, w, h vg.Length) (*Figure, e
 	})
 }
 
+// addChart renders ch at figWidth × h as the figure name and appends it
+// to figs. err is the error of building ch and is returned as it is; a nil
+// chart (one with nothing to draw) adds nothing.
+func addChart(figs []*Figure, ch *chart, err error, name, title, caption string, h vg.Length) ([]*Figure, error) {
+	if err != nil {
+		return nil, err
+	}
+	if ch == nil {
+		return figs, nil
+	}
+	f, err := ch.render(name, title, caption, figWidth, h)
+	if err != nil {
+		return nil, err
+	}
+	return append(figs, f), nil
+}
+
 // linePlot builds a chart of the series. With logY the y axis is
 // logarithmic; values below floor are drawn at floor (floor ≤ 0 drops
 // non-positive values instead). It returns nil when no series has a point

@@ -128,50 +128,30 @@ func runFigures(ms []train.EpochMetrics) ([]*Figure, error) {
 	if ms[n-1].TrainEval == "batches" {
 		trainName = "training (mean over the epoch's batches)"
 	}
-	var figs []*Figure
 	loss, err := linePlot("Loss", "step", "mean NLL loss (log scale)", true, 0, []series{
 		{name: trainName, x: step, y: tl, color: 0},
 		{name: "validation", x: step, y: vl, color: 1},
 	})
+	figs, err := addChart(nil, loss, err, "run_loss", "Training and validation loss",
+		"Mean NLL loss at the end of each epoch, over the number of optimizer steps done.", figHeight)
 	if err != nil {
 		return nil, err
-	}
-	if loss != nil {
-		f, err := loss.render("run_loss", "Training and validation loss",
-			"Mean NLL loss at the end of each epoch, over the number of optimizer steps done.", figWidth, figHeight)
-		if err != nil {
-			return nil, err
-		}
-		figs = append(figs, f)
 	}
 	acc, err := linePlot("Accuracy", "step", "accuracy", false, 0, []series{
 		{name: trainName, x: step, y: ta, color: 0},
 		{name: "validation", x: step, y: va, color: 1},
 	})
+	if acc != nil {
+		acc.p.Y.Min, acc.p.Y.Max = 0, 1
+	}
+	figs, err = addChart(figs, acc, err, "run_accuracy", "Training and validation accuracy",
+		"Accuracy at the end of each epoch, over the number of optimizer steps done. A late rise of the validation curve after training accuracy saturates is grokking.", figHeight)
 	if err != nil {
 		return nil, err
 	}
-	if acc != nil {
-		acc.p.Y.Min, acc.p.Y.Max = 0, 1
-		f, err := acc.render("run_accuracy", "Training and validation accuracy",
-			"Accuracy at the end of each epoch, over the number of optimizer steps done. A late rise of the validation curve after training accuracy saturates is grokking.", figWidth, figHeight)
-		if err != nil {
-			return nil, err
-		}
-		figs = append(figs, f)
-	}
 	if lrVaries {
 		p, err := linePlot("Learning rate", "step", "learning rate", false, 0, []series{{x: step, y: lr, color: 2}})
-		if err != nil {
-			return nil, err
-		}
-		if p != nil {
-			f, err := p.render("run_lr", "Learning rate", "The learning rate of the last step of each epoch.", figWidth, figHeight*0.8)
-			if err != nil {
-				return nil, err
-			}
-			figs = append(figs, f)
-		}
+		return addChart(figs, p, err, "run_lr", "Learning rate", "The learning rate of the last step of each epoch.", figHeight*0.8)
 	}
 	return figs, nil
 }
