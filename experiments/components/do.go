@@ -3,14 +3,13 @@ package components
 import (
 	"bytes"
 	"encoding/csv"
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 
 	"github.com/explaind/explaind/epkout"
-	"github.com/explaind/explaind/history"
+	"github.com/explaind/explaind/experiments/expio"
 	"github.com/explaind/explaind/internal/atomicfile"
 	"github.com/explaind/explaind/npy"
 	"github.com/explaind/explaind/tensor"
@@ -47,9 +46,8 @@ type GroupSummary struct {
 
 // Summary is DIR/summary.json.
 type Summary struct {
-	Run            string `json:"run"`
-	EPK            string `json:"epk"`
-	RunFingerprint string `json:"run_fingerprint"`
+	// EPKSource names the run and EPK output read.
+	expio.EPKSource
 	// Samples is the number of validation samples compared, P the modulus.
 	Samples int `json:"samples"`
 	P       int `json:"p"`
@@ -64,16 +62,19 @@ type Summary struct {
 	Files     []string `json:"files"`
 }
 
-// checked is what Do has read before any work.
-type checked struct {
-	manifest *history.Manifest
-	config   train.Config
-	epk      *epkout.Output
+// use is what `explaind components` reads: a modulo run and the EPK
+// output's components preset.
+var use = expio.EPKUse{
+	Command: "components",
+	Task:    "modulo",
+	Does:    `analyses modulo runs (task "modulo")`,
+	Hints:   map[string]string{"cnn": "for a CNN run use `explaind prune`"},
+	Preset:  epkout.Components,
 }
 
 // check validates the options and reads the run's manifest and the EPK
 // output's, so that a mistaken command line fails before any work.
-func check(opts *Options) (*checked, error) {
+func check(opts *Options) (*expio.EPKRun, error) {
 	if opts.Run == "" || opts.EPK == "" || opts.Out == "" {
 		return nil, fmt.Errorf("components: name the run (--run), the EPK output (--epk) and the output directory (--out)")
 	}
@@ -86,31 +87,7 @@ func check(opts *Options) (*checked, error) {
 	if opts.Top < 1 || opts.HistK < 1 || opts.Examples < 0 {
 		return nil, fmt.Errorf("components: --top %d and --hist-k %d must be ≥ 1, --examples %d ≥ 0", opts.Top, opts.HistK, opts.Examples)
 	}
-	m, err := history.ReadManifest(opts.Run)
-	if err != nil {
-		return nil, err
-	}
-	c := &checked{manifest: m}
-	if err := json.Unmarshal(m.Config, &c.config); err != nil {
-		return nil, fmt.Errorf("components: %s: the run's configuration is unreadable: %v", opts.Run, err)
-	}
-	if c.config.Task != "modulo" {
-		hint := ""
-		if c.config.Task == "cnn" {
-			hint = "; for a CNN run use `explaind prune`"
-		}
-		return nil, fmt.Errorf("components: %s is a %q run; `explaind components` analyses modulo runs (task \"modulo\")%s", opts.Run, c.config.Task, hint)
-	}
-	if c.epk, err = epkout.Open(opts.EPK); err != nil {
-		return nil, err
-	}
-	if err := c.epk.CheckRun(m); err != nil {
-		return nil, err
-	}
-	if err := c.epk.Require(epkout.Components); err != nil {
-		return nil, err
-	}
-	return c, nil
+	return expio.OpenEPK(use, opts.Run, opts.EPK)
 }
 
 // Do runs `explaind components`: it checks that the EPK output explains
@@ -125,44 +102,31 @@ func Do(opts Options) (*Summary, error) {
 	if err != nil {
 		return nil, err
 	}
-	d, err := train.LoadData[float64](&c.config)
+	d, err := train.LoadData[float64](c.Config)
 	if err != nil {
 		return nil, err
-	}
-	idx, err := c.epk.Ints("test_indices")
-	if err != nil {
-		return nil, err
-	}
-	labels, err := c.epk.Ints("test_labels")
-	if err != nil {
-		return nil, err
-	}
-	if len(labels) != len(idx) {
-		return nil, fmt.Errorf("components: the EPK output has %d test indices and %d labels", len(idx), len(labels))
 	}
 	val := d.ModuloVal
+	idx, err := c.TestSamples("validation", val.Len(), func(x int) int { return val.Pairs[x].Label })
+	if err != nil {
+		return nil, err
+	}
 	samples := make([]Sample, len(idx))
 	for i, x := range idx {
-		if x < 0 || x >= val.Len() {
-			return nil, fmt.Errorf("components: the EPK output's test index %d is outside the run's %d validation samples", x, val.Len())
-		}
 		pr := val.Pairs[x]
-		if pr.Label != labels[i] {
-			return nil, fmt.Errorf("components: the EPK output gives validation sample %d label %d, the run's data %d", x, labels[i], pr.Label)
-		}
 		samples[i] = Sample{Pos: i, Index: x, A: pr.A, B: pr.B, Label: pr.Label}
 	}
 	n := len(samples)
 	if n < 2 {
 		return nil, fmt.Errorf("components: the EPK output has %d test samples; comparing them needs at least 2", n)
 	}
-	em := c.epk.Manifest
+	em := c.EPK.Manifest
 	sizes := make([]int, len(em.Tensors))
 	for i, s := range em.TensorShapes {
 		sizes[i] = tensor.Numel(s)
 	}
 	groups := Groups(em.Tensors, sizes)
-	s := &Summary{Run: opts.Run, EPK: opts.EPK, RunFingerprint: epkout.RunFingerprint(c.manifest), Samples: n, P: val.P,
+	s := &Summary{EPKSource: c.Source(), Samples: n, P: val.P,
 		Top: min(opts.Top, n-1), HistK: min(opts.HistK, n-1)}
 	for _, t := range em.Tensors {
 		if GroupOf(t) == "" {
@@ -190,7 +154,7 @@ func Do(opts Options) (*Summary, error) {
 	}
 	other := make([]float64, n*n)
 	for i, t := range em.Tensors {
-		a, err := c.epk.Array("scores/" + t)
+		a, err := c.EPK.Array("scores/" + t)
 		if err != nil {
 			return nil, err
 		}
@@ -319,11 +283,7 @@ func Do(opts Options) (*Summary, error) {
 	}
 	add(path)
 	s.Files = append(files, "summary.json")
-	raw, err := json.MarshalIndent(s, "", "  ")
-	if err != nil {
-		return nil, err
-	}
-	if err := atomicfile.WriteBytes(filepath.Join(opts.Out, "summary.json"), append(raw, '\n')); err != nil {
+	if err := expio.WriteJSON(filepath.Join(opts.Out, "summary.json"), s); err != nil {
 		return nil, err
 	}
 	return s, nil

@@ -4,76 +4,21 @@ import (
 	"fmt"
 	"image"
 	"image/color"
-	"image/png"
-	"io"
 	"math"
 	"strconv"
 
-	"github.com/explaind/explaind/internal/atomicfile"
+	"github.com/explaind/explaind/experiments/expio"
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/palette"
 	"gonum.org/v1/plot/palette/moreland"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/vg"
 	"gonum.org/v1/plot/vg/draw"
-	"gonum.org/v1/plot/vg/vgimg"
-	"gonum.org/v1/plot/vg/vgsvg"
 )
 
 // maxPixels bounds a heatmap's side in cells: larger matrices are shown as
 // block means.
 const maxPixels = 600
-
-// pngWriter encodes an image as PNG, favouring speed over size.
-type pngWriter struct{ img image.Image }
-
-// WriteTo implements io.WriterTo.
-func (p pngWriter) WriteTo(w io.Writer) (int64, error) {
-	cw := &countWriter{w: w}
-	err := (&png.Encoder{CompressionLevel: png.BestSpeed}).Encode(cw, p.img)
-	return cw.n, err
-}
-
-// countWriter counts the bytes written through it.
-type countWriter struct {
-	w io.Writer
-	n int64
-}
-
-// Write implements io.Writer.
-func (c *countWriter) Write(b []byte) (int, error) {
-	n, err := c.w.Write(b)
-	c.n += int64(n)
-	return n, err
-}
-
-// saveFigure draws a w×h figure with paint and writes it as base.png and
-// base.svg, each atomically; it returns the two file names.
-func saveFigure(base string, w, h vg.Length, paint func(draw.Canvas)) ([]string, error) {
-	var files []string
-	for _, format := range []string{"png", "svg"} {
-		var wt io.WriterTo
-		if format == "png" {
-			c := vgimg.NewWith(vgimg.UseWH(w, h), vgimg.UseDPI(120))
-			paint(draw.New(c))
-			wt = pngWriter{c.Image()}
-		} else {
-			c := vgsvg.New(w, h)
-			paint(draw.New(c))
-			wt = c
-		}
-		path := base + "." + format
-		err := atomicfile.Write(path, func(out io.Writer) error {
-			_, err := wt.WriteTo(out)
-			return err
-		})
-		if err != nil {
-			return nil, err
-		}
-		files = append(files, path)
-	}
-	return files, nil
-}
 
 // withColorBar writes p with a vertical colour bar of cm on its right.
 func withColorBar(p *plot.Plot, cm palette.ColorMap, label string, w, h vg.Length, base string) ([]string, error) {
@@ -83,7 +28,7 @@ func withColorBar(p *plot.Plot, cm palette.ColorMap, label string, w, h vg.Lengt
 	bar.Y.Label.Text = label
 	bar.Add(&plotter.ColorBar{ColorMap: cm, Vertical: true, Colors: 64})
 	barW := vg.Points(70)
-	return saveFigure(base, w, h, func(dc draw.Canvas) {
+	return expio.SaveFigure(base, w, h, func(dc draw.Canvas) {
 		p.Draw(draw.Crop(dc, 0, -barW, 0, 0))
 		bar.Draw(draw.Crop(dc, w-barW, -vg.Points(8), vg.Points(40), -vg.Points(30)))
 	})
@@ -290,7 +235,7 @@ func histograms(rows [][]histPanel, title, base string) ([]string, error) {
 	head := plot.New()
 	head.HideAxes()
 	head.Title.Text = title
-	return saveFigure(base, w, h, func(dc draw.Canvas) {
+	return expio.SaveFigure(base, w, h, func(dc draw.Canvas) {
 		head.Draw(draw.Crop(dc, 0, 0, h-0.4*vg.Inch, 0))
 		body := draw.Crop(dc, 0, 0, 0, -0.4*vg.Inch)
 		t := draw.Tiles{Rows: len(rows), Cols: len(rows[0]), PadX: vg.Points(12), PadY: vg.Points(10), PadTop: vg.Points(4), PadBottom: vg.Points(4), PadLeft: vg.Points(4), PadRight: vg.Points(8)}

@@ -7,14 +7,19 @@
 //   - LinePlot draws lines over a common x axis, each with an optional
 //     shaded band (say the minimum and maximum over seeds);
 //   - SavePlots writes one or more plots, stacked vertically, as base.png
-//     and base.svg.
+//     and base.svg, and SaveFigure does the same for a figure drawn by a
+//     function (a plot with a legend or colour bar beside it, say);
+//   - OpenEPK opens a run together with the `explaind epk` output that
+//     explains it, for the experiments that read one (prune, components).
 package expio
 
 import (
 	"encoding/csv"
 	"encoding/json"
 	"fmt"
+	"image"
 	"image/color"
+	"image/png"
 	"io"
 	"math"
 	"strconv"
@@ -142,38 +147,83 @@ func LinePlot(title, xLabel, yLabel string, series []Series) (*plot.Plot, error)
 }
 
 // SavePlots draws the plots stacked vertically, each w × h, and writes
-// them as base+".png" and base+".svg", atomically.
+// them as base+".png" (144 dpi) and base+".svg", atomically.
 func SavePlots(base string, w, h vg.Length, plots ...*plot.Plot) error {
 	if len(plots) == 0 {
 		return fmt.Errorf("expio: no plots to write to %s", base)
 	}
-	total := h * vg.Length(len(plots))
-	for _, format := range []string{"png", "svg"} {
-		var c vg.CanvasWriterTo
-		switch format {
-		case "png":
-			c = vgimg.PngCanvas{Canvas: vgimg.NewWith(vgimg.UseWH(w, total), vgimg.UseDPI(144), vgimg.UseBackgroundColor(color.White))}
-		case "svg":
-			c = vgsvg.New(w, total)
-		}
-		dc := draw.New(c)
-		grid := make([][]*plot.Plot, len(plots))
-		for i, p := range plots {
-			grid[i] = []*plot.Plot{p}
-		}
-		tiles := draw.Tiles{Rows: len(plots), Cols: 1, PadTop: vg.Millimeter * 2, PadBottom: vg.Millimeter * 2,
-			PadLeft: vg.Millimeter * 2, PadRight: vg.Millimeter * 2, PadY: vg.Millimeter * 4}
+	grid := make([][]*plot.Plot, len(plots))
+	for i, p := range plots {
+		grid[i] = []*plot.Plot{p}
+	}
+	tiles := draw.Tiles{Rows: len(plots), Cols: 1, PadTop: vg.Millimeter * 2, PadBottom: vg.Millimeter * 2,
+		PadLeft: vg.Millimeter * 2, PadRight: vg.Millimeter * 2, PadY: vg.Millimeter * 4}
+	_, err := saveFigure(base, w, h*vg.Length(len(plots)), 144, png.DefaultCompression, func(dc draw.Canvas) {
 		canvases := plot.Align(grid, tiles, dc)
 		for i, p := range plots {
 			p.Draw(canvases[i][0])
 		}
+	})
+	return err
+}
+
+// SaveFigure draws a w × h figure with paint, once for each format, and
+// writes it as base+".png" (120 dpi, compressed for speed rather than
+// size) and base+".svg", each atomically. It returns the two paths
+// written, the PNG first. paint draws on a canvas of the whole figure;
+// use draw.Crop to lay out several parts (a plot and its legend, say).
+func SaveFigure(base string, w, h vg.Length, paint func(draw.Canvas)) ([]string, error) {
+	return saveFigure(base, w, h, 120, png.BestSpeed, paint)
+}
+
+// saveFigure is SaveFigure with the PNG's resolution and compression.
+func saveFigure(base string, w, h vg.Length, dpi int, level png.CompressionLevel, paint func(draw.Canvas)) ([]string, error) {
+	files := make([]string, 0, 2)
+	for _, format := range []string{"png", "svg"} {
+		var wt io.WriterTo
+		if format == "png" {
+			c := vgimg.NewWith(vgimg.UseWH(w, h), vgimg.UseDPI(dpi), vgimg.UseBackgroundColor(color.White))
+			paint(draw.New(c))
+			wt = pngWriter{img: c.Image(), level: level}
+		} else {
+			c := vgsvg.New(w, h)
+			paint(draw.New(c))
+			wt = c
+		}
 		path := base + "." + format
 		if err := atomicfile.Write(path, func(out io.Writer) error {
-			_, err := c.WriteTo(out)
+			_, err := wt.WriteTo(out)
 			return err
 		}); err != nil {
-			return err
+			return nil, err
 		}
+		files = append(files, path)
 	}
-	return nil
+	return files, nil
+}
+
+// pngWriter encodes an image as PNG at the given compression level.
+type pngWriter struct {
+	img   image.Image
+	level png.CompressionLevel
+}
+
+// WriteTo implements io.WriterTo.
+func (p pngWriter) WriteTo(w io.Writer) (int64, error) {
+	cw := &countWriter{w: w}
+	err := (&png.Encoder{CompressionLevel: p.level}).Encode(cw, p.img)
+	return cw.n, err
+}
+
+// countWriter counts the bytes written through it.
+type countWriter struct {
+	w io.Writer
+	n int64
+}
+
+// Write implements io.Writer.
+func (c *countWriter) Write(b []byte) (int, error) {
+	n, err := c.w.Write(b)
+	c.n += int64(n)
+	return n, err
 }

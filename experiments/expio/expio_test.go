@@ -4,18 +4,27 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"encoding/xml"
+	"errors"
+	"image/png"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/explaind/explaind/epkout"
 	"github.com/explaind/explaind/experiments/expio"
 	"github.com/explaind/explaind/history"
 	"github.com/explaind/explaind/nn"
 	"github.com/explaind/explaind/tensor"
 	"github.com/explaind/explaind/train"
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/vg"
+	"gonum.org/v1/plot/vg/draw"
 )
 
 func TestWriteCSVAndJSON(t *testing.T) {
@@ -66,11 +75,7 @@ func TestPlots(t *testing.T) {
 	if err := expio.SavePlots(base, 10*vg.Centimeter, 6*vg.Centimeter, p, p); err != nil {
 		t.Fatal(err)
 	}
-	png, _ := os.ReadFile(base + ".png")
-	svg, _ := os.ReadFile(base + ".svg")
-	if !bytes.HasPrefix(png, []byte("\x89PNG")) || !bytes.Contains(svg, []byte("<svg")) {
-		t.Errorf("%d bytes of PNG, %d of SVG", len(png), len(svg))
-	}
+	checkFigure(t, base, 567, 680) // 10 cm × 2·6 cm at 144 dpi
 	if _, err := expio.LinePlot("t", "x", "y", []expio.Series{{X: []float64{1}, Y: nil}}); err == nil {
 		t.Error("x and y of different lengths: want an error")
 	}
@@ -103,13 +108,82 @@ func TestLoadParams(t *testing.T) {
 	}
 }
 
-func TestOpenRun(t *testing.T) {
-	if _, err := expio.OpenRun("swap", filepath.Join(t.TempDir(), "none"), "modulo"); err == nil || !strings.Contains(err.Error(), "swap: --run") {
-		t.Errorf("missing run: %v", err)
+// checkFigure fails t unless base.png is a PNG of w×h pixels (±1) and
+// base.svg an SVG document.
+func checkFigure(t *testing.T, base string, w, h int) {
+	t.Helper()
+	f, err := os.Open(base + ".png")
+	if err != nil {
+		t.Fatal(err)
 	}
-	if _, err := expio.OpenRun("swap", "", "modulo"); err == nil || !strings.Contains(err.Error(), "--run") {
-		t.Errorf("no run named: %v", err)
+	defer f.Close()
+	cfg, err := png.DecodeConfig(f)
+	if err != nil {
+		t.Fatalf("%s.png: %v", base, err)
 	}
+	if cfg.Width < w-1 || cfg.Width > w+1 || cfg.Height < h-1 || cfg.Height > h+1 {
+		t.Errorf("%s.png is %d×%d pixels, want %d×%d", base, cfg.Width, cfg.Height, w, h)
+	}
+	svg, err := os.ReadFile(base + ".svg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := xml.NewDecoder(bytes.NewReader(svg))
+	for {
+		tok, err := d.Token()
+		if err != nil {
+			t.Fatalf("%s.svg has no root element: %v", base, err)
+		}
+		if se, ok := tok.(xml.StartElement); ok {
+			if se.Name.Local != "svg" {
+				t.Errorf("%s.svg: root element %s, want svg", base, se.Name.Local)
+			}
+			break
+		}
+	}
+	for {
+		if _, err := d.Token(); err != nil {
+			if !errors.Is(err, io.EOF) {
+				t.Errorf("%s.svg is not well-formed XML: %v", base, err)
+			}
+			break
+		}
+	}
+}
+
+func TestSaveFigure(t *testing.T) {
+	p := plot.New()
+	l, err := plotter.NewLine(plotter.XYs{{X: 0, Y: 1}, {X: 1, Y: 3}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Add(l)
+	leg := plot.NewLegend()
+	leg.Add("line", l)
+	calls := 0
+	paint := func(dc draw.Canvas) {
+		calls++
+		p.Draw(draw.Crop(dc, 0, -vg.Inch, 0, 0))
+		leg.Draw(draw.Crop(dc, 3*vg.Inch, 0, 0, 0))
+	}
+	base := filepath.Join(t.TempDir(), "fig")
+	files, err := expio.SaveFigure(base, 4*vg.Inch, 3*vg.Inch, paint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(files, []string{base + ".png", base + ".svg"}) || calls != 2 {
+		t.Errorf("SaveFigure wrote %v, painting %d times; want %s.png and %s.svg, painted twice", files, calls, base, base)
+	}
+	checkFigure(t, base, 480, 360) // 4 × 3 inches at 120 dpi
+	missing := filepath.Join(t.TempDir(), "no", "such", "dir", "fig")
+	if _, err := expio.SaveFigure(missing, vg.Inch, vg.Inch, paint); err == nil {
+		t.Error("writing into a missing directory: want an error")
+	}
+}
+
+// tinyModuloRun trains a three-step modulo run and returns its directory.
+func tinyModuloRun(t *testing.T) string {
+	t.Helper()
 	c := train.ModuloDefaults()
 	c.Modulo = &train.ModuloTask{P: 7, TrainSize: 10, ValSize: 4, DModel: 4, Heads: 2, MLP: 4}
 	c.Epochs, c.StopAtPerfect, c.CheckpointEvery = 3, false, 2
@@ -117,6 +191,137 @@ func TestOpenRun(t *testing.T) {
 	if _, err := train.Train[float32](context.Background(), dir, c, train.Options{}); err != nil {
 		t.Fatal(err)
 	}
+	return dir
+}
+
+// writeEPK writes a complete EPK output in dir that claims to explain the
+// run r with the given presets (their arrays left out) over the
+// validation samples idx with the given labels, under the given
+// fingerprint ("": r's).
+func writeEPK(t *testing.T, r *expio.Run, dir, fingerprint string, presets []string, idx, labels []int) {
+	t.Helper()
+	if fingerprint == "" {
+		fingerprint = r.Fingerprint
+	}
+	em := epkout.Manifest{Run: r.Dir, RunFingerprint: fingerprint, Presets: presets, Test: epkout.TestSet{Split: "val", Count: len(idx)},
+		Classes: r.Data.Val.Classes}
+	for _, p := range r.Manifest.Params {
+		em.Tensors, em.TensorShapes = append(em.Tensors, p.Name), append(em.TensorShapes, p.Shape)
+	}
+	w, err := epkout.NewWriter(dir, em)
+	if err == nil {
+		err = epkout.Write(w, "test_indices", int64s(idx), epkout.ArrayInfo{Shape: []int{len(idx)}})
+	}
+	if err == nil {
+		err = epkout.Write(w, "test_labels", int64s(labels), epkout.ArrayInfo{Shape: []int{len(labels)}})
+	}
+	if err == nil {
+		err = w.WriteManifest(true)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// must returns b, panicking on err.
+func must(b []byte, err error) []byte {
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+// int64s converts v to int64.
+func int64s(v []int) []int64 {
+	out := make([]int64, len(v))
+	for i, x := range v {
+		out[i] = int64(x)
+	}
+	return out
+}
+
+func TestOpenEPK(t *testing.T) {
+	run := tinyModuloRun(t)
+	opened, err := expio.OpenRun("components", run, "modulo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	val := opened.Data.ModuloVal
+	label := func(x int) int { return val.Pairs[x].Label }
+	root := t.TempDir()
+	good := filepath.Join(root, "good")
+	writeEPK(t, opened, good, "", []string{epkout.Components}, []int{3, 0}, []int{label(3), label(0)})
+	use := expio.EPKUse{Command: "components", Task: "modulo", Does: "analyses modulo runs", Preset: epkout.Components}
+	r, err := expio.OpenEPK(use, run, good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Dir != run || r.Config.Task != "modulo" || r.Manifest.Steps == nil || r.EPK.Dir != good {
+		t.Errorf("opened %+v", r)
+	}
+	src := r.Source()
+	if src != (expio.EPKSource{Run: run, EPK: good, RunFingerprint: opened.Fingerprint}) {
+		t.Errorf("Source() = %+v", src)
+	}
+	raw, err := json.Marshal(struct {
+		expio.EPKSource
+		N int `json:"n"`
+	}{src, 1})
+	if want := `{"run":` + string(must(json.Marshal(run))) + `,"epk":` + string(must(json.Marshal(good))) + `,"run_fingerprint":"` + opened.Fingerprint + `","n":1}`; err != nil || string(raw) != want {
+		t.Errorf("an embedded EPKSource marshals as %s (%v), want %s", raw, err, want)
+	}
+	idx, err := r.TestSamples("validation", val.Len(), label)
+	if err != nil || !slices.Equal(idx, []int{3, 0}) {
+		t.Errorf("TestSamples: %v, %v; want [3 0]", idx, err)
+	}
+	if _, err := r.TestSamples("validation", 3, label); err == nil || !strings.Contains(err.Error(), "components: the EPK output's test index 3 is outside the run's 3 validation samples") {
+		t.Errorf("index outside the data: %v", err)
+	}
+	wrong := filepath.Join(root, "wrong")
+	writeEPK(t, opened, wrong, "", []string{epkout.Components}, []int{3, 0}, []int{label(3), label(0) + 1})
+	r, err = expio.OpenEPK(use, run, wrong)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "components: the EPK output gives validation sample 0 label"
+	if _, err := r.TestSamples("validation", val.Len(), label); err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("wrong label: %v, want %q", err, want)
+	}
+
+	other := filepath.Join(root, "other")
+	writeEPK(t, opened, other, "0123456789abcdef", []string{epkout.Components}, []int{0}, []int{label(0)})
+	cnn := expio.EPKUse{Command: "prune", Task: "cnn", Does: `prunes CNN runs (task "cnn", ResNet-9)`,
+		Hints: map[string]string{"modulo": "for a modulo run use `explaind components`"}, Preset: epkout.Pruning}
+	for _, c := range []struct {
+		use      expio.EPKUse
+		run, epk string
+		want     string
+	}{
+		{use, "", good, "components: name the run (--run) and the EPK output (--epk)"},
+		{use, run, "", "components: name the run (--run) and the EPK output (--epk)"},
+		{use, filepath.Join(root, "none"), good, "not a run directory"},
+		{use, run, filepath.Join(root, "none"), "not an EPK output"},
+		{use, run, other, "different run"},
+		{cnn, run, good, "prune: " + run + " is a \"modulo\" run; `explaind prune` prunes CNN runs (task \"cnn\", ResNet-9); for a modulo run use `explaind components`"},
+		{expio.EPKUse{Command: "x", Task: "modulo", Preset: epkout.Pruning}, run, good, "--preset pruning"},
+	} {
+		if _, err := expio.OpenEPK(c.use, c.run, c.epk); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("OpenEPK(%s, %q, %q): %v; want an error with %q", c.use.Command, c.run, c.epk, err, c.want)
+		}
+	}
+	if _, err := expio.OpenEPK(expio.EPKUse{Command: "x", Task: "cnn", Does: "reads CNN runs"}, run, good); err == nil || err.Error() != "x: "+run+" is a \"modulo\" run; `explaind x` reads CNN runs" {
+		t.Errorf("wrong task without a hint: %v", err)
+	}
+}
+
+func TestOpenRun(t *testing.T) {
+	if _, err := expio.OpenRun("swap", filepath.Join(t.TempDir(), "none"), "modulo"); err == nil || !strings.Contains(err.Error(), "swap: --run") {
+		t.Errorf("missing run: %v", err)
+	}
+	if _, err := expio.OpenRun("swap", "", "modulo"); err == nil || !strings.Contains(err.Error(), "--run") {
+		t.Errorf("no run named: %v", err)
+	}
+	dir := tinyModuloRun(t)
 	r, err := expio.OpenRun("swap", dir, "modulo")
 	if err != nil {
 		t.Fatal(err)

@@ -122,3 +122,117 @@ func LoadParams[T interface{ ~float32 | ~float64 }](dst, src []*nn.Param[T]) err
 	}
 	return nil
 }
+
+// EPKUse says which runs and `explaind epk` outputs an experiment reads,
+// and how OpenEPK's errors name them.
+type EPKUse struct {
+	// Command names the experiment ("prune"); every error starts with it.
+	Command string
+	// Task is the task of the runs the experiment works on ("cnn" or
+	// "modulo").
+	Task string
+	// Does completes the sentence "`explaind Command` ..." in the error
+	// for a run of another task, saying what the experiment does with
+	// which runs: `prunes CNN runs (task "cnn", ResNet-9)`.
+	Does string
+	// Hints maps another task to advice added to that error, such as
+	// "for a modulo run use `explaind components`".
+	Hints map[string]string
+	// Preset is the preset of `explaind epk` the experiment reads.
+	Preset string
+}
+
+// EPKRun is a recorded run's manifest and configuration with the
+// `explaind epk` output that explains it, as checked by OpenEPK. Unlike
+// Run, it rebuilds neither the model nor the data.
+type EPKRun struct {
+	// Dir is the run directory as given.
+	Dir string
+	// Manifest is the run's manifest and Config its training
+	// configuration.
+	Manifest *history.Manifest
+	Config   *train.Config
+	// EPK is the opened EPK output.
+	EPK *epkout.Output
+	// command names the experiment in errors.
+	command string
+}
+
+// OpenEPK reads the manifest of the run in dir and opens the EPK output in
+// epkDir for the experiment u describes. It checks, before any work, that
+// the run is of task u.Task, that the output is complete, was computed for
+// this run (its fingerprint and parameter tensors) and holds u.Preset;
+// the errors of epkout and history are returned as they are, since they
+// name the directory at fault and the command that fixes it.
+func OpenEPK(u EPKUse, dir, epkDir string) (*EPKRun, error) {
+	if dir == "" || epkDir == "" {
+		return nil, fmt.Errorf("%s: name the run (--run) and the EPK output (--epk)", u.Command)
+	}
+	m, err := history.ReadManifest(dir)
+	if err != nil {
+		return nil, err
+	}
+	r := &EPKRun{Dir: dir, Manifest: m, Config: new(train.Config), command: u.Command}
+	if err := json.Unmarshal(m.Config, r.Config); err != nil {
+		return nil, fmt.Errorf("%s: %s: the run's configuration is unreadable: %v", u.Command, dir, err)
+	}
+	if task := r.Config.Task; task != u.Task {
+		hint := ""
+		if h := u.Hints[task]; h != "" {
+			hint = "; " + h
+		}
+		return nil, fmt.Errorf("%s: %s is a %q run; `explaind %s` %s%s", u.Command, dir, task, u.Command, u.Does, hint)
+	}
+	if r.EPK, err = epkout.Open(epkDir); err != nil {
+		return nil, err
+	}
+	if err := r.EPK.CheckRun(m); err != nil {
+		return nil, err
+	}
+	if err := r.EPK.Require(u.Preset); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// TestSamples reads the EPK output's test_indices and test_labels and
+// checks them against the run's data: n samples, of which label(x) is
+// sample x's label; split names the samples in errors ("test",
+// "validation"). It returns the indices, in the output's order.
+func (r *EPKRun) TestSamples(split string, n int, label func(x int) int) ([]int, error) {
+	idx, err := r.EPK.Ints("test_indices")
+	if err != nil {
+		return nil, err
+	}
+	labels, err := r.EPK.Ints("test_labels")
+	if err != nil {
+		return nil, err
+	}
+	if len(labels) != len(idx) {
+		return nil, fmt.Errorf("%s: the EPK output has %d test indices and %d labels", r.command, len(idx), len(labels))
+	}
+	for i, x := range idx {
+		if x < 0 || x >= n {
+			return nil, fmt.Errorf("%s: the EPK output's test index %d is outside the run's %d %s samples", r.command, x, n, split)
+		}
+		if l := label(x); l != labels[i] {
+			return nil, fmt.Errorf("%s: the EPK output gives %s sample %d label %d, the run's data %d", r.command, split, x, labels[i], l)
+		}
+	}
+	return idx, nil
+}
+
+// EPKSource says what an experiment that reads an EPK output computed its
+// results from: the run and EPK output directories, as given, and the
+// run's fingerprint (epkout.RunFingerprint). Summaries embed it, which
+// puts its fields first in their JSON.
+type EPKSource struct {
+	Run            string `json:"run"`
+	EPK            string `json:"epk"`
+	RunFingerprint string `json:"run_fingerprint"`
+}
+
+// Source returns the EPKSource of the run and EPK output r holds.
+func (r *EPKRun) Source() EPKSource {
+	return EPKSource{Run: r.Dir, EPK: r.EPK.Dir, RunFingerprint: epkout.RunFingerprint(r.Manifest)}
+}

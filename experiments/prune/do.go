@@ -3,7 +3,6 @@ package prune
 import (
 	"bytes"
 	"encoding/csv"
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,6 +10,7 @@ import (
 	"strconv"
 
 	"github.com/explaind/explaind/epkout"
+	"github.com/explaind/explaind/experiments/expio"
 	"github.com/explaind/explaind/history"
 	"github.com/explaind/explaind/internal/atomicfile"
 	"github.com/explaind/explaind/tensor"
@@ -32,9 +32,8 @@ type Options struct {
 
 // Summary is DIR/summary.json.
 type Summary struct {
-	Run            string `json:"run"`
-	EPK            string `json:"epk"`
-	RunFingerprint string `json:"run_fingerprint"`
+	// EPKSource names the run and EPK output read.
+	expio.EPKSource
 	// Scope, Seeds, Seed and Keep are as configured; Grids the fractions.
 	Scope string   `json:"scope"`
 	Seeds int      `json:"seeds"`
@@ -55,49 +54,32 @@ type Summary struct {
 	Files []string `json:"files"`
 }
 
-// checked is what Do has read before any work.
-type checked struct {
-	manifest *history.Manifest
-	config   train.Config
-	epk      *epkout.Output
+// use is what `explaind prune` reads: a CNN run and the EPK output's
+// pruning preset.
+var use = expio.EPKUse{
+	Command: "prune",
+	Task:    "cnn",
+	Does:    `prunes CNN runs (task "cnn", ResNet-9)`,
+	Hints:   map[string]string{"modulo": "for a modulo run use `explaind components`"},
+	Preset:  epkout.Pruning,
 }
 
 // check validates the options and reads the run's manifest and the EPK
 // output's: every error a mistaken command line can provoke comes from here,
 // before any work.
-func check(opts *Options) (*checked, error) {
+func check(opts *Options) (*expio.EPKRun, error) {
 	if opts.Run == "" || opts.EPK == "" || opts.Out == "" {
 		return nil, fmt.Errorf("prune: name the run (--run), the EPK output (--epk) and the output directory (--out)")
 	}
 	if err := opts.Config.Check(); err != nil {
 		return nil, err
 	}
-	m, err := history.ReadManifest(opts.Run)
+	c, err := expio.OpenEPK(use, opts.Run, opts.EPK)
 	if err != nil {
 		return nil, err
 	}
-	c := &checked{manifest: m}
-	if err := json.Unmarshal(m.Config, &c.config); err != nil {
-		return nil, fmt.Errorf("prune: %s: the run's configuration is unreadable: %v", opts.Run, err)
-	}
-	if c.config.Task != "cnn" {
-		hint := ""
-		if c.config.Task == "modulo" {
-			hint = "; for a modulo run use `explaind components`"
-		}
-		return nil, fmt.Errorf("prune: %s is a %q run; `explaind prune` prunes CNN runs (task \"cnn\", ResNet-9)%s", opts.Run, c.config.Task, hint)
-	}
-	if c.epk, err = epkout.Open(opts.EPK); err != nil {
-		return nil, err
-	}
-	if err := c.epk.CheckRun(m); err != nil {
-		return nil, err
-	}
-	if err := c.epk.Require(epkout.Pruning); err != nil {
-		return nil, err
-	}
 	for _, k := range opts.Keep {
-		if !slices.ContainsFunc(m.Params, func(p history.ParamInfo) bool { return p.Name == k }) {
+		if !slices.ContainsFunc(c.Manifest.Params, func(p history.ParamInfo) bool { return p.Name == k }) {
 			return nil, fmt.Errorf("prune: the layer %q to leave unpruned is not a parameter of the run", k)
 		}
 	}
@@ -113,13 +95,13 @@ func Do(opts Options) (*Summary, error) {
 	if err != nil {
 		return nil, err
 	}
-	if c.manifest.Dtype == "float64" {
+	if c.Manifest.Dtype == "float64" {
 		return do[float64](&opts, c)
 	}
 	return do[float32](&opts, c)
 }
 
-func do[T tensor.Float](opts *Options, c *checked) (*Summary, error) {
+func do[T tensor.Float](opts *Options, c *expio.EPKRun) (*Summary, error) {
 	r, sess, _, err := train.Open[T](opts.Run)
 	if err != nil {
 		return nil, err
@@ -127,29 +109,16 @@ func do[T tensor.Float](opts *Options, c *checked) (*Summary, error) {
 	if err := r.Seek(r.Steps()); err != nil {
 		return nil, err
 	}
-	d, err := train.LoadData[T](&c.config)
+	d, err := train.LoadData[T](c.Config)
 	if err != nil {
 		return nil, err
 	}
-	test, err := c.epk.Ints("test_indices")
+	test, err := c.TestSamples("test", d.Val.Len(), func(x int) int { return d.Val.Labels[x] })
 	if err != nil {
 		return nil, err
-	}
-	labels, err := c.epk.Ints("test_labels")
-	if err != nil {
-		return nil, err
-	}
-	if len(labels) != len(test) {
-		return nil, fmt.Errorf("prune: the EPK output has %d test indices and %d labels", len(test), len(labels))
 	}
 	scoring := make([]bool, d.Val.Len())
-	for i, x := range test {
-		if x < 0 || x >= d.Val.Len() {
-			return nil, fmt.Errorf("prune: the EPK output's test index %d is outside the run's %d test samples", x, d.Val.Len())
-		}
-		if d.Val.Labels[x] != labels[i] {
-			return nil, fmt.Errorf("prune: the EPK output gives test sample %d label %d, the run's data %d", x, labels[i], d.Val.Labels[x])
-		}
+	for _, x := range test {
 		scoring[x] = true
 	}
 	var evalIdx []int
@@ -166,11 +135,11 @@ func do[T tensor.Float](opts *Options, c *checked) (*Summary, error) {
 		return nil, err
 	}
 	importance := map[string][]float64{}
-	for _, name := range c.epk.Manifest.Tensors {
+	for _, name := range c.EPK.Manifest.Tensors {
 		if slices.Contains(opts.Keep, name) {
 			continue
 		}
-		a, err := c.epk.Array("importance/" + name)
+		a, err := c.EPK.Array("importance/" + name)
 		if err != nil {
 			return nil, err
 		}
@@ -180,7 +149,7 @@ func do[T tensor.Float](opts *Options, c *checked) (*Summary, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Summary{Run: opts.Run, EPK: opts.EPK, RunFingerprint: epkout.RunFingerprint(c.manifest),
+	s := &Summary{EPKSource: c.Source(),
 		Scope: opts.Scope, Seeds: opts.Seeds, Seed: opts.Seed, Keep: opts.Keep, Grids: opts.Grids,
 		ScoringSamples: len(test), EvalSamples: eval.Len(), PrunableParams: PrunableSize(res.Layers),
 		Layers: res.Layers, Unpruned: res.Unpruned, Curves: res.Curves()}
@@ -239,11 +208,7 @@ func write(dir string, s *Summary, res *Result) error {
 		}
 	}
 	s.Files = append(files, "summary.json")
-	raw, err := json.MarshalIndent(s, "", "  ")
-	if err != nil {
-		return err
-	}
-	return atomicfile.WriteBytes(filepath.Join(dir, "summary.json"), append(raw, '\n'))
+	return expio.WriteJSON(filepath.Join(dir, "summary.json"), s)
 }
 
 // rowsCSV renders every evaluation as CSV: method, seed, fraction kept,

@@ -2,79 +2,22 @@ package prune
 
 import (
 	"fmt"
-	"image"
 	"image/color"
-	"image/png"
-	"io"
 	"slices"
 	"strconv"
 
-	"github.com/explaind/explaind/internal/atomicfile"
+	"github.com/explaind/explaind/experiments/expio"
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/palette"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/vg"
 	"gonum.org/v1/plot/vg/draw"
-	"gonum.org/v1/plot/vg/vgimg"
-	"gonum.org/v1/plot/vg/vgsvg"
 )
-
-// pngWriter encodes an image as PNG, favouring speed over size.
-type pngWriter struct{ img image.Image }
-
-// WriteTo implements io.WriterTo.
-func (p pngWriter) WriteTo(w io.Writer) (int64, error) {
-	cw := &countWriter{w: w}
-	err := (&png.Encoder{CompressionLevel: png.BestSpeed}).Encode(cw, p.img)
-	return cw.n, err
-}
-
-// countWriter counts the bytes written through it.
-type countWriter struct {
-	w io.Writer
-	n int64
-}
-
-// Write implements io.Writer.
-func (c *countWriter) Write(b []byte) (int, error) {
-	n, err := c.w.Write(b)
-	c.n += int64(n)
-	return n, err
-}
-
-// saveFigure draws a w×h figure with paint and writes it as base.png and
-// base.svg, each atomically; it returns the two file names.
-func saveFigure(base string, w, h vg.Length, paint func(draw.Canvas)) ([]string, error) {
-	var files []string
-	for _, format := range []string{"png", "svg"} {
-		var wt io.WriterTo
-		switch format {
-		case "png":
-			c := vgimg.NewWith(vgimg.UseWH(w, h), vgimg.UseDPI(120))
-			paint(draw.New(c))
-			wt = pngWriter{c.Image()}
-		default:
-			c := vgsvg.New(w, h)
-			paint(draw.New(c))
-			wt = c
-		}
-		path := base + "." + format
-		err := atomicfile.Write(path, func(out io.Writer) error {
-			_, err := wt.WriteTo(out)
-			return err
-		})
-		if err != nil {
-			return nil, err
-		}
-		files = append(files, path)
-	}
-	return files, nil
-}
 
 // savePlotLegend writes p with the legend leg in a strip of width legendW
 // on its right.
 func savePlotLegend(p *plot.Plot, leg plot.Legend, w, h, legendW vg.Length, base string) ([]string, error) {
-	return saveFigure(base, w, h, func(dc draw.Canvas) {
+	return expio.SaveFigure(base, w, h, func(dc draw.Canvas) {
 		p.Draw(draw.Crop(dc, 0, -legendW, 0, 0))
 		strip := draw.Crop(dc, w-legendW, 0, 0, -vg.Points(30))
 		leg.Draw(strip)
