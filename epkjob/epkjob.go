@@ -382,10 +382,29 @@ func run[T, E tensor.Float](ctx context.Context, o Options, m *history.Manifest)
 	}
 	// The range is replayed and checked against its recorded hashes
 	// before any work, so a run that fails verification is refused early.
+	// A run stamped as reproducing under this executable (it trained the
+	// run, or replayed it before) skips that replay; the pass still checks
+	// every step's hash.
 	if resume == nil {
 		spec.Preflight = func() error {
+			covered, why, err := history.StampCovers(o.Run, to, o.Software)
+			if err != nil {
+				return err
+			}
+			if covered {
+				if o.Log != nil {
+					fmt.Fprintf(o.Log, "%s: skipping the pre-flight replay\n", why)
+				}
+				return nil
+			}
+			if o.Log != nil {
+				fmt.Fprintf(o.Log, "replaying steps 0:%d to check them against their recorded hashes first (%s)\n", to, why)
+			}
 			if err := tr.Source.Replay.Forward(0, to, func(*history.StepView[T]) error { return ctx.Err() }); err != nil {
 				return fmt.Errorf("the run %s does not replay (run `explaind verify %s`): %w", o.Run, o.Run, err)
+			}
+			if err := history.WriteStamp(o.Run, to, "replayed", o.Software); err != nil && o.Log != nil {
+				fmt.Fprintf(o.Log, "note: the run replayed but its stamp was not written: %v\n", err)
 			}
 			return nil
 		}

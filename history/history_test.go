@@ -323,3 +323,69 @@ func verify2(t *testing.T, dir string) error {
 	}
 	return r.Verify(nil)
 }
+
+// TestStamp checks that a verification stamp covers exactly the files,
+// software and step count it was written for, and that any edit of the
+// manifest or of a checkpoint, another software string or more steps than
+// it covers voids it.
+func TestStamp(t *testing.T) {
+	dir := t.TempDir()
+	record(t, dir, false, 12)
+	const sw = "test build, 2 threads"
+	covers := func(steps int, software string) (bool, string) {
+		t.Helper()
+		ok, why, err := history.StampCovers(dir, steps, software)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ok, why
+	}
+	if ok, why := covers(12, sw); ok || !strings.Contains(why, "no verification stamp") {
+		t.Fatalf("an unstamped run is covered (%v, %q)", ok, why)
+	}
+	if err := history.WriteStamp(dir, 8, "replayed", sw); err != nil {
+		t.Fatal(err)
+	}
+	if ok, why := covers(8, sw); !ok {
+		t.Fatalf("the stamp does not cover the 8 steps it was written for: %s", why)
+	}
+	if ok, why := covers(9, sw); ok || !strings.Contains(why, "covers 8 steps") {
+		t.Fatalf("a stamp of 8 steps covers 9 (%v, %q)", ok, why)
+	}
+	if ok, why := covers(8, "other build"); ok || !strings.Contains(why, "another build") {
+		t.Fatalf("the stamp covers another software string (%v, %q)", ok, why)
+	}
+	// A wider stamp replaces a narrower one, a narrower one keeps the wider.
+	if err := history.WriteStamp(dir, 12, "trained", sw); err != nil {
+		t.Fatal(err)
+	}
+	if err := history.WriteStamp(dir, 3, "replayed", sw); err != nil {
+		t.Fatal(err)
+	}
+	if ok, why := covers(12, sw); !ok {
+		t.Fatalf("the wider stamp was lost: %s", why)
+	}
+	ckpt := filepath.Join(dir, history.CheckpointName(5))
+	data, err := os.ReadFile(ckpt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data[len(data)-1] ^= 1
+	if err := os.WriteFile(ckpt, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if ok, why := covers(12, sw); ok || !strings.Contains(why, "modified") {
+		t.Fatalf("an edited checkpoint keeps the stamp (%v, %q)", ok, why)
+	}
+	data[len(data)-1] ^= 1
+	if err := os.WriteFile(ckpt, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if ok, why := covers(12, sw); !ok {
+		t.Fatalf("the restored checkpoint is not covered: %s", why)
+	}
+	editManifest(t, dir, func(m map[string]any) { m["software"] = "edited" })
+	if ok, why := covers(12, sw); ok || !strings.Contains(why, "modified") {
+		t.Fatalf("an edited manifest keeps the stamp (%v, %q)", ok, why)
+	}
+}

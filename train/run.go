@@ -105,6 +105,7 @@ func Train[T tensor.Float](ctx context.Context, dir string, cfg Config, opt Opti
 			return nil, err
 		}
 	}
+	j.fresh = true
 	return j.run(ctx, dir, rec, opt)
 }
 
@@ -166,6 +167,9 @@ type job[T tensor.Float] struct {
 	data    *Data[T]
 	sess    *Session[T]
 	metrics []EpochMetrics
+	// fresh is set when the whole run is trained by this process, which
+	// then stamps it as verified (history.WriteStamp).
+	fresh bool
 }
 
 func newJob[T tensor.Float](cfg *Config) (*job[T], error) {
@@ -335,6 +339,12 @@ func (j *job[T]) run(ctx context.Context, dir string, rec *history.Recorder[T], 
 		"interrupted": "interrupted; continue with: explaind train --resume " + dir}
 	if err := rec.Close(done, reasons[stop]); err != nil {
 		return nil, err
+	}
+	if done && j.fresh {
+		// Replay runs the code that trained, so the executable that
+		// trained the whole run reproduces it: stamping it spares later
+		// jobs a full pre-flight replay. The stamp is only a cache.
+		_ = history.WriteStamp(dir, rec.Steps(), "trained", opt.Software)
 	}
 	sum.Done, sum.StopReason, sum.Steps = done, reasons[stop], rec.Steps()
 	if n := len(j.metrics); n > 0 {

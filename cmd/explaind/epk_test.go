@@ -869,3 +869,37 @@ func TestEPKBadInput(t *testing.T) {
 		t.Errorf("the refused job wrote into the stranger's directory: %d entries", len(entries))
 	}
 }
+
+// TestEPKPreflightStamp checks when `explaind epk` skips its pre-flight
+// replay: a run trained in one go by this executable carries a stamp and
+// skips it; without the stamp the job replays the range first and then
+// stamps the run, so the next job skips it. (TestEPKBadInput's tampered
+// copy carries a stale stamp and must still be refused.)
+func TestEPKPreflightStamp(t *testing.T) {
+	root := t.TempDir()
+	runDir := swapTestRun(t, root)
+	stamp := filepath.Join(runDir, history.StampFile)
+	if _, err := os.Stat(stamp); err != nil {
+		t.Fatalf("training left no stamp: %v", err)
+	}
+	epk := func(out string) string {
+		t.Helper()
+		msg, err := epkTestRun(t, "--run", runDir, "--out", filepath.Join(root, out), "--test-size", "2", "--preset", "validation")
+		if err != nil {
+			t.Fatalf("epk: %v\n%s", err, msg)
+		}
+		return msg
+	}
+	if msg := epk("a"); !strings.Contains(msg, "trained by this executable") || !strings.Contains(msg, "skipping the pre-flight replay") {
+		t.Errorf("a freshly trained run was not recognized by its stamp:\n%s", msg)
+	}
+	if err := os.Remove(stamp); err != nil {
+		t.Fatal(err)
+	}
+	if msg := epk("b"); !strings.Contains(msg, "replaying steps 0:6") || !strings.Contains(msg, "no verification stamp") {
+		t.Errorf("an unstamped run skipped its pre-flight replay:\n%s", msg)
+	}
+	if msg := epk("c"); !strings.Contains(msg, "replayed by this executable") {
+		t.Errorf("the pre-flight replay did not stamp the run:\n%s", msg)
+	}
+}

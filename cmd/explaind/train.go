@@ -8,6 +8,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/explaind/explaind/history"
 	"github.com/explaind/explaind/train"
 	"github.com/spf13/cobra"
 )
@@ -186,6 +187,9 @@ func newVerifyCmd() *cobra.Command {
 			}
 			if err := r.Verify(progress); err != nil {
 				return err
+			}
+			if err := history.WriteStamp(args[0], n, "replayed", buildInfo()); err != nil {
+				fmt.Fprintf(cmd.ErrOrStderr(), "note: the run verified but its stamp was not written: %v\n", err)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s: all %d steps and %d checkpoints reproduce bit for bit\n", args[0], n, len(r.Manifest().Checkpoints))
 			return nil
