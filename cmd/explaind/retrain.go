@@ -1,8 +1,9 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
-	"os"
 
 	"github.com/explaind/explaind/experiments/expio"
 	"github.com/explaind/explaind/experiments/retrain"
@@ -28,7 +29,12 @@ linear1 and linear2), attention (the heads).
 
 Writes DIR/summary.json, DIR/retrain.csv (one row per checkpoint, part and
 seed: epochs until 100%, 0 if already there, -1 if not reached) and the figure
-DIR/retrain.png / DIR/retrain.svg.`,
+DIR/retrain.png / DIR/retrain.svg, and DIR/progress.json: the rows done so far,
+rewritten after every retraining. Rerunning the same command (same run, same
+--parts, --stride, --max-checkpoints, --max-epochs, --target and --seeds)
+after an interruption, even a kill, resumes after the last retraining done;
+the results are those of an uninterrupted job. A DIR holding the result of
+another run or other settings is refused.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if out == "" {
@@ -47,14 +53,18 @@ DIR/retrain.png / DIR/retrain.svg.`,
 			if r.Data.Val.Len() == 0 {
 				return fmt.Errorf("retrain: --run %s has no validation samples", run)
 			}
-			if err := os.MkdirAll(out, 0o755); err != nil {
-				return fmt.Errorf("retrain: --out: %w", err)
+			// Refuse another job's directory before anything is written;
+			// Run reads it again, resumes and logs how many rows it reuses.
+			done, err := retrain.Resume(out, r, opt)
+			if err != nil {
+				return err
 			}
 			ctx, cancel := stopExperimentOnSignal(cmd, "after this epoch (the unfinished retraining is dropped)")
 			defer cancel()
-			if !quiet {
-				n := len(retrain.Checkpoints(r.Steps(), opt.Stride, opt.MaxCheckpoints)) * len(opt.Parts) * opt.Seeds
-				bar := newBar(cmd.ErrOrStderr(), n, "retrain: retrainings")
+			opt.Dir, opt.Log = out, cmd.ErrOrStderr()
+			total := len(retrain.Plan(retrain.Checkpoints(r.Steps(), opt.Stride, opt.MaxCheckpoints), opt.Parts, opt.Seeds))
+			if !quiet && len(done) < total {
+				bar := newBar(cmd.ErrOrStderr(), total-len(done), "retrain: retrainings")
 				opt.Progress = func(int, int) { bar.Add(1) }
 				defer bar.Finish()
 			}
@@ -62,15 +72,22 @@ DIR/retrain.png / DIR/retrain.svg.`,
 			if res == nil {
 				return runErr
 			}
+			if res.Complete && res.Reused == len(res.Rows) && written(out, r.Fingerprint) {
+				fmt.Fprintf(cmd.OutOrStdout(), "retrain: already done: %s holds the complete results of this run with these settings; nothing rewritten\n", out)
+				return nil
+			}
 			if err := retrain.Write(out, r, opt, res, buildInfo()); err != nil {
 				return err
+			}
+			if !res.Complete && errors.Is(runErr, context.Canceled) {
+				return fmt.Errorf("retrain: interrupted after %d of %d retrainings; the results so far are in %s (summary.json says \"complete\": false): rerun the same command to resume", len(res.Rows), total, out)
 			}
 			return reportExperiment(cmd, "retrain", out, res.Complete, runErr)
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&run, "run", "", "the modulo training run (required)")
-	f.StringVar(&out, "out", "", "output directory (created if missing; its files are replaced)")
+	f.StringVar(&out, "out", "", "output directory (created if missing); rerunning the same command resumes an interrupted job there")
 	f.StringSliceVar(&opt.Parts, "parts", opt.Parts, "parts to re-initialize: outer (embedding+decoder), pipeline (linear1+linear2), attention")
 	f.IntVar(&opt.Stride, "stride", opt.Stride, "steps between checkpoints, counted back from the final step")
 	f.IntVar(&opt.MaxCheckpoints, "max-checkpoints", 0, "use at most this many checkpoints, the latest first (0: all)")
@@ -82,4 +99,11 @@ DIR/retrain.png / DIR/retrain.svg.`,
 	cmd.MarkFlagRequired("run")
 	cmd.MarkFlagRequired("out")
 	return cmd
+}
+
+// written reports whether dir's summary is that of a complete result of
+// the run of the given fingerprint: whether Write finished.
+func written(dir, fingerprint string) bool {
+	s, err := retrain.ReadSummary(dir)
+	return err == nil && s.Complete && s.RunFingerprint == fingerprint
 }

@@ -1,12 +1,8 @@
 package retrain_test
 
 import (
-	"bytes"
 	"context"
-	"encoding/csv"
-	"encoding/json"
 	"errors"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -14,6 +10,7 @@ import (
 
 	"github.com/explaind/explaind/epkout"
 	"github.com/explaind/explaind/experiments/expio"
+	"github.com/explaind/explaind/experiments/expio/expiotest"
 	"github.com/explaind/explaind/experiments/retrain"
 	"github.com/explaind/explaind/nn"
 	"github.com/explaind/explaind/train"
@@ -26,20 +23,7 @@ import (
 // such a small run's path with it); its validation samples stay unlearned,
 // as p = 7 is too small to generalize.
 func tinyRun(t *testing.T) *expio.Run {
-	t.Helper()
-	c := train.ModuloDefaults()
-	c.Modulo = &train.ModuloTask{P: 7, TrainSize: 10, ValSize: 8, DModel: 8, Heads: 2, MLP: 12}
-	c.Optimizer.LR, c.Optimizer.WeightDecay = 0.05, 0.1
-	c.Epochs, c.StopAtPerfect, c.CheckpointEvery = 100, false, 25
-	dir := filepath.Join(t.TempDir(), "run")
-	if _, err := train.Train[float32](context.Background(), dir, c, train.Options{}); err != nil {
-		t.Fatal(err)
-	}
-	r, err := expio.OpenRun(retrain.Command, dir, "modulo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return r
+	return expiotest.OpenTinyModuloRun(t, retrain.Command, 10, 100, 25)
 }
 
 // session returns a training session of the run's model holding state,
@@ -298,30 +282,18 @@ func TestRunWritesOutputs(t *testing.T) {
 	if err := retrain.Write(out, r, opt, res, "test"); err != nil {
 		t.Fatal(err)
 	}
-	f, err := os.Open(filepath.Join(out, retrain.CSVFile))
-	if err != nil {
-		t.Fatal(err)
+	recs := expiotest.ReadCSV(t, filepath.Join(out, retrain.CSVFile))
+	if len(recs) != 13 || recs[0][3] != "epochs" || recs[1][0] != "100" || recs[1][3] != "-1" || recs[1][4] != "false" {
+		t.Fatalf("CSV %v: want a header and 12 rows", recs)
 	}
-	defer f.Close()
-	recs, err := csv.NewReader(f).ReadAll()
-	if err != nil || len(recs) != 13 || recs[0][3] != "epochs" || recs[1][0] != "100" || recs[1][3] != "-1" || recs[1][4] != "false" {
-		t.Fatalf("CSV %v (%v): want a header and 12 rows", recs, err)
-	}
-	b, _ := os.ReadFile(filepath.Join(out, retrain.SummaryFile))
 	var sum retrain.Summary
-	if err := json.Unmarshal(b, &sum); err != nil {
-		t.Fatal(err)
-	}
+	b := expiotest.ReadJSON(t, filepath.Join(out, retrain.SummaryFile), &sum)
 	if !sum.Complete || sum.RunFingerprint != epkout.RunFingerprint(r.Manifest) || len(sum.Points) != 6 || sum.Points[0].Checkpoint != 0 ||
 		sum.Points[0].Mean != 3 || sum.Points[0].Reached != 0 || len(sum.Headline) != 2 || sum.Headline[0].LatestUnreached != 100 ||
 		!slices.Equal(sum.Settings.PartParams[retrain.Outer], []string{"input_emb.weight", "decoder.weight"}) {
 		t.Errorf("summary %s", b)
 	}
-	png, _ := os.ReadFile(filepath.Join(out, "retrain.png"))
-	svg, _ := os.ReadFile(filepath.Join(out, "retrain.svg"))
-	if !bytes.HasPrefix(png, []byte("\x89PNG")) || !bytes.Contains(svg, []byte("<svg")) {
-		t.Errorf("figure: %d bytes of PNG, %d of SVG", len(png), len(svg))
-	}
+	expiotest.CheckFigure(t, filepath.Join(out, retrain.FigureBase))
 }
 
 func TestInterruptedRun(t *testing.T) {

@@ -3,12 +3,15 @@ package retrain
 import (
 	"context"
 	"fmt"
+	"io"
 	"math"
+	"os"
 	"path/filepath"
 	"slices"
 	"sort"
 
 	"github.com/explaind/explaind/experiments/expio"
+	"github.com/explaind/explaind/nn"
 	"gonum.org/v1/plot/vg"
 )
 
@@ -37,8 +40,17 @@ type Options struct {
 	// EvalChunk bounds the samples per forward pass (0: all at once).
 	EvalChunk int
 	// Progress, if set, is called after each retraining with the number
-	// done and the total.
+	// done (those resumed from Dir included) and the total.
 	Progress func(done, total int)
+	// Dir, if set, is the output directory. Run creates it if missing,
+	// resumes from the rows its ProgressFile holds of the same job
+	// (Resume: another run's or other settings' result there is an error)
+	// and rewrites that file after every retraining, so that an
+	// interrupted job, even one killed, loses at most the retraining in
+	// progress.
+	Dir string
+	// Log, if set, receives a line saying how many rows Run resumed.
+	Log io.Writer
 }
 
 // Check validates the options, naming the command-line flag of the first
@@ -97,11 +109,18 @@ type Result struct {
 	Rows []Row `json:"-"`
 	// Complete is false when Run was interrupted.
 	Complete bool `json:"complete"`
+	// Reused is the number of leading rows loaded from Options.Dir
+	// instead of retrained.
+	Reused int `json:"-"`
 }
 
-// Run performs the experiment on an opened modulo run. When ctx is
-// cancelled it stops after the current epoch, drops the unfinished
+// Run performs the experiment on an opened modulo run, in the order of
+// Plan. With Options.Dir set it first resumes the rows done there (see
+// Options.Dir), and saves its progress there after every retraining. When
+// ctx is cancelled it stops after the current epoch, drops the unfinished
 // retraining and returns what it has (Complete false) with ctx's error.
+// Each row depends on its checkpoint, part, seed and the options in Key
+// only, so a resumed job's rows are those of an uninterrupted one.
 func Run(ctx context.Context, run *expio.Run, opt Options) (*Result, error) {
 	if err := opt.Check(); err != nil {
 		return nil, err
@@ -113,28 +132,55 @@ func Run(ctx context.Context, run *expio.Run, opt Options) (*Result, error) {
 		return nil, fmt.Errorf("%s: --run %s has no validation samples", Command, run.Dir)
 	}
 	res := &Result{Checkpoints: Checkpoints(run.Steps(), opt.Stride, opt.MaxCheckpoints), Parts: opt.Parts}
-	total, done := len(res.Checkpoints)*len(opt.Parts)*opt.Seeds, 0
-	for _, s := range res.Checkpoints {
-		state, err := run.State(s)
+	plan := Plan(res.Checkpoints, opt.Parts, opt.Seeds)
+	if opt.Dir != "" {
+		done, err := Resume(opt.Dir, run, opt)
 		if err != nil {
 			return nil, err
 		}
-		for _, part := range opt.Parts {
-			for seed := range uint64(opt.Seeds) {
-				o, err := Retrain(ctx, Job{Config: run.Config, Data: run.Data, State: state, Part: part, Seed: seed,
-					MaxEpochs: opt.MaxEpochs, Target: opt.Target, EvalChunk: opt.EvalChunk})
-				if ctx.Err() != nil {
-					return res, ctx.Err()
-				}
-				if err != nil {
-					return nil, err
-				}
-				res.Rows = append(res.Rows, Row{Checkpoint: s, Part: part, Seed: seed, Outcome: o})
-				done++
-				if opt.Progress != nil {
-					opt.Progress(done, total)
-				}
+		if err := os.MkdirAll(opt.Dir, 0o755); err != nil {
+			return nil, fmt.Errorf("%s: --out: %w", Command, err)
+		}
+		res.Rows, res.Reused = slices.Clone(done), len(done)
+		if opt.Log != nil && len(done) > 0 {
+			what := fmt.Sprintf("resuming: %d of %d retrainings already done", len(done), len(plan))
+			if len(done) == len(plan) {
+				what = fmt.Sprintf("all %d retrainings already done", len(plan))
 			}
+			fmt.Fprintf(opt.Log, "%s: %s (%s)\n", Command, what, filepath.Join(opt.Dir, ProgressFile))
+		}
+	}
+	var state []*nn.Param[float32]
+	stateAt := -1
+	for _, id := range plan[len(res.Rows):] {
+		if err := ctx.Err(); err != nil {
+			return res, err
+		}
+		if stateAt != id.Checkpoint {
+			var err error
+			if state, err = run.State(id.Checkpoint); err != nil {
+				return nil, err
+			}
+			stateAt = id.Checkpoint
+		}
+		o, err := Retrain(ctx, Job{Config: run.Config, Data: run.Data, State: state, Part: id.Part, Seed: id.Seed,
+			MaxEpochs: opt.MaxEpochs, Target: opt.Target, EvalChunk: opt.EvalChunk})
+		if ctx.Err() != nil {
+			return res, ctx.Err()
+		}
+		if err != nil {
+			return nil, err
+		}
+		id.Outcome = o
+		res.Rows = append(res.Rows, id)
+		res.Complete = len(res.Rows) == len(plan)
+		if opt.Dir != "" {
+			if err := SaveProgress(opt.Dir, run, opt, res); err != nil {
+				return nil, err
+			}
+		}
+		if opt.Progress != nil {
+			opt.Progress(len(res.Rows), len(plan))
 		}
 	}
 	res.Complete = true
@@ -228,13 +274,10 @@ type Summary struct {
 	Software       string `json:"software"`
 	Complete       bool   `json:"complete"`
 	Settings       struct {
-		Parts          []string `json:"parts"`
-		Stride         int      `json:"stride"`
-		MaxCheckpoints int      `json:"max_checkpoints"`
-		MaxEpochs      int      `json:"max_epochs"`
-		Target         float64  `json:"target_accuracy"`
-		Seeds          int      `json:"seeds"`
-		EvalChunk      int      `json:"eval_chunk"`
+		// Settings holds the options the rows depend on (parts,
+		// stride, max_checkpoints, max_epochs, target_accuracy, seeds).
+		Settings
+		EvalChunk int `json:"eval_chunk"`
 		// PartParams maps each part to the run's parameters in it.
 		PartParams map[string][]string `json:"part_params"`
 		Optimizer  any                 `json:"optimizer"`
@@ -252,7 +295,7 @@ type Summary struct {
 func Summarize(run *expio.Run, opt Options, res *Result, software string) (*Summary, error) {
 	s := &Summary{Command: Command, Run: run.Dir, RunFingerprint: run.Fingerprint, Software: software,
 		Complete: res.Complete, FinalStep: run.Steps(), Checkpoints: res.Checkpoints, Points: Points(res, opt.MaxEpochs),
-		Files: []string{SummaryFile, CSVFile, FigureBase + ".png", FigureBase + ".svg"},
+		Files: []string{SummaryFile, CSVFile, FigureBase + ".png", FigureBase + ".svg", ProgressFile},
 		Definition: "for each checkpoint step s, part and seed: the part drawn afresh (PyTorch's default initialization, seeded), the rest loaded from the state before step s, " +
 			"then trained full batch with the run's optimizer settings from a fresh optimizer state; epochs = the first epoch after which training and validation accuracy both reach target_accuracy " +
 			"(0: already before training, -1: not within max_epochs)"}
@@ -301,10 +344,15 @@ func Summarize(run *expio.Run, opt Options, res *Result, software string) (*Summ
 // and seed) and the figure retrain.png / retrain.svg (epochs until the
 // target accuracy over the checkpoint step, a line per part with the mean
 // over seeds and a band from their minimum to their maximum) into dir,
-// which must exist. The summary is written last.
+// which must exist, and the rows with the job's key as ProgressFile (from
+// which Resume continues the job when res is not complete). The summary is
+// written last.
 func Write(dir string, run *expio.Run, opt Options, res *Result, software string) error {
 	sum, err := Summarize(run, opt, res, software)
 	if err != nil {
+		return err
+	}
+	if err := SaveProgress(dir, run, opt, res); err != nil {
 		return err
 	}
 	header := []string{"checkpoint", "part", "seed", "epochs", "reached", "train_epochs", "val_epochs", "epochs_run",

@@ -3,8 +3,6 @@ package swap_test
 import (
 	"bytes"
 	"context"
-	"encoding/csv"
-	"encoding/json"
 	"errors"
 	"math"
 	"os"
@@ -15,30 +13,18 @@ import (
 
 	"github.com/explaind/explaind/epkout"
 	"github.com/explaind/explaind/experiments/expio"
+	"github.com/explaind/explaind/experiments/expio/expiotest"
 	"github.com/explaind/explaind/experiments/swap"
 	"github.com/explaind/explaind/nn"
 	"github.com/explaind/explaind/tensor"
 	"github.com/explaind/explaind/train"
 )
 
-// tinyRun trains a small modulo run (p = 7, 24 full-batch steps,
-// checkpoints every 5 steps, so most sampled states are replayed) and
-// opens it.
+// tinyRun trains a small modulo run (p = 7, 20 training samples, 24
+// full-batch steps, checkpoints every 5 steps, so most sampled states are
+// replayed) and opens it.
 func tinyRun(t *testing.T) *expio.Run {
-	t.Helper()
-	c := train.ModuloDefaults()
-	c.Modulo = &train.ModuloTask{P: 7, TrainSize: 20, ValSize: 8, DModel: 8, Heads: 2, MLP: 12}
-	c.Optimizer.LR, c.Optimizer.WeightDecay = 0.05, 0.1
-	c.Epochs, c.StopAtPerfect, c.CheckpointEvery = 24, false, 5
-	dir := filepath.Join(t.TempDir(), "run")
-	if _, err := train.Train[float32](context.Background(), dir, c, train.Options{}); err != nil {
-		t.Fatal(err)
-	}
-	r, err := expio.OpenRun(swap.Command, dir, "modulo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return r
+	return expiotest.OpenTinyModuloRun(t, swap.Command, 20, 24, 5)
 }
 
 func TestGroupOf(t *testing.T) {
@@ -281,29 +267,17 @@ func TestWriteOutputs(t *testing.T) {
 	if err := swap.Write(out, r, opt, res, "test"); err != nil {
 		t.Fatal(err)
 	}
-	f, err := os.Open(filepath.Join(out, swap.CSVFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	recs, err := csv.NewReader(f).ReadAll()
-	if err != nil || len(recs) != 1+4*5 || recs[0][0] != "step" || recs[1][1] != "embedding+linear2+decoder" || recs[20][0] != "24" {
-		t.Fatalf("CSV: %d records (%v): want a header and 4 steps × 5 kept sets", len(recs), err)
+	recs := expiotest.ReadCSV(t, filepath.Join(out, swap.CSVFile))
+	if len(recs) != 1+4*5 || recs[0][0] != "step" || recs[1][1] != "embedding+linear2+decoder" || recs[20][0] != "24" {
+		t.Fatalf("CSV: %d records: want a header and 4 steps × 5 kept sets", len(recs))
 	}
 	var sum swap.Summary
-	b, _ := os.ReadFile(filepath.Join(out, swap.SummaryFile))
-	if err := json.Unmarshal(b, &sum); err != nil {
-		t.Fatal(err)
-	}
+	b := expiotest.ReadJSON(t, filepath.Join(out, swap.SummaryFile), &sum)
 	if !sum.Complete || sum.RunFingerprint != epkout.RunFingerprint(r.Manifest) || sum.Steps != 4 || len(sum.Headline) != 5 ||
 		sum.Settings.Every != 10 || len(sum.Settings.Groups[swap.Attention]) != 4 || sum.Headline[0].FirstStepBelow < 0 {
 		t.Errorf("summary %s", b)
 	}
-	png, _ := os.ReadFile(filepath.Join(out, "swap.png"))
-	svg, _ := os.ReadFile(filepath.Join(out, "swap.svg"))
-	if !bytes.HasPrefix(png, []byte("\x89PNG")) || !bytes.Contains(svg, []byte("<svg")) {
-		t.Errorf("figure: %d bytes of PNG, %d of SVG", len(png), len(svg))
-	}
+	expiotest.CheckFigure(t, filepath.Join(out, swap.FigureBase))
 	if tmp, _ := filepath.Glob(filepath.Join(out, ".*")); len(tmp) != 0 {
 		t.Errorf("temporary files left behind: %v", tmp)
 	}

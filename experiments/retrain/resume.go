@@ -1,0 +1,201 @@
+package retrain
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/explaind/explaind/experiments/expio"
+)
+
+// ProgressFile is the file of the output directory that holds the rows
+// done so far (Progress). Run rewrites it, atomically, after every
+// retraining when Options.Dir is set, and Write with the final result.
+const ProgressFile = "progress.json"
+
+// Settings are the options a job's rows depend on: all of Options but
+// EvalChunk, Progress, Dir and Log (the seed fixes each retraining's
+// random draws; how many samples a forward pass takes does not matter).
+type Settings struct {
+	Parts          []string `json:"parts"`
+	Stride         int      `json:"stride"`
+	MaxCheckpoints int      `json:"max_checkpoints"`
+	MaxEpochs      int      `json:"max_epochs"`
+	Target         float64  `json:"target_accuracy"`
+	Seeds          int      `json:"seeds"`
+}
+
+// Key identifies the rows of a job: the run, by its fingerprint, and the
+// settings.
+type Key struct {
+	RunFingerprint string `json:"run_fingerprint"`
+	Settings
+}
+
+// KeyOf returns the key of the job opt describes on run, with opt's
+// defaults filled in (an empty Parts is every part, a Target of 0 is 1).
+func KeyOf(run *expio.Run, opt Options) Key {
+	k := Key{RunFingerprint: run.Fingerprint, Settings: Settings{Parts: opt.Parts, Stride: opt.Stride,
+		MaxCheckpoints: opt.MaxCheckpoints, MaxEpochs: opt.MaxEpochs, Target: opt.Target, Seeds: opt.Seeds}}
+	return k.normalized()
+}
+
+func (k Key) normalized() Key {
+	if len(k.Parts) == 0 {
+		k.Parts = Parts()
+	}
+	if k.Target == 0 {
+		k.Target = 1
+	}
+	return k
+}
+
+// settingsDiff lists the options in which k (what a directory holds)
+// differs from want (what is asked for), each as "--flag THERE there,
+// HERE here"; the run's fingerprint is not compared.
+func (k Key) settingsDiff(want Key) []string {
+	var d []string
+	add := func(flag string, there, here any) {
+		if fmt.Sprint(there) != fmt.Sprint(here) {
+			d = append(d, fmt.Sprintf("--%s %v there, %v here", flag, there, here))
+		}
+	}
+	add("parts", strings.Join(k.Parts, ","), strings.Join(want.Parts, ","))
+	add("stride", k.Stride, want.Stride)
+	add("max-checkpoints", k.MaxCheckpoints, want.MaxCheckpoints)
+	add("max-epochs", k.MaxEpochs, want.MaxEpochs)
+	if k.Target != want.Target { // compared as numbers, printed in full
+		d = append(d, fmt.Sprintf("--target %s there, %s here", expio.Float(k.Target), expio.Float(want.Target)))
+	}
+	add("seeds", k.Seeds, want.Seeds)
+	return d
+}
+
+// Progress is DIR/progress.json: the rows of one job done so far, in the
+// order Run does them (Plan), and whether that is all of them.
+type Progress struct {
+	Command string `json:"command"`
+	// Run is the run directory as it was given (the key names the run by
+	// its fingerprint).
+	Run string `json:"run"`
+	Key
+	// Checkpoints lists the sampled checkpoint steps; Total is the number
+	// of retrainings of the job.
+	Checkpoints []int `json:"checkpoints"`
+	Total       int   `json:"total"`
+	Complete    bool  `json:"complete"`
+	Rows        []Row `json:"rows"`
+}
+
+// Plan returns the retrainings of a job in the order Run does them, as
+// rows without outcomes: by checkpoint (as given, from the end), part,
+// then seed 0..seeds−1.
+func Plan(checkpoints []int, parts []string, seeds int) []Row {
+	out := make([]Row, 0, len(checkpoints)*len(parts)*max(seeds, 0))
+	for _, s := range checkpoints {
+		for _, part := range parts {
+			for seed := range uint64(max(seeds, 0)) {
+				out = append(out, Row{Checkpoint: s, Part: part, Seed: seed})
+			}
+		}
+	}
+	return out
+}
+
+// SaveProgress writes res as dir's ProgressFile, atomically: a reader, or
+// a later Resume after a crash, sees the previous file or the new one.
+func SaveProgress(dir string, run *expio.Run, opt Options, res *Result) error {
+	k := KeyOf(run, opt)
+	k.Parts = res.Parts
+	p := Progress{Command: Command, Run: run.Dir, Key: k, Checkpoints: res.Checkpoints,
+		Total: len(res.Checkpoints) * len(res.Parts) * opt.Seeds, Complete: res.Complete, Rows: res.Rows}
+	if p.Rows == nil {
+		p.Rows = []Row{}
+	}
+	return expio.WriteJSON(filepath.Join(dir, ProgressFile), p)
+}
+
+// ReadSummary reads dir's SummaryFile.
+func ReadSummary(dir string) (*Summary, error) {
+	path := filepath.Join(dir, SummaryFile)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var s Summary
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, fmt.Errorf("%s is not a %s summary: %v", path, Command, err)
+	}
+	return &s, nil
+}
+
+// Resume returns the rows of the job opt describes on run that dir holds
+// already (from its ProgressFile), checked to be the first rows of Plan;
+// none when dir, or its ProgressFile, does not exist. When dir holds the
+// result of another run or of other settings (in its ProgressFile or,
+// lacking one, its SummaryFile) it returns an error that names the
+// difference and the ways out: the same settings, another directory, or
+// deleting this one. opt must be checked (Options.Check).
+func Resume(dir string, run *expio.Run, opt Options) ([]Row, error) {
+	want := KeyOf(run, opt)
+	path := filepath.Join(dir, ProgressFile)
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		s, err := ReadSummary(dir)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: --out %s: %w; choose another --out, or delete %s", Command, dir, err, dir)
+		}
+		if s.Command != "" && s.Command != Command {
+			return nil, fmt.Errorf("%s: --out %s holds the results of explaind %s; choose another --out", Command, dir, s.Command)
+		}
+		had := Key{RunFingerprint: s.RunFingerprint, Settings: s.Settings.Settings}
+		// Without a progress file (a result of an older explaind) nothing
+		// can be reused, but the result is no less worth keeping.
+		return nil, mismatch(dir, s.Run, had.normalized(), want, run.Dir)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: --out %s: %w", Command, dir, err)
+	}
+	var p Progress
+	if err := json.Unmarshal(b, &p); err != nil {
+		return nil, fmt.Errorf("%s: --out %s: %s is unreadable (%v); delete it to start over", Command, dir, path, err)
+	}
+	if p.Command != Command {
+		return nil, fmt.Errorf("%s: --out %s: %s is not the progress of explaind %s (command %q); choose another --out", Command, dir, path, Command, p.Command)
+	}
+	if err := mismatch(dir, p.Run, p.Key.normalized(), want, run.Dir); err != nil {
+		return nil, err
+	}
+	plan := Plan(Checkpoints(run.Steps(), opt.Stride, opt.MaxCheckpoints), want.Parts, opt.Seeds)
+	if len(p.Rows) > len(plan) {
+		return nil, fmt.Errorf("%s: --out %s: %s holds %d rows, the job has %d; delete it to start over", Command, dir, path, len(p.Rows), len(plan))
+	}
+	for i, r := range p.Rows {
+		if id := plan[i]; r.Checkpoint != id.Checkpoint || r.Part != id.Part || r.Seed != id.Seed {
+			return nil, fmt.Errorf("%s: --out %s: row %d of %s is checkpoint %d, part %s, seed %d; the job's is checkpoint %d, part %s, seed %d; delete it to start over",
+				Command, dir, i, path, r.Checkpoint, r.Part, r.Seed, id.Checkpoint, id.Part, id.Seed)
+		}
+	}
+	return p.Rows, nil
+}
+
+// mismatch returns nil when had (found in dir, of the run in runDir) is
+// want, else an error naming what differs and the ways out.
+func mismatch(dir, hadRun string, had, want Key, wantRun string) error {
+	if had.RunFingerprint != want.RunFingerprint {
+		return fmt.Errorf("%s: --out %s holds the %s result of another run (%s, fingerprint %s; --run %s is %s): choose another --out, or delete %s to start over",
+			Command, dir, Command, hadRun, had.RunFingerprint, wantRun, want.RunFingerprint, dir)
+	}
+	if d := had.settingsDiff(want); len(d) > 0 {
+		return fmt.Errorf("%s: --out %s holds a %s result of this run with other settings (%s): rerun with its settings to resume or keep it, choose another --out, or delete %s to start over",
+			Command, dir, Command, strings.Join(d, "; "), dir)
+	}
+	return nil
+}
