@@ -11,8 +11,12 @@
 // history, each the cheapest way:
 //
 //   - Forward queries (nothing per parameter element or training sample):
-//     forward-mode JVPs along the update's parts, plus one tangent per
-//     tensor when tensors or groups are kept;
+//     forward-mode JVPs along the update's parts; when tensors or groups
+//     are kept, one more tangent per tensor if the query keeps the class
+//     axis, else the dot products of each tensor's update with the
+//     reverse-mode features of the true class (or the class sum) at the
+//     same quadrature nodes, one reverse pass instead of a tangent per
+//     tensor;
 //   - Feature queries (per element, or with Abs): one reverse pass per
 //     quadrature node with one cotangent per class, their sum or the true
 //     class, accumulated against the update per test sample;

@@ -177,6 +177,12 @@ type qstate struct {
 	jmap    [][]int  // tensor index → entries of the tensor/group axis
 	labels  []string // tensor/group names
 	rows    int      // Sweep: rows R
+	// viaFeatures marks a Forward query keeping tensors or groups whose
+	// cotangent is one row (the true class or the class sum): its per-tensor
+	// values are the dot products of the feature pass's φ with each
+	// tensor's update, at the forward pass's own nodes, instead of one
+	// forward tangent per tensor.
+	viaFeatures bool
 }
 
 type job[T, E tensor.Float] struct {
@@ -351,7 +357,12 @@ func (j *job[T, E]) plan() error {
 		switch kind {
 		case Forward:
 			if q.Keep&(Tensor|Group) != 0 {
-				j.tensor = true
+				if st.cot == cotIdentity {
+					j.tensor = true
+				} else {
+					st.viaFeatures = true
+					j.need[st.cot] = true
+				}
 			}
 			st.acc = make([]float64, st.size(j))
 		case Feature:
@@ -681,7 +692,7 @@ func (j *job[T, E]) step(v *history.StepView[T]) error {
 			if err != nil {
 				return err
 			}
-			j.addFeatures(lo, hi, f, u)
+			j.addFeatures(si, lo, hi, f, u)
 		}
 	}
 	if j.sweep {
@@ -772,7 +783,7 @@ func (j *job[T, E]) addForward(si, lo int, res *epk.StepResult[E]) {
 			}
 			continue
 		}
-		if st.kind != Forward {
+		if st.kind != Forward || st.viaFeatures {
 			continue
 		}
 		q := st.q
@@ -867,11 +878,15 @@ func partOf[E tensor.Float](u *epk.Update[E], p Part, t int, buf []float64) []fl
 	return buf
 }
 
-// addFeatures accumulates a chunk's features into the Feature and Sweep
-// queries.
-func (j *job[T, E]) addFeatures(lo, hi int, f *epk.Features[E], u *epk.Update[E]) {
+// addFeatures accumulates a chunk's features of step index si into the
+// Feature and Sweep queries and the Forward queries evaluated through them.
+func (j *job[T, E]) addFeatures(si, lo, hi int, f *epk.Features[E], u *epk.Update[E]) {
 	K := j.ktot
 	for qi, st := range j.qs {
+		if st.kind == Forward && st.viaFeatures {
+			j.addTensorDots(st, si, lo, hi, f, u)
+			continue
+		}
 		if st.kind != Feature && st.kind != Sweep {
 			continue
 		}
@@ -915,6 +930,36 @@ func (j *job[T, E]) addFeatures(lo, hi int, f *epk.Features[E], u *epk.Update[E]
 						dst[e] += a.Data[e] * pv
 					}
 				}
+			}
+		}
+	}
+}
+
+// addTensorDots adds ⟨φ_s(x), part of Δθ_t⟩ for every tensor t to a
+// Forward query kept per tensor or group: the contribution of tensor t to
+// the true class (or the class sum) at the nodes of the forward pass.
+func (j *job[T, E]) addTensorDots(st *qstate, si, lo, hi int, f *epk.Features[E], u *epk.Update[E]) {
+	K, C := j.ktot, j.C
+	o := j.cotOff[st.cot]
+	bucket := 0
+	if st.q.Keep&Step != 0 {
+		bucket = si / max(st.q.Bucket, 1)
+	}
+	for t, size := range j.sizes {
+		part := partOf(u, st.q.Part, t, make([]float64, size))
+		phi := f.Phi[t].Data
+		for b := 0; b < hi-lo; b++ {
+			x := lo + b
+			var v float64
+			for e, pv := range phi[(b*K+o)*size : (b*K+o+1)*size] {
+				v += float64(pv) * part[e]
+			}
+			c := 0
+			if st.cot == cotLabel {
+				c = j.spec.Test.Labels[x]
+			}
+			for _, e := range st.jmap[t] {
+				st.acc[st.forwardIndex(j.X, C, bucket, x, c, e)] += v
 			}
 		}
 	}

@@ -342,6 +342,7 @@ var queries = []explain.Query{
 	{Name: "per-tensor", Keep: explain.Tensor, Part: explain.Model},
 	{Name: "per-group-test", Keep: explain.Group | explain.Test, Part: explain.Model},
 	{Name: "step-tensor-true", Keep: explain.Step | explain.Tensor | explain.Test, Classes: explain.TrueClass, Part: explain.Model},
+	{Name: "tensor-class-tangents", Keep: explain.Tensor | explain.Class | explain.Test, Part: explain.Model},
 	{Name: "resid-total", Keep: 0, Part: explain.Resid},
 	{Name: "param-test", Keep: explain.Param | explain.Test},
 	{Name: "param-class-reg", Keep: explain.Param | explain.Class, Part: explain.Reg},

@@ -131,7 +131,8 @@ type Query struct {
 type Kind uint8
 
 // The evaluations. Forward queries are JVPs along the update (one tangent
-// per part, plus one per tensor when tensors are kept); Feature queries
+// per part; when tensors are kept, one more per tensor if the class axis
+// is kept, else dot products with the feature pass); Feature queries
 // need reverse-mode features per test sample (per element); Sweep queries
 // need the reverse-time data-kernel sweep over training samples.
 const (
