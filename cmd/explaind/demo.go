@@ -53,7 +53,7 @@ var demoDefaults = func() demoPlan {
 	c.Modulo.P, c.Modulo.TrainSize, c.Modulo.ValSize = 59, 1400, 370
 	c.Epochs = 3000
 	c.StopAccuracy = 0.99
-	return demoPlan{Train: c, TestSize: 16, SwapEvery: 10}
+	return demoPlan{Train: c, TestSize: 32, SwapEvery: 10}
 }
 
 func newDemoCmd() *cobra.Command {
@@ -71,7 +71,7 @@ under --out DIR:
                          validation pairs) until it groks (99% training
                          and validation accuracy), recording its history
   2. DIR/epk             the exact path kernel over the whole training path
-                         on --test-size validation samples, 4 of each of
+                         on --test-size validation samples, 8 of each of
                          the first labels in the split (so that samples of
                          the same label can be compared), with the presets
                          validation, grokking and components; every step
@@ -102,7 +102,7 @@ current step and saves the state).`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&out, "out", "out/demo", "directory for the demo's outputs")
-	f.IntVar(&plan.TestSize, "test-size", plan.TestSize, "validation samples the EPK explains (4 per label, in split order)")
+	f.IntVar(&plan.TestSize, "test-size", plan.TestSize, "validation samples the EPK explains (8 per label, in split order)")
 	f.IntVar(&plan.SwapEvery, "swap-every", plan.SwapEvery, "stride of the swap experiment's steps")
 	f.BoolVar(&quiet, "quiet", false, "no progress bars")
 	return cmd
@@ -347,7 +347,7 @@ func demoEPK(ctx context.Context, cmd *cobra.Command, run, dir string, m *histor
 
 // demoPerLabel is the number of samples of each label the EPK explains,
 // so that the components experiment compares samples of the same label.
-const demoPerLabel = 4
+const demoPerLabel = 8
 
 // demoTestIndices returns n validation samples of the run configured by
 // cfg, per of each label: in split order, the samples of the first
