@@ -46,21 +46,24 @@ func groupedTestSetup(t *testing.T, seed uint64, rows, k int) (*models.Modulo[fl
 // gradients of PathBackward summed per group, for every parameter, with
 // empty groups left at zero and only the requested parameters filled.
 func TestModuloPathBackwardGrouped(t *testing.T) {
-	const k, tol = 3, 1e-12
+	const tol = 1e-12
 	for _, c := range []struct {
 		name    string
+		k       int // cotangents per row
 		groups  []int
 		nGroups int
 		subset  bool // ask for some parameters only
 	}{
-		{"contiguous", []int{0, 0, 1, 1, 1, 2}, 3, false},
-		{"empty groups", []int{0, 0, 2, 2, 2, 3}, 5, false},
-		{"one group", []int{0, 0, 0, 0, 0, 0}, 1, false},
-		{"singletons", []int{0, 1, 2, 3, 4, 5}, 6, false},
-		{"some parameters", []int{0, 0, 1, 1, 1, 2}, 3, true},
+		{"contiguous", 3, []int{0, 0, 1, 1, 1, 2}, 3, false},
+		{"empty groups", 3, []int{0, 0, 2, 2, 2, 3}, 5, false},
+		{"one group", 3, []int{0, 0, 0, 0, 0, 0}, 1, false},
+		{"singletons", 3, []int{0, 1, 2, 3, 4, 5}, 6, false},
+		{"some parameters", 3, []int{0, 0, 1, 1, 1, 2}, 3, true},
+		{"K=1", 1, []int{0, 1, 1, 1, 1, 3}, 4, false},
+		{"K=2, uneven", 2, []int{0, 2, 2, 2, 2, 4, 4}, 6, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			rows := len(c.groups)
+			k, rows := c.k, len(c.groups)
 			m, st, cot := groupedTestSetup(t, 41, rows, k)
 			params := m.Params()
 			perRow := nn.NewGrads(nn.PerRow, params, rows*k)
@@ -68,15 +71,15 @@ func TestModuloPathBackwardGrouped(t *testing.T) {
 				t.Fatal(err)
 			}
 			asked := params
-			if c.subset { // a linear weight, a bias, an attention tensor
+			if c.subset { // a linear weight, a bias, two attention tensors
 				asked = nil
 				for _, p := range params {
-					if p == m.Linear1.Weight || p == m.Linear2.Bias || strings.Contains(p.Name, "head1_encoder") {
+					if p == m.Linear1.Weight || p == m.Linear2.Bias || strings.Contains(p.Name, "head1_encoder") || strings.Contains(p.Name, "head2_decoder") {
 						asked = append(asked, p)
 					}
 				}
-				if len(asked) != 3 {
-					t.Fatalf("picked %d parameters, want 3", len(asked))
+				if len(asked) != 4 {
+					t.Fatalf("picked %d parameters, want 4", len(asked))
 				}
 			}
 			grouped := nn.NewGrads(nn.PerRow, asked, c.nGroups*k)
@@ -137,8 +140,9 @@ func TestModuloPathBackwardGroupedAccumulates(t *testing.T) {
 	}
 }
 
-// TestModuloPerRowValues: all parameter values but the three linear
-// weights (linear1, linear2, decoder).
+// TestModuloPerRowValues: all parameter values but the weights of the
+// three linear layers (linear1, linear2, decoder) and of the attention
+// heads, i.e. the embedding and the biases.
 func TestModuloPerRowValues(t *testing.T) {
 	for _, cfg := range []models.ModuloConfig{{P: 7, DModel: 8, Heads: 2, MLP: 12}, {P: 11, DModel: 12, Heads: 3, MLP: 5}, models.DefaultModuloConfig()} {
 		m, err := models.NewModulo[float64](cfg)
@@ -150,16 +154,16 @@ func TestModuloPerRowValues(t *testing.T) {
 			total += len(p.Value.Data)
 		}
 		c := cfg.P + 2
-		want := total - cfg.MLP*cfg.DModel - cfg.DModel*cfg.MLP - c*cfg.DModel
+		want := c*cfg.DModel + cfg.MLP + cfg.DModel // embedding, linear1 and linear2 biases
 		if got := m.PerRowValues(); got != want {
-			t.Errorf("%+v: PerRowValues %d, want %d (%d values less the linear weights)", cfg, got, want, total)
+			t.Errorf("%+v: PerRowValues %d, want %d (of %d values: the embedding and the biases)", cfg, got, want, total)
 		}
 	}
 	// The paper's model: 89024 values, of which 64·512·2 + 115·64 = 72896
-	// are the linear weights.
+	// are the linear weights and 2·64·64 = 8192 the attention weights.
 	m, _ := models.NewModulo[float64](models.DefaultModuloConfig())
-	if got := m.PerRowValues(); got != 89024-72896 {
-		t.Errorf("paper's model: PerRowValues %d, want %d", got, 89024-72896)
+	if got := m.PerRowValues(); got != 89024-72896-8192 {
+		t.Errorf("paper's model: PerRowValues %d, want %d", got, 89024-72896-8192)
 	}
 }
 
@@ -196,5 +200,47 @@ func TestModuloPathBackwardGroupedBadGroups(t *testing.T) {
 	g := nn.NewGrads(nn.PerRow, m.Params(), 2*k)
 	if err := m.PathBackwardGrouped(st, cot, g, []int{0, 0, 1, 1, 1, 2}, 3); err == nil || !strings.Contains(err.Error(), "gradient buffer") {
 		t.Errorf("buffers for 2 groups, 3 asked: got %v, want an error naming the gradient buffer", err)
+	}
+}
+
+// BenchmarkModuloPathBackwardGrouped is one call of the EPK feature pass's
+// backward step on the paper-size model in float64: 16 test samples
+// (groups) × 5 quadrature nodes (rows), K = 2 cotangents per row, every
+// parameter asked for. The path forward pass is outside the timer; the
+// group buffers accumulate over the iterations (as they may: every
+// backward adds).
+func BenchmarkModuloPathBackwardGrouped(b *testing.B) {
+	const nGroups, perGroup, k = 16, 5, 2
+	m, err := models.NewModulo[float64](models.DefaultModuloConfig())
+	if err != nil {
+		b.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	m.Init(rng)
+	rows := nGroups * perGroup
+	x := moduloTokens[float64](rng, m.Config.P, rows)
+	p := &nn.Path[float64]{Delta: map[*nn.Param[float64]]*tensor.Dense[float64]{}, T: make([]float64, rows)}
+	for _, prm := range m.Params() {
+		d := tensor.New[float64](prm.Value.Shape...)
+		nn.FillUniform(d.Data, 0.01, rng)
+		p.Delta[prm] = d
+	}
+	groups := make([]int, rows)
+	for i := range groups {
+		groups[i] = i / perGroup
+		p.T[i] = rng.Float64()
+	}
+	_, st, err := m.PathForward(x, p)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cot := tensor.New[float64](rows*k, m.Classes())
+	nn.FillUniform(cot.Data, 1, rng)
+	g := nn.NewGrads(nn.PerRow, m.Params(), nGroups*k)
+	b.ResetTimer()
+	for b.Loop() {
+		if err := m.PathBackwardGrouped(st, cot, g, groups, nGroups); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

@@ -2,6 +2,7 @@ package models
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/explaind/explaind/gemm"
 	"github.com/explaind/explaind/nn"
@@ -103,10 +104,11 @@ func (m *Modulo[T]) PathBackward(st nn.State, dy *tensor.Dense[T], g *nn.Grads[T
 // PathBackwardGrouped is PathBackward with the gradients of the rows summed
 // per group: batch row b belongs to group groups[b] (nondecreasing), and
 // g's buffers have the PerRow layout over groups, [nGroups*K, shape...]
-// (K cotangents per row). The linear layers' weight gradients, the bulk of
-// the parameters, go straight into the groups with one GEMM per run of
-// rows; the other parameters are formed per row and folded in. epk's
-// feature pass uses it to sum quadrature nodes per test sample.
+// (K cotangents per row). The weight gradients of the linear layers and
+// of the attention heads (see nn.AttentionHeads.PathBackwardGrouped), the
+// bulk of the parameters, go straight into the groups with GEMMs per run
+// of rows; the others (embedding, biases) are formed per row and folded
+// in. epk's feature pass uses it to sum quadrature nodes per test sample.
 func (m *Modulo[T]) PathBackwardGrouped(st nn.State, dy *tensor.Dense[T], g *nn.Grads[T], groups []int, nGroups int) error {
 	s, ok := st.(*moduloPathState[T])
 	if !ok {
@@ -125,7 +127,7 @@ func (m *Modulo[T]) PathBackwardGrouped(st nn.State, dy *tensor.Dense[T], g *nn.
 	// Per-row buffers for the small parameters only.
 	var small []*nn.Param[T]
 	for p := range g.Of {
-		if p != m.Linear1.Weight && p != m.Linear2.Weight && p != m.Decoder.Weight {
+		if !m.formedInGroups(p) {
 			small = append(small, p)
 		}
 	}
@@ -150,7 +152,10 @@ func (m *Modulo[T]) PathBackwardGrouped(st nn.State, dy *tensor.Dense[T], g *nn.
 		}
 		return nil
 	}
-	if err := m.pathBackwardWith(s, dy, gl, weight); err != nil {
+	attention := func(st nn.State, da *tensor.Dense[T]) (*tensor.Dense[T], error) {
+		return m.Attention.PathBackwardGrouped(st, da, g, groups, nGroups, true)
+	}
+	if err := m.pathBackwardWith(s, dy, gl, weight, attention); err != nil {
 		return fmt.Errorf("models.Modulo: %w", err)
 	}
 	for _, p := range small {
@@ -167,24 +172,39 @@ func (m *Modulo[T]) PathBackwardGrouped(st nn.State, dy *tensor.Dense[T], g *nn.
 }
 
 // PerRowValues is the number of parameter values whose gradients
-// PathBackwardGrouped forms per row: all but the three linear weights.
+// PathBackwardGrouped forms per row: the embedding and the biases, all but
+// the weights of the three linear layers and of the attention heads.
 func (m *Modulo[T]) PerRowValues() int {
 	n := 0
 	for _, p := range m.Params() {
-		if p != m.Linear1.Weight && p != m.Linear2.Weight && p != m.Decoder.Weight {
+		if !m.formedInGroups(p) {
 			n += len(p.Value.Data)
 		}
 	}
 	return n
 }
 
+// formedInGroups reports whether PathBackwardGrouped forms p's gradient
+// straight in the group buffers: the three linear weights and the
+// attention heads' encoder and decoder weights.
+func (m *Modulo[T]) formedInGroups(p *nn.Param[T]) bool {
+	return p == m.Linear1.Weight || p == m.Linear2.Weight || p == m.Decoder.Weight ||
+		slices.Contains(m.Attention.Encoders, p) || slices.Contains(m.Attention.Decoders, p)
+}
+
 func (m *Modulo[T]) pathBackward(s *moduloPathState[T], dy *tensor.Dense[T], g *nn.Grads[T]) error {
-	return m.pathBackwardWith(s, dy, g, func(w *nn.Param[T], d, x *tensor.Dense[T]) error { return perRowWeight(g, w, d, x) })
+	weight := func(w *nn.Param[T], d, x *tensor.Dense[T]) error { return perRowWeight(g, w, d, x) }
+	attention := func(st nn.State, da *tensor.Dense[T]) (*tensor.Dense[T], error) {
+		return m.Attention.PathBackward(st, da, g, true)
+	}
+	return m.pathBackwardWith(s, dy, g, weight, attention)
 }
 
 // pathBackwardWith is the path backward pass with the PerRow weight
-// gradients of the three linear layers left to weight.
-func (m *Modulo[T]) pathBackwardWith(s *moduloPathState[T], dy *tensor.Dense[T], g *nn.Grads[T], weight func(w *nn.Param[T], d, x *tensor.Dense[T]) error) error {
+// gradients of the three linear layers left to weight, and the attention
+// layer's backward pass (its weight gradients and its input cotangent) to
+// attention; g receives the other parameters' gradients.
+func (m *Modulo[T]) pathBackwardWith(s *moduloPathState[T], dy *tensor.Dense[T], g *nn.Grads[T], weight func(w *nn.Param[T], d, x *tensor.Dense[T]) error, attention func(st nn.State, da *tensor.Dense[T]) (*tensor.Dense[T], error)) error {
 	gl := g
 	if g != nil && g.Mode == nn.PerRow {
 		gl = &nn.Grads[T]{Mode: nn.PerRow, Of: make(map[*nn.Param[T]]*tensor.Dense[T], len(g.Of))}
@@ -228,7 +248,7 @@ func (m *Modulo[T]) pathBackwardWith(s *moduloPathState[T], dy *tensor.Dense[T],
 		return err
 	}
 	tensor.AddScaled(da.Data, 1, dh.Data)
-	dh0, err := m.Attention.PathBackward(s.attn, da, g, true)
+	dh0, err := attention(s.attn, da)
 	if err != nil {
 		return err
 	}

@@ -96,9 +96,59 @@ func (a *AttentionHeads[T]) PathForward(x *tensor.Dense[T], p *Path[T]) (*tensor
 // gradients have Backward's form; the weights enter only through
 // do = dy (D + t_b ΔD) and dx = dz (E + t_b ΔE).
 func (a *AttentionHeads[T]) PathBackward(st State, dy *tensor.Dense[T], g *Grads[T], needDx bool) (*tensor.Dense[T], error) {
+	return a.pathBackward("PathBackward", st, dy, g, nil, needDx)
+}
+
+// PathBackwardGrouped is PathBackward with the heads' weight gradients of
+// the cotangent rows summed per group of samples: sample b belongs to group
+// groups[b] (nondecreasing, in [0, nGroups)), and g, which must be PerRow,
+// has buffers [nGroups*K, shape...] (K cotangents per sample) for the
+// encoder and decoder weights wanted; g's other parameters are ignored.
+// The sums are formed straight in the group buffers, with one GEMM per
+// head and run of samples in one group for each of the two weights, rather
+// than row by row. dx is PathBackward's.
+func (a *AttentionHeads[T]) PathBackwardGrouped(st State, dy *tensor.Dense[T], g *Grads[T], groups []int, nGroups int, needDx bool) (*tensor.Dense[T], error) {
+	return a.pathBackward("PathBackwardGrouped", st, dy, g, &rowGroups{of: groups, n: nGroups}, needDx)
+}
+
+// rowGroups assigns each sample of a batch to a group (see
+// PathBackwardGrouped).
+type rowGroups struct {
+	of []int // the group of each sample, nondecreasing
+	n  int   // the number of groups
+}
+
+// check verifies that the groups cover b samples, nondecreasing in [0, n).
+func (r *rowGroups) check(b int) error {
+	if len(r.of) != b {
+		return fmt.Errorf("%d groups for %d samples", len(r.of), b)
+	}
+	for i, gi := range r.of {
+		if gi < 0 || gi >= r.n || (i > 0 && gi < r.of[i-1]) {
+			return fmt.Errorf("groups must be nondecreasing in [0, %d)", r.n)
+		}
+	}
+	return nil
+}
+
+// runs calls fn for each maximal run [lo, hi) of samples in one group.
+func (r *rowGroups) runs(fn func(lo, hi, group int)) {
+	for lo := 0; lo < len(r.of); {
+		hi := lo + 1
+		for hi < len(r.of) && r.of[hi] == r.of[lo] {
+			hi++
+		}
+		fn(lo, hi, r.of[lo])
+		lo = hi
+	}
+}
+
+// pathBackward is PathBackward, or PathBackwardGrouped for non-nil grp;
+// method names the caller in errors.
+func (a *AttentionHeads[T]) pathBackward(method string, st State, dy *tensor.Dense[T], g *Grads[T], grp *rowGroups, needDx bool) (*tensor.Dense[T], error) {
 	s, ok := st.(*attentionPathState[T])
 	if !ok {
-		return nil, fmt.Errorf("nn.AttentionHeads(%s): PathBackward got a state from another layer or from Forward", a.Encoders[0].Name)
+		return nil, fmt.Errorf("nn.AttentionHeads(%s): %s got a state from another layer or from Forward", a.Encoders[0].Name, method)
 	}
 	outShape, _ := a.OutShape(s.x.Shape)
 	k, err := cotangentsPerSample("AttentionHeads", dy.Shape, s.b, outShape)
@@ -107,22 +157,35 @@ func (a *AttentionHeads[T]) PathBackward(st State, dy *tensor.Dense[T], g *Grads
 	}
 	b, seq, d := s.b, s.s, a.D
 	h, hd, q := a.Heads(), a.Heads()*a.DH, a.queries(s.s)
-	rows := b * k
+	rows, bufRows := b*k, b*k
+	if grp != nil {
+		if err := grp.check(b); err != nil {
+			return nil, fmt.Errorf("nn.AttentionHeads(%s): %s: %w", a.Encoders[0].Name, method, err)
+		}
+		if g != nil && g.Mode != PerRow {
+			return nil, fmt.Errorf("nn.AttentionHeads(%s): %s needs PerRow gradient buffers", a.Encoders[0].Name, method)
+		}
+		bufRows = grp.n * k
+	}
 	gEnc := make([]*tensor.Dense[T], h)
 	gDec := make([]*tensor.Dense[T], h)
 	anyEnc, anyDec := false, false
 	for hh := 0; hh < h; hh++ {
-		if gEnc[hh], err = g.checkBuf(a.Encoders[hh], rows); err != nil {
+		if gEnc[hh], err = g.checkBuf(a.Encoders[hh], bufRows); err != nil {
 			return nil, err
 		}
-		if gDec[hh], err = g.checkBuf(a.Decoders[hh], rows); err != nil {
+		if gDec[hh], err = g.checkBuf(a.Decoders[hh], bufRows); err != nil {
 			return nil, err
 		}
 		anyEnc = anyEnc || gEnc[hh] != nil
 		anyDec = anyDec || gDec[hh] != nil
 	}
 	if anyDec {
-		a.decoderGrads(g.Mode, gDec, dy.Data, s.o, b, k, q)
+		if grp != nil {
+			a.decoderGradsGrouped(gDec, dy.Data, s.o, b, k, q, grp)
+		} else {
+			a.decoderGrads(g.Mode, gDec, dy.Data, s.o, b, k, q)
+		}
 	}
 	if !anyEnc && !needDx {
 		return nil, nil
@@ -142,7 +205,11 @@ func (a *AttentionHeads[T]) PathBackward(st State, dy *tensor.Dense[T], g *Grads
 		}
 	})
 	if anyEnc {
-		a.encoderGrads(g.Mode, gEnc, dz, s.x.Data, b, k, seq)
+		if grp != nil {
+			a.encoderGradsGrouped(gEnc, dz, s.x.Data, b, k, seq, grp)
+		} else {
+			a.encoderGrads(g.Mode, gEnc, dz, s.x.Data, b, k, seq)
+		}
 	}
 	if !needDx {
 		return nil, nil
@@ -153,6 +220,67 @@ func (a *AttentionHeads[T]) PathBackward(st State, dy *tensor.Dense[T], g *Grads
 		addScaledProduct(dx.Data, dz, s.dw.enc, rows*seq, d, hd, false, s.t, k*seq)
 	}
 	return dx, nil
+}
+
+// swapK reorders v from [B, K, S, H, N] to [B, S, H, K, N], putting the K
+// cotangents of one sample, position and head side by side. It returns v
+// itself when the order does not change (K = 1, or S = H = 1).
+func swapK[T tensor.Float](v []T, b, k, s, h, n int) []T {
+	if k == 1 || (s == 1 && h == 1) {
+		return v
+	}
+	out := make([]T, len(v))
+	for bb := 0; bb < b; bb++ {
+		for kk := 0; kk < k; kk++ {
+			for t := 0; t < s; t++ {
+				for hh := 0; hh < h; hh++ {
+					src := (((bb*k+kk)*s+t)*h + hh) * n
+					dst := (((bb*s+t)*h+hh)*k + kk) * n
+					copy(out[dst:dst+n], v[src:src+n])
+				}
+			}
+		}
+	}
+	return out
+}
+
+// decoderGradsGrouped adds the decoder gradients summed per group,
+// gD_h[g*K+k][i, e] += Σ_{b in g} Σ_q dy[b*K+k, q, i] o[b, q, h*DH+e]. With
+// dy reordered to [B, Q, K, D], a run of samples [lo, hi) in group g is,
+// for head h, one GEMM: [K*D × DH] (the group's block of gD_h) +=
+// dy[lo:hi]ᵀ ([(n·Q) × K*D]) · o[lo:hi]'s head-h columns ([(n·Q) × DH]).
+func (a *AttentionHeads[T]) decoderGradsGrouped(gDec []*tensor.Dense[T], dy, o []T, b, k, q int, grp *rowGroups) {
+	d, dh, hd := a.D, a.DH, a.Heads()*a.DH
+	dyp := swapK(dy, b, k, q, 1, d)
+	grp.runs(func(lo, hi, gi int) {
+		for hh, gd := range gDec {
+			if gd == nil {
+				continue
+			}
+			gemm.Gemm(true, false, k*d, dh, (hi-lo)*q, 1, dyp[lo*q*k*d:hi*q*k*d], k*d,
+				o[lo*q*hd+hh*dh:hi*q*hd], hd, 1, gd.Data[gi*k*d*dh:(gi+1)*k*d*dh], dh)
+		}
+	})
+}
+
+// encoderGradsGrouped adds the encoder gradients summed per group,
+// gE_h[g*K+k][e, :] += Σ_{b in g} Σ_t dz[b*K+k, t, h*DH+e] x[b, t, :].
+// With dz reordered to [B, S, H, K, DH], a run of samples [lo, hi) in group
+// g is, for head h, one GEMM: [K*DH × D] (the group's block of gE_h) +=
+// dz[lo:hi]'s head-h columns ([(n·S) × K*DH])ᵀ · x[lo:hi] ([(n·S) × D]).
+func (a *AttentionHeads[T]) encoderGradsGrouped(gEnc []*tensor.Dense[T], dz, x []T, b, k, seq int, grp *rowGroups) {
+	d, dh, h := a.D, a.DH, a.Heads()
+	kh := k * h * dh
+	dzp := swapK(dz, b, k, seq, h, dh)
+	grp.runs(func(lo, hi, gi int) {
+		for hh, ge := range gEnc {
+			if ge == nil {
+				continue
+			}
+			gemm.Gemm(true, false, k*dh, d, (hi-lo)*seq, 1, dzp[lo*seq*kh+hh*k*dh:hi*seq*kh], kh,
+				x[lo*seq*d:hi*seq*d], d, 1, ge.Data[gi*k*dh*d:(gi+1)*k*dh*d], d)
+		}
+	})
 }
 
 // decoderGrads adds the decoder gradients gD_h[i, e] += Σ dy[r, q, i]
