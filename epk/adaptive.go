@@ -141,7 +141,7 @@ func (e *Evaluator[T]) integrate(c *stepCtx[T], pending []interval, tan *nn.Tang
 					nt = append(nt, iv.lo+(iv.hi-iv.lo)*u)
 				}
 			}
-			_, dy, err := e.model.PathJVP(gatherRows(c.x, ns, 1), c.path(nt), tan)
+			_, dy, err := e.model.PathJVP(tensor.GatherRows(c.x, ns, 1), c.path(nt), tan)
 			if err != nil {
 				return err
 			}

@@ -136,7 +136,7 @@ func chunks(n, size int, fn func(lo, hi int) error) error {
 func (e *Evaluator[T]) forwardRows(c *stepCtx[T], samples []int, ts []float64) ([]float64, error) {
 	var out []float64
 	err := chunks(len(samples), e.opt.MaxRows, func(lo, hi int) error {
-		y, _, err := e.model.PathForward(gatherRows(c.x, samples[lo:hi], 1), c.path(ts[lo:hi]))
+		y, _, err := e.model.PathForward(tensor.GatherRows(c.x, samples[lo:hi], 1), c.path(ts[lo:hi]))
 		if err != nil {
 			return err
 		}
@@ -155,7 +155,7 @@ func (e *Evaluator[T]) forwardRows(c *stepCtx[T], samples []int, ts []float64) (
 // t-derivatives) of test samples at positions ts, [rows, S] flattened, and S.
 func (e *Evaluator[T]) switchRows(c *stepCtx[T], samples []int, ts []float64, deriv bool) (sw, dsw []float64, S int, err error) {
 	err = chunks(len(samples), e.opt.MaxRows, func(lo, hi int) error {
-		s, d, err := e.sw.PathSwitches(gatherRows(c.x, samples[lo:hi], 1), c.path(ts[lo:hi]), deriv)
+		s, d, err := e.sw.PathSwitches(tensor.GatherRows(c.x, samples[lo:hi], 1), c.path(ts[lo:hi]), deriv)
 		if err != nil {
 			return err
 		}
@@ -384,7 +384,7 @@ func (e *Evaluator[T]) accumulateNodes(c *stepCtx[T], nodes []Node, tan *nn.Tang
 		for i, nd := range nodes[lo:hi] {
 			ns[i], nt[i] = nd.Sample, nd.T
 		}
-		_, dy, err := e.model.PathJVP(gatherRows(c.x, ns, 1), c.path(nt), tan)
+		_, dy, err := e.model.PathJVP(tensor.GatherRows(c.x, ns, 1), c.path(nt), tan)
 		if err != nil {
 			return err
 		}
@@ -496,7 +496,7 @@ func (e *Evaluator[T]) features(c *stepCtx[T], plan *Plan, cot *tensor.Dense[T])
 		for i, nd := range nodes[lo:hi] {
 			ns[i], nt[i] = nd.Sample, nd.T
 		}
-		_, state, err := e.model.PathForward(gatherRows(c.x, ns, 1), c.path(nt))
+		_, state, err := e.model.PathForward(tensor.GatherRows(c.x, ns, 1), c.path(nt))
 		if err != nil {
 			return err
 		}

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math"
 	"sort"
+
+	"github.com/explaind/explaind/tensor"
 )
 
 // maxProbeDepth bounds how often Exact subdivides a grid interval of one
@@ -287,7 +289,7 @@ func (e *Evaluator[T]) refine(c *stepCtx[T], brs []bracket, S int, st *Stats) er
 		st.ForwardRows += len(samples)
 		if picker != nil {
 			err := chunks(len(samples), e.opt.MaxRows, func(lo, hi int) error {
-				v, err := picker.PathSwitchesAt(gatherRows(c.x, samples[lo:hi], 1), c.path(ts[lo:hi]), units[lo:hi])
+				v, err := picker.PathSwitchesAt(tensor.GatherRows(c.x, samples[lo:hi], 1), c.path(ts[lo:hi]), units[lo:hi])
 				if err != nil {
 					return err
 				}

@@ -141,18 +141,6 @@ func (mv *mover[T]) restore() {
 	}
 }
 
-// gatherRows returns the rows idx of a batch-major array, per consecutive
-// entries of the first axis each (per = 1 for samples, K for K cotangent
-// rows per sample).
-func gatherRows[T tensor.Float](a *tensor.Dense[T], idx []int, per int) *tensor.Dense[T] {
-	n := len(a.Data) / a.Shape[0] * per
-	out := &tensor.Dense[T]{Shape: append([]int{len(idx) * per}, a.Shape[1:]...), Data: make([]T, len(idx)*n)}
-	for i, r := range idx {
-		copy(out.Data[i*n:(i+1)*n], a.Data[r*n:(r+1)*n])
-	}
-	return out
-}
-
 // scatterRows copies row block i of src to row block idx[i] of dst.
 func scatterRows[T tensor.Float](dst, src *tensor.Dense[T], idx []int) {
 	n := len(src.Data) / len(idx)
@@ -199,7 +187,7 @@ func (lp *layerPath[T]) PathForward(x *tensor.Dense[T], p *nn.Path[T]) (*tensor.
 	var y *tensor.Dense[T]
 	for _, g := range st.groups {
 		mv.set(g.t)
-		yg, sg, err := lp.l.Forward(gatherRows(x, g.rows, 1))
+		yg, sg, err := lp.l.Forward(tensor.GatherRows(x, g.rows, 1))
 		if err != nil {
 			return nil, nil, err
 		}
@@ -229,7 +217,7 @@ func (lp *layerPath[T]) PathBackward(st nn.State, dy *tensor.Dense[T], g *nn.Gra
 	defer mv.restore()
 	for i, gr := range s.groups {
 		mv.set(gr.t)
-		dyg := gatherRows(dy, gr.rows, k)
+		dyg := tensor.GatherRows(dy, gr.rows, k)
 		if g == nil || g.Mode == nn.Summed {
 			if _, err := lp.l.Backward(s.states[i], dyg, g, false); err != nil {
 				return err
@@ -273,7 +261,7 @@ func (lp *layerPath[T]) PathJVP(x *tensor.Dense[T], p *nn.Path[T], t *nn.Tangent
 	var y, dy *tensor.Dense[T]
 	for _, g := range groupRows(ts) {
 		mv.set(g.t)
-		yg, dyg, err := lp.l.JVP(gatherRows(x, g.rows, 1), nil, t)
+		yg, dyg, err := lp.l.JVP(tensor.GatherRows(x, g.rows, 1), nil, t)
 		if err != nil {
 			return nil, nil, err
 		}

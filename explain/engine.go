@@ -245,7 +245,7 @@ func newJob[T, E tensor.Float](src Source[T], model nn.Layer[E], path epk.PathMo
 	}
 	j := &job[T, E]{src: src, model: model, params: model.Params(), spec: spec, X: spec.Test.X.Shape[0], S: spec.To - spec.From}
 	// The number of classes, from the model itself.
-	y, _, err := model.Forward(gatherRows(spec.Test.X, []int{0}))
+	y, _, err := model.Forward(tensor.GatherRows(spec.Test.X, []int{0}, 1))
 	if err != nil {
 		return nil, fmt.Errorf("explain: the model does not accept the test samples: %w", err)
 	}
@@ -460,16 +460,6 @@ func fmtBytes(n int64) string {
 	return fmt.Sprintf("%d B", n)
 }
 
-// gatherRows returns the rows idx of x (first axis).
-func gatherRows[E tensor.Float](x *tensor.Dense[E], idx []int) *tensor.Dense[E] {
-	per := len(x.Data) / x.Shape[0]
-	out := tensor.New[E](append([]int{len(idx)}, x.Shape[1:]...)...)
-	for i, r := range idx {
-		copy(out.Data[i*per:(i+1)*per], x.Data[r*per:(r+1)*per])
-	}
-	return out
-}
-
 // convertParams converts parameters to precision E.
 func convertParams[E, T tensor.Float](ps []*nn.Param[T]) []*nn.Param[E] {
 	out := make([]*nn.Param[E], len(ps))
@@ -681,7 +671,7 @@ func (j *job[T, E]) step(v *history.StepView[T]) error {
 		for i := range idx {
 			idx[i] = lo + i
 		}
-		x := gatherRows(j.spec.Test.X, idx)
+		x := tensor.GatherRows(j.spec.Test.X, idx, 1)
 		res, err := j.ev.Contributions(u, x, nil)
 		if err != nil {
 			return err
@@ -1016,7 +1006,7 @@ func (j *job[T, E]) addTraining(v *history.StepView[T], u *epk.Update[E]) error 
 		for i := range rows {
 			rows[i] = lo + i
 		}
-		y, state, err := model.Forward(gatherRows(xb, rows))
+		y, state, err := model.Forward(tensor.GatherRows(xb, rows, 1))
 		if err != nil {
 			return err
 		}

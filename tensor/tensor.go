@@ -149,3 +149,15 @@ func AddScaled[T Float](dst []T, alpha T, src []T) {
 		dst[i] += alpha * v
 	}
 }
+
+// GatherRows returns the row blocks idx of a batch-major array, per
+// consecutive entries of the first axis each (per = 1 for samples, K for K
+// cotangent rows per sample), as a new array.
+func GatherRows[T Float](a *Dense[T], idx []int, per int) *Dense[T] {
+	n := len(a.Data) / a.Shape[0] * per
+	out := &Dense[T]{Shape: append([]int{len(idx) * per}, a.Shape[1:]...), Data: make([]T, len(idx)*n)}
+	for i, r := range idx {
+		copy(out.Data[i*n:(i+1)*n], a.Data[r*n:(r+1)*n])
+	}
+	return out
+}

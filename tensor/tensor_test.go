@@ -2,6 +2,7 @@ package tensor
 
 import (
 	"math"
+	"slices"
 	"testing"
 )
 
@@ -50,4 +51,24 @@ func TestRelErr(t *testing.T) {
 		t.Errorf("AddScaled: %v", dst)
 	}
 	AddScaled(dst, 2, nil) // an empty source is fine
+}
+
+func TestGatherRows(t *testing.T) {
+	a, err := FromSlice([]float64{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11}, 6, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := GatherRows(a, []int{2, 0}, 1)
+	if !SameShape(got.Shape, []int{2, 2}) || !slices.Equal(got.Data, []float64{4, 5, 0, 1}) {
+		t.Errorf("per 1: got %v %v, want [2 2] [4 5 0 1]", got.Shape, got.Data)
+	}
+	// Blocks of 2 rows: block 1 is rows 2 and 3.
+	got = GatherRows(a, []int{1, 2}, 2)
+	if !SameShape(got.Shape, []int{4, 2}) || !slices.Equal(got.Data, []float64{4, 5, 6, 7, 8, 9, 10, 11}) {
+		t.Errorf("per 2: got %v %v", got.Shape, got.Data)
+	}
+	got.Data[0] = -1
+	if a.Data[4] != 4 {
+		t.Error("GatherRows shares its result's data with its input")
+	}
 }
