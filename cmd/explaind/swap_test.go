@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/csv"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/explaind/explaind/data"
 	"github.com/explaind/explaind/epkout"
+	"github.com/explaind/explaind/experiments/expio/expiotest"
 	"github.com/explaind/explaind/history"
 )
 
@@ -23,21 +23,6 @@ func swapTestRun(t *testing.T, root string) string {
 		t.Fatalf("train: %v\n%s", err, out)
 	}
 	return dir
-}
-
-// swapTestCSV reads a CSV file written by a command.
-func swapTestCSV(t *testing.T, path string) [][]string {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	recs, err := csv.NewReader(f).ReadAll()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return recs
 }
 
 // swapTestSummary reads DIR/summary.json and checks that it names the run
@@ -70,7 +55,7 @@ func TestSwapCommand(t *testing.T) {
 	if err != nil || !strings.Contains(msg, "results written to "+out) {
 		t.Fatalf("swap: %v\n%s", err, msg)
 	}
-	recs := swapTestCSV(t, filepath.Join(out, "swap.csv"))
+	recs := expiotest.ReadCSV(t, filepath.Join(out, "swap.csv"))
 	if len(recs) != 1+3*5 || !slices.Equal(recs[0], []string{"step", "kept", "swapped_val_acc", "step_val_acc", "acc_diff", "kl_final_swapped"}) {
 		t.Fatalf("swap.csv: %d records, header %v; want 3 steps (0, 4, 6) × 5 kept sets", len(recs), recs[0])
 	}
@@ -96,7 +81,7 @@ func TestSwapCommand(t *testing.T) {
 	if err != nil {
 		t.Fatalf("swap --kept: %v\n%s", err, msg)
 	}
-	if recs := swapTestCSV(t, filepath.Join(out, "swap.csv")); len(recs) != 1+2 || recs[1][1] != "all-but-linear1+linear2" {
+	if recs := expiotest.ReadCSV(t, filepath.Join(out, "swap.csv")); len(recs) != 1+2 || recs[1][1] != "all-but-linear1+linear2" {
 		t.Errorf("swap --kept: %v", recs)
 	}
 }
@@ -109,7 +94,7 @@ func TestRetrainCommand(t *testing.T) {
 	if err != nil || !strings.Contains(msg, "results written to "+out) {
 		t.Fatalf("retrain: %v\n%s", err, msg)
 	}
-	recs := swapTestCSV(t, filepath.Join(out, "retrain.csv"))
+	recs := expiotest.ReadCSV(t, filepath.Join(out, "retrain.csv"))
 	if len(recs) != 1+3*2*2 || recs[0][0] != "checkpoint" || recs[0][3] != "epochs" {
 		t.Fatalf("retrain.csv: %d records; want 3 checkpoints (6, 3, 0) × 2 parts × 2 seeds", len(recs))
 	}
