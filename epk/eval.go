@@ -487,7 +487,9 @@ func (e *Evaluator[T]) features(c *stepCtx[T], plan *Plan, cot *tensor.Dense[T])
 	if grouped {
 		perRow = gm.PerRowValues()
 	}
-	rowsPer := max(1, min(e.opt.MaxGradValues/max(1, K*perRow), e.opt.MaxRows))
+	// MaxRows bounds rows × cotangents of one backward call, MaxGradValues
+	// the per-row gradient buffers (none when the model sums groups itself).
+	rowsPer := max(1, min(e.opt.MaxGradValues/max(1, K*perRow), e.opt.MaxRows/K))
 	nodes := plan.Nodes
 	err = chunks(len(nodes), rowsPer, func(lo, hi int) error {
 		n := hi - lo

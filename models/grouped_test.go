@@ -42,6 +42,26 @@ func groupedTestSetup(t *testing.T, seed uint64, rows, k int) (*models.Modulo[fl
 	return m, st, cot
 }
 
+// pick returns the parameters of params that are one of want, a parameter
+// or a string its name contains, failing unless each picks one.
+func pick(t *testing.T, params []*nn.Param[float64], want ...any) []*nn.Param[float64] {
+	t.Helper()
+	var out []*nn.Param[float64]
+	for _, p := range params {
+		for _, w := range want {
+			if q, ok := w.(*nn.Param[float64]); ok && q == p {
+				out = append(out, p)
+			} else if name, ok := w.(string); ok && strings.Contains(p.Name, name) {
+				out = append(out, p)
+			}
+		}
+	}
+	if len(out) != len(want) {
+		t.Fatalf("picked %d parameters, want %d", len(out), len(want))
+	}
+	return out
+}
+
 // TestModuloPathBackwardGrouped: the grouped gradients are the per-row
 // gradients of PathBackward summed per group, for every parameter, with
 // empty groups left at zero and only the requested parameters filled.
@@ -52,15 +72,18 @@ func TestModuloPathBackwardGrouped(t *testing.T) {
 		k       int // cotangents per row
 		groups  []int
 		nGroups int
-		subset  bool // ask for some parameters only
+		subset  string // ask for some parameters only: "some", "embedding", "biases"
 	}{
-		{"contiguous", 3, []int{0, 0, 1, 1, 1, 2}, 3, false},
-		{"empty groups", 3, []int{0, 0, 2, 2, 2, 3}, 5, false},
-		{"one group", 3, []int{0, 0, 0, 0, 0, 0}, 1, false},
-		{"singletons", 3, []int{0, 1, 2, 3, 4, 5}, 6, false},
-		{"some parameters", 3, []int{0, 0, 1, 1, 1, 2}, 3, true},
-		{"K=1", 1, []int{0, 1, 1, 1, 1, 3}, 4, false},
-		{"K=2, uneven", 2, []int{0, 2, 2, 2, 2, 4, 4}, 6, false},
+		{"contiguous", 3, []int{0, 0, 1, 1, 1, 2}, 3, ""},
+		{"empty groups", 3, []int{0, 0, 2, 2, 2, 3}, 5, ""},
+		{"one group", 3, []int{0, 0, 0, 0, 0, 0}, 1, ""},
+		{"singletons", 3, []int{0, 1, 2, 3, 4, 5}, 6, ""},
+		{"some parameters", 3, []int{0, 0, 1, 1, 1, 2}, 3, "some"},
+		{"embedding only", 2, []int{0, 0, 1, 3, 3, 3}, 4, "embedding"},
+		{"biases only", 2, []int{1, 1, 1, 2, 2, 2}, 3, "biases"},
+		{"K=1", 1, []int{0, 1, 1, 1, 1, 3}, 4, ""},
+		{"K=2, uneven", 2, []int{0, 2, 2, 2, 2, 4, 4}, 6, ""},
+		{"K=5, many rows", 5, []int{0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 4, 4, 4, 4, 4, 4, 4}, 5, ""},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			k, rows := c.k, len(c.groups)
@@ -71,16 +94,13 @@ func TestModuloPathBackwardGrouped(t *testing.T) {
 				t.Fatal(err)
 			}
 			asked := params
-			if c.subset { // a linear weight, a bias, two attention tensors
-				asked = nil
-				for _, p := range params {
-					if p == m.Linear1.Weight || p == m.Linear2.Bias || strings.Contains(p.Name, "head1_encoder") || strings.Contains(p.Name, "head2_decoder") {
-						asked = append(asked, p)
-					}
-				}
-				if len(asked) != 4 {
-					t.Fatalf("picked %d parameters, want 4", len(asked))
-				}
+			switch c.subset {
+			case "some": // a linear weight, a bias, two attention tensors
+				asked = pick(t, params, m.Linear1.Weight, m.Linear2.Bias, "head1_encoder", "head2_decoder")
+			case "embedding":
+				asked = pick(t, params, m.Embedding.Weight)
+			case "biases":
+				asked = pick(t, params, m.Linear1.Bias, m.Linear2.Bias)
 			}
 			grouped := nn.NewGrads(nn.PerRow, asked, c.nGroups*k)
 			if err := m.PathBackwardGrouped(st, cot, grouped, c.groups, c.nGroups); err != nil {
@@ -140,30 +160,28 @@ func TestModuloPathBackwardGroupedAccumulates(t *testing.T) {
 	}
 }
 
-// TestModuloPerRowValues: all parameter values but the weights of the
-// three linear layers (linear1, linear2, decoder) and of the attention
-// heads, i.e. the embedding and the biases.
+// TestModuloPerRowValues: PathBackwardGrouped forms every gradient in the
+// group buffers, none per row.
 func TestModuloPerRowValues(t *testing.T) {
-	for _, cfg := range []models.ModuloConfig{{P: 7, DModel: 8, Heads: 2, MLP: 12}, {P: 11, DModel: 12, Heads: 3, MLP: 5}, models.DefaultModuloConfig()} {
+	for _, cfg := range []models.ModuloConfig{{P: 7, DModel: 8, Heads: 2, MLP: 12}, models.DefaultModuloConfig()} {
 		m, err := models.NewModulo[float64](cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
-		total := 0
-		for _, p := range m.Params() {
-			total += len(p.Value.Data)
-		}
-		c := cfg.P + 2
-		want := c*cfg.DModel + cfg.MLP + cfg.DModel // embedding, linear1 and linear2 biases
-		if got := m.PerRowValues(); got != want {
-			t.Errorf("%+v: PerRowValues %d, want %d (of %d values: the embedding and the biases)", cfg, got, want, total)
+		if got := m.PerRowValues(); got != 0 {
+			t.Errorf("%+v: PerRowValues %d, want 0", cfg, got)
 		}
 	}
-	// The paper's model: 89024 values, of which 64·512·2 + 115·64 = 72896
-	// are the linear weights and 2·64·64 = 8192 the attention weights.
-	m, _ := models.NewModulo[float64](models.DefaultModuloConfig())
-	if got := m.PerRowValues(); got != 89024-72896-8192 {
-		t.Errorf("paper's model: PerRowValues %d, want %d", got, 89024-72896-8192)
+}
+
+// TestModuloPathBackwardGroupedNoGrads: with no buffers (nil or empty
+// Grads) PathBackwardGrouped checks its arguments and does nothing else.
+func TestModuloPathBackwardGroupedNoGrads(t *testing.T) {
+	m, st, cot := groupedTestSetup(t, 47, 4, 2)
+	for _, g := range []*nn.Grads[float64]{nil, nn.NewGrads[float64](nn.PerRow, nil, 4)} {
+		if err := m.PathBackwardGrouped(st, cot, g, []int{0, 1, 1, 2}, 3); err != nil {
+			t.Errorf("Grads %v: %v", g, err)
+		}
 	}
 }
 
@@ -196,10 +214,20 @@ func TestModuloPathBackwardGroupedBadGroups(t *testing.T) {
 			t.Errorf("%s (groups %v of %d): got %v, want an error mentioning %q", c.name, c.groups, c.nGroups, err, c.want)
 		}
 	}
-	// A buffer with the wrong number of groups.
+	// A buffer with the wrong number of groups: all of them, or one.
 	g := nn.NewGrads(nn.PerRow, m.Params(), 2*k)
 	if err := m.PathBackwardGrouped(st, cot, g, []int{0, 0, 1, 1, 1, 2}, 3); err == nil || !strings.Contains(err.Error(), "gradient buffer") {
 		t.Errorf("buffers for 2 groups, 3 asked: got %v, want an error naming the gradient buffer", err)
+	}
+	for _, p := range []*nn.Param[float64]{m.Embedding.Weight, m.Linear1.Bias, m.Linear2.Bias} {
+		g := nn.NewGrads(nn.PerRow, m.Params(), 3*k)
+		g.Of[p] = tensor.New[float64](append([]int{2 * k}, p.Value.Shape...)...)
+		if err := m.PathBackwardGrouped(st, cot, g, []int{0, 0, 1, 1, 1, 2}, 3); err == nil || !strings.Contains(err.Error(), "gradient buffer for "+p.Name) {
+			t.Errorf("%s's buffer for 2 groups, 3 asked: got %v, want an error naming it", p.Name, err)
+		}
+	}
+	if err := m.PathBackwardGrouped(st, cot, nn.NewGrads(nn.Summed, m.Params(), 0), []int{0, 0, 1, 1, 1, 2}, 3); err == nil || !strings.Contains(err.Error(), "PerRow") {
+		t.Errorf("Summed buffers: got %v, want an error asking for PerRow", err)
 	}
 }
 

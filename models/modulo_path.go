@@ -2,7 +2,6 @@ package models
 
 import (
 	"fmt"
-	"slices"
 
 	"github.com/explaind/explaind/gemm"
 	"github.com/explaind/explaind/nn"
@@ -103,12 +102,16 @@ func (m *Modulo[T]) PathBackward(st nn.State, dy *tensor.Dense[T], g *nn.Grads[T
 
 // PathBackwardGrouped is PathBackward with the gradients of the rows summed
 // per group: batch row b belongs to group groups[b] (nondecreasing), and
-// g's buffers have the PerRow layout over groups, [nGroups*K, shape...]
-// (K cotangents per row). The weight gradients of the linear layers and
-// of the attention heads (see nn.AttentionHeads.PathBackwardGrouped), the
-// bulk of the parameters, go straight into the groups with GEMMs per run
-// of rows; the others (embedding, biases) are formed per row and folded
-// in. epk's feature pass uses it to sum quadrature nodes per test sample.
+// g, which must be PerRow, has buffers with the PerRow layout over groups,
+// [nGroups*K, shape...] (K cotangents per row). Every parameter's gradient
+// goes straight into the group buffers, none is formed per row: the
+// weights of the linear layers with one GEMM per run of rows in a group,
+// those of the attention heads likewise (see
+// nn.AttentionHeads.PathBackwardGrouped), the embedding by scattering each
+// row's token cotangents into its group (see
+// nn.Embedding.PathBackwardGrouped) and the biases by adding each row's
+// cotangents to its group's. epk's feature pass uses it to sum quadrature
+// nodes per test sample.
 func (m *Modulo[T]) PathBackwardGrouped(st nn.State, dy *tensor.Dense[T], g *nn.Grads[T], groups []int, nGroups int) error {
 	s, ok := st.(*moduloPathState[T])
 	if !ok {
@@ -124,87 +127,93 @@ func (m *Modulo[T]) PathBackwardGrouped(st nn.State, dy *tensor.Dense[T], g *nn.
 			return fmt.Errorf("models.Modulo: groups must be nondecreasing in [0, %d)", nGroups)
 		}
 	}
-	// Per-row buffers for the small parameters only.
-	var small []*nn.Param[T]
-	for p := range g.Of {
-		if !m.formedInGroups(p) {
-			small = append(small, p)
-		}
+	if g != nil && g.Mode != nn.PerRow {
+		return fmt.Errorf("models.Modulo: PathBackwardGrouped needs PerRow gradient buffers")
 	}
-	gl := nn.NewGrads(nn.PerRow, small, B*K)
-	weight := func(w *nn.Param[T], d, x *tensor.Dense[T]) error {
-		buf := g.Of[w]
-		if buf == nil {
+	// buf returns p's group buffer, checked against [nGroups*K, p's shape],
+	// or nil when p's gradient is not wanted.
+	buf := func(p *nn.Param[T]) (*tensor.Dense[T], error) {
+		if g == nil || g.Of[p] == nil {
+			return nil, nil
+		}
+		b := g.Of[p]
+		if want := append([]int{nGroups * K}, p.Value.Shape...); !tensor.SameShape(b.Shape, want) {
+			return nil, fmt.Errorf("gradient buffer for %s has shape %v, want %v", p.Name, b.Shape, want)
+		}
+		return b, nil
+	}
+	linear := func(l *nn.Linear[T], d, x *tensor.Dense[T]) error {
+		out, in := l.Weight.Value.Shape[0], l.Weight.Value.Shape[1]
+		gw, err := buf(l.Weight)
+		if err != nil {
+			return err
+		}
+		if gw != nil {
+			for lo := 0; lo < B; {
+				hi := lo + 1
+				for hi < B && groups[hi] == groups[lo] {
+					hi++
+				}
+				// [K*out × in] += d[lo:hi]ᵀ (as [n × K*out]) · x[lo:hi] ([n × in]).
+				gemm.Gemm(true, false, K*out, in, hi-lo, T(1), d.Data[lo*K*out:hi*K*out], K*out, x.Data[lo*in:hi*in], in, T(1), gw.Data[groups[lo]*K*out*in:(groups[lo]+1)*K*out*in], in)
+				lo = hi
+			}
+		}
+		if l.Bias == nil {
 			return nil
 		}
-		out, in := w.Value.Shape[0], w.Value.Shape[1]
-		if want := []int{nGroups * K, out, in}; !tensor.SameShape(buf.Shape, want) {
-			return fmt.Errorf("gradient buffer for %s has shape %v, want %v", w.Name, buf.Shape, want)
+		gb, err := buf(l.Bias)
+		if err != nil || gb == nil {
+			return err
 		}
-		for lo := 0; lo < B; {
-			hi := lo + 1
-			for hi < B && groups[hi] == groups[lo] {
-				hi++
+		// gb[g*K+k] += d[b*K+k] for the rows b of group g.
+		for b, gi := range groups {
+			dst := gb.Data[gi*K*out : (gi+1)*K*out]
+			for j, v := range d.Data[b*K*out : (b+1)*K*out] {
+				dst[j] += v
 			}
-			// [K*out × in] += d[lo:hi]ᵀ (as [n × K*out]) · x[lo:hi] ([n × in]).
-			gemm.Gemm(true, false, K*out, in, hi-lo, T(1), d.Data[lo*K*out:hi*K*out], K*out, x.Data[lo*in:hi*in], in, T(1), buf.Data[groups[lo]*K*out*in:(groups[lo]+1)*K*out*in], in)
-			lo = hi
 		}
 		return nil
 	}
 	attention := func(st nn.State, da *tensor.Dense[T]) (*tensor.Dense[T], error) {
 		return m.Attention.PathBackwardGrouped(st, da, g, groups, nGroups, true)
 	}
-	if err := m.pathBackwardWith(s, dy, gl, weight, attention); err != nil {
-		return fmt.Errorf("models.Modulo: %w", err)
+	embedding := func(st nn.State, dh0 *tensor.Dense[T]) error {
+		return m.Embedding.PathBackwardGrouped(st, dh0, g, groups, nGroups)
 	}
-	for _, p := range small {
-		size := len(p.Value.Data)
-		src, dst := gl.Of[p].Data, g.Of[p].Data
-		if len(dst) != nGroups*K*size {
-			return fmt.Errorf("models.Modulo: gradient buffer for %s has %d values, want %d", p.Name, len(dst), nGroups*K*size)
-		}
-		for b := 0; b < B; b++ {
-			tensor.AddScaled(dst[groups[b]*K*size:(groups[b]+1)*K*size], 1, src[b*K*size:(b+1)*K*size])
-		}
+	if err := m.pathBackwardWith(s, dy, nil, linear, attention, embedding); err != nil {
+		return fmt.Errorf("models.Modulo: %w", err)
 	}
 	return nil
 }
 
 // PerRowValues is the number of parameter values whose gradients
-// PathBackwardGrouped forms per row: the embedding and the biases, all but
-// the weights of the three linear layers and of the attention heads.
-func (m *Modulo[T]) PerRowValues() int {
-	n := 0
-	for _, p := range m.Params() {
-		if !m.formedInGroups(p) {
-			n += len(p.Value.Data)
-		}
-	}
-	return n
-}
-
-// formedInGroups reports whether PathBackwardGrouped forms p's gradient
-// straight in the group buffers: the three linear weights and the
-// attention heads' encoder and decoder weights.
-func (m *Modulo[T]) formedInGroups(p *nn.Param[T]) bool {
-	return p == m.Linear1.Weight || p == m.Linear2.Weight || p == m.Decoder.Weight ||
-		slices.Contains(m.Attention.Encoders, p) || slices.Contains(m.Attention.Decoders, p)
-}
+// PathBackwardGrouped forms per row before summing them per group: none,
+// since every parameter's gradient goes straight into the group buffers.
+// epk's feature pass divides its gradient-value budget by it (times K) to
+// bound the rows of one call; with 0 only its row limit applies.
+func (m *Modulo[T]) PerRowValues() int { return 0 }
 
 func (m *Modulo[T]) pathBackward(s *moduloPathState[T], dy *tensor.Dense[T], g *nn.Grads[T]) error {
-	weight := func(w *nn.Param[T], d, x *tensor.Dense[T]) error { return perRowWeight(g, w, d, x) }
+	linear := func(l *nn.Linear[T], d, x *tensor.Dense[T]) error { return perRowWeight(g, l.Weight, d, x) }
 	attention := func(st nn.State, da *tensor.Dense[T]) (*tensor.Dense[T], error) {
 		return m.Attention.PathBackward(st, da, g, true)
 	}
-	return m.pathBackwardWith(s, dy, g, weight, attention)
+	embedding := func(st nn.State, dh0 *tensor.Dense[T]) error {
+		_, err := m.Embedding.PathBackward(st, dh0, g, false)
+		return err
+	}
+	return m.pathBackwardWith(s, dy, g, linear, attention, embedding)
 }
 
-// pathBackwardWith is the path backward pass with the PerRow weight
-// gradients of the three linear layers left to weight, and the attention
-// layer's backward pass (its weight gradients and its input cotangent) to
-// attention; g receives the other parameters' gradients.
-func (m *Modulo[T]) pathBackwardWith(s *moduloPathState[T], dy *tensor.Dense[T], g *nn.Grads[T], weight func(w *nn.Param[T], d, x *tensor.Dense[T]) error, attention func(st nn.State, da *tensor.Dense[T]) (*tensor.Dense[T], error)) error {
+// pathBackwardWith is the path backward pass with parts of it left to
+// hooks: linear(l, d, x) gets each linear layer with its output cotangents
+// d [B*K, out] and its input x [B, in], attention does the attention
+// layer's backward pass (its weight gradients and its input cotangent) and
+// embedding the embedding's. g, which may be nil, is passed to the linear
+// layers' PathBackward: Summed, they add all their gradients to it; PerRow,
+// only the biases', the PerRow weight gradients being left to linear.
+func (m *Modulo[T]) pathBackwardWith(s *moduloPathState[T], dy *tensor.Dense[T], g *nn.Grads[T], linear func(l *nn.Linear[T], d, x *tensor.Dense[T]) error, attention func(st nn.State, da *tensor.Dense[T]) (*tensor.Dense[T], error), embedding func(st nn.State, dh0 *tensor.Dense[T]) error) error {
 	gl := g
 	if g != nil && g.Mode == nn.PerRow {
 		gl = &nn.Grads[T]{Mode: nn.PerRow, Of: make(map[*nn.Param[T]]*tensor.Dense[T], len(g.Of))}
@@ -222,7 +231,7 @@ func (m *Modulo[T]) pathBackwardWith(s *moduloPathState[T], dy *tensor.Dense[T],
 	if err != nil {
 		return err
 	}
-	if err := weight(m.Decoder.Weight, dl, s.h); err != nil {
+	if err := linear(m.Decoder, dl, s.h); err != nil {
 		return err
 	}
 	dv, err := nn.ReLU[T]{}.Backward(s.relu2, dh, nil, true)
@@ -233,7 +242,7 @@ func (m *Modulo[T]) pathBackwardWith(s *moduloPathState[T], dy *tensor.Dense[T],
 	if err != nil {
 		return err
 	}
-	if err := weight(m.Linear2.Weight, dv, s.r1); err != nil {
+	if err := linear(m.Linear2, dv, s.r1); err != nil {
 		return err
 	}
 	du, err := nn.ReLU[T]{}.Backward(s.relu1, dr1, nil, true)
@@ -244,7 +253,7 @@ func (m *Modulo[T]) pathBackwardWith(s *moduloPathState[T], dy *tensor.Dense[T],
 	if err != nil {
 		return err
 	}
-	if err := weight(m.Linear1.Weight, du, s.a); err != nil {
+	if err := linear(m.Linear1, du, s.a); err != nil {
 		return err
 	}
 	tensor.AddScaled(da.Data, 1, dh.Data)
@@ -252,8 +261,7 @@ func (m *Modulo[T]) pathBackwardWith(s *moduloPathState[T], dy *tensor.Dense[T],
 	if err != nil {
 		return err
 	}
-	_, err = m.Embedding.PathBackward(s.emb, dh0, g, false)
-	return err
+	return embedding(s.emb, dh0)
 }
 
 // PathJVP returns the log-probabilities [B, P+2] at each sample's path

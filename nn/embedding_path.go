@@ -1,6 +1,8 @@
 package nn
 
 import (
+	"fmt"
+
 	"github.com/explaind/explaind/tensor"
 )
 
@@ -45,4 +47,53 @@ func (e *Embedding[T]) PathJVP(x, dx *tensor.Dense[T], p *Path[T], t *Tangents[T
 		return nil, nil, err
 	}
 	return y, dy, nil
+}
+
+// PathBackwardGrouped is PathBackward with the weight gradients of the
+// cotangent rows summed per group of samples: sample b belongs to group
+// groups[b] (nondecreasing, in [0, nGroups)), and g, which must be PerRow,
+// has a weight buffer of shape [nGroups*K, Vocab, Dim] (K cotangents per
+// sample), or none. Each row touches only its S tokens' rows of the table,
+// so their cotangents are scattered straight into the group's block,
+// gW[groups[b]*K+k][x[b, s]] += Scale·dy[b*K+k, s], with no per-row buffer
+// over the whole table. Like Backward it returns no input cotangent.
+func (e *Embedding[T]) PathBackwardGrouped(st State, dy *tensor.Dense[T], g *Grads[T], groups []int, nGroups int) error {
+	s, ok := st.(*embeddingState)
+	if !ok {
+		return fmt.Errorf("nn.Embedding(%s): PathBackwardGrouped got a state from another layer", e.Weight.Name)
+	}
+	seq := len(s.ids) / s.batch
+	k, err := cotangentsPerSample("Embedding", dy.Shape, s.batch, []int{s.batch, seq, e.Dim})
+	if err != nil {
+		return err
+	}
+	grp := &rowGroups{of: groups, n: nGroups}
+	if err := grp.check(s.batch); err != nil {
+		return fmt.Errorf("nn.Embedding(%s): PathBackwardGrouped: %w", e.Weight.Name, err)
+	}
+	if g != nil && g.Mode != PerRow {
+		return fmt.Errorf("nn.Embedding(%s): PathBackwardGrouped needs PerRow gradient buffers", e.Weight.Name)
+	}
+	gw, err := g.checkBuf(e.Weight, nGroups*k)
+	if err != nil || gw == nil {
+		return err
+	}
+	d := e.Dim
+	scale := T(e.Scale)
+	size := e.Vocab * d
+	for b, gi := range groups {
+		for kk := 0; kk < k; kk++ {
+			dst := gw.Data[(gi*k+kk)*size : (gi*k+kk+1)*size]
+			r := b*k + kk
+			for p := 0; p < seq; p++ {
+				id := s.ids[b*seq+p]
+				row := dst[id*d : (id+1)*d]
+				src := dy.Data[(r*seq+p)*d : (r*seq+p+1)*d]
+				for j, v := range src {
+					row[j] += scale * v
+				}
+			}
+		}
+	}
+	return nil
 }
