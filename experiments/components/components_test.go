@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -372,4 +373,25 @@ func sumSizes(m *history.Manifest) int {
 		n += product(p.Shape)
 	}
 	return n
+}
+
+// TestKeyTicksNeverOverlap checks the heatmaps' axis ticks on keys that
+// jump past several round values: one tick per position, spaced by at
+// least a twelfth of the axis, each labelled with the key of its sample.
+func TestKeyTicksNeverOverlap(t *testing.T) {
+	keys := []int{3, 5, 8, 11, 12, 14, 19, 21, 22, 28, 45, 46, 47, 51, 52, 53, 58}
+	ts := keyTicks(keys).Ticks(0, float64(len(keys)))
+	if len(ts) < 3 {
+		t.Fatalf("only %d ticks for keys 3..58", len(ts))
+	}
+	gap := max(1, len(keys)/12)
+	for i, tk := range ts {
+		pos := int(tk.Value)
+		if want := strconv.Itoa(keys[pos]); tk.Label != want {
+			t.Errorf("tick %d at sample %d is labelled %q, want its key %s", i, pos, tk.Label, want)
+		}
+		if i > 0 && pos-int(ts[i-1].Value) < gap {
+			t.Errorf("ticks %d and %d are %d samples apart (labels %q, %q), want ≥ %d", i-1, i, pos-int(ts[i-1].Value), ts[i-1].Label, tk.Label, gap)
+		}
+	}
 }

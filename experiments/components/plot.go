@@ -45,7 +45,10 @@ func colorAt(cm palette.ColorMap, v float64) color.Color {
 }
 
 // keyTicks labels an axis of samples sorted by an integer key: about six
-// ticks, each at the first sample whose key reaches a round value.
+// ticks, each at the first sample whose key reaches a round value and
+// labelled with that sample's key. Where the keys jump past several round
+// values, one tick stands for them, and ticks closer than a twelfth of the
+// axis to the previous one are dropped, so that labels never overlap.
 type keyTicks []int
 
 // Ticks implements plot.Ticker.
@@ -55,14 +58,16 @@ func (k keyTicks) Ticks(lo, hi float64) []plot.Tick {
 	}
 	first, last := k[0], k[len(k)-1]
 	step := max(1, niceStep(float64(last-first)/6))
+	gap := max(1, len(k)/12)
 	var ts []plot.Tick
-	pos := 0
+	pos, prev := 0, -gap
 	for v := (first + step - 1) / step * step; v <= last; v += step {
 		for pos < len(k) && k[pos] < v {
 			pos++
 		}
-		if pos < len(k) && float64(pos) >= lo && float64(pos) <= hi {
-			ts = append(ts, plot.Tick{Value: float64(pos) + 0.5, Label: strconv.Itoa(v)})
+		if pos < len(k) && pos-prev >= gap && float64(pos) >= lo && float64(pos) <= hi {
+			ts = append(ts, plot.Tick{Value: float64(pos) + 0.5, Label: strconv.Itoa(k[pos])})
+			prev = pos
 		}
 	}
 	return ts
