@@ -128,14 +128,7 @@ func (e *Embedding[T]) Backward(st State, dy *tensor.Dense[T], g *Grads[T], need
 			dst = gw.Data[r*size : (r+1)*size]
 		}
 		b := r / k
-		for p := 0; p < seq; p++ {
-			id := s.ids[b*seq+p]
-			row := dst[id*d : (id+1)*d]
-			src := dy.Data[(r*seq+p)*d : (r*seq+p+1)*d]
-			for j, v := range src {
-				row[j] += scale * v
-			}
-		}
+		addTokenRows(dst, s.ids[b*seq:(b+1)*seq], dy.Data[r*seq*d:(r+1)*seq*d], d, scale)
 	}
 	return nil, nil
 }
@@ -174,4 +167,16 @@ func (e *Embedding[T]) JVP(x, dx *tensor.Dense[T], t *Tangents[T]) (*tensor.Dens
 		}
 	}
 	return y, dy, nil
+}
+
+// addTokenRows adds scale times the cotangent rows src ([len(ids), d]) of
+// one sample's tokens to the rows ids of the embedding gradient dst
+// ([vocab, d]).
+func addTokenRows[T tensor.Float](dst []T, ids []int, src []T, d int, scale T) {
+	for p, id := range ids {
+		row := dst[id*d : (id+1)*d]
+		for j, v := range src[p*d : (p+1)*d] {
+			row[j] += scale * v
+		}
+	}
 }

@@ -85,14 +85,7 @@ func (e *Embedding[T]) PathBackwardGrouped(st State, dy *tensor.Dense[T], g *Gra
 		for kk := 0; kk < k; kk++ {
 			dst := gw.Data[(gi*k+kk)*size : (gi*k+kk+1)*size]
 			r := b*k + kk
-			for p := 0; p < seq; p++ {
-				id := s.ids[b*seq+p]
-				row := dst[id*d : (id+1)*d]
-				src := dy.Data[(r*seq+p)*d : (r*seq+p+1)*d]
-				for j, v := range src {
-					row[j] += scale * v
-				}
-			}
+			addTokenRows(dst, s.ids[b*seq:(b+1)*seq], dy.Data[r*seq*d:(r+1)*seq*d], d, scale)
 		}
 	}
 	return nil
