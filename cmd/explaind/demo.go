@@ -351,8 +351,9 @@ const demoPerLabel = 8
 
 // demoTestIndices returns n validation samples of the run configured by
 // cfg, per of each label: in split order, the samples of the first
-// ⌈n/per⌉ labels to appear, per of each; if the split has too few, the
-// first other samples make up the number. The indices are in split order.
+// ⌈n/per⌉ labels to appear that have at least per samples, per of each; if
+// the split has too few, the first other samples make up the number. The
+// indices are in split order.
 func demoTestIndices(cfg train.Config, n, per int) ([]int, error) {
 	d, err := train.LoadData[float32](&cfg)
 	if err != nil {
@@ -363,6 +364,10 @@ func demoTestIndices(cfg train.Config, n, per int) ([]int, error) {
 		return nil, fmt.Errorf("invalid --test-size %d: the validation split has %d samples", n, val.Len())
 	}
 	labels := (n + per - 1) / per
+	total := map[int]int{}
+	for _, pr := range val.Pairs {
+		total[pr.Label]++
+	}
 	count := map[int]int{}
 	picked := make([]bool, val.Len())
 	k := 0
@@ -371,7 +376,7 @@ func demoTestIndices(cfg train.Config, n, per int) ([]int, error) {
 			break
 		}
 		c, seen := count[pr.Label]
-		if (seen || len(count) < labels) && c < per {
+		if (seen || (len(count) < labels && total[pr.Label] >= per)) && c < per {
 			count[pr.Label] = c + 1
 			picked[i] = true
 			k++

@@ -149,3 +149,36 @@ func readTestJSON(t *testing.T, path string, v any) {
 		t.Fatalf("%s: %v", path, err)
 	}
 }
+
+// TestDemoTestIndices checks the demo's choice of validation samples on
+// its own run: 8 of each of 4 labels, in split order, so that the
+// components stage has 4 × 28 same-label pairs.
+func TestDemoTestIndices(t *testing.T) {
+	plan := demoDefaults()
+	idx, err := demoTestIndices(plan.Train, plan.TestSize, demoPerLabel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := train.LoadData[float32](&plan.Train)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(idx) != plan.TestSize || !slices.IsSorted(idx) {
+		t.Fatalf("got %d indices (sorted %v), want %d in split order", len(idx), slices.IsSorted(idx), plan.TestSize)
+	}
+	count := map[int]int{}
+	for _, i := range idx {
+		count[d.ModuloVal.Pairs[i].Label]++
+	}
+	pairs := 0
+	for l, c := range count {
+		if c != demoPerLabel {
+			t.Errorf("label %d has %d samples, want %d", l, c, demoPerLabel)
+		}
+		pairs += c * (c - 1) / 2
+	}
+	if want := plan.TestSize / demoPerLabel * demoPerLabel * (demoPerLabel - 1) / 2; pairs != want {
+		t.Errorf("%d same-label pairs, want %d", pairs, want)
+	}
+	t.Logf("labels %v, %d same-label pairs", count, pairs)
+}
