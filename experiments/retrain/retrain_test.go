@@ -3,6 +3,7 @@ package retrain_test
 import (
 	"context"
 	"errors"
+	"math"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -292,6 +293,18 @@ func TestRunWritesOutputs(t *testing.T) {
 		sum.Points[0].Mean != 3 || sum.Points[0].Reached != 0 || len(sum.Headline) != 2 || sum.Headline[0].LatestUnreached != 100 ||
 		!slices.Equal(sum.Settings.PartParams[retrain.Outer], []string{"input_emb.weight", "decoder.weight"}) {
 		t.Errorf("summary %s", b)
+	}
+	for _, pt := range sum.Points {
+		var tr, va float64
+		n := 0
+		for _, row := range res.Rows {
+			if row.Checkpoint == pt.Checkpoint && row.Part == pt.Part {
+				tr, va, n = tr+row.TrainAcc, va+row.ValAcc, n+1
+			}
+		}
+		if n != 2 || math.Abs(pt.FinalTrainAcc-tr/2) > 1e-12 || math.Abs(pt.FinalValAcc-va/2) > 1e-12 {
+			t.Errorf("point %+v: final accuracies are not the mean of its %d rows (%g, %g)", pt, n, tr/2, va/2)
+		}
 	}
 	expiotest.CheckFigure(t, filepath.Join(out, retrain.FigureBase))
 }

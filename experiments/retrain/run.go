@@ -9,9 +9,11 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 
 	"github.com/explaind/explaind/experiments/expio"
 	"github.com/explaind/explaind/nn"
+	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/vg"
 )
 
@@ -203,6 +205,11 @@ type Point struct {
 	Max  int     `json:"max_epochs"`
 	// MeanTrain is the same for training accuracy alone.
 	MeanTrain float64 `json:"mean_train_epochs"`
+	// FinalTrainAcc and FinalValAcc are the mean over the seeds of the
+	// accuracies when each retraining stopped (at the target, or after
+	// MaxEpochs): what the retrainings that never got there reached.
+	FinalTrainAcc float64 `json:"final_train_acc"`
+	FinalValAcc   float64 `json:"final_val_acc"`
 }
 
 // Points summarizes the rows per checkpoint and part, in order of
@@ -233,6 +240,8 @@ func Points(res *Result, maxEpochs int) []Point {
 			}
 			p.Mean += float64(e) / float64(len(rows))
 			p.MeanTrain += float64(capped(r.TrainEpochs)) / float64(len(rows))
+			p.FinalTrainAcc += r.TrainAcc / float64(len(rows))
+			p.FinalValAcc += r.ValAcc / float64(len(rows))
 			p.Min, p.Max = min(p.Min, e), max(p.Max, e)
 		}
 		out = append(out, p)
@@ -366,18 +375,24 @@ func Write(dir string, run *expio.Run, opt Options, res *Result, software string
 	if err := expio.WriteCSV(filepath.Join(dir, CSVFile), header, rows); err != nil {
 		return err
 	}
-	var both []expio.Series
+	var both, acc []expio.Series
 	for _, part := range res.Parts {
 		se := expio.Series{Label: "re-initialized " + part}
+		tr := expio.Series{Label: part + ": training"}
+		va := expio.Series{Label: part + ": validation"}
 		for _, p := range sum.Points {
 			if p.Part == part {
-				se.X = append(se.X, float64(p.Checkpoint))
+				x := float64(p.Checkpoint)
+				se.X = append(se.X, x)
 				se.Y = append(se.Y, p.Mean)
 				se.Lo = append(se.Lo, float64(p.Min))
 				se.Hi = append(se.Hi, float64(p.Max))
+				tr.X, tr.Y = append(tr.X, x), append(tr.Y, p.FinalTrainAcc)
+				va.X, va.Y = append(va.X, x), append(va.Y, p.FinalValAcc)
 			}
 		}
 		both = append(both, se)
+		acc = append(acc, tr, va)
 	}
 	title := fmt.Sprintf("Retrain: epochs until %g%% training and validation accuracy (mean, min–max over %d seeds; not reached: drawn at %d)", 100*opt.Target, opt.Seeds, opt.MaxEpochs)
 	p, err := expio.LinePlot(title, "checkpoint step (the rest of the model loaded from before this step)", "epochs", both)
@@ -385,10 +400,34 @@ func Write(dir string, run *expio.Run, opt Options, res *Result, software string
 		return err
 	}
 	p.Title.TextStyle.Font.Size = vg.Points(10)
-	if !slices.ContainsFunc(sum.Points, func(p Point) bool { return p.Max > 0 }) {
-		p.Y.Max = 1 // keep a readable axis when every point is 0
+	p.Y.Min = 0
+	p.Y.Max = float64(opt.MaxEpochs) // readable when every point is 0, or every point is capped
+	p.Y.Tick.Marker = plot.TickerFunc(func(lo, hi float64) []plot.Tick {
+		ts := plot.DefaultTicks{}.Ticks(lo, hi)
+		for i := range ts {
+			if ts[i].Label != "" { // whole epochs, not "250.00"
+				ts[i].Label = strconv.FormatFloat(ts[i].Value, 'g', -1, 64)
+			}
+		}
+		return ts
+	})
+	pa, err := expio.LinePlot(fmt.Sprintf("Retrain: accuracy when the retraining stopped (at %g%% or after %d epochs; mean over seeds)", 100*opt.Target, opt.MaxEpochs),
+		"checkpoint step (the rest of the model loaded from before this step)", "accuracy", acc)
+	if err != nil {
+		return err
 	}
-	if err := expio.SavePlots(filepath.Join(dir, FigureBase), 20*vg.Centimeter, 12*vg.Centimeter, p); err != nil {
+	pa.Title.TextStyle.Font.Size = vg.Points(10)
+	pa.Y.Min, pa.Y.Max = 0, 1
+	// The legend stands in the right-hand corner the latest checkpoints'
+	// lines leave free: at the bottom when they end high.
+	high := false
+	for _, se := range acc {
+		if n := len(se.Y); n > 0 && se.Y[n-1] > 0.5 {
+			high = true
+		}
+	}
+	pa.Legend.Top = !high
+	if err := expio.SavePlots(filepath.Join(dir, FigureBase), 20*vg.Centimeter, 12*vg.Centimeter, p, pa); err != nil {
 		return err
 	}
 	return expio.WriteJSON(filepath.Join(dir, SummaryFile), sum)
