@@ -13,6 +13,7 @@ import (
 
 	"github.com/explaind/explaind/data"
 	"github.com/explaind/explaind/epkout"
+	"github.com/explaind/explaind/experiments/expio/expiotest"
 	"github.com/explaind/explaind/experiments/prune"
 	"github.com/explaind/explaind/history"
 	"github.com/explaind/explaind/train"
@@ -215,16 +216,8 @@ func TestPrune(t *testing.T) {
 			t.Errorf("random seed %s at %s: %v, EPK %v", r[1], r[2], r, epkRows[r[2]])
 		}
 	}
-	for _, name := range []string{"accuracy_custom.png", "agreement_custom.svg", "kl_custom.png", "pruned_per_layer_epk_custom.png", "pruned_per_layer_magnitude_custom.svg"} {
-		if st, err := os.Stat(filepath.Join(out, name)); err != nil || st.Size() == 0 {
-			t.Errorf("missing figure %s", name)
-		}
-	}
-	for _, name := range s.Files {
-		if _, err := os.Stat(filepath.Join(out, name)); err != nil {
-			t.Errorf("summary lists %s, which is missing", name)
-		}
-	}
+	expiotest.CheckFiles(t, out, "accuracy_custom.png", "agreement_custom.svg", "kl_custom.png", "pruned_per_layer_epk_custom.png", "pruned_per_layer_magnitude_custom.svg")
+	expiotest.CheckFiles(t, out, s.Files...)
 
 	// Errors before any work: nothing is written.
 	modRun := filepath.Join(root, "modrun")

@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/explaind/explaind/epkout"
+	"github.com/explaind/explaind/experiments/expio/expiotest"
 	"github.com/explaind/explaind/history"
 	"github.com/explaind/explaind/npy"
 	"github.com/explaind/explaind/train"
@@ -332,17 +333,9 @@ func TestDo(t *testing.T) {
 	if err != nil || len(rows) != 1+n*2*5 || rows[1][5] != "most" || rows[1][6] != "1" {
 		t.Errorf("neighbors_all.csv: %d rows (%v)", len(rows), err)
 	}
-	for _, name := range []string{"heatmap_all_by_sum.png", "heatmap_linear1_by_label.svg", "heatmap_decoder_by_a.png", "heatmap_embedding_by_b.png",
-		"neighbor_hist_all.png", "pca_attention_encoders_by_label.svg", "pca_linear2_by_sum.png", "samples.csv", "summary.json"} {
-		if st, err := os.Stat(filepath.Join(out, name)); err != nil || st.Size() == 0 {
-			t.Errorf("missing %s", name)
-		}
-	}
-	for _, name := range s.Files {
-		if _, err := os.Stat(filepath.Join(out, name)); err != nil {
-			t.Errorf("summary lists %s, which is missing", name)
-		}
-	}
+	expiotest.CheckFiles(t, out, "heatmap_all_by_sum.png", "heatmap_linear1_by_label.svg", "heatmap_decoder_by_a.png", "heatmap_embedding_by_b.png",
+		"neighbor_hist_all.png", "pca_attention_encoders_by_label.svg", "pca_linear2_by_sum.png", "samples.csv", "summary.json")
+	expiotest.CheckFiles(t, out, s.Files...)
 
 	// Errors before any work.
 	other := filepath.Join(root, "other")

@@ -89,3 +89,15 @@ func CheckFigure(t testing.TB, base string) {
 		t.Errorf("figure %s: %d bytes of PNG, %d of SVG", base, len(png), len(svg))
 	}
 }
+
+// CheckFiles fails the test (without stopping it) for every name that is
+// not a non-empty file in dir: an experiment's expected outputs, or the
+// files its summary lists.
+func CheckFiles(t testing.TB, dir string, names ...string) {
+	t.Helper()
+	for _, name := range names {
+		if st, err := os.Stat(filepath.Join(dir, name)); err != nil || st.Size() == 0 {
+			t.Errorf("%s: missing or empty (%v)", filepath.Join(dir, name), err)
+		}
+	}
+}
