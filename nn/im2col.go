@@ -9,13 +9,38 @@ func phaseOf(t, s int) (a, d int) {
 	return a, (t - a) / s
 }
 
-// tapPhases returns phaseOf(i − pad, s) for the taps i < k of a kernel.
-func tapPhases(k, pad, s int) (phase, shift []int) {
-	phase, shift = make([]int, k), make([]int, k)
-	for i := range phase {
-		phase[i], shift[i] = phaseOf(i-pad, s)
+// convTap is a kernel tap (i, j) as the unfolding reads it: with
+// (a, dh) = phaseOf(i − ph, s) and (b, dw) = phaseOf(j − pw, s), output
+// position (oh, ow) reads position (oh + dh, ow + dw) of phase plane
+// a·s + b (see splitPhases; with stride 1 the one phase is the image).
+type convTap struct{ phase, dh, dw int }
+
+// taps returns the kernel's taps in the order of a channel's rows of cols:
+// (i, j) row-major.
+func (g convGeom) taps() []convTap {
+	taps := make([]convTap, 0, g.kh*g.kw)
+	for i := 0; i < g.kh; i++ {
+		a, dh := phaseOf(i-g.ph, g.s)
+		for j := 0; j < g.kw; j++ {
+			b, dw := phaseOf(j-g.pw, g.s)
+			taps = append(taps, convTap{phase: a*g.s + b, dh: dh, dw: dw})
+		}
 	}
-	return phase, shift
+	return taps
+}
+
+// phaseSize returns the size hs×ws = ⌈H/s⌉×⌈W/s⌉ of a phase plane: the
+// image's for stride 1.
+func (g convGeom) phaseSize() (hs, ws int) { return (g.h + g.s - 1) / g.s, (g.w + g.s - 1) / g.s }
+
+// tapPlane returns the plane that tap tp reads from an image plane: the
+// image itself for stride 1 (phases nil), else its phase among phases
+// (planes of n values each).
+func tapPlane[T tensor.Float](img, phases []T, tp convTap, n int) []T {
+	if phases == nil {
+		return img
+	}
+	return phases[tp.phase*n : (tp.phase+1)*n]
 }
 
 // splitPhases deinterleaves an h×w plane into s·s phase planes of hs×ws
@@ -149,41 +174,41 @@ func shiftAdd[T tensor.Float](dst []T, hs, ws int, src []T, ho, wo, dh, dw int) 
 	}
 }
 
-// im2col unfolds images b0 … b0+cnt−1 of x into cols [C·KH·KW, cnt·P]:
-// cols[(c·KH + i)·KW + j, jb·P + oh·W' + ow] = x[b0+jb, c, oh·s−ph+i, ow·s−pw+j]
-// (zero outside the image). With stride s > 1 each plane is first split
-// into s·s phases, so that every row of cols is a shifted copy of one
-// phase. With par, work is split over (image, channel) pairs.
-func im2col[T tensor.Float](par bool, g convGeom, x []T, b0, cnt int, cols []T) {
-	n := cnt * g.pos
-	plane := g.h * g.w
-	hs, ws := (g.h+g.s-1)/g.s, (g.w+g.s-1)/g.s
-	rowPhase, rowShift := tapPhases(g.kh, g.ph, g.s)
-	colPhase, colShift := tapPhases(g.kw, g.pw, g.s)
+// forPlanes calls body(jb, c, phases) for every (image, channel) plane of
+// a chunk of cnt images; with par, the planes are split over goroutines.
+// phases is the goroutine's scratch for one plane's s·s phase planes (nil
+// for stride 1).
+func forPlanes[T tensor.Float](par bool, g convGeom, cnt int, body func(jb, c int, phases []T)) {
+	hs, ws := g.phaseSize()
 	maybeParallel(par, cnt*g.c, g.kh*g.kw*g.pos, func(lo, hi int) {
 		var phases []T
 		if g.s > 1 {
 			phases = make([]T, g.s*g.s*hs*ws)
 		}
 		for u := lo; u < hi; u++ {
-			jb, c := u/g.c, u%g.c
-			src := x[((b0+jb)*g.c+c)*plane : ((b0+jb)*g.c+c+1)*plane]
-			if g.s > 1 {
-				splitPhases(src, g.h, g.w, g.s, hs, ws, phases)
-			}
-			for i := 0; i < g.kh; i++ {
-				a, dh := rowPhase[i], rowShift[i]
-				for j := 0; j < g.kw; j++ {
-					b, dw := colPhase[j], colShift[j]
-					row := (c*g.kh+i)*g.kw + j
-					dst := cols[row*n+jb*g.pos : row*n+(jb+1)*g.pos]
-					if g.s == 1 {
-						shiftCopy(dst, g.ho, g.wo, src, g.h, g.w, dh, dw)
-					} else {
-						shiftCopy(dst, g.ho, g.wo, phases[(a*g.s+b)*hs*ws:(a*g.s+b+1)*hs*ws], hs, ws, dh, dw)
-					}
-				}
-			}
+			body(u/g.c, u%g.c, phases)
+		}
+	})
+}
+
+// im2col unfolds images b0 … b0+cnt−1 of x into cols [C·KH·KW, cnt·P]:
+// cols[(c·KH + i)·KW + j, jb·P + oh·W' + ow] = x[b0+jb, c, oh·s−ph+i, ow·s−pw+j]
+// (zero outside the image). With stride s > 1 each plane is first split
+// into s·s phases, so that every row of cols is a shifted copy of one
+// phase. With par, work is split over (image, channel) pairs.
+func im2col[T tensor.Float](par bool, g convGeom, x []T, b0, cnt int, cols []T) {
+	n, plane, kk := cnt*g.pos, g.h*g.w, g.kh*g.kw
+	hs, ws := g.phaseSize()
+	taps := g.taps()
+	forPlanes(par, g, cnt, func(jb, c int, phases []T) {
+		src := x[((b0+jb)*g.c+c)*plane : ((b0+jb)*g.c+c+1)*plane]
+		if phases != nil {
+			splitPhases(src, g.h, g.w, g.s, hs, ws, phases)
+		}
+		for t, tp := range taps {
+			row := c*kk + t
+			dst := cols[row*n+jb*g.pos : row*n+(jb+1)*g.pos]
+			shiftCopy(dst, g.ho, g.wo, tapPlane(src, phases, tp, hs*ws), hs, ws, tp.dh, tp.dw)
 		}
 	})
 }
@@ -192,38 +217,19 @@ func im2col[T tensor.Float](par bool, g convGeom, x []T, b0, cnt int, cols []T) 
 // (adding): the transpose of im2col. With par, each (image, channel) plane
 // is written by one goroutine.
 func col2im[T tensor.Float](par bool, g convGeom, dcols []T, dx []T, r0, cnt int) {
-	n := cnt * g.pos
-	plane := g.h * g.w
-	hs, ws := (g.h+g.s-1)/g.s, (g.w+g.s-1)/g.s
-	rowPhase, rowShift := tapPhases(g.kh, g.ph, g.s)
-	colPhase, colShift := tapPhases(g.kw, g.pw, g.s)
-	maybeParallel(par, cnt*g.c, g.kh*g.kw*g.pos, func(lo, hi int) {
-		var phases []T
-		if g.s > 1 {
-			phases = make([]T, g.s*g.s*hs*ws)
+	n, plane, kk := cnt*g.pos, g.h*g.w, g.kh*g.kw
+	hs, ws := g.phaseSize()
+	taps := g.taps()
+	forPlanes(par, g, cnt, func(jb, c int, phases []T) {
+		dst := dx[((r0+jb)*g.c+c)*plane : ((r0+jb)*g.c+c+1)*plane]
+		clear(phases)
+		for t, tp := range taps {
+			row := c*kk + t
+			src := dcols[row*n+jb*g.pos : row*n+(jb+1)*g.pos]
+			shiftAdd(tapPlane(dst, phases, tp, hs*ws), hs, ws, src, g.ho, g.wo, tp.dh, tp.dw)
 		}
-		for u := lo; u < hi; u++ {
-			jb, c := u/g.c, u%g.c
-			dst := dx[((r0+jb)*g.c+c)*plane : ((r0+jb)*g.c+c+1)*plane]
-			if g.s > 1 {
-				clear(phases)
-			}
-			for i := 0; i < g.kh; i++ {
-				a, dh := rowPhase[i], rowShift[i]
-				for j := 0; j < g.kw; j++ {
-					b, dw := colPhase[j], colShift[j]
-					row := (c*g.kh+i)*g.kw + j
-					src := dcols[row*n+jb*g.pos : row*n+(jb+1)*g.pos]
-					if g.s == 1 {
-						shiftAdd(dst, g.h, g.w, src, g.ho, g.wo, dh, dw)
-					} else {
-						shiftAdd(phases[(a*g.s+b)*hs*ws:(a*g.s+b+1)*hs*ws], hs, ws, src, g.ho, g.wo, dh, dw)
-					}
-				}
-			}
-			if g.s > 1 {
-				mergePhases(phases, g.h, g.w, g.s, hs, ws, dst)
-			}
+		if phases != nil {
+			mergePhases(phases, g.h, g.w, g.s, hs, ws, dst)
 		}
 	})
 }
