@@ -78,22 +78,15 @@ func (a *AttentionHeads[T]) forward(x *tensor.Dense[T], p *Path[T]) (*tensor.Den
 		return nil, nil, err
 	}
 	h, hd, q := a.Heads(), a.Heads()*a.DH, a.queries(s)
-	w, err := a.pack()
-	if err != nil {
-		return nil, nil, err
-	}
-	dw, hasEnc, hasDec, err := a.packDeltas(p)
+	w, path, err := a.weightsAt(p)
 	if err != nil {
 		return nil, nil, err
 	}
 	st := &attentionPathState[T]{
 		attentionState: attentionState[T]{x: x, w: w, b: b, s: s, p: make([]T, b*h*q*s), o: make([]T, b*q*hd)},
-		path:           attentionPath[T]{dw: dw, hasEnc: hasEnc, hasDec: hasDec, t: p.positions()},
+		path:           path,
 	}
-	st.z = a.encode(x.Data, w.enc, b*s)
-	if hasEnc {
-		addScaledProduct(st.z, x.Data, dw.enc, b*s, hd, a.D, true, p.T, s)
-	}
+	st.z = a.encodeAt(x.Data, w, path, b*s, s)
 	attentionParallel(b, s*s*hd, func(lo, hi int) {
 		scores, acc := make([]float64, s), make([]float64, a.DH)
 		for bb := lo; bb < hi; bb++ {
@@ -101,11 +94,38 @@ func (a *AttentionHeads[T]) forward(x *tensor.Dense[T], p *Path[T]) (*tensor.Den
 		}
 	})
 	y := tensor.New[T](shape...)
-	a.decode(st.o, w.dec, y.Data, b*q)
-	if hasDec {
-		addScaledProduct(y.Data, st.o, dw.dec, b*q, a.D, hd, true, p.T, q)
-	}
+	a.decodeAt(st.o, w, path, y.Data, b*q, q)
 	return y, st, nil
+}
+
+// weightsAt returns the heads' packed weights and the packed directions
+// of the path p (see pack and packDeltas).
+func (a *AttentionHeads[T]) weightsAt(p *Path[T]) (attentionWeights[T], attentionPath[T], error) {
+	w, err := a.pack()
+	if err != nil {
+		return w, attentionPath[T]{}, err
+	}
+	dw, hasEnc, hasDec, err := a.packDeltas(p)
+	return w, attentionPath[T]{dw: dw, hasEnc: hasEnc, hasDec: hasDec, t: p.positions()}, err
+}
+
+// encodeAt returns z = x (E + t_b ΔE)ᵀ for rows rows of x, per rows per
+// sample b ([rows, D] → [rows, H*DH]).
+func (a *AttentionHeads[T]) encodeAt(x []T, w attentionWeights[T], path attentionPath[T], rows, per int) []T {
+	z := a.encode(x, w.enc, rows)
+	if path.hasEnc {
+		addScaledProduct(z, x, path.dw.enc, rows, a.Heads()*a.DH, a.D, true, path.t, per)
+	}
+	return z
+}
+
+// decodeAt writes y = o (D + t_b ΔD)ᵀ for rows rows of o, per rows per
+// sample b ([rows, H*DH] → [rows, D]).
+func (a *AttentionHeads[T]) decodeAt(o []T, w attentionWeights[T], path attentionPath[T], y []T, rows, per int) {
+	a.decode(o, w.dec, y, rows)
+	if path.hasDec {
+		addScaledProduct(y, o, path.dw.dec, rows, a.D, a.Heads()*a.DH, true, path.t, per)
+	}
 }
 
 // PathBackward is Backward at each sample's path point. The parameter
@@ -282,29 +302,18 @@ func (a *AttentionHeads[T]) PathJVP(x, dx *tensor.Dense[T], p *Path[T], t *Tange
 		anyEnc = anyEnc || dEnc[hh] != nil
 		anyDec = anyDec || dDec[hh] != nil
 	}
-	w, err := a.pack()
+	w, path, err := a.weightsAt(p)
 	if err != nil {
 		return nil, nil, err
 	}
-	pw, hasEnc, hasDec, err := a.packDeltas(p)
-	if err != nil {
-		return nil, nil, err
-	}
-	z := a.encode(x.Data, w.enc, b*seq)
-	if hasEnc {
-		addScaledProduct(z, x.Data, pw.enc, b*seq, hd, d, true, p.T, seq)
-	}
+	z := a.encodeAt(x.Data, w, path, b*seq, seq)
 
 	// dz = dx E_bᵀ + x dEᵀ: [B*M, S, H*DH].
 	var dz []T
-	if dx != nil || anyEnc {
-		dz = make([]T, b*m*seq*hd)
-	}
 	if dx != nil {
-		gemm.Gemm(false, true, b*m*seq, hd, d, 1, dx.Data, d, w.enc, d, 0, dz, hd)
-		if hasEnc {
-			addScaledProduct(dz, dx.Data, pw.enc, b*m*seq, hd, d, true, p.T, m*seq)
-		}
+		dz = a.encodeAt(dx.Data, w, path, b*m*seq, m*seq)
+	} else if anyEnc {
+		dz = make([]T, b*m*seq*hd)
 	}
 	if anyEnc {
 		stack := make([]T, m*hd*d)
@@ -347,16 +356,10 @@ func (a *AttentionHeads[T]) PathJVP(x, dx *tensor.Dense[T], p *Path[T], t *Tange
 	})
 
 	y := tensor.New[T](shape...)
-	a.decode(o, w.dec, y.Data, b*q)
-	if hasDec {
-		addScaledProduct(y.Data, o, pw.dec, b*q, d, hd, true, p.T, q)
-	}
+	a.decodeAt(o, w, path, y.Data, b*q, q)
 	dy := tensor.New[T](append([]int{b * m}, shape[1:]...)...)
 	if do != nil {
-		a.decode(do, w.dec, dy.Data, b*m*q)
-		if hasDec {
-			addScaledProduct(dy.Data, do, pw.dec, b*m*q, d, hd, true, p.T, m*q)
-		}
+		a.decodeAt(do, w, path, dy.Data, b*m*q, m*q)
 	}
 	if anyDec {
 		stack := make([]T, m*d*hd)
