@@ -527,7 +527,7 @@ func (e *Evaluator[T]) features(c *stepCtx[T], plan *Plan, cot *tensor.Dense[T])
 			return gm.PathBackwardGrouped(state, dy, g, groups, c.B)
 		}
 		g := nn.NewGrads(nn.PerRow, e.params, n*K)
-		if err := e.model.PathBackward(state, dy, g); err != nil {
+		if _, err := e.model.PathBackward(state, dy, g, false); err != nil {
 			return err
 		}
 		for j, p := range e.params {

@@ -18,8 +18,10 @@ type PathModel[T tensor.Float] interface {
 	// PathBackward.
 	PathForward(x *tensor.Dense[T], p *nn.Path[T]) (*tensor.Dense[T], nn.State, error)
 	// PathBackward maps K cotangents per row ([B*K, C]) to parameter
-	// gradients at each row's path point, summed or per row.
-	PathBackward(st nn.State, dy *tensor.Dense[T], g *nn.Grads[T]) error
+	// gradients at each row's path point, summed or per row, and returns
+	// the input cotangent when needDx (nil where the input is discrete),
+	// like the nn layers' PathBackward. epk asks for no input cotangent.
+	PathBackward(st nn.State, dy *tensor.Dense[T], g *nn.Grads[T], needDx bool) (*tensor.Dense[T], error)
 	// PathJVP returns the outputs [B, C] and their derivatives [B*M, C]
 	// along M parameter tangents, at each row's path point.
 	PathJVP(x *tensor.Dense[T], p *nn.Path[T], t *nn.Tangents[T]) (*tensor.Dense[T], *tensor.Dense[T], error)
@@ -200,19 +202,20 @@ func (lp *layerPath[T]) PathForward(x *tensor.Dense[T], p *nn.Path[T]) (*tensor.
 	return y, st, nil
 }
 
-// PathBackward runs each group's Backward at its parameters.
-func (lp *layerPath[T]) PathBackward(st nn.State, dy *tensor.Dense[T], g *nn.Grads[T]) error {
+// PathBackward runs each group's Backward at its parameters. It returns no
+// input cotangent (nil), whatever needDx says.
+func (lp *layerPath[T]) PathBackward(st nn.State, dy *tensor.Dense[T], g *nn.Grads[T], needDx bool) (*tensor.Dense[T], error) {
 	s, ok := st.(*layerPathState[T])
 	if !ok {
-		return fmt.Errorf("epk: PathBackward got a state that LayerPath's PathForward did not make")
+		return nil, fmt.Errorf("epk: PathBackward got a state that LayerPath's PathForward did not make")
 	}
 	if dy == nil || len(dy.Shape) == 0 || dy.Shape[0]%s.b != 0 || dy.Shape[0] == 0 {
-		return fmt.Errorf("epk: cotangents do not fit a batch of %d rows", s.b)
+		return nil, fmt.Errorf("epk: cotangents do not fit a batch of %d rows", s.b)
 	}
 	k := dy.Shape[0] / s.b
 	mv, err := newMover(lp.l.Params(), s.p)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer mv.restore()
 	for i, gr := range s.groups {
@@ -220,7 +223,7 @@ func (lp *layerPath[T]) PathBackward(st nn.State, dy *tensor.Dense[T], g *nn.Gra
 		dyg := tensor.GatherRows(dy, gr.rows, k)
 		if g == nil || g.Mode == nn.Summed {
 			if _, err := lp.l.Backward(s.states[i], dyg, g, false); err != nil {
-				return err
+				return nil, err
 			}
 			continue
 		}
@@ -229,7 +232,7 @@ func (lp *layerPath[T]) PathBackward(st nn.State, dy *tensor.Dense[T], g *nn.Gra
 			sub.Of[prm] = tensor.New[T](append([]int{len(gr.rows) * k}, buf.Shape[1:]...)...)
 		}
 		if _, err := lp.l.Backward(s.states[i], dyg, sub, false); err != nil {
-			return err
+			return nil, err
 		}
 		for prm, buf := range g.Of {
 			src := sub.Of[prm]
@@ -239,7 +242,7 @@ func (lp *layerPath[T]) PathBackward(st nn.State, dy *tensor.Dense[T], g *nn.Gra
 			}
 		}
 	}
-	return nil
+	return nil, nil
 }
 
 // PathJVP evaluates each group's JVP at its parameters.

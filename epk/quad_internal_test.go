@@ -126,7 +126,7 @@ func (f *fakeSwitch) PathForward(x *tensor.Dense[float64], p *nn.Path[float64]) 
 	return y, fakeState{p, b}, nil
 }
 
-func (f *fakeSwitch) PathBackward(st nn.State, dy *tensor.Dense[float64], g *nn.Grads[float64]) error {
+func (f *fakeSwitch) PathBackward(st nn.State, dy *tensor.Dense[float64], g *nn.Grads[float64], needDx bool) (*tensor.Dense[float64], error) {
 	s := st.(fakeState)
 	k := dy.Shape[0] / s.b
 	buf := g.Of[f.w]
@@ -138,7 +138,7 @@ func (f *fakeSwitch) PathBackward(st nn.State, dy *tensor.Dense[float64], g *nn.
 			buf.Data[0] += d * dy.Data[r]
 		}
 	}
-	return nil
+	return nil, nil
 }
 
 func (f *fakeSwitch) PathJVP(x *tensor.Dense[float64], p *nn.Path[float64], t *nn.Tangents[float64]) (*tensor.Dense[float64], *tensor.Dense[float64], error) {

@@ -90,7 +90,7 @@ func TestModuloPathBackwardGrouped(t *testing.T) {
 			m, st, cot := groupedTestSetup(t, 41, rows, k)
 			params := m.Params()
 			perRow := nn.NewGrads(nn.PerRow, params, rows*k)
-			if err := m.PathBackward(st, cot, perRow); err != nil {
+			if _, err := m.PathBackward(st, cot, perRow, false); err != nil {
 				t.Fatal(err)
 			}
 			asked := params

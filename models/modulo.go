@@ -223,7 +223,9 @@ func (m *Modulo[T]) OutShape(in []int) ([]int, error) {
 }
 
 // moduloState keeps every layer's state and the inputs of the three
-// linear layers (for per-row weight gradients).
+// linear layers (for per-row weight gradients). Forward's state is
+// PathForward's at the start of the path, so Backward and the path
+// methods take either.
 type moduloState[T tensor.Float] struct {
 	emb, attn, l1, relu1, l2, relu2, dec, lsm nn.State
 	a, r1, h                                  *tensor.Dense[T] // inputs of linear1, linear2, decoder
@@ -231,131 +233,18 @@ type moduloState[T tensor.Float] struct {
 
 // Forward returns the log-probabilities [B, P+2] of token arrays x [B, S].
 func (m *Modulo[T]) Forward(x *tensor.Dense[T]) (*tensor.Dense[T], nn.State, error) {
-	y, st, err := m.forward(x)
-	if err != nil {
-		return nil, nil, fmt.Errorf("models.Modulo: %w", err)
-	}
-	return y, st, nil
-}
-
-func (m *Modulo[T]) forward(x *tensor.Dense[T]) (*tensor.Dense[T], *moduloState[T], error) {
-	if _, err := m.OutShape(x.Shape); err != nil {
-		return nil, nil, err
-	}
-	st := &moduloState[T]{}
-	h0, s, err := m.Embedding.Forward(x)
-	if err != nil {
-		return nil, nil, err
-	}
-	st.emb = s
-	a, s, err := m.Attention.Forward(h0)
-	if err != nil {
-		return nil, nil, err
-	}
-	st.attn, st.a = s, a
-	u, s, err := m.Linear1.Forward(a)
-	if err != nil {
-		return nil, nil, err
-	}
-	st.l1 = s
-	r1, s, err := nn.ReLU[T]{}.Forward(u)
-	if err != nil {
-		return nil, nil, err
-	}
-	st.relu1, st.r1 = s, r1
-	v, s, err := m.Linear2.Forward(r1)
-	if err != nil {
-		return nil, nil, err
-	}
-	st.l2 = s
-	r2, s, err := nn.ReLU[T]{}.Forward(v)
-	if err != nil {
-		return nil, nil, err
-	}
-	st.relu2 = s
-	h := a.Clone() // residual: h = a + ReLU(linear2(ReLU(linear1(a))))
-	tensor.AddScaled(h.Data, 1, r2.Data)
-	st.h = h
-	logits, s, err := m.Decoder.Forward(h)
-	if err != nil {
-		return nil, nil, err
-	}
-	st.dec = s
-	y, s, err := nn.LogSoftmax[T]{}.Forward(logits)
-	if err != nil {
-		return nil, nil, err
-	}
-	st.lsm = s
-	return y, st, nil
+	// The start of a path is θ itself: one implementation serves both.
+	return m.PathForward(x, nil)
 }
 
 // Backward maps K cotangents per sample ([B*K, P+2]) to parameter
 // gradients in g (summed or per row). The input is discrete: the returned
 // input cotangent is always nil. Per-row weight gradients of the linear
 // layers (the bulk of per-sample gradients) are computed here, spread over
-// the cores.
+// the cores (perRowWeight).
 func (m *Modulo[T]) Backward(st nn.State, dy *tensor.Dense[T], g *nn.Grads[T], needDx bool) (*tensor.Dense[T], error) {
-	s, ok := st.(*moduloState[T])
-	if !ok {
-		return nil, fmt.Errorf("models.Modulo: Backward got a state from another model")
-	}
-	if err := m.backward(s, dy, g); err != nil {
-		return nil, fmt.Errorf("models.Modulo: %w", err)
-	}
-	return nil, nil
-}
-
-func (m *Modulo[T]) backward(s *moduloState[T], dy *tensor.Dense[T], g *nn.Grads[T]) error {
-	// In PerRow mode the linear weights are left to perRowWeight.
-	gl := g
-	if g != nil && g.Mode == nn.PerRow {
-		gl = &nn.Grads[T]{Mode: nn.PerRow, Of: make(map[*nn.Param[T]]*tensor.Dense[T], len(g.Of))}
-		for p, buf := range g.Of {
-			if p != m.Linear1.Weight && p != m.Linear2.Weight && p != m.Decoder.Weight {
-				gl.Of[p] = buf
-			}
-		}
-	}
-	dl, err := nn.LogSoftmax[T]{}.Backward(s.lsm, dy, nil, true)
-	if err != nil {
-		return err
-	}
-	dh, err := m.Decoder.Backward(s.dec, dl, gl, true)
-	if err != nil {
-		return err
-	}
-	if err := perRowWeight(g, m.Decoder.Weight, dl, s.h); err != nil {
-		return err
-	}
-	dv, err := nn.ReLU[T]{}.Backward(s.relu2, dh, nil, true)
-	if err != nil {
-		return err
-	}
-	dr1, err := m.Linear2.Backward(s.l2, dv, gl, true)
-	if err != nil {
-		return err
-	}
-	if err := perRowWeight(g, m.Linear2.Weight, dv, s.r1); err != nil {
-		return err
-	}
-	du, err := nn.ReLU[T]{}.Backward(s.relu1, dr1, nil, true)
-	if err != nil {
-		return err
-	}
-	da, err := m.Linear1.Backward(s.l1, du, gl, true)
-	if err != nil {
-		return err
-	}
-	if err := perRowWeight(g, m.Linear1.Weight, du, s.a); err != nil {
-		return err
-	}
-	tensor.AddScaled(da.Data, 1, dh.Data) // the residual path
-	dh0, err := m.Attention.Backward(s.attn, da, g, true)
-	if err != nil {
-		return err
-	}
-	_, err = m.Embedding.Backward(s.emb, dh0, g, false)
-	return err
+	// The start of a path is θ itself: one implementation serves both.
+	return nil, m.backward("Backward", st, dy, m.rowGrads(g))
 }
 
 // perRowWeight adds dy[r]ᵀ x[r/K] to row r of the PerRow gradient of the
@@ -397,46 +286,10 @@ func parallelRows(n, cost int, fn func(lo, hi int)) { parallel.ForCost(n, cost, 
 // along M parameter tangents. The input is discrete; an input tangent is
 // checked for shape and otherwise ignored.
 func (m *Modulo[T]) JVP(x, dx *tensor.Dense[T], t *nn.Tangents[T]) (*tensor.Dense[T], *tensor.Dense[T], error) {
-	y, dy, err := m.jvp(x, dx, t)
+	// The start of a path is θ itself: one implementation serves both.
+	y, dy, _, _, err := m.jvp(x, dx, nil, t, true)
 	if err != nil {
 		return nil, nil, fmt.Errorf("models.Modulo: %w", err)
 	}
 	return y, dy, nil
-}
-
-func (m *Modulo[T]) jvp(x, dx *tensor.Dense[T], t *nn.Tangents[T]) (*tensor.Dense[T], *tensor.Dense[T], error) {
-	if _, err := m.OutShape(x.Shape); err != nil {
-		return nil, nil, err
-	}
-	h0, dh0, err := m.Embedding.JVP(x, dx, t)
-	if err != nil {
-		return nil, nil, err
-	}
-	a, da, err := m.Attention.JVP(h0, dh0, t)
-	if err != nil {
-		return nil, nil, err
-	}
-	u, du, err := m.Linear1.JVP(a, da, t)
-	if err != nil {
-		return nil, nil, err
-	}
-	r1, dr1, err := nn.ReLU[T]{}.JVP(u, du, t)
-	if err != nil {
-		return nil, nil, err
-	}
-	v, dv, err := m.Linear2.JVP(r1, dr1, t)
-	if err != nil {
-		return nil, nil, err
-	}
-	r2, dr2, err := nn.ReLU[T]{}.JVP(v, dv, t)
-	if err != nil {
-		return nil, nil, err
-	}
-	tensor.AddScaled(r2.Data, 1, a.Data) // h = a + r2, dh = da + dr2 (fresh arrays)
-	tensor.AddScaled(dr2.Data, 1, da.Data)
-	logits, dlogits, err := m.Decoder.JVP(r2, dr2, t)
-	if err != nil {
-		return nil, nil, err
-	}
-	return nn.LogSoftmax[T]{}.JVP(logits, dlogits, t)
 }

@@ -3,17 +3,9 @@ package models
 import (
 	"fmt"
 
-	"github.com/explaind/explaind/gemm"
 	"github.com/explaind/explaind/nn"
 	"github.com/explaind/explaind/tensor"
 )
-
-// moduloPathState keeps every layer's path state, the inputs of the three
-// linear layers (for per-row weight gradients) and the ReLU inputs.
-type moduloPathState[T tensor.Float] struct {
-	emb, attn, l1, relu1, l2, relu2, dec, lsm nn.State
-	a, r1, h                                  *tensor.Dense[T]
-}
 
 // Switches returns the number of switch values per sample (see
 // PathSwitches): MLP + DModel.
@@ -21,22 +13,22 @@ func (m *Modulo[T]) Switches() int { return m.Config.MLP + m.Config.DModel }
 
 // PathForward evaluates the model at θ + t_b Δθ for every sample b (see
 // nn.Path) and returns the log-probabilities [B, P+2] and a state for
-// PathBackward.
+// PathBackward. A nil path is θ itself: Forward.
 func (m *Modulo[T]) PathForward(x *tensor.Dense[T], p *nn.Path[T]) (*tensor.Dense[T], nn.State, error) {
-	y, st, _, _, err := m.pathForward(x, p, true)
+	y, st, _, _, err := m.forward(x, p, true)
 	if err != nil {
 		return nil, nil, fmt.Errorf("models.Modulo: %w", err)
 	}
 	return y, st, nil
 }
 
-// pathForward is PathForward that also returns the ReLU inputs u and v;
+// forward is PathForward that also returns the ReLU inputs u and v;
 // without full it stops after v (y and st are nil).
-func (m *Modulo[T]) pathForward(x *tensor.Dense[T], p *nn.Path[T], full bool) (y *tensor.Dense[T], st *moduloPathState[T], u, v *tensor.Dense[T], err error) {
+func (m *Modulo[T]) forward(x *tensor.Dense[T], p *nn.Path[T], full bool) (y *tensor.Dense[T], st *moduloState[T], u, v *tensor.Dense[T], err error) {
 	if _, err := m.OutShape(x.Shape); err != nil {
 		return nil, nil, nil, nil, err
 	}
-	st = &moduloPathState[T]{}
+	st = &moduloState[T]{}
 	h0, s, err := m.Embedding.PathForward(x, p)
 	if err != nil {
 		return nil, nil, nil, nil, err
@@ -70,7 +62,7 @@ func (m *Modulo[T]) pathForward(x *tensor.Dense[T], p *nn.Path[T], full bool) (y
 		return nil, nil, nil, nil, err
 	}
 	st.relu2 = s
-	h := a.Clone()
+	h := a.Clone() // residual: h = a + ReLU(linear2(ReLU(linear1(a))))
 	tensor.AddScaled(h.Data, 1, r2.Data)
 	st.h = h
 	logits, s, err := m.Decoder.PathForward(h, p)
@@ -88,16 +80,10 @@ func (m *Modulo[T]) pathForward(x *tensor.Dense[T], p *nn.Path[T], full bool) (y
 
 // PathBackward is Backward at each sample's path point, for a state from
 // PathForward: it maps K cotangents per sample ([B*K, P+2]) to parameter
-// gradients in g (summed or per row).
-func (m *Modulo[T]) PathBackward(st nn.State, dy *tensor.Dense[T], g *nn.Grads[T]) error {
-	s, ok := st.(*moduloPathState[T])
-	if !ok {
-		return fmt.Errorf("models.Modulo: PathBackward got a state that PathForward did not make")
-	}
-	if err := m.pathBackward(s, dy, g); err != nil {
-		return fmt.Errorf("models.Modulo: %w", err)
-	}
-	return nil
+// gradients in g (summed or per row). Like Backward it returns no input
+// cotangent.
+func (m *Modulo[T]) PathBackward(st nn.State, dy *tensor.Dense[T], g *nn.Grads[T], needDx bool) (*tensor.Dense[T], error) {
+	return nil, m.backward("PathBackward", st, dy, m.rowGrads(g))
 }
 
 // PathBackwardGrouped is PathBackward with the gradients of the rows summed
@@ -105,23 +91,21 @@ func (m *Modulo[T]) PathBackward(st nn.State, dy *tensor.Dense[T], g *nn.Grads[T
 // g, which must be PerRow, has buffers with the PerRow layout over groups,
 // [nGroups*K, shape...] (K cotangents per row). Every parameter's gradient
 // goes straight into the group buffers, none is formed per row: the
-// weights of the linear layers with one GEMM per run of rows in a group,
-// those of the attention heads likewise (see
+// weights of the linear layers and of the attention heads with one GEMM
+// per run of rows in a group (see nn.Linear.PathBackwardGrouped and
 // nn.AttentionHeads.PathBackwardGrouped), the embedding by scattering each
 // row's token cotangents into its group (see
 // nn.Embedding.PathBackwardGrouped) and the biases by adding each row's
 // cotangents to its group's. epk's feature pass uses it to sum quadrature
 // nodes per test sample.
 func (m *Modulo[T]) PathBackwardGrouped(st nn.State, dy *tensor.Dense[T], g *nn.Grads[T], groups []int, nGroups int) error {
-	s, ok := st.(*moduloPathState[T])
-	if !ok {
+	if _, ok := st.(*moduloState[T]); !ok {
 		return fmt.Errorf("models.Modulo: PathBackwardGrouped got a state from another model")
 	}
 	B := len(groups)
 	if B == 0 || dy.Shape[0]%B != 0 {
 		return fmt.Errorf("models.Modulo: %d cotangent rows for %d grouped rows", dy.Shape[0], B)
 	}
-	K := dy.Shape[0] / B
 	for i, gi := range groups {
 		if gi < 0 || gi >= nGroups || (i > 0 && gi < groups[i-1]) {
 			return fmt.Errorf("models.Modulo: groups must be nondecreasing in [0, %d)", nGroups)
@@ -130,61 +114,7 @@ func (m *Modulo[T]) PathBackwardGrouped(st nn.State, dy *tensor.Dense[T], g *nn.
 	if g != nil && g.Mode != nn.PerRow {
 		return fmt.Errorf("models.Modulo: PathBackwardGrouped needs PerRow gradient buffers")
 	}
-	// buf returns p's group buffer, checked against [nGroups*K, p's shape],
-	// or nil when p's gradient is not wanted.
-	buf := func(p *nn.Param[T]) (*tensor.Dense[T], error) {
-		if g == nil || g.Of[p] == nil {
-			return nil, nil
-		}
-		b := g.Of[p]
-		if want := append([]int{nGroups * K}, p.Value.Shape...); !tensor.SameShape(b.Shape, want) {
-			return nil, fmt.Errorf("gradient buffer for %s has shape %v, want %v", p.Name, b.Shape, want)
-		}
-		return b, nil
-	}
-	linear := func(l *nn.Linear[T], d, x *tensor.Dense[T]) error {
-		out, in := l.Weight.Value.Shape[0], l.Weight.Value.Shape[1]
-		gw, err := buf(l.Weight)
-		if err != nil {
-			return err
-		}
-		if gw != nil {
-			for lo := 0; lo < B; {
-				hi := lo + 1
-				for hi < B && groups[hi] == groups[lo] {
-					hi++
-				}
-				// [K*out × in] += d[lo:hi]ᵀ (as [n × K*out]) · x[lo:hi] ([n × in]).
-				gemm.Gemm(true, false, K*out, in, hi-lo, T(1), d.Data[lo*K*out:hi*K*out], K*out, x.Data[lo*in:hi*in], in, T(1), gw.Data[groups[lo]*K*out*in:(groups[lo]+1)*K*out*in], in)
-				lo = hi
-			}
-		}
-		if l.Bias == nil {
-			return nil
-		}
-		gb, err := buf(l.Bias)
-		if err != nil || gb == nil {
-			return err
-		}
-		// gb[g*K+k] += d[b*K+k] for the rows b of group g.
-		for b, gi := range groups {
-			dst := gb.Data[gi*K*out : (gi+1)*K*out]
-			for j, v := range d.Data[b*K*out : (b+1)*K*out] {
-				dst[j] += v
-			}
-		}
-		return nil
-	}
-	attention := func(st nn.State, da *tensor.Dense[T]) (*tensor.Dense[T], error) {
-		return m.Attention.PathBackwardGrouped(st, da, g, groups, nGroups, true)
-	}
-	embedding := func(st nn.State, dh0 *tensor.Dense[T]) error {
-		return m.Embedding.PathBackwardGrouped(st, dh0, g, groups, nGroups)
-	}
-	if err := m.pathBackwardWith(s, dy, nil, linear, attention, embedding); err != nil {
-		return fmt.Errorf("models.Modulo: %w", err)
-	}
-	return nil
+	return m.backward("PathBackwardGrouped", st, dy, moduloGrads[T]{g: g, groups: groups, nGroups: nGroups})
 }
 
 // PerRowValues is the number of parameter values whose gradients
@@ -194,80 +124,122 @@ func (m *Modulo[T]) PathBackwardGrouped(st nn.State, dy *tensor.Dense[T], g *nn.
 // bound the rows of one call; with 0 only its row limit applies.
 func (m *Modulo[T]) PerRowValues() int { return 0 }
 
-func (m *Modulo[T]) pathBackward(s *moduloPathState[T], dy *tensor.Dense[T], g *nn.Grads[T]) error {
-	linear := func(l *nn.Linear[T], d, x *tensor.Dense[T]) error { return perRowWeight(g, l.Weight, d, x) }
-	attention := func(st nn.State, da *tensor.Dense[T]) (*tensor.Dense[T], error) {
-		return m.Attention.PathBackward(st, da, g, true)
-	}
-	embedding := func(st nn.State, dh0 *tensor.Dense[T]) error {
-		_, err := m.Embedding.PathBackward(st, dh0, g, false)
-		return err
-	}
-	return m.pathBackwardWith(s, dy, g, linear, attention, embedding)
+// moduloGrads says where backward puts the parameter gradients: into g
+// (nil: nowhere), Summed or PerRow, or with groups summed per group of
+// rows into g's PerRow buffers over the groups (PathBackwardGrouped).
+type moduloGrads[T tensor.Float] struct {
+	g *nn.Grads[T]
+	// linear is what the linear layers' PathBackward gets without groups:
+	// g, or for PerRow g without the linear weights, which perRowWeight
+	// forms instead.
+	linear *nn.Grads[T]
+	// groups[b] is the group of row b, of nGroups (nil: no groups).
+	groups  []int
+	nGroups int
 }
 
-// pathBackwardWith is the path backward pass with parts of it left to
-// hooks: linear(l, d, x) gets each linear layer with its output cotangents
-// d [B*K, out] and its input x [B, in], attention does the attention
-// layer's backward pass (its weight gradients and its input cotangent) and
-// embedding the embedding's. g, which may be nil, is passed to the linear
-// layers' PathBackward: Summed, they add all their gradients to it; PerRow,
-// only the biases', the PerRow weight gradients being left to linear.
-func (m *Modulo[T]) pathBackwardWith(s *moduloPathState[T], dy *tensor.Dense[T], g *nn.Grads[T], linear func(l *nn.Linear[T], d, x *tensor.Dense[T]) error, attention func(st nn.State, da *tensor.Dense[T]) (*tensor.Dense[T], error), embedding func(st nn.State, dh0 *tensor.Dense[T]) error) error {
-	gl := g
+// rowGrads returns the moduloGrads of Backward and PathBackward, which put
+// the gradients into g.
+func (m *Modulo[T]) rowGrads(g *nn.Grads[T]) moduloGrads[T] {
+	mg := moduloGrads[T]{g: g, linear: g}
 	if g != nil && g.Mode == nn.PerRow {
-		gl = &nn.Grads[T]{Mode: nn.PerRow, Of: make(map[*nn.Param[T]]*tensor.Dense[T], len(g.Of))}
+		mg.linear = &nn.Grads[T]{Mode: nn.PerRow, Of: make(map[*nn.Param[T]]*tensor.Dense[T], len(g.Of))}
 		for p, buf := range g.Of {
 			if p != m.Linear1.Weight && p != m.Linear2.Weight && p != m.Decoder.Weight {
-				gl.Of[p] = buf
+				mg.linear.Of[p] = buf
 			}
 		}
 	}
+	return mg
+}
+
+// linearBackward runs l's backward pass for the output cotangents dy
+// [B*K, out] at the state st (x [B, in] is l's input) and returns the
+// input cotangent.
+func (mg moduloGrads[T]) linearBackward(l *nn.Linear[T], st nn.State, dy, x *tensor.Dense[T]) (*tensor.Dense[T], error) {
+	if mg.groups != nil {
+		return l.PathBackwardGrouped(st, dy, mg.g, mg.groups, mg.nGroups, true)
+	}
+	dx, err := l.PathBackward(st, dy, mg.linear, true)
+	if err != nil {
+		return nil, err
+	}
+	return dx, perRowWeight(mg.g, l.Weight, dy, x)
+}
+
+// attentionBackward runs a's backward pass for the output cotangents dy
+// at the state st and returns the input cotangent.
+func (mg moduloGrads[T]) attentionBackward(a *nn.AttentionHeads[T], st nn.State, dy *tensor.Dense[T]) (*tensor.Dense[T], error) {
+	if mg.groups != nil {
+		return a.PathBackwardGrouped(st, dy, mg.g, mg.groups, mg.nGroups, true)
+	}
+	return a.PathBackward(st, dy, mg.g, true)
+}
+
+// embeddingBackward runs e's backward pass for the output cotangents dy at
+// the state st.
+func (mg moduloGrads[T]) embeddingBackward(e *nn.Embedding[T], st nn.State, dy *tensor.Dense[T]) error {
+	if mg.groups != nil {
+		return e.PathBackwardGrouped(st, dy, mg.g, mg.groups, mg.nGroups)
+	}
+	_, err := e.PathBackward(st, dy, mg.g, false)
+	return err
+}
+
+// backward is the backward pass at each sample's path point for a state
+// from forward (method names the caller in errors), with the gradients
+// going where mg says.
+func (m *Modulo[T]) backward(method string, st nn.State, dy *tensor.Dense[T], mg moduloGrads[T]) error {
+	s, ok := st.(*moduloState[T])
+	if !ok {
+		return fmt.Errorf("models.Modulo: %s got a state from another model", method)
+	}
+	if err := m.backwardLayers(s, dy, mg); err != nil {
+		return fmt.Errorf("models.Modulo: %w", err)
+	}
+	return nil
+}
+
+// backwardLayers runs the layers' backward passes from the output down:
+// log-softmax, decoder, ReLU, linear2, ReLU, linear1 (plus the residual),
+// attention, embedding.
+func (m *Modulo[T]) backwardLayers(s *moduloState[T], dy *tensor.Dense[T], mg moduloGrads[T]) error {
 	dl, err := nn.LogSoftmax[T]{}.Backward(s.lsm, dy, nil, true)
 	if err != nil {
 		return err
 	}
-	dh, err := m.Decoder.PathBackward(s.dec, dl, gl, true)
+	dh, err := mg.linearBackward(m.Decoder, s.dec, dl, s.h)
 	if err != nil {
-		return err
-	}
-	if err := linear(m.Decoder, dl, s.h); err != nil {
 		return err
 	}
 	dv, err := nn.ReLU[T]{}.Backward(s.relu2, dh, nil, true)
 	if err != nil {
 		return err
 	}
-	dr1, err := m.Linear2.PathBackward(s.l2, dv, gl, true)
+	dr1, err := mg.linearBackward(m.Linear2, s.l2, dv, s.r1)
 	if err != nil {
-		return err
-	}
-	if err := linear(m.Linear2, dv, s.r1); err != nil {
 		return err
 	}
 	du, err := nn.ReLU[T]{}.Backward(s.relu1, dr1, nil, true)
 	if err != nil {
 		return err
 	}
-	da, err := m.Linear1.PathBackward(s.l1, du, gl, true)
+	da, err := mg.linearBackward(m.Linear1, s.l1, du, s.a)
 	if err != nil {
 		return err
 	}
-	if err := linear(m.Linear1, du, s.a); err != nil {
-		return err
-	}
-	tensor.AddScaled(da.Data, 1, dh.Data)
-	dh0, err := attention(s.attn, da)
+	tensor.AddScaled(da.Data, 1, dh.Data) // the residual path
+	dh0, err := mg.attentionBackward(m.Attention, s.attn, da)
 	if err != nil {
 		return err
 	}
-	return embedding(s.emb, dh0)
+	return mg.embeddingBackward(m.Embedding, s.emb, dh0)
 }
 
 // PathJVP returns the log-probabilities [B, P+2] at each sample's path
 // point and their derivatives [B*M, P+2] along M parameter tangents.
 func (m *Modulo[T]) PathJVP(x *tensor.Dense[T], p *nn.Path[T], t *nn.Tangents[T]) (*tensor.Dense[T], *tensor.Dense[T], error) {
-	y, dy, _, _, err := m.pathJVP(x, p, t, true)
+	y, dy, _, _, err := m.jvp(x, nil, p, t, true)
 	if err != nil {
 		return nil, nil, fmt.Errorf("models.Modulo: %w", err)
 	}
@@ -292,10 +264,10 @@ func (m *Modulo[T]) PathSwitches(x *tensor.Dense[T], p *nn.Path[T], deriv bool) 
 			}
 		}
 		var us, dus [2]*tensor.Dense[T]
-		_, _, us, dus, err = m.pathJVP(x, p, tan, false)
+		_, _, us, dus, err = m.jvp(x, nil, p, tan, false)
 		u, v, du, dv = us[0], us[1], dus[0], dus[1]
 	} else {
-		_, _, u, v, err = m.pathForward(x, p, false)
+		_, _, u, v, err = m.forward(x, p, false)
 	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("models.Modulo: %w", err)
@@ -319,13 +291,14 @@ func concatRows[T tensor.Float](a, b *tensor.Dense[T]) *tensor.Dense[T] {
 	return out
 }
 
-// pathJVP is PathJVP that also returns the ReLU inputs u, v and their
-// tangents du, dv; without full it stops after v (y and dy are nil).
-func (m *Modulo[T]) pathJVP(x *tensor.Dense[T], p *nn.Path[T], t *nn.Tangents[T], full bool) (y, dy *tensor.Dense[T], sw, dsw [2]*tensor.Dense[T], err error) {
+// jvp is PathJVP (JVP for a nil path, with the input tangent dx checked)
+// that also returns the ReLU inputs u, v and their tangents du, dv;
+// without full it stops after v (y and dy are nil).
+func (m *Modulo[T]) jvp(x, dx *tensor.Dense[T], p *nn.Path[T], t *nn.Tangents[T], full bool) (y, dy *tensor.Dense[T], sw, dsw [2]*tensor.Dense[T], err error) {
 	if _, err = m.OutShape(x.Shape); err != nil {
 		return
 	}
-	h0, dh0, err := m.Embedding.PathJVP(x, nil, p, t)
+	h0, dh0, err := m.Embedding.PathJVP(x, dx, p, t)
 	if err != nil {
 		return
 	}
@@ -352,7 +325,7 @@ func (m *Modulo[T]) pathJVP(x *tensor.Dense[T], p *nn.Path[T], t *nn.Tangents[T]
 	if err != nil {
 		return
 	}
-	tensor.AddScaled(r2.Data, 1, a.Data)
+	tensor.AddScaled(r2.Data, 1, a.Data) // h = a + r2, dh = da + dr2 (fresh arrays)
 	tensor.AddScaled(dr2.Data, 1, da.Data)
 	logits, dlogits, err := m.Decoder.PathJVP(r2, dr2, p, t)
 	if err != nil {

@@ -77,10 +77,10 @@ func TestModuloPath(t *testing.T) {
 	nn.FillUniform(cot.Data, 1, rng)
 	gRow := nn.NewGrads(nn.PerRow, params, b*k)
 	gSum := nn.NewGrads(nn.Summed, params, 0)
-	if err := m.PathBackward(st, cot, gRow); err != nil {
+	if _, err := m.PathBackward(st, cot, gRow, false); err != nil {
 		t.Fatal(err)
 	}
-	if err := m.PathBackward(st, cot, gSum); err != nil {
+	if _, err := m.PathBackward(st, cot, gSum, false); err != nil {
 		t.Fatal(err)
 	}
 

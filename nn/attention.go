@@ -119,6 +119,7 @@ func (a *AttentionHeads[T]) pack() (attentionWeights[T], error) {
 	return p, nil
 }
 
+// attentionState is what Forward keeps for Backward.
 type attentionState[T tensor.Float] struct {
 	x    *tensor.Dense[T] // [B, S, D]
 	z    []T              // [B, S, H*DH]
@@ -130,27 +131,13 @@ type attentionState[T tensor.Float] struct {
 
 // Forward computes Σ_h softmax(z_h z_hᵀ·Scale) z_h D_hᵀ with z_h = x E_hᵀ.
 func (a *AttentionHeads[T]) Forward(x *tensor.Dense[T]) (*tensor.Dense[T], State, error) {
-	shape, err := checkInput[T](a, x)
+	// The start of a path is θ itself: one implementation serves both.
+	y, st, err := a.forward(x, nil)
 	if err != nil {
 		return nil, nil, err
 	}
-	b, s := x.Shape[0], x.Shape[1]
-	h, hd, q := a.Heads(), a.Heads()*a.DH, a.queries(s)
-	w, err := a.pack()
-	if err != nil {
-		return nil, nil, err
-	}
-	st := &attentionState[T]{x: x, w: w, b: b, s: s, p: make([]T, b*h*q*s), o: make([]T, b*q*hd)}
-	st.z = a.encode(x.Data, st.w.enc, b*s)
-	attentionParallel(b, s*s*hd, func(lo, hi int) {
-		scores, acc := make([]float64, s), make([]float64, a.DH)
-		for bb := lo; bb < hi; bb++ {
-			a.attend(st.z[bb*s*hd:(bb+1)*s*hd], st.p[bb*h*q*s:(bb+1)*h*q*s], st.o[bb*q*hd:(bb+1)*q*hd], s, scores, acc)
-		}
-	})
-	y := tensor.New[T](shape...)
-	a.decode(st.o, st.w.dec, y.Data, b*q)
-	return y, st, nil
+	// Backward's state is the path state without its (zero) path.
+	return y, &st.attentionState, nil
 }
 
 // encode returns z = x encᵀ for rows rows of x ([rows, D] → [rows, H*DH]).
@@ -241,125 +228,8 @@ func (a *AttentionHeads[T]) Backward(st State, dy *tensor.Dense[T], g *Grads[T],
 	if !ok {
 		return nil, fmt.Errorf("nn.AttentionHeads(%s): Backward got a state from another layer", a.Encoders[0].Name)
 	}
-	outShape, _ := a.OutShape(s.x.Shape)
-	k, err := cotangentsPerSample("AttentionHeads", dy.Shape, s.b, outShape)
-	if err != nil {
-		return nil, err
-	}
-	b, seq, d, dh := s.b, s.s, a.D, a.DH
-	h, hd, q := a.Heads(), a.Heads()*a.DH, a.queries(s.s)
-	rows := b * k
-	gEnc := make([]*tensor.Dense[T], h)
-	gDec := make([]*tensor.Dense[T], h)
-	anyEnc, anyDec := false, false
-	for hh := 0; hh < h; hh++ {
-		if gEnc[hh], err = g.checkBuf(a.Encoders[hh], rows); err != nil {
-			return nil, err
-		}
-		if gDec[hh], err = g.checkBuf(a.Decoders[hh], rows); err != nil {
-			return nil, err
-		}
-		anyEnc = anyEnc || gEnc[hh] != nil
-		anyDec = anyDec || gDec[hh] != nil
-	}
-
-	// Decoder gradients: gD_h[i, e] += Σ dy[r, q, i] o[b, q, h*DH+e].
-	if anyDec {
-		if g.Mode == Summed {
-			dys := sumOverK(dy.Data, b, k, q*d)
-			full := make([]T, d*hd)
-			gemm.Gemm(true, false, d, hd, b*q, 1, dys, d, s.o, hd, 0, full, hd)
-			for hh, gd := range gDec {
-				if gd == nil {
-					continue
-				}
-				for i := 0; i < d; i++ {
-					tensor.AddScaled(gd.Data[i*dh:(i+1)*dh], 1, full[i*hd+hh*dh:i*hd+(hh+1)*dh])
-				}
-			}
-		} else {
-			attentionParallel(rows, q*d*hd, func(lo, hi int) {
-				for r := lo; r < hi; r++ {
-					bb := r / k
-					for qq := 0; qq < q; qq++ {
-						o := s.o[(bb*q+qq)*hd : (bb*q+qq+1)*hd]
-						dyr := dy.Data[(r*q+qq)*d : (r*q+qq+1)*d]
-						for hh, gd := range gDec {
-							if gd == nil {
-								continue
-							}
-							dst := gd.Data[r*d*dh : (r+1)*d*dh]
-							oh := o[hh*dh : (hh+1)*dh]
-							for i, v := range dyr {
-								if v != 0 {
-									tensor.AddScaled(dst[i*dh:(i+1)*dh], v, oh)
-								}
-							}
-						}
-					}
-				}
-			})
-		}
-	}
-	if !anyEnc && !needDx {
-		return nil, nil
-	}
-
-	// do = dy D for every row and query: [B*K, Q, H*DH].
-	do := make([]T, rows*q*hd)
-	gemm.Gemm(false, false, rows*q, hd, d, 1, dy.Data, d, s.w.dec, hd, 0, do, hd)
-	// dz: [B*K, S, H*DH].
-	dz := make([]T, rows*seq*hd)
-	attentionParallel(rows, q*seq*hd, func(lo, hi int) {
-		dp := make([]float64, seq)
-		for r := lo; r < hi; r++ {
-			bb := r / k
-			a.attendBackward(s.z[bb*seq*hd:(bb+1)*seq*hd], s.p[bb*h*q*seq:(bb+1)*h*q*seq],
-				do[r*q*hd:(r+1)*q*hd], dz[r*seq*hd:(r+1)*seq*hd], seq, dp)
-		}
-	})
-
-	// Encoder gradients: gE_h[e, :] += Σ_t dz[r, t, h*DH+e] x[b, t, :].
-	if anyEnc {
-		x := s.x.Data
-		if g.Mode == Summed {
-			dzs := sumOverK(dz, b, k, seq*hd)
-			full := make([]T, hd*d)
-			gemm.Gemm(true, false, hd, d, b*seq, 1, dzs, hd, x, d, 0, full, d)
-			for hh, ge := range gEnc {
-				if ge != nil {
-					tensor.AddScaled(ge.Data, 1, full[hh*dh*d:(hh+1)*dh*d])
-				}
-			}
-		} else {
-			attentionParallel(rows, seq*hd*d, func(lo, hi int) {
-				for r := lo; r < hi; r++ {
-					bb := r / k
-					for t := 0; t < seq; t++ {
-						xt := x[(bb*seq+t)*d : (bb*seq+t+1)*d]
-						dzt := dz[(r*seq+t)*hd : (r*seq+t+1)*hd]
-						for hh, ge := range gEnc {
-							if ge == nil {
-								continue
-							}
-							dst := ge.Data[r*dh*d : (r+1)*dh*d]
-							for e, v := range dzt[hh*dh : (hh+1)*dh] {
-								if v != 0 {
-									tensor.AddScaled(dst[e*d:(e+1)*d], v, xt)
-								}
-							}
-						}
-					}
-				}
-			})
-		}
-	}
-	if !needDx {
-		return nil, nil
-	}
-	dx := tensor.New[T](rows, seq, d)
-	gemm.Gemm(false, false, rows*seq, d, hd, 1, dz, hd, s.w.enc, d, 0, dx.Data, d)
-	return dx, nil
+	// The start of a path is θ itself: one implementation serves both.
+	return a.backward("Backward", s, attentionPath[T]{}, dy, g, nil, needDx)
 }
 
 // sumOverK returns Σ_k v[b*K+k] for blocks of n values, or v itself when
@@ -376,6 +246,84 @@ func sumOverK[T tensor.Float](v []T, b, k, n int) []T {
 		}
 	}
 	return out
+}
+
+// decoderGrads adds the decoder gradients gD_h[i, e] += Σ dy[r, q, i]
+// o[b, q, h*DH+e] (summed or per row).
+func (a *AttentionHeads[T]) decoderGrads(mode GradMode, gDec []*tensor.Dense[T], dy, o []T, b, k, q int) {
+	d, dh, hd := a.D, a.DH, a.Heads()*a.DH
+	if mode == Summed {
+		dys := sumOverK(dy, b, k, q*d)
+		full := make([]T, d*hd)
+		gemm.Gemm(true, false, d, hd, b*q, 1, dys, d, o, hd, 0, full, hd)
+		for hh, gd := range gDec {
+			if gd == nil {
+				continue
+			}
+			for i := 0; i < d; i++ {
+				tensor.AddScaled(gd.Data[i*dh:(i+1)*dh], 1, full[i*hd+hh*dh:i*hd+(hh+1)*dh])
+			}
+		}
+		return
+	}
+	attentionParallel(b*k, q*d*hd, func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			bb := r / k
+			for qq := 0; qq < q; qq++ {
+				ob := o[(bb*q+qq)*hd : (bb*q+qq+1)*hd]
+				dyr := dy[(r*q+qq)*d : (r*q+qq+1)*d]
+				for hh, gd := range gDec {
+					if gd == nil {
+						continue
+					}
+					dst := gd.Data[r*d*dh : (r+1)*d*dh]
+					oh := ob[hh*dh : (hh+1)*dh]
+					for i, v := range dyr {
+						if v != 0 {
+							tensor.AddScaled(dst[i*dh:(i+1)*dh], v, oh)
+						}
+					}
+				}
+			}
+		}
+	})
+}
+
+// encoderGrads adds the encoder gradients gE_h[e, :] += Σ_t dz[r, t,
+// h*DH+e] x[b, t, :] (summed or per row).
+func (a *AttentionHeads[T]) encoderGrads(mode GradMode, gEnc []*tensor.Dense[T], dz, x []T, b, k, seq int) {
+	d, dh, hd := a.D, a.DH, a.Heads()*a.DH
+	if mode == Summed {
+		dzs := sumOverK(dz, b, k, seq*hd)
+		full := make([]T, hd*d)
+		gemm.Gemm(true, false, hd, d, b*seq, 1, dzs, hd, x, d, 0, full, d)
+		for hh, ge := range gEnc {
+			if ge != nil {
+				tensor.AddScaled(ge.Data, 1, full[hh*dh*d:(hh+1)*dh*d])
+			}
+		}
+		return
+	}
+	attentionParallel(b*k, seq*hd*d, func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			bb := r / k
+			for t := 0; t < seq; t++ {
+				xt := x[(bb*seq+t)*d : (bb*seq+t+1)*d]
+				dzt := dz[(r*seq+t)*hd : (r*seq+t+1)*hd]
+				for hh, ge := range gEnc {
+					if ge == nil {
+						continue
+					}
+					dst := ge.Data[r*dh*d : (r+1)*dh*d]
+					for e, v := range dzt[hh*dh : (hh+1)*dh] {
+						if v != 0 {
+							tensor.AddScaled(dst[e*d:(e+1)*d], v, xt)
+						}
+					}
+				}
+			}
+		}
+	})
 }
 
 // attendBackward accumulates into dz ([S, H*DH], zeroed) the cotangent of

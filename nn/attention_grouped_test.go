@@ -1,7 +1,6 @@
 package nn_test
 
 import (
-	"math"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -66,50 +65,10 @@ func TestAttentionPathBackwardGrouped(t *testing.T) {
 			if c.some {
 				asked = []*nn.Param[float64]{a.Encoders[0], a.Decoders[c.heads-1]}
 			}
-			grouped := nn.NewGrads(nn.PerRow, asked, c.nGroups*c.k)
-			dx, err := a.PathBackwardGrouped(st, cot, grouped, c.groups, c.nGroups, true)
-			if err != nil {
-				t.Fatal(err)
+			run := func(g *nn.Grads[float64], needDx bool) (*tensor.Dense[float64], error) {
+				return a.PathBackwardGrouped(st, cot, g, c.groups, c.nGroups, needDx)
 			}
-			if d := tensor.RelErr(dx.Data, dxWant.Data); d != 0 || !tensor.SameShape(dx.Shape, dxWant.Shape) {
-				t.Errorf("dx %v differs from PathBackward's %v by %.3g", dx.Shape, dxWant.Shape, d)
-			}
-			if len(grouped.Of) != len(asked) {
-				t.Errorf("filled %d parameters, want the %d asked for", len(grouped.Of), len(asked))
-			}
-			for _, p := range asked {
-				size := len(p.Value.Data)
-				want := make([]float64, c.nGroups*c.k*size)
-				for bb, gi := range c.groups {
-					tensor.AddScaled(want[gi*c.k*size:(gi+1)*c.k*size], 1, perRow.Of[p].Data[bb*c.k*size:(bb+1)*c.k*size])
-				}
-				var worst, norm float64
-				for i, v := range grouped.Of[p].Data {
-					worst = math.Max(worst, math.Abs(v-want[i]))
-					norm = math.Max(norm, math.Abs(want[i]))
-				}
-				if norm == 0 {
-					t.Fatalf("%s: the per-row gradients are all zero; the test checks nothing", p.Name)
-				}
-				if worst > tol*norm {
-					t.Errorf("%s: grouped gradients differ from the per-group sums of the per-row gradients by %.3g (max |want| %.3g)", p.Name, worst, norm)
-				}
-			}
-			// Without dx, the gradients are the same and are added (+=).
-			if out, err := a.PathBackwardGrouped(st, cot, grouped, c.groups, c.nGroups, false); err != nil || out != nil {
-				t.Fatalf("without dx: got %v, %v; want nil, nil", out, err)
-			}
-			once := nn.NewGrads(nn.PerRow, asked, c.nGroups*c.k)
-			if _, err := a.PathBackwardGrouped(st, cot, once, c.groups, c.nGroups, false); err != nil {
-				t.Fatal(err)
-			}
-			for _, p := range asked {
-				for i, v := range once.Of[p].Data {
-					if d := math.Abs(grouped.Of[p].Data[i] - 2*v); d > tol*math.Max(1, math.Abs(v)) {
-						t.Fatalf("%s[%d]: two calls gave %v, want 2 × %v", p.Name, i, grouped.Of[p].Data[i], v)
-					}
-				}
-			}
+			checkGroupedBackward(t, run, asked, perRow, dxWant, c.groups, c.nGroups, c.k, tol)
 		})
 	}
 }
@@ -122,24 +81,10 @@ func TestAttentionPathBackwardGroupedErrors(t *testing.T) {
 	rng := rand.New(rand.NewPCG(53, 54))
 	a, st, cot := groupedHeads(t, rng, 2, 4, 2, false, 4, 3, k)
 	perGroups := func(n int) *nn.Grads[float64] { return nn.NewGrads(nn.PerRow, a.Params(), n*k) }
-	for _, c := range []struct {
-		name    string
-		g       *nn.Grads[float64]
-		groups  []int
-		nGroups int
-		want    string
-	}{
-		{"decreasing", perGroups(2), []int{0, 1, 0, 1}, 2, "nondecreasing in [0, 2)"},
-		{"too large", perGroups(2), []int{0, 0, 1, 2}, 2, "nondecreasing in [0, 2)"},
-		{"negative", perGroups(2), []int{-1, 0, 1, 1}, 2, "nondecreasing in [0, 2)"},
-		{"too few", perGroups(2), []int{0, 0, 1}, 2, "3 groups for 4 samples"},
-		{"summed", nn.NewGrads(nn.Summed, a.Params(), 0), []int{0, 0, 1, 1}, 2, "PerRow"},
-		{"buffer", perGroups(3), []int{0, 0, 1, 1}, 2, "gradient buffer"},
-	} {
-		if _, err := a.PathBackwardGrouped(st, cot, c.g, c.groups, c.nGroups, true); err == nil || !strings.Contains(err.Error(), c.want) {
-			t.Errorf("%s: got %v, want an error mentioning %q", c.name, err, c.want)
-		}
-	}
+	checkGroupedErrors(t, func(g *nn.Grads[float64], groups []int, nGroups int) error {
+		_, err := a.PathBackwardGrouped(st, cot, g, groups, nGroups, true)
+		return err
+	}, a.Params(), k, "gradient buffer")
 	_, fst, err := a.Forward(randInput(rng, 4, 3, 4))
 	if err != nil {
 		t.Fatal(err)

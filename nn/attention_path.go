@@ -8,10 +8,17 @@ import (
 )
 
 // attentionPathState is what PathForward keeps for PathBackward: Forward's
-// state plus the packed path directions and the positions.
+// state plus the path.
 type attentionPathState[T tensor.Float] struct {
 	attentionState[T]
-	dw             attentionWeights[T] // packed ΔE, ΔD (valid where hasEnc, hasDec)
+	path attentionPath[T]
+}
+
+// attentionPath is the path a state was evaluated on: the packed path
+// directions ΔE, ΔD (valid where hasEnc, hasDec) and the positions. Its
+// zero value is the start θ for every sample (Forward).
+type attentionPath[T tensor.Float] struct {
+	dw             attentionWeights[T]
 	hasEnc, hasDec bool
 	t              []float64
 }
@@ -53,6 +60,15 @@ func (a *AttentionHeads[T]) packDeltas(p *Path[T]) (w attentionWeights[T], hasEn
 // PathForward is Forward at θ + t_b Δθ for each sample b: the encoder and
 // decoder products are x Eᵀ + t_b x ΔEᵀ and o Dᵀ + t_b o ΔDᵀ.
 func (a *AttentionHeads[T]) PathForward(x *tensor.Dense[T], p *Path[T]) (*tensor.Dense[T], State, error) {
+	y, st, err := a.forward(x, p)
+	if err != nil {
+		return nil, nil, err
+	}
+	return y, st, nil
+}
+
+// forward is PathForward, and Forward for a nil path.
+func (a *AttentionHeads[T]) forward(x *tensor.Dense[T], p *Path[T]) (*tensor.Dense[T], *attentionPathState[T], error) {
 	shape, err := checkInput[T](a, x)
 	if err != nil {
 		return nil, nil, err
@@ -62,22 +78,15 @@ func (a *AttentionHeads[T]) PathForward(x *tensor.Dense[T], p *Path[T]) (*tensor
 		return nil, nil, err
 	}
 	h, hd, q := a.Heads(), a.Heads()*a.DH, a.queries(s)
-	w, err := a.pack()
-	if err != nil {
-		return nil, nil, err
-	}
-	dw, hasEnc, hasDec, err := a.packDeltas(p)
+	w, path, err := a.weightsAt(p)
 	if err != nil {
 		return nil, nil, err
 	}
 	st := &attentionPathState[T]{
 		attentionState: attentionState[T]{x: x, w: w, b: b, s: s, p: make([]T, b*h*q*s), o: make([]T, b*q*hd)},
-		dw:             dw, hasEnc: hasEnc, hasDec: hasDec, t: p.positions(),
+		path:           path,
 	}
-	st.z = a.encode(x.Data, w.enc, b*s)
-	if hasEnc {
-		addScaledProduct(st.z, x.Data, dw.enc, b*s, hd, a.D, true, p.T, s)
-	}
+	st.z = a.encodeAt(x.Data, w, path, b*s, s)
 	attentionParallel(b, s*s*hd, func(lo, hi int) {
 		scores, acc := make([]float64, s), make([]float64, a.DH)
 		for bb := lo; bb < hi; bb++ {
@@ -85,11 +94,38 @@ func (a *AttentionHeads[T]) PathForward(x *tensor.Dense[T], p *Path[T]) (*tensor
 		}
 	})
 	y := tensor.New[T](shape...)
-	a.decode(st.o, w.dec, y.Data, b*q)
-	if hasDec {
-		addScaledProduct(y.Data, st.o, dw.dec, b*q, a.D, hd, true, p.T, q)
-	}
+	a.decodeAt(st.o, w, path, y.Data, b*q, q)
 	return y, st, nil
+}
+
+// weightsAt returns the heads' packed weights and the packed directions
+// of the path p (see pack and packDeltas).
+func (a *AttentionHeads[T]) weightsAt(p *Path[T]) (attentionWeights[T], attentionPath[T], error) {
+	w, err := a.pack()
+	if err != nil {
+		return w, attentionPath[T]{}, err
+	}
+	dw, hasEnc, hasDec, err := a.packDeltas(p)
+	return w, attentionPath[T]{dw: dw, hasEnc: hasEnc, hasDec: hasDec, t: p.positions()}, err
+}
+
+// encodeAt returns z = x (E + t_b ΔE)ᵀ for rows rows of x, per rows per
+// sample b ([rows, D] → [rows, H*DH]).
+func (a *AttentionHeads[T]) encodeAt(x []T, w attentionWeights[T], path attentionPath[T], rows, per int) []T {
+	z := a.encode(x, w.enc, rows)
+	if path.hasEnc {
+		addScaledProduct(z, x, path.dw.enc, rows, a.Heads()*a.DH, a.D, true, path.t, per)
+	}
+	return z
+}
+
+// decodeAt writes y = o (D + t_b ΔD)ᵀ for rows rows of o, per rows per
+// sample b ([rows, H*DH] → [rows, D]).
+func (a *AttentionHeads[T]) decodeAt(o []T, w attentionWeights[T], path attentionPath[T], y []T, rows, per int) {
+	a.decode(o, w.dec, y, rows)
+	if path.hasDec {
+		addScaledProduct(y, o, path.dw.dec, rows, a.D, a.Heads()*a.DH, true, path.t, per)
+	}
 }
 
 // PathBackward is Backward at each sample's path point. The parameter
@@ -111,38 +147,6 @@ func (a *AttentionHeads[T]) PathBackwardGrouped(st State, dy *tensor.Dense[T], g
 	return a.pathBackward("PathBackwardGrouped", st, dy, g, &rowGroups{of: groups, n: nGroups}, needDx)
 }
 
-// rowGroups assigns each sample of a batch to a group (see
-// PathBackwardGrouped).
-type rowGroups struct {
-	of []int // the group of each sample, nondecreasing
-	n  int   // the number of groups
-}
-
-// check verifies that the groups cover b samples, nondecreasing in [0, n).
-func (r *rowGroups) check(b int) error {
-	if len(r.of) != b {
-		return fmt.Errorf("%d groups for %d samples", len(r.of), b)
-	}
-	for i, gi := range r.of {
-		if gi < 0 || gi >= r.n || (i > 0 && gi < r.of[i-1]) {
-			return fmt.Errorf("groups must be nondecreasing in [0, %d)", r.n)
-		}
-	}
-	return nil
-}
-
-// runs calls fn for each maximal run [lo, hi) of samples in one group.
-func (r *rowGroups) runs(fn func(lo, hi, group int)) {
-	for lo := 0; lo < len(r.of); {
-		hi := lo + 1
-		for hi < len(r.of) && r.of[hi] == r.of[lo] {
-			hi++
-		}
-		fn(lo, hi, r.of[lo])
-		lo = hi
-	}
-}
-
 // pathBackward is PathBackward, or PathBackwardGrouped for non-nil grp;
 // method names the caller in errors.
 func (a *AttentionHeads[T]) pathBackward(method string, st State, dy *tensor.Dense[T], g *Grads[T], grp *rowGroups, needDx bool) (*tensor.Dense[T], error) {
@@ -150,6 +154,13 @@ func (a *AttentionHeads[T]) pathBackward(method string, st State, dy *tensor.Den
 	if !ok {
 		return nil, fmt.Errorf("nn.AttentionHeads(%s): %s got a state from another layer or from Forward", a.Encoders[0].Name, method)
 	}
+	return a.backward(method, &s.attentionState, s.path, dy, g, grp, needDx)
+}
+
+// backward is Backward at each sample's point on path (the zero path is θ
+// itself), with PathBackwardGrouped's gradients for non-nil grp; method
+// names the caller in errors.
+func (a *AttentionHeads[T]) backward(method string, s *attentionState[T], path attentionPath[T], dy *tensor.Dense[T], g *Grads[T], grp *rowGroups, needDx bool) (*tensor.Dense[T], error) {
 	outShape, _ := a.OutShape(s.x.Shape)
 	k, err := cotangentsPerSample("AttentionHeads", dy.Shape, s.b, outShape)
 	if err != nil {
@@ -192,8 +203,8 @@ func (a *AttentionHeads[T]) pathBackward(method string, st State, dy *tensor.Den
 	}
 	do := make([]T, rows*q*hd)
 	gemm.Gemm(false, false, rows*q, hd, d, 1, dy.Data, d, s.w.dec, hd, 0, do, hd)
-	if s.hasDec {
-		addScaledProduct(do, dy.Data, s.dw.dec, rows*q, hd, d, false, s.t, k*q)
+	if path.hasDec {
+		addScaledProduct(do, dy.Data, path.dw.dec, rows*q, hd, d, false, path.t, k*q)
 	}
 	dz := make([]T, rows*seq*hd)
 	attentionParallel(rows, q*seq*hd, func(lo, hi int) {
@@ -216,32 +227,10 @@ func (a *AttentionHeads[T]) pathBackward(method string, st State, dy *tensor.Den
 	}
 	dx := tensor.New[T](rows, seq, d)
 	gemm.Gemm(false, false, rows*seq, d, hd, 1, dz, hd, s.w.enc, d, 0, dx.Data, d)
-	if s.hasEnc {
-		addScaledProduct(dx.Data, dz, s.dw.enc, rows*seq, d, hd, false, s.t, k*seq)
+	if path.hasEnc {
+		addScaledProduct(dx.Data, dz, path.dw.enc, rows*seq, d, hd, false, path.t, k*seq)
 	}
 	return dx, nil
-}
-
-// swapK reorders v from [B, K, S, H, N] to [B, S, H, K, N], putting the K
-// cotangents of one sample, position and head side by side. It returns v
-// itself when the order does not change (K = 1, or S = H = 1).
-func swapK[T tensor.Float](v []T, b, k, s, h, n int) []T {
-	if k == 1 || (s == 1 && h == 1) {
-		return v
-	}
-	out := make([]T, len(v))
-	for bb := 0; bb < b; bb++ {
-		for kk := 0; kk < k; kk++ {
-			for t := 0; t < s; t++ {
-				for hh := 0; hh < h; hh++ {
-					src := (((bb*k+kk)*s+t)*h + hh) * n
-					dst := (((bb*s+t)*h+hh)*k + kk) * n
-					copy(out[dst:dst+n], v[src:src+n])
-				}
-			}
-		}
-	}
-	return out
 }
 
 // decoderGradsGrouped adds the decoder gradients summed per group,
@@ -283,84 +272,6 @@ func (a *AttentionHeads[T]) encoderGradsGrouped(gEnc []*tensor.Dense[T], dz, x [
 	})
 }
 
-// decoderGrads adds the decoder gradients gD_h[i, e] += Σ dy[r, q, i]
-// o[b, q, h*DH+e] (summed or per row), as Backward does.
-func (a *AttentionHeads[T]) decoderGrads(mode GradMode, gDec []*tensor.Dense[T], dy, o []T, b, k, q int) {
-	d, dh, hd := a.D, a.DH, a.Heads()*a.DH
-	if mode == Summed {
-		dys := sumOverK(dy, b, k, q*d)
-		full := make([]T, d*hd)
-		gemm.Gemm(true, false, d, hd, b*q, 1, dys, d, o, hd, 0, full, hd)
-		for hh, gd := range gDec {
-			if gd == nil {
-				continue
-			}
-			for i := 0; i < d; i++ {
-				tensor.AddScaled(gd.Data[i*dh:(i+1)*dh], 1, full[i*hd+hh*dh:i*hd+(hh+1)*dh])
-			}
-		}
-		return
-	}
-	attentionParallel(b*k, q*d*hd, func(lo, hi int) {
-		for r := lo; r < hi; r++ {
-			bb := r / k
-			for qq := 0; qq < q; qq++ {
-				ob := o[(bb*q+qq)*hd : (bb*q+qq+1)*hd]
-				dyr := dy[(r*q+qq)*d : (r*q+qq+1)*d]
-				for hh, gd := range gDec {
-					if gd == nil {
-						continue
-					}
-					dst := gd.Data[r*d*dh : (r+1)*d*dh]
-					oh := ob[hh*dh : (hh+1)*dh]
-					for i, v := range dyr {
-						if v != 0 {
-							tensor.AddScaled(dst[i*dh:(i+1)*dh], v, oh)
-						}
-					}
-				}
-			}
-		}
-	})
-}
-
-// encoderGrads adds the encoder gradients gE_h[e, :] += Σ_t dz[r, t,
-// h*DH+e] x[b, t, :] (summed or per row), as Backward does.
-func (a *AttentionHeads[T]) encoderGrads(mode GradMode, gEnc []*tensor.Dense[T], dz, x []T, b, k, seq int) {
-	d, dh, hd := a.D, a.DH, a.Heads()*a.DH
-	if mode == Summed {
-		dzs := sumOverK(dz, b, k, seq*hd)
-		full := make([]T, hd*d)
-		gemm.Gemm(true, false, hd, d, b*seq, 1, dzs, hd, x, d, 0, full, d)
-		for hh, ge := range gEnc {
-			if ge != nil {
-				tensor.AddScaled(ge.Data, 1, full[hh*dh*d:(hh+1)*dh*d])
-			}
-		}
-		return
-	}
-	attentionParallel(b*k, seq*hd*d, func(lo, hi int) {
-		for r := lo; r < hi; r++ {
-			bb := r / k
-			for t := 0; t < seq; t++ {
-				xt := x[(bb*seq+t)*d : (bb*seq+t+1)*d]
-				dzt := dz[(r*seq+t)*hd : (r*seq+t+1)*hd]
-				for hh, ge := range gEnc {
-					if ge == nil {
-						continue
-					}
-					dst := ge.Data[r*dh*d : (r+1)*dh*d]
-					for e, v := range dzt[hh*dh : (hh+1)*dh] {
-						if v != 0 {
-							tensor.AddScaled(dst[e*d:(e+1)*d], v, xt)
-						}
-					}
-				}
-			}
-		}
-	})
-}
-
 // PathJVP is JVP at each sample's path point: with E_b = E + t_b ΔE and
 // D_b = D + t_b ΔD, z = x E_bᵀ, dz = dx E_bᵀ + x dEᵀ, the attention as in
 // JVP, then y = o D_bᵀ and dy = do D_bᵀ + o dDᵀ.
@@ -391,29 +302,18 @@ func (a *AttentionHeads[T]) PathJVP(x, dx *tensor.Dense[T], p *Path[T], t *Tange
 		anyEnc = anyEnc || dEnc[hh] != nil
 		anyDec = anyDec || dDec[hh] != nil
 	}
-	w, err := a.pack()
+	w, path, err := a.weightsAt(p)
 	if err != nil {
 		return nil, nil, err
 	}
-	pw, hasEnc, hasDec, err := a.packDeltas(p)
-	if err != nil {
-		return nil, nil, err
-	}
-	z := a.encode(x.Data, w.enc, b*seq)
-	if hasEnc {
-		addScaledProduct(z, x.Data, pw.enc, b*seq, hd, d, true, p.T, seq)
-	}
+	z := a.encodeAt(x.Data, w, path, b*seq, seq)
 
 	// dz = dx E_bᵀ + x dEᵀ: [B*M, S, H*DH].
 	var dz []T
-	if dx != nil || anyEnc {
-		dz = make([]T, b*m*seq*hd)
-	}
 	if dx != nil {
-		gemm.Gemm(false, true, b*m*seq, hd, d, 1, dx.Data, d, w.enc, d, 0, dz, hd)
-		if hasEnc {
-			addScaledProduct(dz, dx.Data, pw.enc, b*m*seq, hd, d, true, p.T, m*seq)
-		}
+		dz = a.encodeAt(dx.Data, w, path, b*m*seq, m*seq)
+	} else if anyEnc {
+		dz = make([]T, b*m*seq*hd)
 	}
 	if anyEnc {
 		stack := make([]T, m*hd*d)
@@ -456,16 +356,10 @@ func (a *AttentionHeads[T]) PathJVP(x, dx *tensor.Dense[T], p *Path[T], t *Tange
 	})
 
 	y := tensor.New[T](shape...)
-	a.decode(o, w.dec, y.Data, b*q)
-	if hasDec {
-		addScaledProduct(y.Data, o, pw.dec, b*q, d, hd, true, p.T, q)
-	}
+	a.decodeAt(o, w, path, y.Data, b*q, q)
 	dy := tensor.New[T](append([]int{b * m}, shape[1:]...)...)
 	if do != nil {
-		a.decode(do, w.dec, dy.Data, b*m*q)
-		if hasDec {
-			addScaledProduct(dy.Data, do, pw.dec, b*m*q, d, hd, true, p.T, m*q)
-		}
+		a.decodeAt(do, w, path, dy.Data, b*m*q, m*q)
 	}
 	if anyDec {
 		stack := make([]T, m*d*hd)

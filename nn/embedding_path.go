@@ -14,19 +14,32 @@ func (e *Embedding[T]) PathForward(x *tensor.Dense[T], p *Path[T]) (*tensor.Dens
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := p.check("Embedding", x.Shape[0]); err != nil {
+	if err := e.addPath(y, x, st.(*embeddingState).ids, p); err != nil {
 		return nil, nil, err
+	}
+	return y, st, nil
+}
+
+// addPath adds t_b·Scale·ΔW[x[b, s]] to Forward's lookups y of the tokens
+// x, whose ids are given, or read from x when nil and needed.
+func (e *Embedding[T]) addPath(y, x *tensor.Dense[T], ids []int, p *Path[T]) error {
+	if err := p.check("Embedding", x.Shape[0]); err != nil {
+		return err
 	}
 	dW, err := p.delta(e.Weight)
 	if err != nil || dW == nil {
-		return y, st, err
+		return err
 	}
-	ids := st.(*embeddingState).ids
+	if ids == nil {
+		if ids, err = e.tokens(x); err != nil {
+			return err
+		}
+	}
 	seq, d := x.Shape[1], e.Dim
 	tmp := make([]T, len(y.Data))
 	e.gather(dW.Data, ids, tmp)
 	addRowScaled(y.Data, tmp, seq*d, p.T, 1)
-	return y, st, nil
+	return nil
 }
 
 // PathBackward is Backward: the lookup's gradient does not depend on the
@@ -38,12 +51,11 @@ func (e *Embedding[T]) PathBackward(st State, dy *tensor.Dense[T], g *Grads[T], 
 // PathJVP returns PathForward's output and JVP's tangents, which do not
 // depend on the table: dy[b*M+m, s] = Scale·dW_m[x[b, s]].
 func (e *Embedding[T]) PathJVP(x, dx *tensor.Dense[T], p *Path[T], t *Tangents[T]) (*tensor.Dense[T], *tensor.Dense[T], error) {
-	y, _, err := e.PathForward(x, p)
+	y, dy, err := e.JVP(x, dx, t)
 	if err != nil {
 		return nil, nil, err
 	}
-	_, dy, err := e.JVP(x, dx, t)
-	if err != nil {
+	if err := e.addPath(y, x, nil, p); err != nil {
 		return nil, nil, err
 	}
 	return y, dy, nil

@@ -43,7 +43,7 @@ func (l *Linear[T]) addPathAffine(x, y []T, dW, db *tensor.Dense[T], t []float64
 // PathForward computes y = x (W + t_b ΔW)ᵀ + (b + t_b Δb) for every sample
 // b, as x Wᵀ + b + t_b ⊙ (x ΔWᵀ + Δb): two GEMMs.
 func (l *Linear[T]) PathForward(x *tensor.Dense[T], p *Path[T]) (*tensor.Dense[T], State, error) {
-	y, _, err := l.Forward(x)
+	shape, err := checkInput[T](l, x)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -54,6 +54,9 @@ func (l *Linear[T]) PathForward(x *tensor.Dense[T], p *Path[T]) (*tensor.Dense[T
 	if err != nil {
 		return nil, nil, err
 	}
+	// Forward's product, without Forward's state: PathForward keeps its own.
+	y := tensor.New[T](shape...)
+	l.affine(x.Data, y.Data, len(x.Data)/l.In)
 	if dW != nil || db != nil {
 		l.addPathAffine(x.Data, y.Data, dW, db, p.T, len(x.Data)/(x.Shape[0]*l.In))
 	}
