@@ -17,6 +17,7 @@ import (
 	"github.com/explaind/explaind/data"
 	"github.com/explaind/explaind/history"
 	"github.com/explaind/explaind/internal/atomicfile"
+	"github.com/explaind/explaind/internal/progress"
 	"github.com/explaind/explaind/tensor"
 	"github.com/schollz/progressbar/v3"
 )
@@ -247,10 +248,7 @@ func (j *job[T]) run(ctx context.Context, dir string, rec *history.Recorder[T], 
 	rec.OnCheckpoint = func(int) error { return writeMetrics(filepath.Join(dir, MetricsFile), j.metrics) }
 	var bar *progressbar.ProgressBar
 	if opt.Progress != nil {
-		bar = progressbar.NewOptions(cfg.Epochs*spe, progressbar.OptionSetWriter(opt.Progress),
-			progressbar.OptionSetDescription("training"), progressbar.OptionShowCount(),
-			progressbar.OptionSetItsString("steps"), progressbar.OptionShowIts(),
-			progressbar.OptionThrottle(500*time.Millisecond), progressbar.OptionClearOnFinish())
+		bar = progress.New(opt.Progress, cfg.Epochs*spe, "training", progressbar.OptionSetItsString("steps"), progressbar.OptionShowIts())
 		bar.Set(rec.Steps())
 	}
 	sum := &Summary{Task: cfg.Task, PerfectStep: -1, Software: opt.Software}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/explaind/explaind/experiments/components"
+	"github.com/explaind/explaind/internal/progress"
 	"github.com/spf13/cobra"
 )
 
@@ -35,15 +36,7 @@ nearest neighbours share the label).`,
 			if o.Top < 1 || o.HistK < 1 || o.Examples < 1 {
 				return fmt.Errorf("components: --top (%d), --hist-k (%d) and --examples (%d) must be at least 1", o.Top, o.HistK, o.Examples)
 			}
-			if !quiet {
-				var bar interface{ Set(int) error }
-				o.Progress = func(done, total int) {
-					if bar == nil {
-						bar = newBar(cmd.ErrOrStderr(), total, "components")
-					}
-					bar.Set(done)
-				}
-			}
+			o.Progress = progress.Func(progressTo(cmd, quiet), "components")
 			s, err := components.Do(o)
 			if err != nil {
 				return err

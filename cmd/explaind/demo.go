@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -17,6 +16,7 @@ import (
 	"github.com/explaind/explaind/experiments/expio"
 	"github.com/explaind/explaind/experiments/swap"
 	"github.com/explaind/explaind/history"
+	"github.com/explaind/explaind/internal/progress"
 	"github.com/explaind/explaind/report"
 	"github.com/explaind/explaind/train"
 	"github.com/spf13/cobra"
@@ -324,15 +324,7 @@ func demoEPK(ctx context.Context, cmd *cobra.Command, run, dir string, m *histor
 	// of the same settings, or refuses anything else in dir.
 	o := epkjob.Options{Run: run, Out: dir, Presets: demoPresets, TestIndices: idx,
 		Software: buildInfo(), CheckpointEvery: 2 * time.Minute, Log: cmd.ErrOrStderr()}
-	if !quiet {
-		var bar interface{ Set(int) error }
-		o.Progress = func(done, total int) {
-			if bar == nil {
-				bar = newBar(cmd.ErrOrStderr(), total, "epk steps")
-			}
-			bar.Set(done)
-		}
-	}
+	o.Progress = progress.Func(progressTo(cmd, quiet), "epk steps")
 	s, err := epkjob.Run(ctx, o)
 	if err != nil && ctx.Err() != nil {
 		// epkjob reports a Ctrl-C during its pre-flight replay as a run
@@ -421,9 +413,7 @@ func demoComponents(cmd *cobra.Command, run, epk, dir, fp string, samples int, q
 		return &s, true, nil
 	}
 	o := components.Options{Run: run, EPK: epk, Out: dir, Top: 5, HistK: 50, Examples: 4}
-	if !quiet {
-		o.Progress = barProgress(cmd.ErrOrStderr(), "components")
-	}
+	o.Progress = progress.Func(progressTo(cmd, quiet), "components")
 	r, err := components.Do(o)
 	return r, false, err
 }
@@ -447,9 +437,7 @@ func demoSwap(ctx context.Context, cmd *cobra.Command, run, dir, fp string, ever
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, false, err
 	}
-	if !quiet {
-		opt.Progress = barProgress(cmd.ErrOrStderr(), "swap: steps")
-	}
+	opt.Progress = progress.Func(progressTo(cmd, quiet), "swap: steps")
 	res, runErr := swap.Run(ctx, r, opt)
 	if res == nil {
 		return nil, false, runErr
@@ -470,22 +458,4 @@ func keptNames(ks []swap.KeptSet) []string {
 		names = append(names, k.Name)
 	}
 	return names
-}
-
-// barProgress returns a progress callback drawing a bar on w once the
-// total is known.
-func barProgress(w io.Writer, what string) func(done, total int) {
-	var bar interface {
-		Set(int) error
-		Finish() error
-	}
-	return func(done, total int) {
-		if bar == nil {
-			bar = newBar(w, total, what)
-		}
-		bar.Set(done)
-		if done == total {
-			bar.Finish()
-		}
-	}
 }

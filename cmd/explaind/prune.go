@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/explaind/explaind/experiments/prune"
+	"github.com/explaind/explaind/internal/progress"
 	"github.com/spf13/cobra"
 )
 
@@ -34,15 +35,7 @@ grid, and the parameters pruned per layer.`,
 			if cmd.Flags().Changed("fractions") {
 				o.Grids = []prune.Grid{{Name: "custom", Fractions: fractions}}
 			}
-			if !quiet {
-				var bar interface{ Set(int) error }
-				o.Progress = func(done, total int) {
-					if bar == nil {
-						bar = newBar(cmd.ErrOrStderr(), total, "pruning")
-					}
-					bar.Set(done)
-				}
-			}
+			o.Progress = progress.Func(progressTo(cmd, quiet), "pruning")
 			s, err := prune.Do(o)
 			if err != nil {
 				return err

@@ -7,6 +7,7 @@ import (
 
 	"github.com/explaind/explaind/experiments/expio"
 	"github.com/explaind/explaind/experiments/retrain"
+	"github.com/explaind/explaind/internal/progress"
 	"github.com/spf13/cobra"
 )
 
@@ -55,19 +56,14 @@ another run or other settings is refused.`,
 			}
 			// Refuse another job's directory before anything is written;
 			// Run reads it again, resumes and logs how many rows it reuses.
-			done, err := retrain.Resume(out, r, opt)
-			if err != nil {
+			if _, err := retrain.Resume(out, r, opt); err != nil {
 				return err
 			}
 			ctx, cancel := stopExperimentOnSignal(cmd, "after this epoch (the unfinished retraining is dropped)")
 			defer cancel()
 			opt.Dir, opt.Log = out, cmd.ErrOrStderr()
 			total := len(retrain.Plan(retrain.Checkpoints(r.Steps(), opt.Stride, opt.MaxCheckpoints), opt.Parts, opt.Seeds))
-			if !quiet && len(done) < total {
-				bar := newBar(cmd.ErrOrStderr(), total-len(done), "retrain: retrainings")
-				opt.Progress = func(int, int) { bar.Add(1) }
-				defer bar.Finish()
-			}
+			opt.Progress = progress.Func(progressTo(cmd, quiet), "retrain: retrainings")
 			res, runErr := retrain.Run(ctx, r, opt)
 			if res == nil {
 				return runErr

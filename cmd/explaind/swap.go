@@ -8,6 +8,7 @@ import (
 
 	"github.com/explaind/explaind/experiments/expio"
 	"github.com/explaind/explaind/experiments/swap"
+	"github.com/explaind/explaind/internal/progress"
 	"github.com/spf13/cobra"
 )
 
@@ -86,11 +87,7 @@ figure DIR/swap.png / DIR/swap.svg.`,
 			}
 			ctx, cancel := stopExperimentOnSignal(cmd, "after this step")
 			defer cancel()
-			if !quiet {
-				bar := newBar(cmd.ErrOrStderr(), len(swap.Steps(r.Steps(), opt.Every)), "swap: steps")
-				opt.Progress = func(int, int) { bar.Add(1) }
-				defer bar.Finish()
-			}
+			opt.Progress = progress.Func(progressTo(cmd, quiet), "swap: steps")
 			res, runErr := swap.Run(ctx, r, opt)
 			if res == nil {
 				return runErr
