@@ -112,15 +112,11 @@ func Train[T tensor.Float](ctx context.Context, dir string, cfg Config, opt Opti
 
 // Resume continues an interrupted run in dir from its last checkpoint.
 func Resume[T tensor.Float](ctx context.Context, dir string, opt Options) (*Summary, error) {
-	m, err := history.ReadManifest(dir)
+	m, cfg, err := readRun(dir)
 	if err != nil {
 		return nil, err
 	}
-	var cfg Config
-	if err := json.Unmarshal(m.Config, &cfg); err != nil {
-		return nil, fmt.Errorf("train: %s: the manifest's configuration is unreadable: %v", dir, err)
-	}
-	j, err := newJob[T](&cfg)
+	j, err := newJob[T](cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -131,8 +127,14 @@ func Resume[T tensor.Float](ctx context.Context, dir string, opt Options) (*Summ
 	if err != nil {
 		return nil, err
 	}
-	if j.metrics, err = readMetrics(filepath.Join(dir, MetricsFile), rec.Steps()); err != nil {
+	ms, err := ReadMetrics(dir)
+	if err != nil {
 		return nil, err
+	}
+	for _, e := range ms {
+		if e.Step <= rec.Steps() { // the epochs done by the checkpoint resumed from
+			j.metrics = append(j.metrics, e)
+		}
 	}
 	return j.run(ctx, dir, rec, opt)
 }
@@ -140,15 +142,11 @@ func Resume[T tensor.Float](ctx context.Context, dir string, opt Options) (*Summ
 // Open rebuilds a recorded run for replay: the model, optimizer and data
 // from the manifest's configuration, checked against its fingerprints.
 func Open[T tensor.Float](dir string) (*history.Replay[T], *Session[T], *Config, error) {
-	m, err := history.ReadManifest(dir)
+	m, cfg, err := readRun(dir)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	var cfg Config
-	if err := json.Unmarshal(m.Config, &cfg); err != nil {
-		return nil, nil, nil, fmt.Errorf("train: %s: the manifest's configuration is unreadable: %v", dir, err)
-	}
-	j, err := newJob[T](&cfg)
+	j, err := newJob[T](cfg)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -159,7 +157,31 @@ func Open[T tensor.Float](dir string) (*history.Replay[T], *Session[T], *Config,
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	return r, j.sess, &cfg, nil
+	return r, j.sess, cfg, nil
+}
+
+// ManifestConfig returns the training configuration a run's manifest
+// records (history.Manifest.Config, written by Train). Its error does not
+// name the run; callers add the directory.
+func ManifestConfig(m *history.Manifest) (*Config, error) {
+	var c Config
+	if err := json.Unmarshal(m.Config, &c); err != nil {
+		return nil, fmt.Errorf("the manifest's configuration is unreadable: %v", err)
+	}
+	return &c, nil
+}
+
+// readRun reads the manifest of the run in dir and its configuration.
+func readRun(dir string) (*history.Manifest, *Config, error) {
+	m, err := history.ReadManifest(dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	c, err := ManifestConfig(m)
+	if err != nil {
+		return nil, nil, fmt.Errorf("train: %s: %w", dir, err)
+	}
+	return m, c, nil
 }
 
 // job is a training run being executed.
@@ -377,25 +399,34 @@ func writeMetrics(path string, ms []EpochMetrics) error {
 	})
 }
 
-// readMetrics reads metrics.jsonl, keeping the epochs done by step upTo.
-func readMetrics(path string, upTo int) ([]EpochMetrics, error) {
+// ReadMetrics reads the run's metrics.jsonl (MetricsFile in dir), one
+// EpochMetrics a line; blank lines are skipped. A run without the file
+// has no metrics and no error.
+func ReadMetrics(dir string) ([]EpochMetrics, error) {
+	path := filepath.Join(dir, MetricsFile)
 	b, err := os.ReadFile(path)
 	if os.IsNotExist(err) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("train: %w", err)
 	}
 	var out []EpochMetrics
 	sc := bufio.NewScanner(bytes.NewReader(b))
+	sc.Buffer(make([]byte, 64*1024), 16*1024*1024)
 	for line := 1; sc.Scan(); line++ {
+		l := bytes.TrimSpace(sc.Bytes())
+		if len(l) == 0 {
+			continue
+		}
 		var m EpochMetrics
-		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+		if err := json.Unmarshal(l, &m); err != nil {
 			return nil, fmt.Errorf("train: %s line %d: %v", path, line, err)
 		}
-		if m.Step <= upTo {
-			out = append(out, m)
-		}
+		out = append(out, m)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("train: %s: %w", path, err)
 	}
 	return out, nil
 }

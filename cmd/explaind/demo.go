@@ -245,7 +245,7 @@ func demoTrain(ctx context.Context, cmd *cobra.Command, dir string, cfg train.Co
 		// No run yet (or a directory that is not one, which the demo owns).
 		return checkTrained(train.Train[float32](ctx, dir, cfg, trainOptions(cmd, quiet, true)))
 	}
-	if !sameConfig(m.Config, cfg) {
+	if !sameConfig(m, cfg) {
 		return nil, false, fmt.Errorf("demo: %s holds a run of another configuration; remove it or choose another --out", dir)
 	}
 	if m.Done {
@@ -255,12 +255,9 @@ func demoTrain(ctx context.Context, cmd *cobra.Command, dir string, cfg train.Co
 		}
 		// Training closed the manifest but stopped before its summary.
 		s = train.Summary{Task: cfg.Task, Done: true, StopReason: m.StopReason, Steps: len(m.Steps)}
-		if b, err := os.ReadFile(filepath.Join(dir, train.MetricsFile)); err == nil {
-			lines := bytes.Split(bytes.TrimSpace(b), []byte("\n"))
-			var e train.EpochMetrics
-			if json.Unmarshal(lines[len(lines)-1], &e) == nil {
-				s.Epochs, s.TrainLoss, s.TrainAcc, s.ValLoss, s.ValAcc = e.Epoch+1, e.TrainLoss, e.TrainAcc, e.ValLoss, e.ValAcc
-			}
+		if ms, err := train.ReadMetrics(dir); err == nil && len(ms) > 0 {
+			e := ms[len(ms)-1]
+			s.Epochs, s.TrainLoss, s.TrainAcc, s.ValLoss, s.ValAcc = e.Epoch+1, e.TrainLoss, e.TrainAcc, e.ValLoss, e.ValAcc
 		}
 		return &s, true, nil
 	}
@@ -279,12 +276,9 @@ func checkTrained(s *train.Summary, err error) (*train.Summary, bool, error) {
 }
 
 // sameConfig reports whether a run's recorded configuration is cfg.
-func sameConfig(raw json.RawMessage, cfg train.Config) bool {
-	var c train.Config
-	if err := json.Unmarshal(raw, &c); err != nil {
-		return false
-	}
-	return bytes.Equal(c.Marshal(), cfg.Marshal())
+func sameConfig(m *history.Manifest, cfg train.Config) bool {
+	c, err := train.ManifestConfig(m)
+	return err == nil && bytes.Equal(c.Marshal(), cfg.Marshal())
 }
 
 func readJSON(path string, v any) error {
