@@ -335,13 +335,8 @@ func (j *job[T]) run(ctx context.Context, dir string, rec *history.Recorder[T], 
 		if m.TrainAcc == 1 && m.ValAcc == 1 && sum.PerfectStep < 0 {
 			sum.PerfectStep = m.Step
 		}
-		if thr := cfg.StopAccuracy; cfg.StopAtPerfect && stop == "" {
-			if thr == 0 {
-				thr = 1
-			}
-			if m.TrainAcc >= thr && m.ValAcc >= thr {
-				stop = "perfect"
-			}
+		if thr := AccuracyTarget(cfg.StopAccuracy); cfg.StopAtPerfect && stop == "" && m.TrainAcc >= thr && m.ValAcc >= thr {
+			stop = "perfect"
 		}
 	}
 	if bar != nil {
@@ -351,11 +346,7 @@ func (j *job[T]) run(ctx context.Context, dir string, rec *history.Recorder[T], 
 	if stop == "" {
 		stop = "epochs"
 	}
-	thr := cfg.StopAccuracy
-	if thr == 0 {
-		thr = 1
-	}
-	reasons := map[string]string{"perfect": fmt.Sprintf("training and validation accuracy reached %g%%", 100*thr), "epochs": "all epochs done",
+	reasons := map[string]string{"perfect": fmt.Sprintf("training and validation accuracy reached %g%%", 100*AccuracyTarget(cfg.StopAccuracy)), "epochs": "all epochs done",
 		"interrupted": "interrupted; continue with: explaind train --resume " + dir}
 	if err := rec.Close(done, reasons[stop]); err != nil {
 		return nil, err

@@ -143,7 +143,7 @@ func runDemo(ctx context.Context, cmd *cobra.Command, out string, plan demoPlan,
 
 	// 1. Training.
 	p := plan.Train.Modulo.P
-	done := stage(1, "train", dirs.run, fmt.Sprintf("training the modulo transformer (p = %d) until it groks (%g%% training and validation accuracy)", p, 100*stopAccuracy(plan.Train)))
+	done := stage(1, "train", dirs.run, fmt.Sprintf("training the modulo transformer (p = %d) until it groks (%g%% training and validation accuracy)", p, 100*train.AccuracyTarget(plan.Train.StopAccuracy)))
 	s, reused, err := demoTrain(ctx, cmd, dirs.run, plan.Train, quiet)
 	if err != nil {
 		return err
@@ -228,13 +228,6 @@ func runDemo(ctx context.Context, cmd *cobra.Command, out string, plan demoPlan,
 	}
 	fmt.Fprintf(w, "open the report: %s\n", rs.Report)
 	return nil
-}
-
-func stopAccuracy(c train.Config) float64 {
-	if c.StopAccuracy == 0 {
-		return 1
-	}
-	return c.StopAccuracy
 }
 
 // demoTrain trains the run, continues an interrupted one, or returns the

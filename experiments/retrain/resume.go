@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/explaind/explaind/experiments/expio"
+	"github.com/explaind/explaind/train"
 )
 
 // ProgressFile is the file of the output directory that holds the rows
@@ -48,9 +49,7 @@ func (k Key) normalized() Key {
 	if len(k.Parts) == 0 {
 		k.Parts = Parts()
 	}
-	if k.Target == 0 {
-		k.Target = 1
-	}
+	k.Target = train.AccuracyTarget(k.Target)
 	return k
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/explaind/explaind/experiments/expio"
 	"github.com/explaind/explaind/nn"
+	"github.com/explaind/explaind/train"
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/vg"
 )
@@ -35,7 +36,8 @@ type Options struct {
 	// MaxEpochs bounds each retraining (the paper's 500).
 	MaxEpochs int
 	// Target is the accuracy (a fraction) training and validation
-	// accuracy must both reach (0: 1, the paper's 100%).
+	// accuracy must both reach (0: 1, the paper's 100%; see
+	// train.AccuracyTarget).
 	Target float64
 	// Seeds is the number of re-initialization seeds, 0..Seeds−1.
 	Seeds int
@@ -58,9 +60,7 @@ type Options struct {
 // Check validates the options, naming the command-line flag of the first
 // bad value, and fills in the default parts.
 func (o *Options) Check() error {
-	if o.Target == 0 {
-		o.Target = 1
-	}
+	o.Target = train.AccuracyTarget(o.Target)
 	if len(o.Parts) == 0 {
 		o.Parts = Parts()
 	}
