@@ -61,9 +61,9 @@ nearest neighbours share the label).`,
 	f.StringVar(&o.Run, "run", "", "the modulo training run (required)")
 	f.StringVar(&o.EPK, "epk", "", "the `explaind epk` output with the components preset (required)")
 	f.StringVar(&o.Out, "out", "", "directory to write the results to (required)")
-	f.IntVar(&o.Top, "top", 5, "most and least similar samples listed per sample")
-	f.IntVar(&o.HistK, "hist-k", 50, "nearest neighbours in the histograms")
-	f.IntVar(&o.Examples, "examples", 4, "example samples whose neighbours are plotted")
+	f.IntVar(&o.Top, "top", components.DefaultTop, "most and least similar samples listed per sample")
+	f.IntVar(&o.HistK, "hist-k", components.DefaultHistK, "nearest neighbours in the histograms")
+	f.IntVar(&o.Examples, "examples", components.DefaultExamples, "example samples whose neighbours are plotted")
 	f.BoolVar(&quiet, "quiet", false, "no progress bar")
 	for _, name := range []string{"run", "epk", "out"} {
 		cmd.MarkFlagRequired(name)

@@ -399,7 +399,7 @@ func demoComponents(cmd *cobra.Command, run, epk, dir, fp string, samples int, q
 		s.RunFingerprint == fp && s.Samples == samples && s.EPK == epk {
 		return &s, true, nil
 	}
-	o := components.Options{Run: run, EPK: epk, Out: dir, Top: 5, HistK: 50, Examples: 4}
+	o := components.Options{Run: run, EPK: epk, Out: dir} // the default Top, HistK and Examples
 	o.Progress = progress.Func(progressTo(cmd, quiet), "components")
 	r, err := components.Do(o)
 	return r, false, err

@@ -24,14 +24,23 @@ type Options struct {
 	// the components preset) explaining it, Out the directory to write.
 	Run, EPK, Out string
 	// Top is the number of most and least similar samples listed per
-	// sample (default 5).
+	// sample (0: DefaultTop).
 	Top int
-	// HistK is the number of nearest neighbours in the histograms
-	// (default 50), Examples the number of example samples (default 4).
+	// HistK is the number of nearest neighbours in the histograms (0:
+	// DefaultHistK), Examples the number of example samples (0:
+	// DefaultExamples).
 	HistK, Examples int
 	// Progress, if set, is called with the work done and the total.
 	Progress func(done, total int)
 }
+
+// The defaults of Options.Top, HistK and Examples (and of the command's
+// flags).
+const (
+	DefaultTop      = 5
+	DefaultHistK    = 50
+	DefaultExamples = 4
+)
 
 // GroupSummary is one group's entry in summary.json.
 type GroupSummary struct {
@@ -79,10 +88,13 @@ func check(opts *Options) (*expio.EPKRun, error) {
 		return nil, fmt.Errorf("components: name the run (--run), the EPK output (--epk) and the output directory (--out)")
 	}
 	if opts.Top == 0 {
-		opts.Top = 5
+		opts.Top = DefaultTop
 	}
 	if opts.HistK == 0 {
-		opts.HistK = 50
+		opts.HistK = DefaultHistK
+	}
+	if opts.Examples == 0 {
+		opts.Examples = DefaultExamples
 	}
 	if opts.Top < 1 || opts.HistK < 1 || opts.Examples < 0 {
 		return nil, fmt.Errorf("components: --top %d and --hist-k %d must be ≥ 1, --examples %d ≥ 0", opts.Top, opts.HistK, opts.Examples)
@@ -95,9 +107,6 @@ func check(opts *Options) (*expio.EPKRun, error) {
 // layer group, the similarity matrix, heatmaps, neighbour lists and
 // histograms, and the PCA projection, and Out/summary.json.
 func Do(opts Options) (*Summary, error) {
-	if opts.Examples == 0 {
-		opts.Examples = 4
-	}
 	c, err := check(&opts)
 	if err != nil {
 		return nil, err
