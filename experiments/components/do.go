@@ -189,13 +189,15 @@ func Do(opts Options) (*Summary, error) {
 		}
 		tick()
 	}
-	// The whole model's Gram matrix is the sum of its groups'.
+	// The whole model's Gram matrix is the sum of its groups', added in
+	// the order of groups (not of the map) so that it is the same bits on
+	// every run.
 	all := grams[GroupAll]
-	for name, g := range grams {
-		if name == GroupAll {
+	for _, g := range groups {
+		if g.Name == GroupAll {
 			continue
 		}
-		for i, v := range g {
+		for i, v := range grams[g.Name] {
 			all[i] += v
 		}
 	}
