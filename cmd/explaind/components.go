@@ -37,7 +37,9 @@ nearest neighbours share the label).`,
 				return fmt.Errorf("components: --top (%d), --hist-k (%d) and --examples (%d) must be at least 1", o.Top, o.HistK, o.Examples)
 			}
 			o.Progress = progress.Func(progressTo(cmd, quiet), "components")
-			s, err := components.Do(o)
+			ctx, cancel := stopExperimentOnSignal(cmd, "before the next tensor; nothing is written unless writing has begun, which then finishes")
+			defer cancel()
+			s, err := components.Do(ctx, o)
 			if err != nil {
 				return err
 			}

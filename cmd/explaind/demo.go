@@ -13,7 +13,6 @@ import (
 	"github.com/explaind/explaind/epkjob"
 	"github.com/explaind/explaind/epkout"
 	"github.com/explaind/explaind/experiments/components"
-	"github.com/explaind/explaind/experiments/expio"
 	"github.com/explaind/explaind/experiments/swap"
 	"github.com/explaind/explaind/history"
 	"github.com/explaind/explaind/internal/progress"
@@ -175,7 +174,7 @@ func runDemo(ctx context.Context, cmd *cobra.Command, out string, plan demoPlan,
 
 	// 3. Components.
 	done = stage(3, "components", dirs.comp, "similarity of the samples by their per-layer EPK component embeddings")
-	cs, reused, err := demoComponents(cmd, dirs.run, dirs.epk, dirs.comp, fp, es.TestSamples, quiet)
+	cs, reused, err := demoComponents(ctx, cmd, dirs.run, dirs.epk, dirs.comp, fp, es.TestSamples, quiet)
 	if err != nil {
 		return err
 	}
@@ -392,7 +391,7 @@ func upToDate(path, input string) bool {
 
 // demoComponents runs the components experiment, or returns the summary
 // of its output when it is newer than the EPK output and made from it.
-func demoComponents(cmd *cobra.Command, run, epk, dir, fp string, samples int, quiet bool) (*components.Summary, bool, error) {
+func demoComponents(ctx context.Context, cmd *cobra.Command, run, epk, dir, fp string, samples int, quiet bool) (*components.Summary, bool, error) {
 	sum := filepath.Join(dir, "summary.json")
 	var s components.Summary
 	if upToDate(sum, filepath.Join(epk, "manifest.json")) && readJSON(sum, &s) == nil &&
@@ -401,7 +400,10 @@ func demoComponents(cmd *cobra.Command, run, epk, dir, fp string, samples int, q
 	}
 	o := components.Options{Run: run, EPK: epk, Out: dir} // the default Top, HistK and Examples
 	o.Progress = progress.Func(progressTo(cmd, quiet), "components")
-	r, err := components.Do(o)
+	r, err := components.Do(ctx, o)
+	if err != nil && ctx.Err() != nil {
+		return nil, false, fmt.Errorf("demo: interrupted in the components stage; rerun the demo with the same --out to continue")
+	}
 	return r, false, err
 }
 
@@ -413,29 +415,12 @@ func demoSwap(ctx context.Context, cmd *cobra.Command, run, dir, fp string, ever
 		s.Settings.Every == every && slices.Equal(keptNames(s.Settings.Kept), swap.DefaultKeptSetNames()) {
 		return &s, true, nil
 	}
-	opt := swap.Options{Every: every, EvalChunk: 2048}
-	if err := opt.Check(); err != nil {
-		return nil, false, err
-	}
-	r, err := expio.OpenRun(swap.Command, run, "modulo")
-	if err != nil {
-		return nil, false, err
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, false, err
-	}
-	opt.Progress = progress.Func(progressTo(cmd, quiet), "swap: steps")
-	res, runErr := swap.Run(ctx, r, opt)
-	if res == nil {
-		return nil, false, runErr
-	}
-	if err := swap.Write(dir, r, opt, res, buildInfo()); err != nil {
-		return nil, false, err
-	}
-	if runErr != nil || !res.Complete {
+	opt := swap.Options{Run: run, Out: dir, Software: buildInfo(), Every: every, EvalChunk: 2048,
+		Progress: progress.Func(progressTo(cmd, quiet), "swap: steps")}
+	sum, err := swap.Do(ctx, opt)
+	if sum != nil && err != nil {
 		return nil, false, fmt.Errorf("demo: the swap experiment was interrupted; the results so far are in %s; rerun the demo with the same --out to redo it", dir)
 	}
-	sum, err := swap.Summarize(r, opt, res, buildInfo())
 	return sum, false, err
 }
 

@@ -36,7 +36,9 @@ grid, and the parameters pruned per layer.`,
 				o.Grids = []prune.Grid{{Name: "custom", Fractions: fractions}}
 			}
 			o.Progress = progress.Func(progressTo(cmd, quiet), "pruning")
-			s, err := prune.Do(o)
+			ctx, cancel := stopExperimentOnSignal(cmd, "before the next evaluation; nothing is written")
+			defer cancel()
+			s, err := prune.Do(ctx, o)
 			if err != nil {
 				return err
 			}

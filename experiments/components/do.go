@@ -2,7 +2,9 @@ package components
 
 import (
 	"bytes"
+	"context"
 	"encoding/csv"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -106,8 +108,10 @@ func check(opts *Options) (*expio.EPKRun, error) {
 // the modulo run and holds the components preset, then writes, for every
 // layer group, the similarity matrix, heatmaps, neighbour lists and
 // histograms, and the PCA projection, and Out/summary.json. Its three
-// phases are readSamples, accumulate and write.
-func Do(opts Options) (*Summary, error) {
+// phases are readSamples, accumulate and write. When ctx is cancelled
+// while it reads the scores it stops and writes nothing; once writing has
+// begun it finishes.
+func Do(ctx context.Context, opts Options) (*Summary, error) {
 	c, err := check(&opts)
 	if err != nil {
 		return nil, err
@@ -137,7 +141,10 @@ func Do(opts Options) (*Summary, error) {
 			opts.Progress(done, total)
 		}
 	}
-	e, err := accumulate(c.EPK, groups, sizes, n, tick)
+	e, err := accumulate(ctx, c.EPK, groups, sizes, n, tick)
+	if stop := ctx.Err(); stop != nil && errors.Is(err, stop) {
+		return nil, expio.Interrupted(stop, "components: interrupted; nothing was written to %s", opts.Out)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -197,8 +204,9 @@ type embeddings struct {
 // accumulate reads the EPK output's scores one tensor at a time (sizes[i]
 // elements each, for n samples) and adds them to their groups' Gram
 // matrices and embeddings (phase 2 of Do). tick is called after each
+// tensor. When ctx is cancelled it returns ctx's error before the next
 // tensor.
-func accumulate(epk *epkout.Output, groups []Group, sizes []int, n int, tick func()) (*embeddings, error) {
+func accumulate(ctx context.Context, epk *epkout.Output, groups []Group, sizes []int, n int, tick func()) (*embeddings, error) {
 	em := epk.Manifest
 	e := &embeddings{gram: map[string][]float64{}, emb: map[string]*mat.Dense{}}
 	cols := map[string]int{}
@@ -210,6 +218,9 @@ func accumulate(epk *epkout.Output, groups []Group, sizes []int, n int, tick fun
 	}
 	other := make([]float64, n*n)
 	for i, t := range em.Tensors {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
 		a, err := epk.Array("scores/" + t)
 		if err != nil {
 			return nil, err

@@ -15,11 +15,11 @@ import (
 
 // ProgressFile is the file of the output directory that holds the rows
 // done so far (Progress). Run rewrites it, atomically, after every
-// retraining when Options.Dir is set, and Write with the final result.
+// retraining when Options.Out is set, and Write with the final result.
 const ProgressFile = "progress.json"
 
 // Settings are the options a job's rows depend on: all of Options but
-// EvalChunk, Progress, Dir and Log (the seed fixes each retraining's
+// Run, Software, EvalChunk, Progress, Out and Log (the seed fixes each retraining's
 // random draws; how many samples a forward pass takes does not matter).
 type Settings struct {
 	Parts          []string `json:"parts"`
