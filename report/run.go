@@ -1,9 +1,6 @@
 package report
 
 import (
-	"bufio"
-	"bytes"
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -13,37 +10,6 @@ import (
 	"github.com/explaind/explaind/history"
 	"github.com/explaind/explaind/train"
 )
-
-// readMetrics reads RUN/metrics.jsonl, one train.EpochMetrics a line. A
-// missing file gives no metrics and no error.
-func readMetrics(dir string) ([]train.EpochMetrics, error) {
-	path := filepath.Join(dir, train.MetricsFile)
-	raw, err := os.ReadFile(path)
-	if os.IsNotExist(err) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("report: %w", err)
-	}
-	var ms []train.EpochMetrics
-	sc := bufio.NewScanner(bytes.NewReader(raw))
-	sc.Buffer(make([]byte, 64*1024), 16*1024*1024)
-	for line := 1; sc.Scan(); line++ {
-		b := bytes.TrimSpace(sc.Bytes())
-		if len(b) == 0 {
-			continue
-		}
-		var m train.EpochMetrics
-		if err := json.Unmarshal(b, &m); err != nil {
-			return nil, fmt.Errorf("report: %s line %d: %v", path, line, err)
-		}
-		ms = append(ms, m)
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("report: %s: %w", path, err)
-	}
-	return ms, nil
-}
 
 // runSection describes the run: its manifest, configuration, summary and
 // training curves.
@@ -98,9 +64,9 @@ func runSection(dir string, m *history.Manifest) (*section, []*Figure, error) {
 		}
 		s.Tables = append(s.Tables, &table{Title: "Summary (summary.json)", Rows: sum})
 	}
-	ms, err := readMetrics(dir)
+	ms, err := train.ReadMetrics(dir)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("report: %w", err)
 	}
 	if len(ms) == 0 {
 		s.Notes = append(s.Notes, "The run has no training metrics (metrics.jsonl is missing or empty).")

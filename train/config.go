@@ -36,9 +36,19 @@ type Config struct {
 	// 100% (the modulo run's grokking criterion).
 	StopAtPerfect bool `json:"stop_at_perfect"`
 	// StopAccuracy is the accuracy both must reach for StopAtPerfect
-	// (0 means 1, the paper's 100%).
+	// (0 means 1, the paper's 100%: see AccuracyTarget).
 	StopAccuracy    float64 `json:"stop_accuracy,omitempty"`
 	CheckpointEvery int     `json:"checkpoint_every"`
+}
+
+// AccuracyTarget returns the accuracy a target of a asks for: a itself,
+// or 1 (100%, the paper's criterion) when a is 0. It is the default of
+// Config.StopAccuracy and of the experiments' accuracy targets.
+func AccuracyTarget(a float64) float64 {
+	if a == 0 {
+		return 1
+	}
+	return a
 }
 
 // ModuloTask configures the modulo-addition transformer and its data.

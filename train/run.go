@@ -17,6 +17,7 @@ import (
 	"github.com/explaind/explaind/data"
 	"github.com/explaind/explaind/history"
 	"github.com/explaind/explaind/internal/atomicfile"
+	"github.com/explaind/explaind/internal/progress"
 	"github.com/explaind/explaind/tensor"
 	"github.com/schollz/progressbar/v3"
 )
@@ -111,15 +112,11 @@ func Train[T tensor.Float](ctx context.Context, dir string, cfg Config, opt Opti
 
 // Resume continues an interrupted run in dir from its last checkpoint.
 func Resume[T tensor.Float](ctx context.Context, dir string, opt Options) (*Summary, error) {
-	m, err := history.ReadManifest(dir)
+	m, cfg, err := readRun(dir)
 	if err != nil {
 		return nil, err
 	}
-	var cfg Config
-	if err := json.Unmarshal(m.Config, &cfg); err != nil {
-		return nil, fmt.Errorf("train: %s: the manifest's configuration is unreadable: %v", dir, err)
-	}
-	j, err := newJob[T](&cfg)
+	j, err := newJob[T](cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -130,8 +127,14 @@ func Resume[T tensor.Float](ctx context.Context, dir string, opt Options) (*Summ
 	if err != nil {
 		return nil, err
 	}
-	if j.metrics, err = readMetrics(filepath.Join(dir, MetricsFile), rec.Steps()); err != nil {
+	ms, err := ReadMetrics(dir)
+	if err != nil {
 		return nil, err
+	}
+	for _, e := range ms {
+		if e.Step <= rec.Steps() { // the epochs done by the checkpoint resumed from
+			j.metrics = append(j.metrics, e)
+		}
 	}
 	return j.run(ctx, dir, rec, opt)
 }
@@ -139,15 +142,11 @@ func Resume[T tensor.Float](ctx context.Context, dir string, opt Options) (*Summ
 // Open rebuilds a recorded run for replay: the model, optimizer and data
 // from the manifest's configuration, checked against its fingerprints.
 func Open[T tensor.Float](dir string) (*history.Replay[T], *Session[T], *Config, error) {
-	m, err := history.ReadManifest(dir)
+	m, cfg, err := readRun(dir)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	var cfg Config
-	if err := json.Unmarshal(m.Config, &cfg); err != nil {
-		return nil, nil, nil, fmt.Errorf("train: %s: the manifest's configuration is unreadable: %v", dir, err)
-	}
-	j, err := newJob[T](&cfg)
+	j, err := newJob[T](cfg)
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -158,7 +157,31 @@ func Open[T tensor.Float](dir string) (*history.Replay[T], *Session[T], *Config,
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	return r, j.sess, &cfg, nil
+	return r, j.sess, cfg, nil
+}
+
+// ManifestConfig returns the training configuration a run's manifest
+// records (history.Manifest.Config, written by Train). Its error does not
+// name the run; callers add the directory.
+func ManifestConfig(m *history.Manifest) (*Config, error) {
+	var c Config
+	if err := json.Unmarshal(m.Config, &c); err != nil {
+		return nil, fmt.Errorf("the manifest's configuration is unreadable: %v", err)
+	}
+	return &c, nil
+}
+
+// readRun reads the manifest of the run in dir and its configuration.
+func readRun(dir string) (*history.Manifest, *Config, error) {
+	m, err := history.ReadManifest(dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	c, err := ManifestConfig(m)
+	if err != nil {
+		return nil, nil, fmt.Errorf("train: %s: %w", dir, err)
+	}
+	return m, c, nil
 }
 
 // job is a training run being executed.
@@ -247,10 +270,7 @@ func (j *job[T]) run(ctx context.Context, dir string, rec *history.Recorder[T], 
 	rec.OnCheckpoint = func(int) error { return writeMetrics(filepath.Join(dir, MetricsFile), j.metrics) }
 	var bar *progressbar.ProgressBar
 	if opt.Progress != nil {
-		bar = progressbar.NewOptions(cfg.Epochs*spe, progressbar.OptionSetWriter(opt.Progress),
-			progressbar.OptionSetDescription("training"), progressbar.OptionShowCount(),
-			progressbar.OptionSetItsString("steps"), progressbar.OptionShowIts(),
-			progressbar.OptionThrottle(500*time.Millisecond), progressbar.OptionClearOnFinish())
+		bar = progress.New(opt.Progress, cfg.Epochs*spe, "training", progressbar.OptionSetItsString("steps"), progressbar.OptionShowIts())
 		bar.Set(rec.Steps())
 	}
 	sum := &Summary{Task: cfg.Task, PerfectStep: -1, Software: opt.Software}
@@ -315,13 +335,8 @@ func (j *job[T]) run(ctx context.Context, dir string, rec *history.Recorder[T], 
 		if m.TrainAcc == 1 && m.ValAcc == 1 && sum.PerfectStep < 0 {
 			sum.PerfectStep = m.Step
 		}
-		if thr := cfg.StopAccuracy; cfg.StopAtPerfect && stop == "" {
-			if thr == 0 {
-				thr = 1
-			}
-			if m.TrainAcc >= thr && m.ValAcc >= thr {
-				stop = "perfect"
-			}
+		if thr := AccuracyTarget(cfg.StopAccuracy); cfg.StopAtPerfect && stop == "" && m.TrainAcc >= thr && m.ValAcc >= thr {
+			stop = "perfect"
 		}
 	}
 	if bar != nil {
@@ -331,11 +346,7 @@ func (j *job[T]) run(ctx context.Context, dir string, rec *history.Recorder[T], 
 	if stop == "" {
 		stop = "epochs"
 	}
-	thr := cfg.StopAccuracy
-	if thr == 0 {
-		thr = 1
-	}
-	reasons := map[string]string{"perfect": fmt.Sprintf("training and validation accuracy reached %g%%", 100*thr), "epochs": "all epochs done",
+	reasons := map[string]string{"perfect": fmt.Sprintf("training and validation accuracy reached %g%%", 100*AccuracyTarget(cfg.StopAccuracy)), "epochs": "all epochs done",
 		"interrupted": "interrupted; continue with: explaind train --resume " + dir}
 	if err := rec.Close(done, reasons[stop]); err != nil {
 		return nil, err
@@ -379,25 +390,34 @@ func writeMetrics(path string, ms []EpochMetrics) error {
 	})
 }
 
-// readMetrics reads metrics.jsonl, keeping the epochs done by step upTo.
-func readMetrics(path string, upTo int) ([]EpochMetrics, error) {
+// ReadMetrics reads the run's metrics.jsonl (MetricsFile in dir), one
+// EpochMetrics a line; blank lines are skipped. A run without the file
+// has no metrics and no error.
+func ReadMetrics(dir string) ([]EpochMetrics, error) {
+	path := filepath.Join(dir, MetricsFile)
 	b, err := os.ReadFile(path)
 	if os.IsNotExist(err) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("train: %w", err)
 	}
 	var out []EpochMetrics
 	sc := bufio.NewScanner(bytes.NewReader(b))
+	sc.Buffer(make([]byte, 64*1024), 16*1024*1024)
 	for line := 1; sc.Scan(); line++ {
+		l := bytes.TrimSpace(sc.Bytes())
+		if len(l) == 0 {
+			continue
+		}
 		var m EpochMetrics
-		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+		if err := json.Unmarshal(l, &m); err != nil {
 			return nil, fmt.Errorf("train: %s line %d: %v", path, line, err)
 		}
-		if m.Step <= upTo {
-			out = append(out, m)
-		}
+		out = append(out, m)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("train: %s: %w", path, err)
 	}
 	return out, nil
 }

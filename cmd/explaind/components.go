@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/explaind/explaind/experiments/components"
+	"github.com/explaind/explaind/internal/progress"
 	"github.com/spf13/cobra"
 )
 
@@ -35,16 +36,10 @@ nearest neighbours share the label).`,
 			if o.Top < 1 || o.HistK < 1 || o.Examples < 1 {
 				return fmt.Errorf("components: --top (%d), --hist-k (%d) and --examples (%d) must be at least 1", o.Top, o.HistK, o.Examples)
 			}
-			if !quiet {
-				var bar interface{ Set(int) error }
-				o.Progress = func(done, total int) {
-					if bar == nil {
-						bar = newBar(cmd.ErrOrStderr(), total, "components")
-					}
-					bar.Set(done)
-				}
-			}
-			s, err := components.Do(o)
+			o.Progress = progress.Func(progressTo(cmd, quiet), "components")
+			ctx, cancel := stopExperimentOnSignal(cmd, "before the next tensor; nothing is written unless writing has begun, which then finishes")
+			defer cancel()
+			s, err := components.Do(ctx, o)
 			if err != nil {
 				return err
 			}
@@ -68,9 +63,9 @@ nearest neighbours share the label).`,
 	f.StringVar(&o.Run, "run", "", "the modulo training run (required)")
 	f.StringVar(&o.EPK, "epk", "", "the `explaind epk` output with the components preset (required)")
 	f.StringVar(&o.Out, "out", "", "directory to write the results to (required)")
-	f.IntVar(&o.Top, "top", 5, "most and least similar samples listed per sample")
-	f.IntVar(&o.HistK, "hist-k", 50, "nearest neighbours in the histograms")
-	f.IntVar(&o.Examples, "examples", 4, "example samples whose neighbours are plotted")
+	f.IntVar(&o.Top, "top", components.DefaultTop, "most and least similar samples listed per sample")
+	f.IntVar(&o.HistK, "hist-k", components.DefaultHistK, "nearest neighbours in the histograms")
+	f.IntVar(&o.Examples, "examples", components.DefaultExamples, "example samples whose neighbours are plotted")
 	f.BoolVar(&quiet, "quiet", false, "no progress bar")
 	for _, name := range []string{"run", "epk", "out"} {
 		cmd.MarkFlagRequired(name)

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -14,9 +13,9 @@ import (
 	"github.com/explaind/explaind/epkjob"
 	"github.com/explaind/explaind/epkout"
 	"github.com/explaind/explaind/experiments/components"
-	"github.com/explaind/explaind/experiments/expio"
 	"github.com/explaind/explaind/experiments/swap"
 	"github.com/explaind/explaind/history"
+	"github.com/explaind/explaind/internal/progress"
 	"github.com/explaind/explaind/report"
 	"github.com/explaind/explaind/train"
 	"github.com/spf13/cobra"
@@ -143,7 +142,7 @@ func runDemo(ctx context.Context, cmd *cobra.Command, out string, plan demoPlan,
 
 	// 1. Training.
 	p := plan.Train.Modulo.P
-	done := stage(1, "train", dirs.run, fmt.Sprintf("training the modulo transformer (p = %d) until it groks (%g%% training and validation accuracy)", p, 100*stopAccuracy(plan.Train)))
+	done := stage(1, "train", dirs.run, fmt.Sprintf("training the modulo transformer (p = %d) until it groks (%g%% training and validation accuracy)", p, 100*train.AccuracyTarget(plan.Train.StopAccuracy)))
 	s, reused, err := demoTrain(ctx, cmd, dirs.run, plan.Train, quiet)
 	if err != nil {
 		return err
@@ -175,7 +174,7 @@ func runDemo(ctx context.Context, cmd *cobra.Command, out string, plan demoPlan,
 
 	// 3. Components.
 	done = stage(3, "components", dirs.comp, "similarity of the samples by their per-layer EPK component embeddings")
-	cs, reused, err := demoComponents(cmd, dirs.run, dirs.epk, dirs.comp, fp, es.TestSamples, quiet)
+	cs, reused, err := demoComponents(ctx, cmd, dirs.run, dirs.epk, dirs.comp, fp, es.TestSamples, quiet)
 	if err != nil {
 		return err
 	}
@@ -230,13 +229,6 @@ func runDemo(ctx context.Context, cmd *cobra.Command, out string, plan demoPlan,
 	return nil
 }
 
-func stopAccuracy(c train.Config) float64 {
-	if c.StopAccuracy == 0 {
-		return 1
-	}
-	return c.StopAccuracy
-}
-
 // demoTrain trains the run, continues an interrupted one, or returns the
 // summary of a finished one (reused true).
 func demoTrain(ctx context.Context, cmd *cobra.Command, dir string, cfg train.Config, quiet bool) (*train.Summary, bool, error) {
@@ -245,7 +237,7 @@ func demoTrain(ctx context.Context, cmd *cobra.Command, dir string, cfg train.Co
 		// No run yet (or a directory that is not one, which the demo owns).
 		return checkTrained(train.Train[float32](ctx, dir, cfg, trainOptions(cmd, quiet, true)))
 	}
-	if !sameConfig(m.Config, cfg) {
+	if !sameConfig(m, cfg) {
 		return nil, false, fmt.Errorf("demo: %s holds a run of another configuration; remove it or choose another --out", dir)
 	}
 	if m.Done {
@@ -255,12 +247,9 @@ func demoTrain(ctx context.Context, cmd *cobra.Command, dir string, cfg train.Co
 		}
 		// Training closed the manifest but stopped before its summary.
 		s = train.Summary{Task: cfg.Task, Done: true, StopReason: m.StopReason, Steps: len(m.Steps)}
-		if b, err := os.ReadFile(filepath.Join(dir, train.MetricsFile)); err == nil {
-			lines := bytes.Split(bytes.TrimSpace(b), []byte("\n"))
-			var e train.EpochMetrics
-			if json.Unmarshal(lines[len(lines)-1], &e) == nil {
-				s.Epochs, s.TrainLoss, s.TrainAcc, s.ValLoss, s.ValAcc = e.Epoch+1, e.TrainLoss, e.TrainAcc, e.ValLoss, e.ValAcc
-			}
+		if ms, err := train.ReadMetrics(dir); err == nil && len(ms) > 0 {
+			e := ms[len(ms)-1]
+			s.Epochs, s.TrainLoss, s.TrainAcc, s.ValLoss, s.ValAcc = e.Epoch+1, e.TrainLoss, e.TrainAcc, e.ValLoss, e.ValAcc
 		}
 		return &s, true, nil
 	}
@@ -279,12 +268,9 @@ func checkTrained(s *train.Summary, err error) (*train.Summary, bool, error) {
 }
 
 // sameConfig reports whether a run's recorded configuration is cfg.
-func sameConfig(raw json.RawMessage, cfg train.Config) bool {
-	var c train.Config
-	if err := json.Unmarshal(raw, &c); err != nil {
-		return false
-	}
-	return bytes.Equal(c.Marshal(), cfg.Marshal())
+func sameConfig(m *history.Manifest, cfg train.Config) bool {
+	c, err := train.ManifestConfig(m)
+	return err == nil && bytes.Equal(c.Marshal(), cfg.Marshal())
 }
 
 func readJSON(path string, v any) error {
@@ -324,15 +310,7 @@ func demoEPK(ctx context.Context, cmd *cobra.Command, run, dir string, m *histor
 	// of the same settings, or refuses anything else in dir.
 	o := epkjob.Options{Run: run, Out: dir, Presets: demoPresets, TestIndices: idx,
 		Software: buildInfo(), CheckpointEvery: 2 * time.Minute, Log: cmd.ErrOrStderr()}
-	if !quiet {
-		var bar interface{ Set(int) error }
-		o.Progress = func(done, total int) {
-			if bar == nil {
-				bar = newBar(cmd.ErrOrStderr(), total, "epk steps")
-			}
-			bar.Set(done)
-		}
-	}
+	o.Progress = progress.Func(progressTo(cmd, quiet), "epk steps")
 	s, err := epkjob.Run(ctx, o)
 	if err != nil && ctx.Err() != nil {
 		// epkjob reports a Ctrl-C during its pre-flight replay as a run
@@ -413,18 +391,19 @@ func upToDate(path, input string) bool {
 
 // demoComponents runs the components experiment, or returns the summary
 // of its output when it is newer than the EPK output and made from it.
-func demoComponents(cmd *cobra.Command, run, epk, dir, fp string, samples int, quiet bool) (*components.Summary, bool, error) {
+func demoComponents(ctx context.Context, cmd *cobra.Command, run, epk, dir, fp string, samples int, quiet bool) (*components.Summary, bool, error) {
 	sum := filepath.Join(dir, "summary.json")
 	var s components.Summary
 	if upToDate(sum, filepath.Join(epk, "manifest.json")) && readJSON(sum, &s) == nil &&
 		s.RunFingerprint == fp && s.Samples == samples && s.EPK == epk {
 		return &s, true, nil
 	}
-	o := components.Options{Run: run, EPK: epk, Out: dir, Top: 5, HistK: 50, Examples: 4}
-	if !quiet {
-		o.Progress = barProgress(cmd.ErrOrStderr(), "components")
+	o := components.Options{Run: run, EPK: epk, Out: dir} // the default Top, HistK and Examples
+	o.Progress = progress.Func(progressTo(cmd, quiet), "components")
+	r, err := components.Do(ctx, o)
+	if err != nil && ctx.Err() != nil {
+		return nil, false, fmt.Errorf("demo: interrupted in the components stage; rerun the demo with the same --out to continue")
 	}
-	r, err := components.Do(o)
 	return r, false, err
 }
 
@@ -436,31 +415,12 @@ func demoSwap(ctx context.Context, cmd *cobra.Command, run, dir, fp string, ever
 		s.Settings.Every == every && slices.Equal(keptNames(s.Settings.Kept), swap.DefaultKeptSetNames()) {
 		return &s, true, nil
 	}
-	opt := swap.Options{Every: every, EvalChunk: 2048}
-	if err := opt.Check(); err != nil {
-		return nil, false, err
-	}
-	r, err := expio.OpenRun(swap.Command, run, "modulo")
-	if err != nil {
-		return nil, false, err
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, false, err
-	}
-	if !quiet {
-		opt.Progress = barProgress(cmd.ErrOrStderr(), "swap: steps")
-	}
-	res, runErr := swap.Run(ctx, r, opt)
-	if res == nil {
-		return nil, false, runErr
-	}
-	if err := swap.Write(dir, r, opt, res, buildInfo()); err != nil {
-		return nil, false, err
-	}
-	if runErr != nil || !res.Complete {
+	opt := swap.Options{Run: run, Out: dir, Software: buildInfo(), Every: every, EvalChunk: 2048,
+		Progress: progress.Func(progressTo(cmd, quiet), "swap: steps")}
+	sum, err := swap.Do(ctx, opt)
+	if sum != nil && err != nil {
 		return nil, false, fmt.Errorf("demo: the swap experiment was interrupted; the results so far are in %s; rerun the demo with the same --out to redo it", dir)
 	}
-	sum, err := swap.Summarize(r, opt, res, buildInfo())
 	return sum, false, err
 }
 
@@ -470,22 +430,4 @@ func keptNames(ks []swap.KeptSet) []string {
 		names = append(names, k.Name)
 	}
 	return names
-}
-
-// barProgress returns a progress callback drawing a bar on w once the
-// total is known.
-func barProgress(w io.Writer, what string) func(done, total int) {
-	var bar interface {
-		Set(int) error
-		Finish() error
-	}
-	return func(done, total int) {
-		if bar == nil {
-			bar = newBar(w, total, what)
-		}
-		bar.Set(done)
-		if done == total {
-			bar.Finish()
-		}
-	}
 }

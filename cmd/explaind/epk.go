@@ -13,6 +13,7 @@ import (
 
 	"github.com/explaind/explaind/epkjob"
 	"github.com/explaind/explaind/epkout"
+	"github.com/explaind/explaind/internal/progress"
 	"github.com/spf13/cobra"
 )
 
@@ -89,16 +90,7 @@ An interrupted job saves its state; rerun the same command to resume.
 			}
 			ctx, cancel := interruptible(cmd)
 			defer cancel()
-			if !quiet {
-				var bar interface{ Set(int) error }
-				o.Progress = func(done, total int) {
-					if bar == nil {
-						b := newBar(cmd.ErrOrStderr(), total, "epk steps")
-						bar = b
-					}
-					bar.Set(done)
-				}
-			}
+			o.Progress = progress.Func(progressTo(cmd, quiet), "epk steps")
 			o.Log = cmd.ErrOrStderr()
 			if profile != "" {
 				pf, err := os.Create(profile)

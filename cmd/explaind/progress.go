@@ -2,13 +2,15 @@ package main
 
 import (
 	"io"
-	"time"
 
-	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
 )
 
-// newBar returns a progress bar with a count and an ETA on w.
-func newBar(w io.Writer, total int, what string) *progressbar.ProgressBar {
-	return progressbar.NewOptions(total, progressbar.OptionSetWriter(w), progressbar.OptionSetDescription(what),
-		progressbar.OptionShowCount(), progressbar.OptionThrottle(500*time.Millisecond), progressbar.OptionClearOnFinish())
+// progressTo returns where a command draws its progress bars: standard
+// error, or nowhere (nil) with --quiet.
+func progressTo(cmd *cobra.Command, quiet bool) io.Writer {
+	if quiet {
+		return nil
+	}
+	return cmd.ErrOrStderr()
 }

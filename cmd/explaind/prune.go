@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/explaind/explaind/experiments/prune"
+	"github.com/explaind/explaind/internal/progress"
 	"github.com/spf13/cobra"
 )
 
@@ -34,16 +35,10 @@ grid, and the parameters pruned per layer.`,
 			if cmd.Flags().Changed("fractions") {
 				o.Grids = []prune.Grid{{Name: "custom", Fractions: fractions}}
 			}
-			if !quiet {
-				var bar interface{ Set(int) error }
-				o.Progress = func(done, total int) {
-					if bar == nil {
-						bar = newBar(cmd.ErrOrStderr(), total, "pruning")
-					}
-					bar.Set(done)
-				}
-			}
-			s, err := prune.Do(o)
+			o.Progress = progress.Func(progressTo(cmd, quiet), "pruning")
+			ctx, cancel := stopExperimentOnSignal(cmd, "before the next evaluation; nothing is written")
+			defer cancel()
+			s, err := prune.Do(ctx, o)
 			if err != nil {
 				return err
 			}

@@ -1,17 +1,14 @@
 package main
 
 import (
-	"context"
-	"errors"
 	"fmt"
 
-	"github.com/explaind/explaind/experiments/expio"
 	"github.com/explaind/explaind/experiments/retrain"
+	"github.com/explaind/explaind/internal/progress"
 	"github.com/spf13/cobra"
 )
 
 func newRetrainCmd() *cobra.Command {
-	var run, out string
 	var quiet bool
 	opt := retrain.Options{Parts: retrain.Parts(), Stride: 100, MaxEpochs: 500, Seeds: 5, EvalChunk: 2048}
 	cmd := &cobra.Command{
@@ -37,57 +34,25 @@ the results are those of an uninterrupted job. A DIR holding the result of
 another run or other settings is refused.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if out == "" {
-				return fmt.Errorf("retrain: name the output directory with --out DIR")
-			}
-			if err := opt.Check(); err != nil {
-				return err
-			}
-			r, err := expio.OpenRun(retrain.Command, run, "modulo")
-			if err != nil {
-				return err
-			}
-			if _, err := r.Modulo(retrain.Command); err != nil {
-				return err
-			}
-			if r.Data.Val.Len() == 0 {
-				return fmt.Errorf("retrain: --run %s has no validation samples", run)
-			}
-			// Refuse another job's directory before anything is written;
-			// Run reads it again, resumes and logs how many rows it reuses.
-			done, err := retrain.Resume(out, r, opt)
-			if err != nil {
-				return err
-			}
-			ctx, cancel := stopExperimentOnSignal(cmd, "after this epoch (the unfinished retraining is dropped)")
+			opt.Software, opt.Log = buildInfo(), cmd.ErrOrStderr()
+			opt.Progress = progress.Func(progressTo(cmd, quiet), "retrain: retrainings")
+			ctx, cancel := stopExperimentOnSignal(cmd, "after this epoch (the unfinished retraining is dropped) and writing the results so far")
 			defer cancel()
-			opt.Dir, opt.Log = out, cmd.ErrOrStderr()
-			total := len(retrain.Plan(retrain.Checkpoints(r.Steps(), opt.Stride, opt.MaxCheckpoints), opt.Parts, opt.Seeds))
-			if !quiet && len(done) < total {
-				bar := newBar(cmd.ErrOrStderr(), total-len(done), "retrain: retrainings")
-				opt.Progress = func(int, int) { bar.Add(1) }
-				defer bar.Finish()
+			s, err := retrain.Do(ctx, opt)
+			if err != nil {
+				return err
 			}
-			res, runErr := retrain.Run(ctx, r, opt)
-			if res == nil {
-				return runErr
-			}
-			if res.Complete && res.Reused == len(res.Rows) && written(out, r.Fingerprint) {
-				fmt.Fprintf(cmd.OutOrStdout(), "retrain: already done: %s holds the complete results of this run with these settings; nothing rewritten\n", out)
+			if s.Reused {
+				fmt.Fprintf(cmd.OutOrStdout(), "retrain: already done: %s holds the complete results of this run with these settings; nothing rewritten\n", opt.Out)
 				return nil
 			}
-			if err := retrain.Write(out, r, opt, res, buildInfo()); err != nil {
-				return err
-			}
-			if !res.Complete && errors.Is(runErr, context.Canceled) {
-				return fmt.Errorf("retrain: interrupted after %d of %d retrainings; the results so far are in %s (summary.json says \"complete\": false): rerun the same command to resume", len(res.Rows), total, out)
-			}
-			return reportExperiment(cmd, "retrain", out, res.Complete, runErr)
+			fmt.Fprintf(cmd.OutOrStdout(), "retrain: results written to %s\n", opt.Out)
+			return nil
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&run, "run", "", "the modulo training run (required)")
-	f.StringVar(&out, "out", "", "output directory (created if missing); rerunning the same command resumes an interrupted job there")
+	f.StringVar(&opt.Run, "run", "", "the modulo training run (required)")
+	f.StringVar(&opt.Out, "out", "", "output directory (created if missing); rerunning the same command resumes an interrupted job there")
 	f.StringSliceVar(&opt.Parts, "parts", opt.Parts, "parts to re-initialize: outer (embedding+decoder), pipeline (linear1+linear2), attention")
 	f.IntVar(&opt.Stride, "stride", opt.Stride, "steps between checkpoints, counted back from the final step")
 	f.IntVar(&opt.MaxCheckpoints, "max-checkpoints", 0, "use at most this many checkpoints, the latest first (0: all)")
@@ -99,11 +64,4 @@ another run or other settings is refused.`,
 	cmd.MarkFlagRequired("run")
 	cmd.MarkFlagRequired("out")
 	return cmd
-}
-
-// written reports whether dir's summary is that of a complete result of
-// the run of the given fingerprint: whether Write finished.
-func written(dir, fingerprint string) bool {
-	s, err := retrain.ReadSummary(dir)
-	return err == nil && s.Complete && s.RunFingerprint == fingerprint
 }

@@ -9,6 +9,7 @@ import (
 	"syscall"
 
 	"github.com/explaind/explaind/history"
+	"github.com/explaind/explaind/internal/progress"
 	"github.com/explaind/explaind/train"
 	"github.com/spf13/cobra"
 )
@@ -81,11 +82,7 @@ rate, a hash of the parameters after every step, and checkpoints every K steps.
 }
 
 func trainOptions(cmd *cobra.Command, quiet, overwrite bool) train.Options {
-	o := train.Options{Overwrite: overwrite, Software: buildInfo(), EvalChunk: 2048}
-	if !quiet {
-		o.Progress = cmd.ErrOrStderr()
-	}
-	return o
+	return train.Options{Overwrite: overwrite, Software: buildInfo(), EvalChunk: 2048, Progress: progressTo(cmd, quiet)}
 }
 
 // commonTrainFlags binds the flags shared by both tasks.
@@ -179,13 +176,11 @@ func newVerifyCmd() *cobra.Command {
 				return err
 			}
 			n := r.Steps()
-			var progress func(int)
-			if !quiet {
-				bar := newBar(cmd.ErrOrStderr(), n, "verifying")
-				progress = func(int) { bar.Add(1) }
-				defer bar.Finish()
+			var step func(int)
+			if bar := progress.Func(progressTo(cmd, quiet), "verifying"); bar != nil {
+				step = func(done int) { bar(done, n) }
 			}
-			if err := r.Verify(progress); err != nil {
+			if err := r.Verify(step); err != nil {
 				return err
 			}
 			if err := history.WriteStamp(args[0], n, "replayed", buildInfo()); err != nil {

@@ -264,7 +264,7 @@ func TestDo(t *testing.T) {
 	writeEPK(t, run, epk, []string{epkout.Components}, idx, score)
 	out := filepath.Join(root, "out")
 	var ticks, total int
-	s, err := Do(Options{Run: run, EPK: epk, Out: out, HistK: 4, Examples: 2, Progress: func(d, n int) { ticks, total = d, n }})
+	s, err := Do(context.Background(), Options{Run: run, EPK: epk, Out: out, HistK: 4, Examples: 2, Progress: func(d, n int) { ticks, total = d, n }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -341,10 +341,10 @@ func TestDo(t *testing.T) {
 	other := filepath.Join(root, "other")
 	writeEPK(t, run, other, []string{epkout.Validation}, idx, score)
 	bad := filepath.Join(root, "bad")
-	if _, err := Do(Options{Run: run, EPK: other, Out: bad}); err == nil || !strings.Contains(err.Error(), "explaind epk") || !strings.Contains(err.Error(), "components") {
+	if _, err := Do(context.Background(), Options{Run: run, EPK: other, Out: bad}); err == nil || !strings.Contains(err.Error(), "explaind epk") || !strings.Contains(err.Error(), "components") {
 		t.Errorf("missing preset: %v", err)
 	}
-	if _, err := Do(Options{Run: run, EPK: epk, Out: bad, Top: -1}); err == nil {
+	if _, err := Do(context.Background(), Options{Run: run, EPK: epk, Out: bad, Top: -1}); err == nil {
 		t.Error("--top -1 was accepted")
 	}
 	if _, err := os.Stat(bad); err == nil {

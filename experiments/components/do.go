@@ -2,7 +2,9 @@ package components
 
 import (
 	"bytes"
+	"context"
 	"encoding/csv"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -24,14 +26,23 @@ type Options struct {
 	// the components preset) explaining it, Out the directory to write.
 	Run, EPK, Out string
 	// Top is the number of most and least similar samples listed per
-	// sample (default 5).
+	// sample (0: DefaultTop).
 	Top int
-	// HistK is the number of nearest neighbours in the histograms
-	// (default 50), Examples the number of example samples (default 4).
+	// HistK is the number of nearest neighbours in the histograms (0:
+	// DefaultHistK), Examples the number of example samples (0:
+	// DefaultExamples).
 	HistK, Examples int
 	// Progress, if set, is called with the work done and the total.
 	Progress func(done, total int)
 }
+
+// The defaults of Options.Top, HistK and Examples (and of the command's
+// flags).
+const (
+	DefaultTop      = 5
+	DefaultHistK    = 50
+	DefaultExamples = 4
+)
 
 // GroupSummary is one group's entry in summary.json.
 type GroupSummary struct {
@@ -79,10 +90,13 @@ func check(opts *Options) (*expio.EPKRun, error) {
 		return nil, fmt.Errorf("components: name the run (--run), the EPK output (--epk) and the output directory (--out)")
 	}
 	if opts.Top == 0 {
-		opts.Top = 5
+		opts.Top = DefaultTop
 	}
 	if opts.HistK == 0 {
-		opts.HistK = 50
+		opts.HistK = DefaultHistK
+	}
+	if opts.Examples == 0 {
+		opts.Examples = DefaultExamples
 	}
 	if opts.Top < 1 || opts.HistK < 1 || opts.Examples < 0 {
 		return nil, fmt.Errorf("components: --top %d and --hist-k %d must be ≥ 1, --examples %d ≥ 0", opts.Top, opts.HistK, opts.Examples)
@@ -93,40 +107,27 @@ func check(opts *Options) (*expio.EPKRun, error) {
 // Do runs `explaind components`: it checks that the EPK output explains
 // the modulo run and holds the components preset, then writes, for every
 // layer group, the similarity matrix, heatmaps, neighbour lists and
-// histograms, and the PCA projection, and Out/summary.json.
-func Do(opts Options) (*Summary, error) {
-	if opts.Examples == 0 {
-		opts.Examples = 4
-	}
+// histograms, and the PCA projection, and Out/summary.json. Its three
+// phases are readSamples, accumulate and write. When ctx is cancelled
+// while it reads the scores it stops and writes nothing; once writing has
+// begun it finishes.
+func Do(ctx context.Context, opts Options) (*Summary, error) {
 	c, err := check(&opts)
 	if err != nil {
 		return nil, err
 	}
-	d, err := train.LoadData[float64](c.Config)
+	ss, err := readSamples(c)
 	if err != nil {
 		return nil, err
 	}
-	val := d.ModuloVal
-	idx, err := c.TestSamples("validation", val.Len(), func(x int) int { return val.Pairs[x].Label })
-	if err != nil {
-		return nil, err
-	}
-	samples := make([]Sample, len(idx))
-	for i, x := range idx {
-		pr := val.Pairs[x]
-		samples[i] = Sample{Pos: i, Index: x, A: pr.A, B: pr.B, Label: pr.Label}
-	}
-	n := len(samples)
-	if n < 2 {
-		return nil, fmt.Errorf("components: the EPK output has %d test samples; comparing them needs at least 2", n)
-	}
+	n := len(ss.samples)
 	em := c.EPK.Manifest
 	sizes := make([]int, len(em.Tensors))
 	for i, s := range em.TensorShapes {
 		sizes[i] = tensor.Numel(s)
 	}
 	groups := Groups(em.Tensors, sizes)
-	s := &Summary{EPKSource: c.Source(), Samples: n, P: val.P,
+	s := &Summary{EPKSource: c.Source(), Samples: n, P: ss.p,
 		Top: min(opts.Top, n-1), HistK: min(opts.HistK, n-1)}
 	for _, t := range em.Tensors {
 		if GroupOf(t) == "" {
@@ -140,21 +141,87 @@ func Do(opts Options) (*Summary, error) {
 			opts.Progress(done, total)
 		}
 	}
+	e, err := accumulate(ctx, c.EPK, groups, sizes, n, tick)
+	if stop := ctx.Err(); stop != nil && errors.Is(err, stop) {
+		return nil, expio.Interrupted(stop, "components: interrupted; nothing was written to %s", opts.Out)
+	}
+	if err != nil {
+		return nil, err
+	}
+	s.Examples = examples(ss.orders[0], opts.Examples)
+	if err := write(opts.Out, s, groups, e, ss, tick); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
 
-	// Gram matrices, one tensor at a time; groups no wider than the
-	// number of samples also keep their embeddings for stat.PC.
-	grams := map[string][]float64{}
-	embs := map[string]*mat.Dense{}
+// sampleSet is the validation samples compared, in the EPK output's order,
+// with what every group's outputs need of them.
+type sampleSet struct {
+	samples []Sample
+	// p is the modulus; labels[i] and sums[i] are sample i's label and
+	// a+b; orders are the heatmaps' orders (Orders).
+	p      int
+	labels []int
+	sums   []int
+	orders []Order
+}
+
+// readSamples returns the validation samples of the EPK output, checked
+// against the run's validation split (phase 1 of Do).
+func readSamples(c *expio.EPKRun) (*sampleSet, error) {
+	d, err := train.LoadData[float64](c.Config)
+	if err != nil {
+		return nil, err
+	}
+	val := d.ModuloVal
+	idx, err := c.TestSamples("validation", val.Len(), func(x int) int { return val.Pairs[x].Label })
+	if err != nil {
+		return nil, err
+	}
+	n := len(idx)
+	if n < 2 {
+		return nil, fmt.Errorf("components: the EPK output has %d test samples; comparing them needs at least 2", n)
+	}
+	ss := &sampleSet{samples: make([]Sample, n), p: val.P, labels: make([]int, n), sums: make([]int, n)}
+	for i, x := range idx {
+		pr := val.Pairs[x]
+		ss.samples[i] = Sample{Pos: i, Index: x, A: pr.A, B: pr.B, Label: pr.Label}
+		ss.labels[i], ss.sums[i] = pr.Label, pr.A+pr.B
+	}
+	ss.orders = Orders(ss.samples)
+	return ss, nil
+}
+
+// embeddings holds every group's Gram matrix E Eᵀ (n×n, row-major) and,
+// for the groups no wider than the number of samples n, the embeddings E
+// themselves (for stat.PC).
+type embeddings struct {
+	gram map[string][]float64
+	emb  map[string]*mat.Dense
+}
+
+// accumulate reads the EPK output's scores one tensor at a time (sizes[i]
+// elements each, for n samples) and adds them to their groups' Gram
+// matrices and embeddings (phase 2 of Do). tick is called after each
+// tensor. When ctx is cancelled it returns ctx's error before the next
+// tensor.
+func accumulate(ctx context.Context, epk *epkout.Output, groups []Group, sizes []int, n int, tick func()) (*embeddings, error) {
+	em := epk.Manifest
+	e := &embeddings{gram: map[string][]float64{}, emb: map[string]*mat.Dense{}}
 	cols := map[string]int{}
 	for _, g := range groups {
-		grams[g.Name] = make([]float64, n*n)
+		e.gram[g.Name] = make([]float64, n*n)
 		if g.Dim <= n {
-			embs[g.Name] = mat.NewDense(n, g.Dim, nil)
+			e.emb[g.Name] = mat.NewDense(n, g.Dim, nil)
 		}
 	}
 	other := make([]float64, n*n)
 	for i, t := range em.Tensors {
-		a, err := c.EPK.Array("scores/" + t)
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		a, err := epk.Array("scores/" + t)
 		if err != nil {
 			return nil, err
 		}
@@ -163,16 +230,16 @@ func Do(opts Options) (*Summary, error) {
 		}
 		in := []string{GroupAll}
 		if g := GroupOf(t); g != "" {
-			AddGram(grams[g], a.Data, n, sizes[i])
+			AddGram(e.gram[g], a.Data, n, sizes[i])
 			in = append(in, g)
 		} else {
 			AddGram(other, a.Data, n, sizes[i])
 		}
 		for _, g := range in {
-			if e := embs[g]; e != nil {
+			if m := e.emb[g]; m != nil {
 				for r := range n {
 					for j := range sizes[i] {
-						e.Set(r, cols[g]+j, a.Data[r*sizes[i]+j])
+						m.Set(r, cols[g]+j, a.Data[r*sizes[i]+j])
 					}
 				}
 			}
@@ -180,113 +247,122 @@ func Do(opts Options) (*Summary, error) {
 		}
 		tick()
 	}
-	// The whole model's Gram matrix is the sum of its groups'.
-	all := grams[GroupAll]
-	for name, g := range grams {
-		if name == GroupAll {
+	// The whole model's Gram matrix is the sum of its groups', added in
+	// the order of groups (not of the map) so that it is the same bits on
+	// every run.
+	all := e.gram[GroupAll]
+	for _, g := range groups {
+		if g.Name == GroupAll {
 			continue
 		}
-		for i, v := range g {
+		for i, v := range e.gram[g.Name] {
 			all[i] += v
 		}
 	}
 	for i, v := range other {
 		all[i] += v
 	}
+	return e, nil
+}
 
-	if err := os.MkdirAll(opts.Out, 0o755); err != nil {
-		return nil, err
+// write writes every group's outputs (writeGroup), then samples.csv and
+// last summary.json into dir, filling in s.Groups and s.Files (phase 3 of
+// Do). tick is called after each group.
+func write(dir string, s *Summary, groups []Group, e *embeddings, ss *sampleSet, tick func()) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
 	}
 	var files []string
 	add := func(paths ...string) {
 		for _, p := range paths {
-			if rel, err := filepath.Rel(opts.Out, p); err == nil {
+			if rel, err := filepath.Rel(dir, p); err == nil {
 				p = rel
 			}
 			files = append(files, p)
 		}
 	}
-	labelsOf := make([]int, n)
-	for i, sm := range samples {
-		labelsOf[i] = sm.Label
-	}
-	orders := Orders(samples)
-	s.Examples = examples(orders[0], opts.Examples)
 	pcas := make([]*PCA, len(groups))
 	for gi, g := range groups {
-		gs := GroupSummary{Group: g}
-		sim := Cosine(grams[g.Name], n)
-		gs.Stats = Similarities(sim, labelsOf, s.Top)
-		path := filepath.Join(opts.Out, "similarity_"+g.Name+".npy")
-		if err := npy.WriteFile(path, []int{n, n}, sim); err != nil {
-			return nil, err
-		}
-		add(path)
-		for _, o := range orders {
-			title := fmt.Sprintf("%s: cosine similarity of EPK component embeddings", g.Title)
-			paths, err := heatmap(sim, n, o, title, filepath.Join(opts.Out, "heatmap_"+g.Name+"_by_"+o.Name))
-			if err != nil {
-				return nil, err
-			}
-			add(paths...)
-		}
-		path = filepath.Join(opts.Out, "neighbors_"+g.Name+".csv")
-		if err := atomicfile.WriteBytes(path, neighborsCSV(sim, samples, s.Top)); err != nil {
-			return nil, err
-		}
-		add(path)
-		paths, err := histograms(neighborHists(sim, samples, s.Examples, s.HistK, val.P),
-			fmt.Sprintf("%s: inputs and labels of the %d most similar samples (dashed: the sample's own)", g.Title, s.HistK),
-			filepath.Join(opts.Out, "neighbor_hist_"+g.Name))
+		gs, pca, err := writeGroup(dir, g, e, ss, s, add)
 		if err != nil {
-			return nil, err
-		}
-		add(paths...)
-		var pca *PCA
-		if e := embs[g.Name]; e != nil {
-			pca, err = PCAEmbeddings(e)
-			gs.PCAMethod = "stat.PC"
-		} else {
-			pca, err = PCAGram(grams[g.Name], n)
-			gs.PCAMethod = "gram"
-		}
-		if err != nil {
-			return nil, fmt.Errorf("components: %s: %w", g.Name, err)
+			return err
 		}
 		pcas[gi] = pca
-		gs.Explained = pca.Explained
-		sums := make([]int, n)
-		for i, sm := range samples {
-			sums[i] = sm.A + sm.B
-		}
-		byLabel := &cyclicMap{lo: 0, hi: float64(max(val.P-1, 1)), alpha: 1}
-		bySum := moreland.ExtendedKindlmann()
-		bySum.SetMin(0)
-		bySum.SetMax(float64(max(2*val.P-2, 1)))
-		title := g.Title + ": PCA of EPK component embeddings, coloured by "
-		paths, err = scatter(pca, labelsOf, byLabel, "label (a+b) mod p", title+"label", filepath.Join(opts.Out, "pca_"+g.Name+"_by_label"))
-		if err != nil {
-			return nil, err
-		}
-		add(paths...)
-		paths, err = scatter(pca, sums, bySum, "a+b", title+"a+b", filepath.Join(opts.Out, "pca_"+g.Name+"_by_sum"))
-		if err != nil {
-			return nil, err
-		}
-		add(paths...)
 		s.Groups = append(s.Groups, gs)
 		tick()
 	}
-	path := filepath.Join(opts.Out, "samples.csv")
-	if err := atomicfile.WriteBytes(path, samplesCSV(samples, groups, pcas)); err != nil {
-		return nil, err
+	path := filepath.Join(dir, "samples.csv")
+	if err := atomicfile.WriteBytes(path, samplesCSV(ss.samples, groups, pcas)); err != nil {
+		return err
 	}
 	add(path)
 	s.Files = append(files, "summary.json")
-	if err := expio.WriteJSON(filepath.Join(opts.Out, "summary.json"), s); err != nil {
-		return nil, err
+	return expio.WriteJSON(filepath.Join(dir, "summary.json"), s)
+}
+
+// writeGroup writes group g's outputs into dir: its cosine similarities
+// (.npy), their heatmaps in every order, the neighbour lists and
+// histograms (s.Top and s.HistK neighbours of the samples s.Examples) and
+// the PCA projection coloured by label and by a+b. It passes the paths
+// written to add and returns the group's summary and projection.
+func writeGroup(dir string, g Group, e *embeddings, ss *sampleSet, s *Summary, add func(...string)) (GroupSummary, *PCA, error) {
+	n := len(ss.samples)
+	gs := GroupSummary{Group: g}
+	sim := Cosine(e.gram[g.Name], n)
+	gs.Stats = Similarities(sim, ss.labels, s.Top)
+	path := filepath.Join(dir, "similarity_"+g.Name+".npy")
+	if err := npy.WriteFile(path, []int{n, n}, sim); err != nil {
+		return gs, nil, err
 	}
-	return s, nil
+	add(path)
+	for _, o := range ss.orders {
+		title := fmt.Sprintf("%s: cosine similarity of EPK component embeddings", g.Title)
+		paths, err := heatmap(sim, n, o, title, filepath.Join(dir, "heatmap_"+g.Name+"_by_"+o.Name))
+		if err != nil {
+			return gs, nil, err
+		}
+		add(paths...)
+	}
+	path = filepath.Join(dir, "neighbors_"+g.Name+".csv")
+	if err := atomicfile.WriteBytes(path, neighborsCSV(sim, ss.samples, s.Top)); err != nil {
+		return gs, nil, err
+	}
+	add(path)
+	paths, err := histograms(neighborHists(sim, ss.samples, s.Examples, s.HistK, ss.p),
+		fmt.Sprintf("%s: inputs and labels of the %d most similar samples (dashed: the sample's own)", g.Title, s.HistK),
+		filepath.Join(dir, "neighbor_hist_"+g.Name))
+	if err != nil {
+		return gs, nil, err
+	}
+	add(paths...)
+	var pca *PCA
+	if m := e.emb[g.Name]; m != nil {
+		pca, err = PCAEmbeddings(m)
+		gs.PCAMethod = "stat.PC"
+	} else {
+		pca, err = PCAGram(e.gram[g.Name], n)
+		gs.PCAMethod = "gram"
+	}
+	if err != nil {
+		return gs, nil, fmt.Errorf("components: %s: %w", g.Name, err)
+	}
+	gs.Explained = pca.Explained
+	byLabel := &cyclicMap{lo: 0, hi: float64(max(ss.p-1, 1)), alpha: 1}
+	bySum := moreland.ExtendedKindlmann()
+	bySum.SetMin(0)
+	bySum.SetMax(float64(max(2*ss.p-2, 1)))
+	title := g.Title + ": PCA of EPK component embeddings, coloured by "
+	paths, err = scatter(pca, ss.labels, byLabel, "label (a+b) mod p", title+"label", filepath.Join(dir, "pca_"+g.Name+"_by_label"))
+	if err != nil {
+		return gs, nil, err
+	}
+	add(paths...)
+	paths, err = scatter(pca, ss.sums, bySum, "a+b", title+"a+b", filepath.Join(dir, "pca_"+g.Name+"_by_sum"))
+	if err != nil {
+		return gs, nil, err
+	}
+	add(paths...)
+	return gs, pca, nil
 }
 
 // examples picks k samples spread evenly along the order.

@@ -3,6 +3,22 @@
 // and writing results, every file atomically (internal/atomicfile), so a
 // reader sees the previous file or the complete new one, never half of one.
 //
+// Every experiment has the same shape: its package's
+//
+//	func Do(ctx context.Context, opts Options) (*Summary, error)
+//
+// runs it as its command does, from Options.Run (and an EPK output) into
+// the directory Options.Out. Do checks the options and inputs first, so a
+// mistaken command line fails before any work and before Out is created;
+// it then computes, stopping soon after ctx is cancelled, and writes the
+// outputs, each file atomically and summary.json last, so a directory with
+// a summary.json holds every file that summary names. An interrupted Do
+// returns an error made by Interrupted that says what it left: prune and
+// components, whose results are only whole, write nothing; swap and
+// retrain write the results so far, their summary saying "complete":
+// false, and return that summary too. Writing, once begun, is not
+// interrupted.
+//
 //   - WriteJSON and WriteCSV write a summary and a table;
 //   - LinePlot draws lines over a common x axis, each with an optional
 //     shaded band (say the minimum and maximum over seeds);
@@ -33,6 +49,22 @@ import (
 	"gonum.org/v1/plot/vg/vgimg"
 	"gonum.org/v1/plot/vg/vgsvg"
 )
+
+// Interrupted returns the error of an experiment stopped because its
+// context was cancelled (err is the context's error): its message is the
+// formatted text, which should say what the experiment left behind, and
+// errors.Is sees err through it.
+func Interrupted(err error, format string, args ...any) error {
+	return &interrupted{msg: fmt.Sprintf(format, args...), err: err}
+}
+
+type interrupted struct {
+	msg string
+	err error
+}
+
+func (e *interrupted) Error() string { return e.msg }
+func (e *interrupted) Unwrap() error { return e.err }
 
 // WriteJSON writes v as indented JSON to path, atomically.
 func WriteJSON(path string, v any) error {

@@ -1,7 +1,6 @@
 package expio
 
 import (
-	"encoding/json"
 	"fmt"
 
 	"github.com/explaind/explaind/epkout"
@@ -42,9 +41,9 @@ func OpenRun(command, dir, task string) (*Run, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: --run %s: %w", command, dir, err)
 	}
-	var cfg train.Config
-	if err := json.Unmarshal(m.Config, &cfg); err != nil {
-		return nil, fmt.Errorf("%s: --run %s: the manifest's configuration is unreadable: %v", command, dir, err)
+	cfg, err := train.ManifestConfig(m)
+	if err != nil {
+		return nil, fmt.Errorf("%s: --run %s: %w", command, dir, err)
 	}
 	if task != "" && cfg.Task != task {
 		return nil, fmt.Errorf("%s: --run %s is a %q run; explaind %s works on %s runs only (explaind train %s)", command, dir, cfg.Task, command, task, task)
@@ -172,9 +171,9 @@ func OpenEPK(u EPKUse, dir, epkDir string) (*EPKRun, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &EPKRun{Dir: dir, Manifest: m, Config: new(train.Config), command: u.Command}
-	if err := json.Unmarshal(m.Config, r.Config); err != nil {
-		return nil, fmt.Errorf("%s: %s: the run's configuration is unreadable: %v", u.Command, dir, err)
+	r := &EPKRun{Dir: dir, Manifest: m, command: u.Command}
+	if r.Config, err = train.ManifestConfig(m); err != nil {
+		return nil, fmt.Errorf("%s: %s: %w", u.Command, dir, err)
 	}
 	if task := r.Config.Task; task != u.Task {
 		hint := ""

@@ -2,7 +2,9 @@ package prune
 
 import (
 	"bytes"
+	"context"
 	"encoding/csv"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -89,19 +91,26 @@ func check(opts *Options) (*expio.EPKRun, error) {
 // Do runs `explaind prune`: it checks that the EPK output explains the run
 // and holds the pruning preset, evaluates every fraction kept with every
 // method on the test samples outside the EPK output's, and writes
-// Out/summary.json, Out/prune.csv and the figures.
-func Do(opts Options) (*Summary, error) {
+// Out/summary.json, Out/prune.csv and the figures. When ctx is cancelled
+// it stops before the next evaluation and writes nothing.
+func Do(ctx context.Context, opts Options) (*Summary, error) {
 	c, err := check(&opts)
 	if err != nil {
 		return nil, err
 	}
+	var s *Summary
 	if c.Manifest.Dtype == "float64" {
-		return do[float64](&opts, c)
+		s, err = do[float64](ctx, &opts, c)
+	} else {
+		s, err = do[float32](ctx, &opts, c)
 	}
-	return do[float32](&opts, c)
+	if stop := ctx.Err(); stop != nil && errors.Is(err, stop) {
+		return nil, expio.Interrupted(stop, "prune: interrupted; nothing was written to %s", opts.Out)
+	}
+	return s, err
 }
 
-func do[T tensor.Float](opts *Options, c *expio.EPKRun) (*Summary, error) {
+func do[T tensor.Float](ctx context.Context, opts *Options, c *expio.EPKRun) (*Summary, error) {
 	r, sess, _, err := train.Open[T](opts.Run)
 	if err != nil {
 		return nil, err
@@ -145,7 +154,7 @@ func do[T tensor.Float](opts *Options, c *expio.EPKRun) (*Summary, error) {
 		}
 		importance[name] = a.Data
 	}
-	res, err := Run(sess.Model, importance, eval, opts.Config)
+	res, err := Run(ctx, sess.Model, importance, eval, opts.Config)
 	if err != nil {
 		return nil, err
 	}

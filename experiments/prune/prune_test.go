@@ -1,6 +1,7 @@
 package prune
 
 import (
+	"context"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -184,7 +185,7 @@ func TestRunOnATinyResNet(t *testing.T) {
 	var ticks, total int
 	cfg := Config{Grids: []Grid{{Name: "g", Fractions: []float64{1, 0.1, 0}}}, Scope: ScopeModule, Seeds: 3, Keep: []string{"9.weight"},
 		Chunk: 5, Progress: func(d, n int) { ticks, total = d, n }}
-	res, err := Run(m, importance, eval, cfg)
+	res, err := Run(context.Background(), m, importance, eval, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -226,11 +227,11 @@ func TestRunOnATinyResNet(t *testing.T) {
 	}
 	// A missing importance tensor or an unknown layer to keep is an error.
 	delete(importance, "0.0.weight")
-	if _, err := Run(m, importance, eval, cfg); err == nil || !strings.Contains(err.Error(), "0.0.weight") {
+	if _, err := Run(context.Background(), m, importance, eval, cfg); err == nil || !strings.Contains(err.Error(), "0.0.weight") {
 		t.Errorf("missing importance: %v", err)
 	}
 	cfg.Keep = []string{"10.weight"}
-	if _, err := Run(m, importance, eval, cfg); err == nil {
+	if _, err := Run(context.Background(), m, importance, eval, cfg); err == nil {
 		t.Error("an unknown layer to keep was accepted")
 	}
 }

@@ -1,6 +1,7 @@
 package prune
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -118,8 +119,9 @@ type Result struct {
 
 // Run prunes model (left at its values on return) at every fraction with
 // each method and evaluates it on eval. importance maps every prunable
-// parameter tensor's name to its flattened scores.
-func Run[T tensor.Float](model nn.Layer[T], importance map[string][]float64, eval data.Dataset[T], cfg Config) (*Result, error) {
+// parameter tensor's name to its flattened scores. When ctx is cancelled
+// it stops before the next evaluation and returns ctx's error.
+func Run[T tensor.Float](ctx context.Context, model nn.Layer[T], importance map[string][]float64, eval data.Dataset[T], cfg Config) (*Result, error) {
 	if err := cfg.Check(); err != nil {
 		return nil, err
 	}
@@ -195,6 +197,9 @@ func Run[T tensor.Float](model nn.Layer[T], importance map[string][]float64, eva
 	tick()
 	res := &Result{Scope: cfg.Scope, Layers: layers, Fractions: fractions, Seeds: cfg.Seeds, Samples: eval.Len(), Unpruned: unpruned}
 	evaluate := func(method string, seed int, f float64, masks [][]bool) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		if err := Apply(params, final, masks); err != nil {
 			return err
 		}

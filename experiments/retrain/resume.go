@@ -10,15 +10,16 @@ import (
 	"strings"
 
 	"github.com/explaind/explaind/experiments/expio"
+	"github.com/explaind/explaind/train"
 )
 
 // ProgressFile is the file of the output directory that holds the rows
 // done so far (Progress). Run rewrites it, atomically, after every
-// retraining when Options.Dir is set, and Write with the final result.
+// retraining when Options.Out is set, and Write with the final result.
 const ProgressFile = "progress.json"
 
 // Settings are the options a job's rows depend on: all of Options but
-// EvalChunk, Progress, Dir and Log (the seed fixes each retraining's
+// Run, Software, EvalChunk, Progress, Out and Log (the seed fixes each retraining's
 // random draws; how many samples a forward pass takes does not matter).
 type Settings struct {
 	Parts          []string `json:"parts"`
@@ -48,9 +49,7 @@ func (k Key) normalized() Key {
 	if len(k.Parts) == 0 {
 		k.Parts = Parts()
 	}
-	if k.Target == 0 {
-		k.Target = 1
-	}
+	k.Target = train.AccuracyTarget(k.Target)
 	return k
 }
 

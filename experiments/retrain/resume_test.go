@@ -32,7 +32,7 @@ func runUntil(t *testing.T, r *expio.Run, opt retrain.Options, dir string, stop 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var calls []int
-	opt.Dir = dir
+	opt.Out = dir
 	if log != nil {
 		opt.Log = log
 	}

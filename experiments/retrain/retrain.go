@@ -207,9 +207,7 @@ type Outcome struct {
 // epoch.
 func UntilPerfect(ctx context.Context, sess *train.Session[float32], val data.Dataset[float32], cfg *train.Config, maxEpochs int, target float64, chunk int) (Outcome, error) {
 	o := Outcome{Epochs: -1, TrainEpochs: -1, ValEpochs: -1}
-	if target == 0 {
-		target = 1
-	}
+	target = train.AccuracyTarget(target)
 	if !(target > 0 && target <= 1) {
 		return o, fmt.Errorf("%s: invalid --target %v: want an accuracy in (0, 1]", Command, target)
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/explaind/explaind/experiments/expio"
 	"github.com/explaind/explaind/nn"
+	"github.com/explaind/explaind/train"
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/vg"
 )
@@ -26,6 +27,9 @@ const (
 
 // Options configure the experiment.
 type Options struct {
+	// Run is the modulo training run (Do only: Run takes it as an
+	// argument); Software is recorded in the summary Do writes.
+	Run, Software string
 	// Parts lists the parts to re-initialize (all of Parts when empty).
 	Parts []string
 	// Stride is the distance between sampled checkpoint steps (the
@@ -35,22 +39,23 @@ type Options struct {
 	// MaxEpochs bounds each retraining (the paper's 500).
 	MaxEpochs int
 	// Target is the accuracy (a fraction) training and validation
-	// accuracy must both reach (0: 1, the paper's 100%).
+	// accuracy must both reach (0: 1, the paper's 100%; see
+	// train.AccuracyTarget).
 	Target float64
 	// Seeds is the number of re-initialization seeds, 0..Seeds−1.
 	Seeds int
 	// EvalChunk bounds the samples per forward pass (0: all at once).
 	EvalChunk int
 	// Progress, if set, is called after each retraining with the number
-	// done (those resumed from Dir included) and the total.
+	// done (those resumed from Out included) and the total.
 	Progress func(done, total int)
-	// Dir, if set, is the output directory. Run creates it if missing,
-	// resumes from the rows its ProgressFile holds of the same job
-	// (Resume: another run's or other settings' result there is an error)
-	// and rewrites that file after every retraining, so that an
-	// interrupted job, even one killed, loses at most the retraining in
-	// progress.
-	Dir string
+	// Out is the output directory (required by Do). When it is set, Run
+	// creates it if missing, resumes from the rows its ProgressFile holds
+	// of the same job (Resume: another run's or other settings' result
+	// there is an error) and rewrites that file after every retraining, so
+	// that an interrupted job, even one killed, loses at most the
+	// retraining in progress.
+	Out string
 	// Log, if set, receives a line saying how many rows Run resumed.
 	Log io.Writer
 }
@@ -58,9 +63,7 @@ type Options struct {
 // Check validates the options, naming the command-line flag of the first
 // bad value, and fills in the default parts.
 func (o *Options) Check() error {
-	if o.Target == 0 {
-		o.Target = 1
-	}
+	o.Target = train.AccuracyTarget(o.Target)
 	if len(o.Parts) == 0 {
 		o.Parts = Parts()
 	}
@@ -111,14 +114,14 @@ type Result struct {
 	Rows []Row `json:"-"`
 	// Complete is false when Run was interrupted.
 	Complete bool `json:"complete"`
-	// Reused is the number of leading rows loaded from Options.Dir
+	// Reused is the number of leading rows loaded from Options.Out
 	// instead of retrained.
 	Reused int `json:"-"`
 }
 
 // Run performs the experiment on an opened modulo run, in the order of
-// Plan. With Options.Dir set it first resumes the rows done there (see
-// Options.Dir), and saves its progress there after every retraining. When
+// Plan. With Options.Out set it first resumes the rows done there (see
+// Options.Out), and saves its progress there after every retraining. When
 // ctx is cancelled it stops after the current epoch, drops the unfinished
 // retraining and returns what it has (Complete false) with ctx's error.
 // Each row depends on its checkpoint, part, seed and the options in Key
@@ -135,12 +138,12 @@ func Run(ctx context.Context, run *expio.Run, opt Options) (*Result, error) {
 	}
 	res := &Result{Checkpoints: Checkpoints(run.Steps(), opt.Stride, opt.MaxCheckpoints), Parts: opt.Parts}
 	plan := Plan(res.Checkpoints, opt.Parts, opt.Seeds)
-	if opt.Dir != "" {
-		done, err := Resume(opt.Dir, run, opt)
+	if opt.Out != "" {
+		done, err := Resume(opt.Out, run, opt)
 		if err != nil {
 			return nil, err
 		}
-		if err := os.MkdirAll(opt.Dir, 0o755); err != nil {
+		if err := os.MkdirAll(opt.Out, 0o755); err != nil {
 			return nil, fmt.Errorf("%s: --out: %w", Command, err)
 		}
 		res.Rows, res.Reused = slices.Clone(done), len(done)
@@ -149,7 +152,7 @@ func Run(ctx context.Context, run *expio.Run, opt Options) (*Result, error) {
 			if len(done) == len(plan) {
 				what = fmt.Sprintf("all %d retrainings already done", len(plan))
 			}
-			fmt.Fprintf(opt.Log, "%s: %s (%s)\n", Command, what, filepath.Join(opt.Dir, ProgressFile))
+			fmt.Fprintf(opt.Log, "%s: %s (%s)\n", Command, what, filepath.Join(opt.Out, ProgressFile))
 		}
 	}
 	var state []*nn.Param[float32]
@@ -176,8 +179,8 @@ func Run(ctx context.Context, run *expio.Run, opt Options) (*Result, error) {
 		id.Outcome = o
 		res.Rows = append(res.Rows, id)
 		res.Complete = len(res.Rows) == len(plan)
-		if opt.Dir != "" {
-			if err := SaveProgress(opt.Dir, run, opt, res); err != nil {
+		if opt.Out != "" {
+			if err := SaveProgress(opt.Out, run, opt, res); err != nil {
 				return nil, err
 			}
 		}
@@ -298,6 +301,9 @@ type Summary struct {
 	Points      []Point       `json:"points"`
 	Files       []string      `json:"files"`
 	Definition  string        `json:"definition"`
+	// Reused is set by Do when the output directory already held this
+	// complete result, which it then left as it was.
+	Reused bool `json:"-"`
 }
 
 // Summarize returns the summary of a result.
@@ -349,6 +355,49 @@ func Summarize(run *expio.Run, opt Options, res *Result, software string) (*Summ
 	return s, nil
 }
 
+// Do runs `explaind retrain`: it opens the modulo run opts.Run, retrains
+// (Run, resuming from and saving its progress in opts.Out) and writes the
+// results into opts.Out (Write). When opts.Out already holds the complete
+// result of this job it rewrites nothing and returns that summary, with
+// Reused set. When ctx is cancelled it writes the results so far and
+// returns their summary (Complete false) with an error saying how to
+// resume.
+func Do(ctx context.Context, opts Options) (*Summary, error) {
+	if opts.Out == "" {
+		return nil, fmt.Errorf("%s: name the output directory with --out DIR", Command)
+	}
+	if err := opts.Check(); err != nil {
+		return nil, err
+	}
+	r, err := expio.OpenRun(Command, opts.Run, "modulo")
+	if err != nil {
+		return nil, err
+	}
+	res, runErr := Run(ctx, r, opts)
+	if res == nil {
+		return nil, runErr
+	}
+	if res.Complete && res.Reused == len(res.Rows) {
+		if s, err := ReadSummary(opts.Out); err == nil && s.Complete && s.RunFingerprint == r.Fingerprint {
+			s.Reused = true
+			return s, nil
+		}
+	}
+	sum, err := Summarize(r, opts, res, opts.Software)
+	if err != nil {
+		return nil, err
+	}
+	if err := write(opts.Out, r, opts, res, sum); err != nil {
+		return nil, err
+	}
+	if runErr != nil {
+		total := len(Plan(res.Checkpoints, res.Parts, opts.Seeds))
+		return sum, expio.Interrupted(runErr, "%s: interrupted after %d of %d retrainings; the results so far are in %s (summary.json says \"complete\": false): rerun the same command to resume",
+			Command, len(res.Rows), total, opts.Out)
+	}
+	return sum, nil
+}
+
 // Write writes summary.json, retrain.csv (one row per checkpoint, part
 // and seed) and the figure retrain.png / retrain.svg (epochs until the
 // target accuracy over the checkpoint step, a line per part with the mean
@@ -361,6 +410,11 @@ func Write(dir string, run *expio.Run, opt Options, res *Result, software string
 	if err != nil {
 		return err
 	}
+	return write(dir, run, opt, res, sum)
+}
+
+// write is Write with the summary made.
+func write(dir string, run *expio.Run, opt Options, res *Result, sum *Summary) error {
 	if err := SaveProgress(dir, run, opt, res); err != nil {
 		return err
 	}

@@ -26,6 +26,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"os"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -51,6 +52,10 @@ const (
 
 // Options configure the experiment.
 type Options struct {
+	// Run is the modulo training run and Out the output directory (Do
+	// only: Run and Write take them as arguments); Software is recorded
+	// in the summary Do writes.
+	Run, Out, Software string
 	// Every is the stride of the sampled steps (the paper's 10).
 	Every int
 	// Kept lists the kept sets (DefaultKeptSets when empty).
@@ -394,6 +399,42 @@ func Summarize(run *expio.Run, opt Options, res *Result, software string) (*Summ
 	return s, nil
 }
 
+// Do runs `explaind swap`: it opens the modulo run opts.Run, compares the
+// swapped models (Run) and writes the results into opts.Out, which it
+// creates if missing (Write). When ctx is cancelled it writes the results
+// so far and returns their summary (Complete false) with an error saying
+// so.
+func Do(ctx context.Context, opts Options) (*Summary, error) {
+	if opts.Out == "" {
+		return nil, fmt.Errorf("%s: name the output directory with --out DIR", Command)
+	}
+	if err := opts.Check(); err != nil {
+		return nil, err
+	}
+	r, err := expio.OpenRun(Command, opts.Run, "modulo")
+	if err != nil {
+		return nil, err
+	}
+	res, runErr := Run(ctx, r, opts)
+	if res == nil {
+		return nil, runErr
+	}
+	sum, err := Summarize(r, opts, res, opts.Software)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(opts.Out, 0o755); err != nil {
+		return nil, fmt.Errorf("%s: --out: %w", Command, err)
+	}
+	if err := write(opts.Out, res, sum); err != nil {
+		return nil, err
+	}
+	if runErr != nil {
+		return sum, expio.Interrupted(runErr, "%s: interrupted; the results so far are in %s (summary.json says \"complete\": false)", Command, opts.Out)
+	}
+	return sum, nil
+}
+
 // Write writes summary.json, swap.csv (one row per step and kept set) and
 // the figure swap.png / swap.svg (accuracy difference and KL over steps,
 // a line per kept set) into dir, which must exist. The summary is written
@@ -403,6 +444,11 @@ func Write(dir string, run *expio.Run, opt Options, res *Result, software string
 	if err != nil {
 		return err
 	}
+	return write(dir, res, sum)
+}
+
+// write is Write with the summary made.
+func write(dir string, res *Result, sum *Summary) error {
 	rows := make([][]string, len(res.Rows))
 	for i, r := range res.Rows {
 		rows[i] = []string{fmt.Sprint(r.Step), r.Kept, expio.Float(r.SwappedAcc), expio.Float(r.StepAcc), expio.Float(r.AccDiff), expio.Float(r.KL)}
