@@ -577,3 +577,22 @@ func TestReplayGradientIsTheRecomputedOne(t *testing.T) {
 		t.Logf("%s: %d steps, replay gradients equal the recomputed ones", opt, seen)
 	}
 }
+
+// TestDefaultGroups checks that the default groups are the model's layer
+// groups (models.GroupOf) in model order.
+func TestDefaultGroups(t *testing.T) {
+	names := []string{"input_emb.weight", "head1_encoder.weight", "head2_encoder.weight", "head1_decoder.weight", "head2_decoder.weight",
+		"linear1.weight", "linear1.bias", "linear2.weight", "linear2.bias", "decoder.weight"}
+	want := []explain.TensorGroup{{Name: "embedding", Tensors: names[:1]}, {Name: "attention_encoders", Tensors: names[1:3]},
+		{Name: "attention_decoders", Tensors: names[3:5]}, {Name: "linear1", Tensors: names[5:7]}, {Name: "linear2", Tensors: names[7:9]},
+		{Name: "decoder", Tensors: names[9:]}}
+	got := explain.DefaultGroups(names)
+	if !slices.EqualFunc(got, want, func(a, b explain.TensorGroup) bool { return a.Name == b.Name && slices.Equal(a.Tensors, b.Tensors) }) {
+		t.Errorf("DefaultGroups = %v, want %v", got, want)
+	}
+	cnn := []string{"0.0.weight", "2.module.0.0.weight", "2.module.1.0.weight", "9.weight"}
+	got = explain.DefaultGroups(cnn)
+	if len(got) != 3 || got[0].Name != "layer 0" || got[1].Name != "layer 2" || !slices.Equal(got[1].Tensors, cnn[1:3]) || got[2].Name != "layer 9" {
+		t.Errorf("DefaultGroups of ResNet-9 = %v", got)
+	}
+}

@@ -129,7 +129,7 @@ func Do(opts Options) (*Summary, error) {
 	s := &Summary{EPKSource: c.Source(), Samples: n, P: val.P,
 		Top: min(opts.Top, n-1), HistK: min(opts.HistK, n-1)}
 	for _, t := range em.Tensors {
-		if GroupOf(t) == "" {
+		if groupOf(t) == "" {
 			s.Ungrouped = append(s.Ungrouped, t)
 		}
 	}
@@ -162,7 +162,7 @@ func Do(opts Options) (*Summary, error) {
 			return nil, fmt.Errorf("components: scores/%s has shape %v, want [%d, %v...]", t, a.Shape, n, em.TensorShapes[i])
 		}
 		in := []string{GroupAll}
-		if g := GroupOf(t); g != "" {
+		if g := groupOf(t); g != "" {
 			AddGram(grams[g], a.Data, n, sizes[i])
 			in = append(in, g)
 		} else {
