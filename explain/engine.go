@@ -263,19 +263,12 @@ func newJob[T, E tensor.Float](src Source[T], model nn.Layer[E], path epk.PathMo
 	if err := j.plan(); err != nil {
 		return nil, err
 	}
-	switch o := src.Optimizer.(type) {
-	case *optim.AdamW[T]:
-		sp := &epk.AdamWSplitter[E]{Beta1: o.Beta1, Beta2: o.Beta2, Eps: o.Eps, WeightDecay: o.WeightDecay}
-		j.split = sp.Split
-	case *optim.SGD[T]:
-		if o.Nesterov {
-			return nil, errors.New("explain: Nesterov SGD is not supported")
-		}
-		j.sgd = &epk.SGDSplitter[E]{Momentum: o.Momentum, Dampening: o.Dampening, WeightDecay: o.WeightDecay}
-		j.split = j.sgd.Split
-	default:
-		return nil, fmt.Errorf("explain: optimizer %T is not supported (SGD or AdamW)", src.Optimizer)
+	sp, err := epk.NewSplitter[E](src.Optimizer)
+	if err != nil {
+		return nil, fmt.Errorf("explain: %w", err)
 	}
+	j.split = sp.Split
+	j.sgd, _ = sp.(*epk.SGDSplitter[E])
 	if j.sweep && src.BatchIndices == nil {
 		return nil, errors.New("explain: data attribution needs the source's BatchIndices")
 	}
@@ -473,12 +466,9 @@ func convertParams[E, T tensor.Float](ps []*nn.Param[T]) []*nn.Param[E] {
 // gradient is the one the replay's step applied, or, when the view does not
 // carry it, recomputed in the training precision at θ_s, as training did.
 func (j *job[T, E]) input(v *history.StepView[T]) (epk.StepInput[E], error) {
-	g := v.Grad
-	if g == nil {
-		var err error
-		if g, err = j.meanGradient(v); err != nil {
-			return epk.StepInput[E]{}, err
-		}
+	g, err := j.gradient(v)
+	if err != nil {
+		return epk.StepInput[E]{}, err
 	}
 	in := epk.StepInput[E]{Step: v.Step, LR: v.Record.LR, Before: convertParams[E](v.Before), After: convertParams[E](v.After),
 		OptBefore: map[string]*tensor.Dense[E]{}, Grad: map[string]*tensor.Dense[E]{}}
@@ -491,9 +481,13 @@ func (j *job[T, E]) input(v *history.StepView[T]) (epk.StepInput[E], error) {
 	return in, nil
 }
 
-// meanGradient recomputes the step's mean loss gradient at θ_s with the
-// source's gradient model, for views whose replay did not keep it.
-func (j *job[T, E]) meanGradient(v *history.StepView[T]) (map[string]*tensor.Dense[T], error) {
+// gradient returns the step's mean loss gradient: the one the replay's
+// step applied, or, when the view does not carry it, the one recomputed at
+// θ_s with the source's gradient model.
+func (j *job[T, E]) gradient(v *history.StepView[T]) (map[string]*tensor.Dense[T], error) {
+	if v.Grad != nil {
+		return v.Grad, nil
+	}
 	gp := j.src.GradModel.Params()
 	if len(gp) != len(v.Before) {
 		return nil, fmt.Errorf("explain: the gradient model has %d parameters, the run %d", len(gp), len(v.Before))
@@ -592,51 +586,52 @@ func (j *job[T, E]) run(ctx context.Context) (*Output, error) {
 	return out, nil
 }
 
-// sgdReg advances the carried weight-decay part of SGD's momentum
-// buffers over one step, as epk.SGDSplitter does.
-func (j *job[T, E]) advanceReg(reg map[string][]float64, v *history.StepView[T]) map[string][]float64 {
-	o := j.sgd
-	if o.Momentum == 0 {
-		return nil
+// regTracker returns an SGD splitter in the training precision that
+// carries the weight-decay part of the momentum buffers over the replayed
+// steps (SGDSplitter.AdvanceReg), as the job's own splitter does when it
+// splits them.
+func (j *job[T, E]) regTracker() (*epk.SGDSplitter[T], error) {
+	sp, err := epk.NewSplitter[T](j.src.Optimizer)
+	if err != nil {
+		return nil, err
 	}
-	next := make(map[string][]float64, len(v.Before))
-	for _, p := range v.Before {
-		r := make([]float64, len(p.Value.Data))
-		prev, first := reg[p.Name], v.OptBefore[optim.StateName(optim.KindMomentumBuffer, p.Name)] == nil
-		for i, th := range p.Value.Data {
-			if first || prev == nil {
-				r[i] = o.WeightDecay * float64(th)
-			} else {
-				r[i] = o.Momentum*prev[i] + (1-o.Dampening)*o.WeightDecay*float64(th)
-			}
-		}
-		next[p.Name] = r
+	return sp.(*epk.SGDSplitter[T]), nil
+}
+
+// advanceReg carries tr's state over the replayed step v, with the step's
+// gradient as the split of the step would have it.
+func (j *job[T, E]) advanceReg(tr *epk.SGDSplitter[T], v *history.StepView[T]) error {
+	g, err := j.gradient(v)
+	if err != nil {
+		return err
 	}
-	return next
+	return tr.AdvanceReg(epk.InputFromView(v, g))
 }
 
 // sgdWarmup brings the SGD splitter's carried state to step from.
 func (j *job[T, E]) sgdWarmup(from int) error {
-	var reg map[string][]float64
-	err := j.src.Replay.Forward(0, from, func(v *history.StepView[T]) error {
-		reg = j.advanceReg(reg, v)
-		return nil
-	})
-	j.sgd.LoadRegState(from, reg)
+	tr, err := j.regTracker()
+	if err != nil {
+		return err
+	}
+	err = j.src.Replay.Forward(0, from, func(v *history.StepView[T]) error { return j.advanceReg(tr, v) })
+	j.sgd.LoadRegState(tr.RegState())
 	return err
 }
 
 // sgdStates records, for a reverse sweep, the carried state before every
 // step of the range.
 func (j *job[T, E]) sgdStates() error {
+	tr, err := j.regTracker()
+	if err != nil {
+		return err
+	}
 	j.sgdReg = map[int]map[string][]float64{}
-	var reg map[string][]float64
 	return j.src.Replay.Forward(0, j.spec.To, func(v *history.StepView[T]) error {
 		if v.Step >= j.spec.From {
-			j.sgdReg[v.Step] = reg
+			_, j.sgdReg[v.Step] = tr.RegState()
 		}
-		reg = j.advanceReg(reg, v)
-		return nil
+		return j.advanceReg(tr, v)
 	})
 }
 

@@ -596,3 +596,47 @@ func TestDefaultGroups(t *testing.T) {
 		t.Errorf("DefaultGroups of ResNet-9 = %v", got)
 	}
 }
+
+// TestSGDRegularizationPath checks that the weight-decay state explain
+// carries into an SGD job that starts after step 0 (a warm-up over the
+// earlier steps) and into a reverse sweep (the states before every step)
+// is the one its splitter carries when it splits every step from step 0:
+// each step's data and regularization contributions agree bit for bit.
+func TestSGDRegularizationPath(t *testing.T) {
+	dir := tinyRun(t, "sgd", 8)
+	tr, err := explain.OpenRun[float64, float64](dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	perStep := []explain.Query{
+		{Name: "reg", Keep: explain.Step | explain.Test | explain.Class, Part: explain.Reg},
+		{Name: "data", Keep: explain.Step | explain.Test | explain.Class, Part: explain.Data},
+	}
+	run := func(from int, qs ...explain.Query) *explain.Output {
+		t.Helper()
+		spec := explain.Spec[float64]{Queries: qs, Test: explain.TestSet[float64]{X: tr.Data.Val.Inputs, Labels: tr.Data.Val.Labels},
+			From: from, Quadrature: epk.Quadrature{Rule: epk.GaussLegendre, Points: 2}}
+		out, err := explain.Run(context.Background(), tr.Source, tr.Model, tr.Path, spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	all := run(0, perStep...)
+	S := all.To
+	outs := []*explain.Output{run(0, append(perStep, explain.Query{Name: "kernel", Keep: explain.Train, Part: explain.Data})...)}
+	for _, from := range []int{3, S - 2} {
+		outs = append(outs, run(from, perStep...))
+	}
+	for _, o := range outs {
+		for q := range perStep {
+			rows := len(all.Results[q].Data) / S
+			if !slices.Equal(o.Results[q].Data, all.Results[q].Data[o.From*rows:]) {
+				t.Errorf("%s of steps %d:%d (with the sweep: %v) differs from the job over every step", perStep[q].Name, o.From, o.To, o == outs[0])
+			}
+		}
+	}
+	if slices.Max(all.Results[0].Data) == 0 && slices.Min(all.Results[0].Data) == 0 {
+		t.Error("the run has no regularization contributions")
+	}
+}
