@@ -328,7 +328,8 @@ func NewSplitter[E, T tensor.Float](o optim.Optimizer[T]) (Splitter[E], error) {
 		}
 		return sp, nil
 	case *optim.SGD[T]:
-		sp, err := NewSGDSplitter(&optim.SGD[E]{Momentum: o.Momentum, Dampening: o.Dampening, WeightDecay: o.WeightDecay, Nesterov: o.Nesterov})
+		sp, err := NewSGDSplitter(&optim.SGD[E]{Momentum: o.Momentum, Dampening: o.Dampening, WeightDecay: o.WeightDecay,
+			Nesterov: o.Nesterov})
 		if err != nil {
 			return nil, err
 		}
@@ -419,10 +420,13 @@ func (s *SGDSplitter[T]) regStep(in StepInput[T]) ([]regPart, map[string][]float
 		if !first && s.WeightDecay != 0 {
 			prev = s.reg[name]
 			if prev == nil || s.next != in.Step {
-				return nil, nil, fmt.Errorf("epk: step %d: the regularization part of the momentum buffer of %s is not known (split the steps in order from step 0, or restore it with LoadRegState; the splitter is at step %d)", in.Step, name, s.next)
+				return nil, nil, fmt.Errorf("epk: step %d: the regularization part of the momentum buffer of %s is not known "+
+					"(split the steps in order from step 0, or restore it with LoadRegState; the splitter is at step %d)",
+					in.Step, name, s.next)
 			}
 			if len(prev) != len(p.Value.Data) {
-				return nil, nil, fmt.Errorf("epk: step %d: carried regularization buffer of %s has %d values, want %d", in.Step, name, len(prev), len(p.Value.Data))
+				return nil, nil, fmt.Errorf("epk: step %d: carried regularization buffer of %s has %d values, want %d",
+					in.Step, name, len(prev), len(p.Value.Data))
 			}
 		}
 		parts[i] = regPart{prev: prev, r: SGDReg(prev, p.Value.Data, first, s.Momentum, s.Dampening, s.WeightDecay)}

@@ -140,10 +140,12 @@ func newJob[T, E tensor.Float](src Source[T], model nn.Layer[E], path epk.PathMo
 		return nil, errors.New("explain: data attribution needs the source's BatchIndices")
 	}
 	if len(j.sweeps) > 0 && spec.From != 0 {
-		return nil, fmt.Errorf("explain: data attribution over steps %d:%d would leave the momentum carried in from steps before %d unattributed; start at step 0", spec.From, spec.To, spec.From)
+		return nil, fmt.Errorf("explain: data attribution over steps %d:%d would leave the momentum carried in "+
+			"from steps before %d unattributed; start at step 0", spec.From, spec.To, spec.From)
 	}
 	if need := j.bytes(); spec.MaxBytes > 0 && need > spec.MaxBytes {
-		return nil, fmt.Errorf("explain: this job needs about %s, over the memory ceiling of %s; lower the test chunk, the test samples, or drop the per-element presets", fmtBytes(need), fmtBytes(spec.MaxBytes))
+		return nil, fmt.Errorf("explain: this job needs about %s, over the memory ceiling of %s; "+
+			"lower the test chunk, the test samples, or drop the per-element presets", fmtBytes(need), fmtBytes(spec.MaxBytes))
 	}
 	if j.paths, err = epk.NewEvaluator[E](path, epk.Options{Quadrature: spec.Quadrature, PerTensor: j.perTensor}); err != nil {
 		return nil, err
@@ -205,7 +207,8 @@ func (j *job[T, E]) plan() error {
 			}
 			j.queries = append(j.queries, e)
 		case Feature:
-			e := &featureEval[E]{q: q, dims: &j.dims, params: params, cot: cot, width: width, rows: &j.rows, sampleRows: 1, cotRows: 1}
+			e := &featureEval[E]{q: q, dims: &j.dims, params: params, cot: cot, width: width, rows: &j.rows,
+				sampleRows: 1, cotRows: 1}
 			if q.Keep&Test != 0 || q.Abs {
 				e.sampleRows = j.samples
 			}

@@ -61,7 +61,8 @@ func (j *job[T, E]) save() *State {
 func (j *job[T, E]) restore(st *State) error {
 	if len(st.Acc) != len(j.queries) || len(st.Facc) != len(j.queries) || len(st.Q) != len(j.queries) ||
 		(st.FwdDat != nil && len(st.FwdDat) != len(j.queries)) || st.Done < 0 || st.Done >= j.steps {
-		return fmt.Errorf("explain: the saved state (%d queries, %d steps done) does not fit this job (%d queries, %d steps)", len(st.Acc), st.Done, len(j.queries), j.steps)
+		return fmt.Errorf("explain: the saved state (%d queries, %d steps done) does not fit this job (%d queries, %d steps)",
+			len(st.Acc), st.Done, len(j.queries), j.steps)
 	}
 	for i, q := range j.queries {
 		s := queryState{values: st.Acc[i], tensors: st.Facc[i], sweep: st.Q[i]}

@@ -265,7 +265,8 @@ func inPrecision[T, E tensor.Float](q [][]E) [][]T {
 // T) with the per-row gradients g of the training samples idx of a batch
 // of n samples: kernel[r, entry, idx[i]] += E_t/n ⟨Q_t[r], g_t[i]⟩ for every
 // tensor t, with the parameter axis summed into the entries.
-func addKernel[T, E tensor.Float](s *sweepEval[E], q [][]T, params []*nn.Param[T], g *nn.Grads[T], weights []float64, n int, idx []int) {
+func addKernel[T, E tensor.Float](s *sweepEval[E], q [][]T, params []*nn.Param[T], g *nn.Grads[T], weights []float64,
+	n int, idx []int) {
 	R, m, N := s.nrows, len(idx), s.dims.train
 	out := make([]T, R*m)
 	flush := func(t int) {

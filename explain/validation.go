@@ -18,10 +18,12 @@ type validation[E tensor.Float] struct {
 
 func newValidation[E tensor.Float](d *dims) validation[E] {
 	xc := d.samples * d.classes
-	return validation[E]{Validation: Validation{Start: make([]float64, xc), Model: make([]float64, xc), Data: make([]float64, xc),
-		Reg: make([]float64, xc), Resid: make([]float64, xc), Quad: make([]float64, xc),
+	return validation[E]{Validation: Validation{
+		Start: make([]float64, xc), Model: make([]float64, xc),
+		Data: make([]float64, xc), Reg: make([]float64, xc), Resid: make([]float64, xc), Quad: make([]float64, xc),
 		StepMaxCompleteness: make([]float64, d.steps), StepMaxChange: make([]float64, d.steps),
-		StepChange: make([]float64, d.steps*d.samples)}}
+		StepChange: make([]float64, d.steps*d.samples),
+	}}
 }
 
 // add accumulates a chunk's forward-mode results.
