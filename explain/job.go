@@ -236,7 +236,7 @@ func (j *job[T, E]) plan() error {
 
 // bytes estimates the memory the job allocates.
 func (j *job[T, E]) bytes() int64 {
-	P := j.params()
+	P := j.paramCount()
 	var elem int64 = 8
 	var zero E
 	if _, ok := any(zero).(float32); ok {

@@ -21,8 +21,8 @@ type dims struct {
 	tensorSizes  []int
 }
 
-// params is P, the number of parameter elements.
-func (d *dims) params() int64 {
+// paramCount is P, the number of parameter elements.
+func (d *dims) paramCount() int64 {
 	var p int64
 	for _, s := range d.tensorSizes {
 		p += int64(s)
