@@ -316,6 +316,28 @@ func NewSGDSplitter[T tensor.Float](o *optim.SGD[T]) (*SGDSplitter[T], error) {
 	return &SGDSplitter[T]{Momentum: o.Momentum, Dampening: o.Dampening, WeightDecay: o.WeightDecay}, nil
 }
 
+// NewSplitter returns the splitter, in precision E, of the optimizer o that
+// trained a run in precision T: an AdamWSplitter or an SGDSplitter with
+// o's settings (see NewAdamWSplitter and NewSGDSplitter).
+func NewSplitter[E, T tensor.Float](o optim.Optimizer[T]) (Splitter[E], error) {
+	switch o := o.(type) {
+	case *optim.AdamW[T]:
+		sp, err := NewAdamWSplitter(&optim.AdamW[E]{Beta1: o.Beta1, Beta2: o.Beta2, Eps: o.Eps, WeightDecay: o.WeightDecay})
+		if err != nil {
+			return nil, err
+		}
+		return sp, nil
+	case *optim.SGD[T]:
+		sp, err := NewSGDSplitter(&optim.SGD[E]{Momentum: o.Momentum, Dampening: o.Dampening, WeightDecay: o.WeightDecay,
+			Nesterov: o.Nesterov})
+		if err != nil {
+			return nil, err
+		}
+		return sp, nil
+	}
+	return nil, fmt.Errorf("epk: optimizer %T is not supported (SGD or AdamW)", o)
+}
+
 // RegState returns a copy of the carried regularization part of the
 // momentum buffers, by parameter name, and the step it is due before.
 func (s *SGDSplitter[T]) RegState() (next int, buf map[string][]float64) {
@@ -335,18 +357,118 @@ func (s *SGDSplitter[T]) LoadRegState(next int, buf map[string][]float64) {
 	}
 }
 
+func (s *SGDSplitter[T]) validate() error {
+	if s.Momentum < 0 || s.WeightDecay < 0 || math.IsNaN(s.Dampening) {
+		return fmt.Errorf("epk: invalid SGD settings (momentum %v, dampening %v, weight decay %v)", s.Momentum, s.Dampening, s.WeightDecay)
+	}
+	return nil
+}
+
+// SGDReg is the recurrence of the weight-decay part r of a parameter's SGD
+// momentum buffer (see SGDSplitter) over one step in which the parameter
+// has a gradient, in float64:
+//
+//	r_s = λ θ_s                      on its first step (first) or without momentum
+//	r_s = μ r_{s−1} + (1−d) λ θ_s    otherwise
+//
+// with r_{s−1} = prev (nil: zero) and θ_s = theta. In a step without a
+// gradient the optimizer skips the parameter, and r stays as it was.
+func SGDReg[T tensor.Float](prev []float64, theta []T, first bool, momentum, dampening, weightDecay float64) []float64 {
+	keep := 1 - dampening
+	r := make([]float64, len(theta))
+	for j, tv := range theta {
+		wd := weightDecay * float64(tv)
+		if momentum == 0 || first {
+			r[j] = wd
+			continue
+		}
+		var rp float64
+		if prev != nil {
+			rp = prev[j]
+		}
+		r[j] = momentum*rp + keep*wd
+	}
+	return r
+}
+
+// regPart is one parameter's weight-decay part of its momentum buffer
+// before (prev, nil: zero) and after (r) a step; r is nil when the
+// parameter has no gradient in the step.
+type regPart struct {
+	prev, r []float64
+}
+
+// regStep applies SGDReg to every parameter of step in. It returns each
+// parameter's parts and the carried state after the step (by name; empty
+// without momentum), and leaves s unchanged.
+func (s *SGDSplitter[T]) regStep(in StepInput[T]) ([]regPart, map[string][]float64, error) {
+	parts := make([]regPart, len(in.Before))
+	next := make(map[string][]float64, len(in.Before))
+	for i, p := range in.Before {
+		if p == nil || p.Value == nil {
+			return nil, nil, fmt.Errorf("epk: step %d: parameter %d is nil", in.Step, i)
+		}
+		name := p.Name
+		if in.Grad[name] == nil {
+			if r := s.reg[name]; r != nil {
+				next[name] = r // a skipped parameter keeps its buffer
+			}
+			continue
+		}
+		first := s.Momentum == 0 || in.OptBefore[optim.StateName(optim.KindMomentumBuffer, name)] == nil
+		var prev []float64
+		if !first && s.WeightDecay != 0 {
+			prev = s.reg[name]
+			if prev == nil || s.next != in.Step {
+				return nil, nil, fmt.Errorf("epk: step %d: the regularization part of the momentum buffer of %s is not known "+
+					"(split the steps in order from step 0, or restore it with LoadRegState; the splitter is at step %d)",
+					in.Step, name, s.next)
+			}
+			if len(prev) != len(p.Value.Data) {
+				return nil, nil, fmt.Errorf("epk: step %d: carried regularization buffer of %s has %d values, want %d",
+					in.Step, name, len(prev), len(p.Value.Data))
+			}
+		}
+		parts[i] = regPart{prev: prev, r: SGDReg(prev, p.Value.Data, first, s.Momentum, s.Dampening, s.WeightDecay)}
+		if s.Momentum != 0 {
+			next[name] = parts[i].r
+		}
+	}
+	return parts, next, nil
+}
+
+// AdvanceReg carries the regularization part of the momentum buffers over
+// step in as Split does, without splitting the step: it reads the step, θ_s,
+// the optimizer state and which parameters have a gradient (not the
+// gradients' values). A job that starts after step 0 brings a splitter's
+// state to its first step with it.
+func (s *SGDSplitter[T]) AdvanceReg(in StepInput[T]) error {
+	if err := s.validate(); err != nil {
+		return err
+	}
+	_, next, err := s.regStep(in)
+	if err != nil {
+		return err
+	}
+	s.reg, s.next = next, in.Step+1
+	return nil
+}
+
 // Split decomposes one SGD step; see SGDSplitter.
 func (s *SGDSplitter[T]) Split(in StepInput[T]) (*Update[T], error) {
-	if s.Momentum < 0 || s.WeightDecay < 0 || math.IsNaN(s.Dampening) {
-		return nil, fmt.Errorf("epk: invalid SGD settings (momentum %v, dampening %v, weight decay %v)", s.Momentum, s.Dampening, s.WeightDecay)
+	if err := s.validate(); err != nil {
+		return nil, err
 	}
 	u, err := newUpdate(in)
 	if err != nil {
 		return nil, err
 	}
+	regs, next, err := s.regStep(in)
+	if err != nil {
+		return nil, err
+	}
 	u.Kernel.Beta = s.Momentum
 	keep := 1 - s.Dampening
-	newReg := make(map[string][]float64, len(in.Before))
 	for i, p := range in.Before {
 		name := p.Name
 		n := len(p.Value.Data)
@@ -354,9 +476,6 @@ func (s *SGDSplitter[T]) Split(in StepInput[T]) (*Update[T], error) {
 		if g == nil {
 			for j, v := range p.Value.Data {
 				u.finish(i, j, float64(v), float64(in.After[i].Value.Data[j]), 0, 0)
-			}
-			if r := s.reg[name]; r != nil {
-				newReg[name] = r // a skipped parameter keeps its buffer
 			}
 			continue
 		}
@@ -367,44 +486,24 @@ func (s *SGDSplitter[T]) Split(in StepInput[T]) (*Update[T], error) {
 			}
 		}
 		first := buf == nil
-		var regPrev []float64
-		if !first && s.WeightDecay != 0 {
-			regPrev = s.reg[name]
-			if regPrev == nil || s.next != in.Step {
-				return nil, fmt.Errorf("epk: step %d: the regularization part of the momentum buffer of %s is not known (split the steps in order from step 0, or restore it with LoadRegState; the splitter is at step %d)", in.Step, name, s.next)
-			}
-			if len(regPrev) != n {
-				return nil, fmt.Errorf("epk: step %d: carried regularization buffer of %s has %d values, want %d", in.Step, name, len(regPrev), n)
-			}
-		}
 		A := tensor.New[T](p.Value.Shape...)
 		aT := T(in.LR)
 		for j := range A.Data {
 			A.Data[j] = aT
 		}
-		reg := make([]float64, n)
+		prev, reg := regs[i].prev, regs[i].r
 		for j, tv := range p.Value.Data {
-			th := float64(tv)
-			gi := float64(g.Data[j])
-			r := s.WeightDecay * th
-			var bd, br float64 // data and regularization parts of the new buffer
-			switch {
-			case s.Momentum == 0 || first:
-				bd, br = gi, r
-			default:
+			// The data part of the new buffer: the whole buffer less its
+			// regularization part.
+			bd := float64(g.Data[j])
+			if s.Momentum != 0 && !first {
 				brp := 0.0
-				if regPrev != nil {
-					brp = regPrev[j]
+				if prev != nil {
+					brp = prev[j]
 				}
-				bdp := buf[j] - brp
-				bd = s.Momentum*bdp + keep*gi
-				br = s.Momentum*brp + keep*r
+				bd = s.Momentum*(buf[j]-brp) + keep*bd
 			}
-			reg[j] = br
-			u.finish(i, j, th, float64(in.After[i].Value.Data[j]), -in.LR*bd, -in.LR*br)
-		}
-		if s.Momentum != 0 {
-			newReg[name] = reg
+			u.finish(i, j, float64(tv), float64(in.After[i].Value.Data[j]), -in.LR*bd, -in.LR*reg[j])
 		}
 		u.Kernel.A[i] = A
 		u.Kernel.E[i] = 1
@@ -412,7 +511,6 @@ func (s *SGDSplitter[T]) Split(in StepInput[T]) (*Update[T], error) {
 			u.Kernel.E[i] = keep
 		}
 	}
-	s.reg = newReg
-	s.next = in.Step + 1
+	s.reg, s.next = next, in.Step+1
 	return u, nil
 }

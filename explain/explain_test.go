@@ -577,3 +577,66 @@ func TestReplayGradientIsTheRecomputedOne(t *testing.T) {
 		t.Logf("%s: %d steps, replay gradients equal the recomputed ones", opt, seen)
 	}
 }
+
+// TestDefaultGroups checks that the default groups are the model's layer
+// groups (models.GroupOf) in model order.
+func TestDefaultGroups(t *testing.T) {
+	names := []string{"input_emb.weight", "head1_encoder.weight", "head2_encoder.weight", "head1_decoder.weight", "head2_decoder.weight",
+		"linear1.weight", "linear1.bias", "linear2.weight", "linear2.bias", "decoder.weight"}
+	want := []explain.TensorGroup{{Name: "embedding", Tensors: names[:1]}, {Name: "attention_encoders", Tensors: names[1:3]},
+		{Name: "attention_decoders", Tensors: names[3:5]}, {Name: "linear1", Tensors: names[5:7]}, {Name: "linear2", Tensors: names[7:9]},
+		{Name: "decoder", Tensors: names[9:]}}
+	got := explain.DefaultGroups(names)
+	if !slices.EqualFunc(got, want, func(a, b explain.TensorGroup) bool { return a.Name == b.Name && slices.Equal(a.Tensors, b.Tensors) }) {
+		t.Errorf("DefaultGroups = %v, want %v", got, want)
+	}
+	cnn := []string{"0.0.weight", "2.module.0.0.weight", "2.module.1.0.weight", "9.weight"}
+	got = explain.DefaultGroups(cnn)
+	if len(got) != 3 || got[0].Name != "layer 0" || got[1].Name != "layer 2" || !slices.Equal(got[1].Tensors, cnn[1:3]) || got[2].Name != "layer 9" {
+		t.Errorf("DefaultGroups of ResNet-9 = %v", got)
+	}
+}
+
+// TestSGDRegularizationPath checks that the weight-decay state explain
+// carries into an SGD job that starts after step 0 (a warm-up over the
+// earlier steps) and into a reverse sweep (the states before every step)
+// is the one its splitter carries when it splits every step from step 0:
+// each step's data and regularization contributions agree bit for bit.
+func TestSGDRegularizationPath(t *testing.T) {
+	dir := tinyRun(t, "sgd", 8)
+	tr, err := explain.OpenRun[float64, float64](dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	perStep := []explain.Query{
+		{Name: "reg", Keep: explain.Step | explain.Test | explain.Class, Part: explain.Reg},
+		{Name: "data", Keep: explain.Step | explain.Test | explain.Class, Part: explain.Data},
+	}
+	run := func(from int, qs ...explain.Query) *explain.Output {
+		t.Helper()
+		spec := explain.Spec[float64]{Queries: qs, Test: explain.TestSet[float64]{X: tr.Data.Val.Inputs, Labels: tr.Data.Val.Labels},
+			From: from, Quadrature: epk.Quadrature{Rule: epk.GaussLegendre, Points: 2}}
+		out, err := explain.Run(context.Background(), tr.Source, tr.Model, tr.Path, spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	all := run(0, perStep...)
+	S := all.To
+	outs := []*explain.Output{run(0, append(perStep, explain.Query{Name: "kernel", Keep: explain.Train, Part: explain.Data})...)}
+	for _, from := range []int{3, S - 2} {
+		outs = append(outs, run(from, perStep...))
+	}
+	for _, o := range outs {
+		for q := range perStep {
+			rows := len(all.Results[q].Data) / S
+			if !slices.Equal(o.Results[q].Data, all.Results[q].Data[o.From*rows:]) {
+				t.Errorf("%s of steps %d:%d (with the sweep: %v) differs from the job over every step", perStep[q].Name, o.From, o.To, o == outs[0])
+			}
+		}
+	}
+	if slices.Max(all.Results[0].Data) == 0 && slices.Min(all.Results[0].Data) == 0 {
+		t.Error("the run has no regularization contributions")
+	}
+}

@@ -2,10 +2,10 @@ package explain
 
 import (
 	"fmt"
-	"strings"
 
 	"github.com/explaind/explaind/epk"
 	"github.com/explaind/explaind/history"
+	"github.com/explaind/explaind/models"
 	"github.com/explaind/explaind/nn"
 	"github.com/explaind/explaind/tensor"
 	"github.com/explaind/explaind/train"
@@ -81,10 +81,11 @@ func OpenRun[T, E tensor.Float](dir string) (*TrainRun[T, E], error) {
 	return tr, nil
 }
 
-// DefaultGroups returns the layer groups of the paper's models: for the
-// modulo transformer embedding, attention encoders and decoders, linear1,
-// linear2 and decoder; for ResNet-9 each top-level layer. Tensors outside
-// every group are ignored by Group queries.
+// DefaultGroups returns the layer groups of the tensors names, in the
+// order of their first tensors: the groups their models define
+// (models.GroupOf: for the modulo transformer embedding, attention
+// encoders and decoders, linear1, linear2 and decoder; for ResNet-9 each
+// top-level layer), and for tensors of other models their modules.
 func DefaultGroups(names []string) []TensorGroup {
 	var out []TensorGroup
 	add := func(group, name string) {
@@ -97,36 +98,7 @@ func DefaultGroups(names []string) []TensorGroup {
 		out = append(out, TensorGroup{Name: group, Tensors: []string{name}})
 	}
 	for _, n := range names {
-		add(LayerGroup(n), n)
+		add(models.GroupOf(n), n)
 	}
 	return out
-}
-
-// LayerGroup names the layer group of a parameter tensor: the paper's
-// groups for the modulo transformer, the top-level layer ("layer 0" …)
-// for ResNet-9, and the name up to its first dot otherwise.
-func LayerGroup(name string) string {
-	switch {
-	case strings.HasPrefix(name, "input_emb"):
-		return "embedding"
-	case strings.HasPrefix(name, "head") && strings.Contains(name, "_encoder"):
-		return "attention_encoders"
-	case strings.HasPrefix(name, "head") && strings.Contains(name, "_decoder"):
-		return "attention_decoders"
-	case strings.HasPrefix(name, "linear1"):
-		return "linear1"
-	case strings.HasPrefix(name, "linear2"):
-		return "linear2"
-	case strings.HasPrefix(name, "decoder"):
-		return "decoder"
-	}
-	for i, r := range name {
-		if r == '.' {
-			if i > 0 && name[0] >= '0' && name[0] <= '9' {
-				return "layer " + name[:i]
-			}
-			return name[:i]
-		}
-	}
-	return name
 }

@@ -18,72 +18,66 @@ type State struct {
 	Acc    [][]float64   // per query: Forward and Sweep results
 	Facc   [][][]float64 // per query, per tensor: Feature accumulators
 	Q      [][][]float64 // per query, per tensor: the sweep's Q vectors
-	FwdDat [][]float64
+	FwdDat [][]float64   // per query: the sweep's forward data contributions
 	// SGDNext and SGDReg are the SGD splitter's carried state (forward
 	// jobs).
 	SGDNext int
 	SGDReg  map[string][]float64
 }
 
+// queryState is one query's part of a State: the fields of its kind of
+// evaluation, nil for the others.
+type queryState struct {
+	values      []float64   // State.Acc: Forward and Sweep results
+	tensors     [][]float64 // State.Facc: Feature accumulators per tensor
+	sweep       [][]float64 // State.Q: the sweep's Q per tensor
+	forwardData []float64   // State.FwdDat: the sweep's forward data
+}
+
+func errStateMismatch(q Query) error {
+	return fmt.Errorf("explain: the saved state of query %q does not fit this job", q.Name)
+}
+
 func (j *job[T, E]) save() *State {
-	st := &State{Done: j.done, Val: j.val, Nodes: j.nodes, FwdDat: j.fwdDat}
-	for qi, q := range j.qs {
-		st.Acc = append(st.Acc, q.acc)
-		st.Facc = append(st.Facc, q.facc)
-		var qq [][]float64
-		if j.q != nil && j.q[qi] != nil {
-			for _, v := range j.q[qi] {
-				f := make([]float64, len(v))
-				for i, x := range v {
-					f[i] = float64(x)
-				}
-				qq = append(qq, f)
-			}
-		}
-		st.Q = append(st.Q, qq)
+	st := &State{Done: j.done, Val: j.val.Validation, Nodes: j.val.nodes}
+	if len(j.sweeps) > 0 {
+		st.FwdDat = make([][]float64, len(j.queries))
 	}
-	if j.sgd != nil && !j.sweep {
+	for i, q := range j.queries {
+		s := q.save()
+		st.Acc = append(st.Acc, s.values)
+		st.Facc = append(st.Facc, s.tensors)
+		st.Q = append(st.Q, s.sweep)
+		if st.FwdDat != nil {
+			st.FwdDat[i] = s.forwardData
+		}
+	}
+	if j.sgd != nil && len(j.sweeps) == 0 {
 		st.SGDNext, st.SGDReg = j.sgd.RegState()
 	}
 	return st
 }
 
 func (j *job[T, E]) restore(st *State) error {
-	if len(st.Acc) != len(j.qs) || st.Done < 0 || st.Done >= j.S {
-		return fmt.Errorf("explain: the saved state (%d queries, %d steps done) does not fit this job (%d queries, %d steps)", len(st.Acc), st.Done, len(j.qs), j.S)
+	if len(st.Acc) != len(j.queries) || len(st.Facc) != len(j.queries) || len(st.Q) != len(j.queries) ||
+		(st.FwdDat != nil && len(st.FwdDat) != len(j.queries)) || st.Done < 0 || st.Done >= j.steps {
+		return fmt.Errorf("explain: the saved state (%d queries, %d steps done) does not fit this job (%d queries, %d steps)",
+			len(st.Acc), st.Done, len(j.queries), j.steps)
 	}
-	for qi, q := range j.qs {
-		if len(st.Acc[qi]) != len(q.acc) || len(st.Facc[qi]) != len(q.facc) {
-			return fmt.Errorf("explain: the saved state of query %q does not fit this job", q.q.Name)
+	for i, q := range j.queries {
+		s := queryState{values: st.Acc[i], tensors: st.Facc[i], sweep: st.Q[i]}
+		if st.FwdDat != nil {
+			s.forwardData = st.FwdDat[i]
 		}
-		for t := range q.facc {
-			if len(st.Facc[qi][t]) != len(q.facc[t]) {
-				return fmt.Errorf("explain: the saved state of query %q does not fit this job", q.q.Name)
-			}
-		}
-		q.acc, q.facc = st.Acc[qi], st.Facc[qi]
-		if j.q != nil && j.q[qi] != nil {
-			if len(st.Q[qi]) != len(j.q[qi]) {
-				return fmt.Errorf("explain: the saved sweep state of query %q does not fit this job", q.q.Name)
-			}
-			for t, v := range st.Q[qi] {
-				if len(v) != len(j.q[qi][t]) {
-					return fmt.Errorf("explain: the saved sweep state of query %q does not fit this job", q.q.Name)
-				}
-				for i, x := range v {
-					j.q[qi][t][i] = E(x)
-				}
-			}
+		if err := q.restore(s); err != nil {
+			return err
 		}
 	}
-	if len(st.Val.Start) != j.X*j.C || len(st.Val.StepChange) != j.S*j.X {
+	if len(st.Val.Start) != j.samples*j.classes || len(st.Val.StepChange) != j.steps*j.samples {
 		return fmt.Errorf("explain: the saved validation state does not fit this job")
 	}
-	j.done, j.val, j.nodes = st.Done, st.Val, st.Nodes
-	if st.FwdDat != nil {
-		j.fwdDat = st.FwdDat
-	}
-	if j.sgd != nil && !j.sweep {
+	j.done, j.val.Validation, j.val.nodes = st.Done, st.Val, st.Nodes
+	if j.sgd != nil && len(j.sweeps) == 0 {
 		j.sgd.LoadRegState(st.SGDNext, st.SGDReg)
 	}
 	return nil

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/explaind/explaind/epkout"
+	"github.com/explaind/explaind/models"
 	"github.com/explaind/explaind/nn"
 	"github.com/explaind/explaind/tensor"
 	"gonum.org/v1/plot/plotter"
@@ -18,35 +19,15 @@ import (
 	"gonum.org/v1/plot/vg"
 )
 
-// LayerGroup returns the layer group a parameter tensor belongs to. For the
-// modulo transformer these are embedding (input_emb.*), attention (head*),
-// linear1, linear2 and decoder; a tensor of a numbered nn.Sequential (the
-// ResNet-9's "2.module.0.0.weight") belongs to its top-level layer
-// ("layer 2"); any other tensor to its module (its name without the last
-// component).
-func LayerGroup(name string) string {
-	switch {
-	case strings.HasPrefix(name, "input_emb."):
-		return "embedding"
-	case strings.HasPrefix(name, "head"):
-		return "attention"
-	}
-	first, _, _ := strings.Cut(name, ".")
-	if _, err := strconv.Atoi(first); err == nil {
-		return "layer " + first
-	}
-	if i := strings.LastIndexByte(name, '.'); i > 0 {
-		return name[:i]
-	}
-	return name
-}
-
 // groups maps tensors to layer groups: the group names in model order and
-// each tensor's group index.
+// each tensor's group index. The groups are the models' (models.ModuleOf):
+// for the modulo transformer its modules embedding, attention, linear1,
+// linear2 and decoder, for ResNet-9 its top-level layers, and for tensors
+// of other models their modules.
 func groups(tensors []string) (names []string, of []int) {
 	of = make([]int, len(tensors))
 	for t, name := range tensors {
-		g := LayerGroup(name)
+		g := models.ModuleOf(name)
 		i := slices.Index(names, g)
 		if i < 0 {
 			i = len(names)

@@ -402,15 +402,14 @@ func TestBuildBadInput(t *testing.T) {
 	}
 }
 
-func TestLayerGroup(t *testing.T) {
-	for name, want := range map[string]string{
-		"input_emb.weight": "embedding", "head3_encoder.weight": "attention", "head1_decoder.weight": "attention",
-		"linear1.bias": "linear1", "linear2.weight": "linear2", "decoder.weight": "decoder",
-		"positional_encoding.pe": "positional_encoding", "2.module.0.0.weight": "layer 2", "9.weight": "layer 9", "w": "w",
-	} {
-		if got := LayerGroup(name); got != want {
-			t.Errorf("LayerGroup(%q) = %q, want %q", name, got, want)
-		}
+// TestGroups checks the layer groups of the report's figures: the models'
+// modules (models.ModuleOf), in model order.
+func TestGroups(t *testing.T) {
+	names, of := groups([]string{"input_emb.weight", "head3_encoder.weight", "head1_decoder.weight", "linear1.bias", "linear2.weight",
+		"decoder.weight", "positional_encoding.pe", "2.module.0.0.weight", "9.weight", "w"})
+	want := []string{"embedding", "attention", "linear1", "linear2", "decoder", "positional_encoding", "layer 2", "layer 9", "w"}
+	if !slices.Equal(names, want) || !slices.Equal(of, []int{0, 1, 1, 2, 3, 4, 5, 6, 7, 8}) {
+		t.Errorf("groups %v %v, want %v [0 1 1 2 3 4 5 6 7 8]", names, of, want)
 	}
 }
 

@@ -27,69 +27,37 @@ import (
 	"fmt"
 	"math"
 	"slices"
-	"strings"
 
 	"github.com/explaind/explaind/gemm"
+	"github.com/explaind/explaind/models"
 	"gonum.org/v1/gonum/mat"
 	"gonum.org/v1/gonum/stat"
 )
 
-// The layer groups of the modulo transformer, in the order Groups returns
-// them.
+// The layer groups of the modulo transformer (models.ModuloGroups), in the
+// order Groups returns them, then the whole model.
 const (
-	GroupEmbedding = "embedding"
-	GroupEncoders  = "attention_encoders"
-	GroupDecoders  = "attention_decoders"
-	GroupLinear1   = "linear1"
-	GroupLinear2   = "linear2"
-	GroupDecoder   = "decoder"
+	GroupEmbedding = models.ModuloEmbedding
+	GroupEncoders  = models.ModuloAttentionEncoders
+	GroupDecoders  = models.ModuloAttentionDecoders
+	GroupLinear1   = models.ModuloLinear1
+	GroupLinear2   = models.ModuloLinear2
+	GroupDecoder   = models.ModuloDecoder
 	GroupAll       = "all"
 )
 
-// groupTitles gives each group's name in figures, in Groups' order.
-func groupTitles() [][2]string {
-	return [][2]string{
-		{GroupEmbedding, "token embedding"}, {GroupEncoders, "attention encoders"}, {GroupDecoders, "attention decoders"},
-		{GroupLinear1, "linear1"}, {GroupLinear2, "linear2"}, {GroupDecoder, "decoder"}, {GroupAll, "whole model"},
-	}
+// groupTitles gives each group's name in figures.
+var groupTitles = map[string]string{
+	GroupEmbedding: "token embedding", GroupEncoders: "attention encoders", GroupDecoders: "attention decoders",
+	GroupLinear1: "linear1", GroupLinear2: "linear2", GroupDecoder: "decoder", GroupAll: "whole model",
 }
 
-// isHead reports whether tensor is "head<N><suffix>" for a number N.
-func isHead(tensor, suffix string) bool {
-	mid, ok := strings.CutPrefix(tensor, "head")
-	if !ok {
-		return false
-	}
-	mid, ok = strings.CutSuffix(mid, suffix)
-	if !ok || mid == "" {
-		return false
-	}
-	for _, r := range mid {
-		if r < '0' || r > '9' {
-			return false
-		}
-	}
-	return true
-}
-
-// GroupOf returns the layer group of a parameter of the modulo transformer,
-// or "" for a name that belongs to none (it still counts in GroupAll).
-func GroupOf(tensor string) string {
-	switch {
-	case tensor == "input_emb.weight":
-		return GroupEmbedding
-	case isHead(tensor, "_encoder.weight"):
-		return GroupEncoders
-	case isHead(tensor, "_decoder.weight"):
-		return GroupDecoders
-	case tensor == "linear1.weight" || tensor == "linear1.bias":
-		return GroupLinear1
-	case tensor == "linear2.weight" || tensor == "linear2.bias":
-		return GroupLinear2
-	case tensor == "decoder.weight":
-		return GroupDecoder
-	}
-	return ""
+// groupOf returns the layer group of a parameter of the modulo transformer
+// (models.ModuloGroups), or "" for a name that belongs to none (it still
+// counts in GroupAll).
+func groupOf(tensor string) string {
+	g, _ := models.ModuloGroups().Of(tensor)
+	return g
 }
 
 // Group is a set of parameter tensors whose scores form one embedding.
@@ -106,10 +74,10 @@ type Group struct {
 // elements each), then GroupAll with every tensor.
 func Groups(tensors []string, sizes []int) []Group {
 	var gs []Group
-	for _, nt := range groupTitles() {
-		g := Group{Name: nt[0], Title: nt[1]}
+	for _, name := range append(models.ModuloGroups().Names(), GroupAll) {
+		g := Group{Name: name, Title: groupTitles[name]}
 		for i, t := range tensors {
-			if nt[0] == GroupAll || GroupOf(t) == nt[0] {
+			if name == GroupAll || groupOf(t) == name {
 				g.Tensors = append(g.Tensors, t)
 				g.Dim += sizes[i]
 			}

@@ -135,7 +135,7 @@ func TestGroups(t *testing.T) {
 			t.Errorf("group %d: %s of %d, want %s of %d", i, gs[i].Name, gs[i].Dim, w.name, w.dim)
 		}
 	}
-	if GroupOf("headx_encoder.weight") != "" || GroupOf("head12_decoder.weight") != GroupDecoders {
+	if groupOf("headx_encoder.weight") != "" || groupOf("head12_decoder.weight") != GroupDecoders {
 		t.Error("head names misclassified")
 	}
 }

@@ -130,7 +130,7 @@ func Do(ctx context.Context, opts Options) (*Summary, error) {
 	s := &Summary{EPKSource: c.Source(), Samples: n, P: ss.p,
 		Top: min(opts.Top, n-1), HistK: min(opts.HistK, n-1)}
 	for _, t := range em.Tensors {
-		if GroupOf(t) == "" {
+		if groupOf(t) == "" {
 			s.Ungrouped = append(s.Ungrouped, t)
 		}
 	}
@@ -229,7 +229,7 @@ func accumulate(ctx context.Context, epk *epkout.Output, groups []Group, sizes [
 			return nil, fmt.Errorf("components: scores/%s has shape %v, want [%d, %v...]", t, a.Shape, n, em.TensorShapes[i])
 		}
 		in := []string{GroupAll}
-		if g := GroupOf(t); g != "" {
+		if g := groupOf(t); g != "" {
 			AddGram(e.gram[g], a.Data, n, sizes[i])
 			in = append(in, g)
 		} else {

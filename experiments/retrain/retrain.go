@@ -3,7 +3,7 @@
 // does it take to learn the task again when one part of a checkpoint is
 // replaced by fresh random values?
 //
-// The parts, as groups of package swap (see swap.GroupOf):
+// The parts, as modules of the model (models.ModuloModules):
 //
 //	outer      the outer layers: embedding (input_emb) and decoder
 //	pipeline   the MLP between them: linear1 and linear2
@@ -41,7 +41,6 @@ import (
 
 	"github.com/explaind/explaind/data"
 	"github.com/explaind/explaind/experiments/expio"
-	"github.com/explaind/explaind/experiments/swap"
 	"github.com/explaind/explaind/history"
 	"github.com/explaind/explaind/models"
 	"github.com/explaind/explaind/nn"
@@ -61,15 +60,15 @@ const (
 // Parts returns the part names in the model's order.
 func Parts() []string { return []string{Outer, Pipeline, Attention} }
 
-// PartGroups returns the parameter groups (package swap) of a part.
+// PartGroups returns the modules (models.ModuloModules) of a part.
 func PartGroups(part string) ([]string, error) {
 	switch part {
 	case Outer:
-		return []string{swap.Embedding, swap.Decoder}, nil
+		return []string{models.ModuloEmbedding, models.ModuloDecoder}, nil
 	case Pipeline:
-		return []string{swap.Linear1, swap.Linear2}, nil
+		return []string{models.ModuloLinear1, models.ModuloLinear2}, nil
 	case Attention:
-		return []string{swap.Attention}, nil
+		return []string{models.ModuloAttention}, nil
 	}
 	return nil, fmt.Errorf("unknown part %q; the parts are %s (outer: embedding and decoder; pipeline: linear1 and linear2; attention: the heads)", part, strings.Join(Parts(), ", "))
 }
@@ -80,7 +79,7 @@ func InPart(part, param string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	g, err := swap.GroupOf(param)
+	g, err := models.ModuloModules().Lookup(param)
 	if err != nil {
 		return false, err
 	}

@@ -4,10 +4,12 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/explaind/explaind/models"
 )
 
-// The parameter groups of the modulo-addition transformer (models.Modulo),
-// by PyTorch state_dict name:
+// The parameter groups of a swap: the modulo-addition transformer's
+// modules (models.ModuloModules), by PyTorch state_dict name:
 //
 //	embedding  input_emb.weight
 //	attention  head{1..H}_encoder.weight, head{1..H}_decoder.weight
@@ -15,37 +17,15 @@ import (
 //	linear2    linear2.weight, linear2.bias
 //	decoder    decoder.weight
 const (
-	Embedding = "embedding"
-	Attention = "attention"
-	Linear1   = "linear1"
-	Linear2   = "linear2"
-	Decoder   = "decoder"
+	Embedding = models.ModuloEmbedding
+	Attention = models.ModuloAttention
+	Linear1   = models.ModuloLinear1
+	Linear2   = models.ModuloLinear2
+	Decoder   = models.ModuloDecoder
 )
 
 // Groups returns the group names in the model's order.
-func Groups() []string { return []string{Embedding, Attention, Linear1, Linear2, Decoder} }
-
-// GroupOf returns the group of a modulo transformer parameter.
-func GroupOf(param string) (string, error) {
-	switch param {
-	case "input_emb.weight":
-		return Embedding, nil
-	case "linear1.weight", "linear1.bias":
-		return Linear1, nil
-	case "linear2.weight", "linear2.bias":
-		return Linear2, nil
-	case "decoder.weight":
-		return Decoder, nil
-	}
-	if head, ok := strings.CutPrefix(param, "head"); ok {
-		for _, suffix := range []string{"_encoder.weight", "_decoder.weight"} {
-			if n, ok := strings.CutSuffix(head, suffix); ok && n != "" && strings.Trim(n, "0123456789") == "" {
-				return Attention, nil
-			}
-		}
-	}
-	return "", fmt.Errorf("%q is not a parameter of the modulo transformer", param)
-}
+func Groups() []string { return models.ModuloModules().Names() }
 
 // KeptSet names the parameter groups that keep the final model's values
 // in a swap; every other group takes the values of the swapped-in step.
@@ -103,7 +83,7 @@ func ParseKeptSet(s string) (KeptSet, error) {
 
 // Keeps reports whether the set keeps the final value of a parameter.
 func (k KeptSet) Keeps(param string) (bool, error) {
-	g, err := GroupOf(param)
+	g, err := models.ModuloModules().Lookup(param)
 	if err != nil {
 		return false, err
 	}

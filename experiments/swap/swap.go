@@ -4,7 +4,7 @@
 //
 // For every sampled step s (0, Every, 2·Every, …, and the final step N)
 // the final model θ_N is taken, and every parameter outside a kept set of
-// groups (see GroupOf and KeptSet) is replaced by its value at θ_s, the
+// groups (see Groups and KeptSet) is replaced by its value at θ_s, the
 // state before step s. Each swapped model is compared on the validation
 // set with
 //
@@ -357,7 +357,7 @@ func Summarize(run *expio.Run, opt Options, res *Result, software string) (*Summ
 	s.Settings.Every, s.Settings.Kept, s.Settings.EvalChunk = opt.Every, res.Kept, opt.EvalChunk
 	s.Settings.Groups = map[string][]string{}
 	for _, p := range run.Session.Params() {
-		g, err := GroupOf(p.Name)
+		g, err := models.ModuloModules().Lookup(p.Name)
 		if err != nil {
 			return nil, err
 		}

@@ -27,24 +27,6 @@ func tinyRun(t *testing.T) *expio.Run {
 	return expiotest.OpenTinyModuloRun(t, swap.Command, 20, 24, 5)
 }
 
-func TestGroupOf(t *testing.T) {
-	want := map[string]string{
-		"input_emb.weight": swap.Embedding, "head1_encoder.weight": swap.Attention, "head4_decoder.weight": swap.Attention,
-		"head12_decoder.weight": swap.Attention, "linear1.weight": swap.Linear1, "linear1.bias": swap.Linear1,
-		"linear2.weight": swap.Linear2, "linear2.bias": swap.Linear2, "decoder.weight": swap.Decoder,
-	}
-	for name, g := range want {
-		if got, err := swap.GroupOf(name); err != nil || got != g {
-			t.Errorf("GroupOf(%q) = %q, %v; want %q", name, got, err, g)
-		}
-	}
-	for _, bad := range []string{"positional_encoding.pe", "head_decoder.weight", "headX_encoder.weight", "decoder.bias", "0.0.weight"} {
-		if g, err := swap.GroupOf(bad); err == nil {
-			t.Errorf("GroupOf(%q) = %q, want an error", bad, g)
-		}
-	}
-}
-
 func TestParseKeptSet(t *testing.T) {
 	cases := map[string][]string{
 		"all-but-attention":         {swap.Embedding, swap.Linear1, swap.Linear2, swap.Decoder},

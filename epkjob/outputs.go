@@ -1,0 +1,263 @@
+package epkjob
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/explaind/explaind/epk"
+	"github.com/explaind/explaind/epkout"
+	"github.com/explaind/explaind/explain"
+	"github.com/explaind/explaind/internal/atomicfile"
+)
+
+// logProb is the units of every EPK array.
+const logProb = "log-probability"
+
+// output is one query of a preset and the arrays its result is written as.
+type output struct {
+	preset string
+	query  explain.Query
+	write  writer
+}
+
+// writer stores the result of one of a preset's queries.
+type writer func(a *arrays, preset string, r *explain.Result) error
+
+// outputs lists the presets' queries (validation needs none: every job
+// reports its Validation), in the order of epkout.Presets.
+var outputs = []output{
+	{epkout.Grokking, explain.Query{Name: "step_tensor", Keep: explain.Step | explain.Test | explain.Tensor,
+		Classes: explain.TrueClass, Part: explain.Model}, writeStepTensor},
+	{epkout.Grokking, explain.Query{Name: "step_data", Keep: explain.Step | explain.Test,
+		Classes: explain.TrueClass, Part: explain.Data}, writeStepPart},
+	{epkout.Grokking, explain.Query{Name: "step_reg", Keep: explain.Step | explain.Test,
+		Classes: explain.TrueClass, Part: explain.Reg}, writeStepPart},
+	{epkout.Grokking, explain.Query{Name: "step_resid", Keep: explain.Step | explain.Test,
+		Classes: explain.TrueClass, Part: explain.Resid}, writeStepPart},
+	{epkout.Components, explain.Query{Name: "scores", Keep: explain.Param | explain.Test, Part: explain.Update},
+		perTensor([]string{"test"}, "each test sample's class-summed per-parameter score Σ_s Σ_c φ_s(x)[c, :] ⊙ Δθ_s.")},
+	{epkout.Pruning, explain.Query{Name: "importance", Keep: explain.Param, Abs: true, Part: explain.Update},
+		perTensor(nil, "per-parameter importance Σ_{x,c} |Σ_s φ_s(x)[c, :] ⊙ Δθ_s| over the test samples.")},
+	{epkout.Kernel, explain.Query{Name: "kernel", Keep: explain.Train | explain.Class, Part: explain.Data}, writeKernel},
+	{epkout.Reference, explain.Query{Name: "scores_class", Keep: explain.Param | explain.Test | explain.Class,
+		Part: explain.Update},
+		perTensor([]string{"test", "class"}, "per-parameter scores per test sample and class Σ_s φ_s(x)[c, :] ⊙ Δθ_s "+
+			"(the reference's per-parameter kernel).")},
+	{epkout.Reference, explain.Query{Name: "kernel_full", Keep: explain.Train | explain.Test | explain.Class,
+		Part: explain.Data},
+		whole("the data kernel per test sample, class and training sample, summed over steps (the reference's data kernel).")},
+}
+
+// queries returns the explain queries of the presets.
+func queries(presets []string) []explain.Query {
+	var qs []explain.Query
+	for _, p := range presets {
+		for _, o := range outputs {
+			if o.preset == p {
+				qs = append(qs, o.query)
+			}
+		}
+	}
+	return qs
+}
+
+// arrays writes the arrays of an output directory.
+type arrays struct {
+	w   *epkout.Writer
+	out *explain.Output
+}
+
+// put stores float64 values (log-probabilities) of a preset.
+func (a *arrays) put(name, preset string, data []float64, shape []int, axes []string, desc string) error {
+	return epkout.Write(a.w, name, data, epkout.ArrayInfo{Shape: shape, Axes: axes, Units: logProb, Preset: preset,
+		Description: desc})
+}
+
+// put32 stores values like put, as float32.
+func (a *arrays) put32(name, preset string, data []float64, shape []int, axes []string, desc string) error {
+	return epkout.WriteFloat32(a.w, name, data, epkout.ArrayInfo{Shape: shape, Axes: axes, Units: logProb, Preset: preset,
+		Description: desc + " Stored as float32."})
+}
+
+// steps is S, the number of steps of the output.
+func (a *arrays) steps() int { return a.out.To - a.out.From }
+
+// outputOf returns the output of the query named name.
+func outputOf(name string) (output, bool) {
+	for _, o := range outputs {
+		if o.query.Name == name {
+			return o, true
+		}
+	}
+	return output{}, false
+}
+
+// writeTestSet stores the test samples' indices and labels.
+func (a *arrays) writeTestSet(split string, idx, labels []int) error {
+	X := a.out.Samples
+	shape, axes := []int{X}, []string{"test"}
+	if err := epkout.Write(a.w, "test_indices", toInt64(idx), epkout.ArrayInfo{Shape: shape, Axes: axes, Units: "index",
+		Description: "indices of the test samples in the run's " + split + " split"}); err != nil {
+		return err
+	}
+	return epkout.Write(a.w, "test_labels", toInt64(labels), epkout.ArrayInfo{Shape: shape, Axes: axes, Units: "class",
+		Description: "labels of the test samples"})
+}
+
+// writeValidation stores the validation preset's arrays.
+func (a *arrays) writeValidation() error {
+	v, X, C, S := a.out.Validation, a.out.Samples, a.out.Classes, a.steps()
+	epkPred := make([]float64, X*C)
+	for i := range epkPred {
+		epkPred[i] = v.Start[i] + v.Data[i] + v.Reg[i] + v.Resid[i]
+	}
+	xc, axc := []int{X, C}, []string{"test", "class"}
+	for _, r := range []struct {
+		name string
+		data []float64
+		desc string
+	}{
+		{"f0", v.Start, "the model's output f(θ_FROM; x)"},
+		{"model", v.Model, "the model's output f(θ_TO; x)"},
+		{"epk", epkPred, "the kernel machine's prediction f0 + data + reg + resid"},
+		{"data", v.Data, "the summed contributions of the updates' data (gradient) parts"},
+		{"reg", v.Reg, "the summed contributions of the updates' weight-decay parts"},
+		{"resid", v.Resid, "the summed contributions of the update-reconstruction residuals"},
+		{"quad_residual", v.Quad, "the summed quadrature (completeness) residuals: epk − model"},
+	} {
+		if err := a.put(r.name, epkout.Validation, r.data, xc, axc, r.desc); err != nil {
+			return err
+		}
+	}
+	if err := a.put("step_max_completeness", epkout.Validation, v.StepMaxCompleteness, []int{S}, []string{"step"},
+		"each step's max |Σ contributions − (f(θ_{s+1}) − f(θ_s))| over test samples and classes"); err != nil {
+		return err
+	}
+	return a.put("step_change", epkout.Validation, v.StepChange, []int{S, X}, []string{"step", "test"},
+		"f_y(θ_{s+1}) − f_y(θ_s) of each sample's true class y")
+}
+
+// writeStepTensor stores step_tensor [S, X, T] as [S, T, X].
+func writeStepTensor(a *arrays, preset string, r *explain.Result) error {
+	S, X, T := a.steps(), a.out.Samples, len(a.out.TensorNames)
+	d := make([]float64, len(r.Data))
+	for s := 0; s < S; s++ {
+		for x := 0; x < X; x++ {
+			for t := 0; t < T; t++ {
+				d[(s*T+t)*X+x] = r.Data[(s*X+x)*T+t]
+			}
+		}
+	}
+	return a.put32(r.Query.Name, preset, d, []int{S, T, X}, []string{"step", "tensor", "test"},
+		"each parameter tensor's contribution (data + reg) to the true class's log-probability per step; "+
+			"tensor names in the manifest's tensors.")
+}
+
+// writeStepPart stores a part's contributions per step [S, X].
+func writeStepPart(a *arrays, preset string, r *explain.Result) error {
+	return a.put(r.Query.Name, preset, r.Data, []int{a.steps(), a.out.Samples}, []string{"step", "test"},
+		"the "+r.Query.Part.String()+" part's contribution to the true class's log-probability per step")
+}
+
+// perTensor stores a per-parameter result as one array per tensor,
+// NAME/<tensor>, whose leading axes are lead.
+func perTensor(lead []string, desc string) writer {
+	return func(a *arrays, preset string, r *explain.Result) error {
+		for t, arr := range r.Tensors {
+			axes := append(append([]string(nil), lead...), paramAxes(arr.Shape[len(lead):])...)
+			if err := a.put32(r.Query.Name+"/"+r.TensorNames[t], preset, arr.Data, arr.Shape, axes, desc); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+}
+
+// whole stores a result as one array with its own axes.
+func whole(desc string) writer {
+	return func(a *arrays, preset string, r *explain.Result) error {
+		return a.put32(r.Query.Name, preset, r.Data, r.Shape, r.Axes, desc)
+	}
+}
+
+// writeKernel stores the data kernel [C, N] and the weight-decay term per
+// class that completes it, kernel_reg [C].
+func writeKernel(a *arrays, preset string, r *explain.Result) error {
+	err := whole("the data kernel: each training sample's contribution to each class's log-probability, "+
+		"summed over test samples and steps.")(a, preset, r)
+	if err != nil {
+		return err
+	}
+	X, C := a.out.Samples, a.out.Classes
+	reg := make([]float64, C)
+	for x := 0; x < X; x++ {
+		for c := 0; c < C; c++ {
+			reg[c] += a.out.Validation.Reg[x*C+c]
+		}
+	}
+	return a.put("kernel_reg", preset, reg, []int{C}, []string{"class"},
+		"the weight-decay term per class, summed over test samples")
+}
+
+// write stores the output directory and its summary.
+func write(o Options, split string, fp string, idx, labels []int, q epk.Quadrature, out *explain.Output) (*Summary, error) {
+	X, C := out.Samples, out.Classes
+	w, err := epkout.NewWriter(o.Out, epkout.Manifest{
+		Software: o.Software, Created: time.Now().UTC().Format(time.RFC3339),
+		Run: o.Run, RunFingerprint: fp, Presets: o.Presets, Steps: [2]int{out.From, out.To},
+		Precision: o.Precision, Quadrature: o.Quadrature, Tol: q.Tol,
+		Test: epkout.TestSet{Split: split, Count: X}, Classes: C,
+		Tensors: out.TensorNames, TensorShapes: out.TensorShapes,
+	})
+	if err != nil {
+		return nil, err
+	}
+	a := &arrays{w: w, out: out}
+	if err := a.writeTestSet(split, idx, labels); err != nil {
+		return nil, err
+	}
+	if err := a.writeValidation(); err != nil {
+		return nil, err
+	}
+	for _, r := range out.Results {
+		if op, ok := outputOf(r.Query.Name); ok {
+			if err := op.write(a, op.preset, r); err != nil {
+				return nil, err
+			}
+		}
+	}
+	s := summarize(out.Validation, labels, X, C)
+	s.Run, s.Presets, s.Steps, s.TestSamples, s.Classes = o.Run, o.Presets, [2]int{out.From, out.To}, X, C
+	s.Quadrature, s.Tol, s.Precision, s.Software = o.Quadrature, q.Tol, o.Precision, o.Software
+	s.KernelResidual, s.NodesPerSampleStep = out.KernelResidual, out.Validation.Nodes
+	s.WallSeconds = out.Wall.Seconds()
+	s.PeakRSSBytes = PeakRSS()
+	raw, _ := json.MarshalIndent(s, "", "  ")
+	if err := atomicfile.WriteBytes(filepath.Join(o.Out, "summary.json"), append(raw, '\n')); err != nil {
+		return nil, err
+	}
+	if err := w.WriteManifest(true); err != nil {
+		return nil, err
+	}
+	os.Remove(statePath(o.Out))
+	return s, nil
+}
+
+func paramAxes(shape []int) []string {
+	out := make([]string, len(shape))
+	for i := range out {
+		out[i] = fmt.Sprintf("param_dim%d", i)
+	}
+	return out
+}
+
+func toInt64(v []int) []int64 {
+	out := make([]int64, len(v))
+	for i, x := range v {
+		out[i] = int64(x)
+	}
+	return out
+}

@@ -1,0 +1,98 @@
+package epkjob
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+
+	"github.com/explaind/explaind/epk"
+)
+
+// ParseQuadrature parses "adaptive", "exact:K", "midpoint:K" or "gauss:K".
+// Adaptive is the Exact rule (switching points located, 2 Gauss–Legendre
+// points per piece, pieces refined until the tolerance holds) for models
+// that expose their ReLU switches, and bisection otherwise.
+func ParseQuadrature(s string, tol float64, switches bool) (epk.Quadrature, error) {
+	name, arg, _ := strings.Cut(s, ":")
+	k := 0
+	if arg != "" {
+		v, err := strconv.Atoi(arg)
+		if err != nil || v <= 0 {
+			return epk.Quadrature{}, fmt.Errorf("invalid --quadrature %q: the number of points must be a positive integer", s)
+		}
+		k = v
+	}
+	switch name {
+	case "", "adaptive":
+		if arg != "" {
+			return epk.Quadrature{}, fmt.Errorf("invalid --quadrature %q: adaptive takes no point count", s)
+		}
+		if switches {
+			return epk.Quadrature{Rule: epk.Exact, Points: 2, Grid: 4, Tol: tol}, nil
+		}
+		return epk.Quadrature{Rule: epk.Adaptive, Points: 3, Tol: tol}, nil
+	case "exact":
+		if !switches {
+			return epk.Quadrature{}, errors.New("--quadrature exact needs a model that exposes its ReLU switches " +
+				"(the modulo transformer); use adaptive")
+		}
+		return epk.Quadrature{Rule: epk.Exact, Points: k, Tol: tol}, nil
+	case "midpoint":
+		return epk.Quadrature{Rule: epk.Midpoint, Points: k}, nil
+	case "gauss":
+		return epk.Quadrature{Rule: epk.GaussLegendre, Points: k}, nil
+	}
+	return epk.Quadrature{}, fmt.Errorf("invalid --quadrature %q (want adaptive, exact:K, midpoint:K or gauss:K)", s)
+}
+
+// ParseBytes parses a size such as 512MiB, 8GiB, 2GB or 1000000.
+func ParseBytes(s string) (int64, error) {
+	s = strings.TrimSpace(s)
+	if s == "" || s == "0" {
+		return 0, nil
+	}
+	units := []struct {
+		suffix string
+		mul    float64
+	}{
+		{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
+		{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12},
+		{"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"B", 1},
+	}
+	mul := 1.0
+	for _, u := range units {
+		if strings.HasSuffix(s, u.suffix) {
+			s, mul = strings.TrimSpace(strings.TrimSuffix(s, u.suffix)), u.mul
+			break
+		}
+	}
+	v, err := strconv.ParseFloat(s, 64)
+	if err != nil || v < 0 || math.IsInf(v, 0) {
+		return 0, fmt.Errorf("invalid size %q (for example 512MiB or 8GiB)", s)
+	}
+	return int64(v * mul), nil
+}
+
+// ParseSteps parses FROM:TO (either side may be empty).
+func ParseSteps(s string) (from, to int, err error) {
+	if s == "" {
+		return 0, 0, nil
+	}
+	a, b, ok := strings.Cut(s, ":")
+	if !ok {
+		return 0, 0, fmt.Errorf("invalid --steps %q (want FROM:TO, for example 0:20)", s)
+	}
+	if a != "" {
+		if from, err = strconv.Atoi(a); err != nil {
+			return 0, 0, fmt.Errorf("invalid --steps %q (want FROM:TO, for example 0:20)", s)
+		}
+	}
+	if b != "" {
+		if to, err = strconv.Atoi(b); err != nil {
+			return 0, 0, fmt.Errorf("invalid --steps %q (want FROM:TO, for example 0:20)", s)
+		}
+	}
+	return from, to, nil
+}

@@ -1,0 +1,108 @@
+package epkjob
+
+import (
+	"math"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/explaind/explaind/explain"
+)
+
+// summarize computes the validation statistics of the reference's script:
+// the EPK prediction against the model.
+func summarize(v explain.Validation, labels []int, X, C int) *Summary {
+	s := &Summary{}
+	var sum, sum2, agree, acc, macc, kl float64
+	n := float64(X * C)
+	for x := 0; x < X; x++ {
+		e := make([]float64, C)
+		mrow := v.Model[x*C : (x+1)*C]
+		for c := 0; c < C; c++ {
+			i := x*C + c
+			e[c] = v.Start[i] + v.Data[i] + v.Reg[i] + v.Resid[i]
+			d := e[c] - mrow[c]
+			sum += math.Abs(d)
+			sum2 += d * d
+			s.MaxAbsDelta = math.Max(s.MaxAbsDelta, math.Abs(d))
+			id := e[c] - v.Quad[i] - mrow[c]
+			s.IdentityResidual = math.Max(s.IdentityResidual, math.Abs(id))
+		}
+		ae, am := argmax(e), argmax(mrow)
+		if ae == am {
+			agree++
+		}
+		if ae == labels[x] {
+			acc++
+		}
+		if am == labels[x] {
+			macc++
+		}
+		// KL(model ‖ softmax(epk)), both renormalized (float32 outputs
+		// are normalized only to rounding).
+		// A sample's KL is ≥ 0; rounding can leave it a hair below.
+		lse, lsm := logSumExp(e), logSumExp(mrow)
+		var kx float64
+		for c := 0; c < C; c++ {
+			lm := mrow[c] - lsm
+			if p := math.Exp(lm); p > 0 {
+				kx += p * (lm - (e[c] - lse))
+			}
+		}
+		kl += math.Max(kx, 0)
+	}
+	s.ArgmaxAgreement, s.Accuracy, s.ModelAccuracy, s.KLDiv = agree/float64(X), acc/float64(X), macc/float64(X), kl/float64(X)
+	s.MeanAbsDelta = sum / n
+	mean := 0.0
+	for i := range v.Model {
+		mean += v.Start[i] + v.Data[i] + v.Reg[i] + v.Resid[i] - v.Model[i]
+	}
+	mean /= n
+	s.StdDelta = math.Sqrt(math.Max(0, sum2/n-mean*mean))
+	for _, c := range v.StepMaxCompleteness {
+		s.MaxCompletenessResidual = math.Max(s.MaxCompletenessResidual, c)
+	}
+	s.MaxUpdateResidual = v.MaxResid
+	return s
+}
+
+func argmax(v []float64) int {
+	best := 0
+	for i, x := range v {
+		if x > v[best] {
+			best = i
+		}
+	}
+	return best
+}
+
+func logSumExp(v []float64) float64 {
+	m := math.Inf(-1)
+	for _, x := range v {
+		m = math.Max(m, x)
+	}
+	var s float64
+	for _, x := range v {
+		s += math.Exp(x - m)
+	}
+	return m + math.Log(s)
+}
+
+// PeakRSS returns the process's peak resident memory (VmHWM) in bytes, or 0
+// where /proc is unavailable.
+func PeakRSS() int64 {
+	raw, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if strings.HasPrefix(line, "VmHWM:") {
+			f := strings.Fields(line)
+			if len(f) >= 2 {
+				kb, _ := strconv.ParseInt(f[1], 10, 64)
+				return kb << 10
+			}
+		}
+	}
+	return 0
+}

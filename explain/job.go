@@ -1,0 +1,481 @@
+package explain
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/explaind/explaind/epk"
+	"github.com/explaind/explaind/history"
+	"github.com/explaind/explaind/nn"
+	"github.com/explaind/explaind/tensor"
+)
+
+// An evaluation accumulates one query over the steps. Each kind of
+// evaluation (Kind) has its type: forwardEval (forward.go), featureEval
+// (feature.go) and sweepEval (sweep.go).
+type evaluation[E tensor.Float] interface {
+	query() Query
+	// bytes estimates the memory of the accumulators, for P parameter
+	// elements of elem bytes each in the evaluation precision.
+	bytes(p, elem int64) int64
+	// allocate makes the accumulators.
+	allocate()
+	// add accumulates one chunk of test samples of a step.
+	add(c *chunk[E])
+	// result assembles the query's answer once every step is done.
+	result() *Result
+	// save and restore copy the accumulators to and from a State.
+	save() queryState
+	restore(queryState) error
+}
+
+// chunk is one step's evaluation of a chunk of test samples, which every
+// evaluation reads.
+type chunk[E tensor.Float] struct {
+	// step is the step's index in the job (0 for Spec.From); the chunk
+	// holds the test samples lo … hi−1.
+	step, lo, hi int
+	// update is the step's update split into its parts.
+	update *epk.Update[E]
+	// forward holds the forward-mode results [hi−lo, C]; features the
+	// feature pass, with featureRows' cotangents (nil when no query reads
+	// it).
+	forward  *epk.StepResult[E]
+	features *epk.Features[E]
+}
+
+// job is one Run: its queries' evaluations and the pass over the history
+// that feeds them.
+type job[T, E tensor.Float] struct {
+	src  Source[T]
+	spec Spec[E]
+	dims
+	// paths evaluates the model along each step (quadrature, JVPs and the
+	// feature pass).
+	paths *epk.Evaluator[E]
+
+	// queries are the evaluations of spec.Queries, in their order; sweeps
+	// the Sweep ones among them.
+	queries []evaluation[E]
+	sweeps  []*sweepEval[E]
+	// rows are the cotangents of the feature pass (rows.total 0: the job
+	// has none); perTensor asks the forward pass for one tangent per
+	// tensor.
+	rows      featureRows
+	perTensor bool
+
+	// split splits a step's update into its parts. sgd is the splitter of
+	// an SGD run, whose weight-decay state the job carries from step to
+	// step; for a reverse sweep sgdBefore holds that state before each
+	// step.
+	split     func(in epk.StepInput[E]) (*epk.Update[E], error)
+	sgd       *epk.SGDSplitter[E]
+	sgdBefore map[int]map[string][]float64
+
+	val  validation[E]
+	done int // steps done
+}
+
+func newJob[T, E tensor.Float](src Source[T], model nn.Layer[E], path epk.PathModel[E], spec Spec[E]) (*job[T, E], error) {
+	if src.Replay == nil || src.GradModel == nil || src.Batch == nil || src.Optimizer == nil {
+		return nil, errors.New("explain: the source needs a replay, a gradient model, a batch function and the optimizer")
+	}
+	n := src.Replay.Steps()
+	if spec.To == 0 {
+		spec.To = n
+	}
+	if spec.From < 0 || spec.To > n || spec.From >= spec.To {
+		return nil, fmt.Errorf("explain: steps %d:%d are outside the run's %d steps (want 0 ≤ FROM < TO ≤ %d)", spec.From, spec.To, n, n)
+	}
+	if spec.Test.X == nil || spec.Test.X.Shape[0] == 0 {
+		return nil, errors.New("explain: no test samples")
+	}
+	if len(spec.Test.Labels) != spec.Test.X.Shape[0] {
+		return nil, fmt.Errorf("explain: %d test labels for %d samples", len(spec.Test.Labels), spec.Test.X.Shape[0])
+	}
+	if spec.Chunk < 0 {
+		return nil, fmt.Errorf("explain: test chunk %d must be positive", spec.Chunk)
+	}
+	if spec.Chunk == 0 {
+		spec.Chunk = 256
+	}
+	if path == nil {
+		if pm, ok := model.(epk.PathModel[E]); ok {
+			path = pm
+		} else {
+			path = epk.LayerPath(model)
+		}
+	}
+	j := &job[T, E]{src: src, spec: spec, dims: dims{samples: spec.Test.X.Shape[0], steps: spec.To - spec.From,
+		train: src.TrainSize, labels: spec.Test.Labels}}
+	// The number of classes, from the model itself.
+	y, _, err := model.Forward(tensor.GatherRows(spec.Test.X, []int{0}, 1))
+	if err != nil {
+		return nil, fmt.Errorf("explain: the model does not accept the test samples: %w", err)
+	}
+	j.classes = y.Shape[len(y.Shape)-1]
+	for _, l := range spec.Test.Labels {
+		if l < 0 || l >= j.classes {
+			return nil, fmt.Errorf("explain: test label %d outside the model's %d classes", l, j.classes)
+		}
+	}
+	for _, p := range model.Params() {
+		j.tensorNames = append(j.tensorNames, p.Name)
+		j.tensorShapes = append(j.tensorShapes, append([]int(nil), p.Value.Shape...))
+		j.tensorSizes = append(j.tensorSizes, len(p.Value.Data))
+	}
+	if err := j.plan(); err != nil {
+		return nil, err
+	}
+	sp, err := epk.NewSplitter[E](src.Optimizer)
+	if err != nil {
+		return nil, fmt.Errorf("explain: %w", err)
+	}
+	j.split = sp.Split
+	j.sgd, _ = sp.(*epk.SGDSplitter[E])
+	if len(j.sweeps) > 0 && src.BatchIndices == nil {
+		return nil, errors.New("explain: data attribution needs the source's BatchIndices")
+	}
+	if len(j.sweeps) > 0 && spec.From != 0 {
+		return nil, fmt.Errorf("explain: data attribution over steps %d:%d would leave the momentum carried in "+
+			"from steps before %d unattributed; start at step 0", spec.From, spec.To, spec.From)
+	}
+	if need := j.bytes(); spec.MaxBytes > 0 && need > spec.MaxBytes {
+		return nil, fmt.Errorf("explain: this job needs about %s, over the memory ceiling of %s; "+
+			"lower the test chunk, the test samples, or drop the per-element presets", fmtBytes(need), fmtBytes(spec.MaxBytes))
+	}
+	if j.paths, err = epk.NewEvaluator[E](path, epk.Options{Quadrature: spec.Quadrature, PerTensor: j.perTensor}); err != nil {
+		return nil, err
+	}
+	return j, nil
+}
+
+// plan checks the queries and makes their evaluations, each of the kind it
+// needs (Query.kind), and lays out the feature pass's cotangents.
+func (j *job[T, E]) plan() error {
+	groupsOf := make([][]int, len(j.tensorNames)) // tensor → group indices
+	var groups []string
+	idx := map[string]int{}
+	for i, n := range j.tensorNames {
+		idx[n] = i
+	}
+	for g, gr := range j.spec.Groups {
+		groups = append(groups, gr.Name)
+		if len(gr.Tensors) == 0 {
+			return fmt.Errorf("explain: group %q names no tensors", gr.Name)
+		}
+		for _, t := range gr.Tensors {
+			i, ok := idx[t]
+			if !ok {
+				return fmt.Errorf("explain: group %q names an unknown tensor %q (the model has %v)", gr.Name, t, j.tensorNames)
+			}
+			groupsOf[i] = append(groupsOf[i], g)
+		}
+	}
+	names := map[string]bool{}
+	for _, q := range j.spec.Queries {
+		if names[q.Name] {
+			return fmt.Errorf("explain: two queries are named %q", q.Name)
+		}
+		names[q.Name] = true
+		kind, err := q.kind()
+		if err != nil {
+			return err
+		}
+		if q.Keep&Group != 0 && len(j.spec.Groups) == 0 {
+			return fmt.Errorf("explain: query %q keeps groups, but no groups are defined", q.Name)
+		}
+		params := newParamAxis(q, &j.dims, groups, groupsOf)
+		cot, width := cotangentOf(q, j.classes)
+		switch kind {
+		case Forward:
+			e := &forwardEval[E]{q: q, dims: &j.dims, params: params, buckets: 1, cot: cot, rows: &j.rows}
+			if q.Keep&Step != 0 {
+				b := max(q.Bucket, 1)
+				e.buckets = (j.steps + b - 1) / b
+			}
+			if q.Keep&(Tensor|Group) != 0 {
+				if cot == cotIdentity {
+					j.perTensor = true
+				} else {
+					e.viaFeatures = true
+					j.rows.need[cot] = true
+				}
+			}
+			j.queries = append(j.queries, e)
+		case Feature:
+			e := &featureEval[E]{q: q, dims: &j.dims, params: params, cot: cot, width: width, rows: &j.rows,
+				sampleRows: 1, cotRows: 1}
+			if q.Keep&Test != 0 || q.Abs {
+				e.sampleRows = j.samples
+			}
+			if q.Keep&Class != 0 || q.Abs {
+				e.cotRows = width
+			}
+			j.rows.need[cot] = true
+			j.queries = append(j.queries, e)
+		case Sweep:
+			e := &sweepEval[E]{q: q, dims: &j.dims, params: params, cot: cot, width: width, rows: &j.rows, nrows: 1}
+			if q.Keep&Class != 0 {
+				e.nrows = width
+			}
+			if q.Keep&Test != 0 {
+				e.nrows *= j.samples
+			}
+			j.rows.need[cot] = true
+			j.queries = append(j.queries, e)
+			j.sweeps = append(j.sweeps, e)
+		}
+	}
+	j.rows.layout(j.classes)
+	return nil
+}
+
+// bytes estimates the memory the job allocates.
+func (j *job[T, E]) bytes() int64 {
+	P := j.paramCount()
+	var elem int64 = 8
+	var zero E
+	if _, ok := any(zero).(float32); ok {
+		elem = 4
+	}
+	n := int64(len(j.tensorSizes)) * P * elem * 12 // a step's update, its parts and views
+	for _, q := range j.queries {
+		n += q.bytes(P, elem)
+	}
+	chunk := int64(min(j.spec.Chunk, j.samples))
+	if j.rows.total > 0 {
+		n += chunk * int64(j.rows.total) * P * elem // features of one chunk
+		n += 1 << 24 * elem                         // per-row gradients (epk's MaxGradValues)
+	}
+	if len(j.sweeps) > 0 {
+		n += 256 * P * elem // per-sample training gradients of one chunk
+	}
+	n += int64(j.samples*j.classes*8) * 8 // validation arrays
+	return n
+}
+
+// run makes the accumulators (or restores them from Spec.Resume) and
+// evaluates the steps: forwards, or backwards for a reverse sweep.
+func (j *job[T, E]) run(ctx context.Context) (*Output, error) {
+	start := time.Now()
+	j.val = newValidation[E](&j.dims)
+	for _, q := range j.queries {
+		q.allocate()
+	}
+	if j.spec.Resume != nil {
+		if err := j.restore(j.spec.Resume); err != nil {
+			return nil, err
+		}
+	}
+	lastSave := time.Now()
+	every := j.spec.CheckpointEvery
+	if every <= 0 {
+		every = time.Minute
+	}
+	visit := func(v *history.StepView[T]) error {
+		if err := j.step(v); err != nil {
+			return fmt.Errorf("step %d: %w", v.Step, err)
+		}
+		j.done++
+		if j.spec.Progress != nil {
+			j.spec.Progress(j.done, j.steps)
+		}
+		if j.spec.Checkpoint != nil && (time.Since(lastSave) > every || ctx.Err() != nil) && j.done < j.steps {
+			if err := j.spec.Checkpoint(j.save()); err != nil {
+				return err
+			}
+			lastSave = time.Now()
+		}
+		if ctx.Err() != nil {
+			return ErrInterrupted
+		}
+		return nil
+	}
+	var err error
+	if len(j.sweeps) > 0 {
+		if j.sgd != nil {
+			if err := j.sgdStates(); err != nil {
+				return nil, err
+			}
+		}
+		err = j.src.Replay.Backward(j.spec.From, j.spec.To-j.done, visit)
+	} else {
+		from := j.spec.From + j.done
+		if j.sgd != nil && j.spec.Resume == nil && from > 0 {
+			if err := j.sgdWarmup(from); err != nil {
+				return nil, err
+			}
+		}
+		err = j.src.Replay.Forward(from, j.spec.To, visit)
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := j.finish()
+	out.Wall = time.Since(start)
+	if j.spec.Resume != nil {
+		out.Wall += j.spec.Resume.Wall
+	}
+	return out, nil
+}
+
+// step evaluates one step for every query.
+func (j *job[T, E]) step(v *history.StepView[T]) error {
+	in, err := j.input(v)
+	if err != nil {
+		return err
+	}
+	if j.sgd != nil && len(j.sweeps) > 0 {
+		j.sgd.LoadRegState(v.Step, j.sgdBefore[v.Step])
+		delete(j.sgdBefore, v.Step)
+	}
+	u, err := j.split(in)
+	if err != nil {
+		return err
+	}
+	j.val.MaxResid = math.Max(j.val.MaxResid, u.MaxResid)
+	for _, s := range j.sweeps {
+		s.decay(u.Kernel.Beta)
+	}
+	for lo := 0; lo < j.samples; lo += j.spec.Chunk {
+		hi := min(lo+j.spec.Chunk, j.samples)
+		idx := make([]int, hi-lo)
+		for i := range idx {
+			idx[i] = lo + i
+		}
+		x := tensor.GatherRows(j.spec.Test.X, idx, 1)
+		c := &chunk[E]{step: v.Step - j.spec.From, lo: lo, hi: hi, update: u}
+		if c.forward, err = j.paths.Contributions(u, x, nil); err != nil {
+			return err
+		}
+		if j.rows.total > 0 {
+			cot := cotangents[E](&j.rows, j.classes, j.labels[lo:hi])
+			if c.features, _, err = j.paths.Features(u, x, c.forward.Plan, cot); err != nil {
+				return err
+			}
+		}
+		j.val.add(c, &j.dims)
+		for _, q := range j.queries {
+			q.add(c)
+		}
+	}
+	if len(j.sweeps) > 0 {
+		return j.addTraining(v, u)
+	}
+	return nil
+}
+
+// finish assembles the results.
+func (j *job[T, E]) finish() *Output {
+	out := &Output{Samples: j.samples, Classes: j.classes, From: j.spec.From, To: j.spec.To,
+		TensorNames: j.tensorNames, TensorShapes: j.tensorShapes, Validation: j.val.output(&j.dims)}
+	for _, q := range j.queries {
+		out.Results = append(out.Results, q.result())
+	}
+	for _, s := range j.sweeps {
+		out.KernelResidual = math.Max(out.KernelResidual, s.residual())
+	}
+	return out
+}
+
+// input builds the split's input in precision E. The step's mean loss
+// gradient is the one the replay's step applied, or, when the view does not
+// carry it, recomputed in the training precision at θ_s, as training did.
+func (j *job[T, E]) input(v *history.StepView[T]) (epk.StepInput[E], error) {
+	g, err := j.gradient(v)
+	if err != nil {
+		return epk.StepInput[E]{}, err
+	}
+	in := epk.StepInput[E]{Step: v.Step, LR: v.Record.LR, Before: convertParams[E](v.Before), After: convertParams[E](v.After),
+		OptBefore: map[string]*tensor.Dense[E]{}, Grad: map[string]*tensor.Dense[E]{}}
+	for k, t := range v.OptBefore {
+		in.OptBefore[k] = tensor.Convert[E](t)
+	}
+	for k, t := range g {
+		in.Grad[k] = tensor.Convert[E](t)
+	}
+	return in, nil
+}
+
+// convertParams converts parameters to precision E.
+func convertParams[E, T tensor.Float](ps []*nn.Param[T]) []*nn.Param[E] {
+	out := make([]*nn.Param[E], len(ps))
+	for i, p := range ps {
+		out[i] = &nn.Param[E]{Name: p.Name, Value: tensor.Convert[E](p.Value)}
+	}
+	return out
+}
+
+// gradient returns the step's mean loss gradient: the one the replay's
+// step applied, or, when the view does not carry it, the one recomputed at
+// θ_s with the source's gradient model.
+func (j *job[T, E]) gradient(v *history.StepView[T]) (map[string]*tensor.Dense[T], error) {
+	if v.Grad != nil {
+		return v.Grad, nil
+	}
+	gp := j.src.GradModel.Params()
+	if len(gp) != len(v.Before) {
+		return nil, fmt.Errorf("explain: the gradient model has %d parameters, the run %d", len(gp), len(v.Before))
+	}
+	for i, p := range gp {
+		copy(p.Value.Data, v.Before[i].Value.Data)
+	}
+	x, y, err := j.src.Batch(v.Record)
+	if err != nil {
+		return nil, err
+	}
+	return epk.MeanGradient(j.src.GradModel, x, y)
+}
+
+// regTracker returns an SGD splitter in the training precision that
+// carries the weight-decay part of the momentum buffers over the replayed
+// steps (SGDSplitter.AdvanceReg), as the job's own splitter does when it
+// splits them.
+func (j *job[T, E]) regTracker() (*epk.SGDSplitter[T], error) {
+	sp, err := epk.NewSplitter[T](j.src.Optimizer)
+	if err != nil {
+		return nil, err
+	}
+	return sp.(*epk.SGDSplitter[T]), nil
+}
+
+// advanceReg carries tr's state over the replayed step v, with the step's
+// gradient as the split of the step would have it.
+func (j *job[T, E]) advanceReg(tr *epk.SGDSplitter[T], v *history.StepView[T]) error {
+	g, err := j.gradient(v)
+	if err != nil {
+		return err
+	}
+	return tr.AdvanceReg(epk.InputFromView(v, g))
+}
+
+// sgdWarmup brings the SGD splitter's carried state to step from.
+func (j *job[T, E]) sgdWarmup(from int) error {
+	tr, err := j.regTracker()
+	if err != nil {
+		return err
+	}
+	err = j.src.Replay.Forward(0, from, func(v *history.StepView[T]) error { return j.advanceReg(tr, v) })
+	j.sgd.LoadRegState(tr.RegState())
+	return err
+}
+
+// sgdStates records, for a reverse sweep, the carried state before every
+// step of the range.
+func (j *job[T, E]) sgdStates() error {
+	tr, err := j.regTracker()
+	if err != nil {
+		return err
+	}
+	j.sgdBefore = map[int]map[string][]float64{}
+	return j.src.Replay.Forward(0, j.spec.To, func(v *history.StepView[T]) error {
+		if v.Step >= j.spec.From {
+			_, j.sgdBefore[v.Step] = tr.RegState()
+		}
+		return j.advanceReg(tr, v)
+	})
+}

@@ -1,0 +1,152 @@
+package explain
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/explaind/explaind/epk"
+	"github.com/explaind/explaind/history"
+	"github.com/explaind/explaind/nn"
+	"github.com/explaind/explaind/optim"
+	"github.com/explaind/explaind/tensor"
+)
+
+// Source is a recorded training run, replayed in its training precision T.
+type Source[T tensor.Float] struct {
+	// Replay recomputes and verifies the run's states.
+	Replay *history.Replay[T]
+	// GradModel is a model instance of the run's architecture used only to
+	// recompute each step's mean loss gradient (not the replay's model).
+	GradModel nn.Layer[T]
+	// Batch returns a step's training inputs (augmented as recorded) and
+	// labels.
+	Batch func(rec history.StepRecord) (*tensor.Dense[T], []int, error)
+	// BatchIndices returns the training-sample indices of a step (nil
+	// record batch: the whole training set in order).
+	BatchIndices func(rec history.StepRecord) []int
+	// Optimizer supplies the optimizer's settings (SGD or AdamW).
+	Optimizer optim.Optimizer[T]
+	// TrainSize is the number of training samples.
+	TrainSize int
+}
+
+// TestSet is the test batch, in the evaluation precision E.
+type TestSet[E tensor.Float] struct {
+	// X holds the inputs, Labels their classes.
+	X      *tensor.Dense[E]
+	Labels []int
+}
+
+// TensorGroup is a named set of parameter tensors.
+type TensorGroup struct {
+	Name    string
+	Tensors []string
+}
+
+// Spec says what to compute.
+type Spec[E tensor.Float] struct {
+	// Queries are evaluated together in one pass over the history.
+	Queries []Query
+	// Test is the test batch.
+	Test TestSet[E]
+	// From and To are the range of steps [From, To) (To 0: every step).
+	From, To int
+	// Quadrature is the rule for φ_s.
+	Quadrature epk.Quadrature
+	// Groups names the groups Group queries sum over.
+	Groups []TensorGroup
+	// Chunk is the number of test samples evaluated together (default
+	// 256); the memory of the feature pass grows with it.
+	Chunk int
+	// MaxBytes is a memory ceiling for the accumulators and buffers the
+	// job allocates (0: no ceiling); a job that cannot fit is refused
+	// before any work starts.
+	MaxBytes int64
+	// Progress, if set, is called after each step with the number of steps
+	// done and the total.
+	Progress func(done, total int)
+	// Checkpoint, if set, receives the job's state every CheckpointEvery
+	// (default 60 s) and on cancellation, so that Resume can continue it.
+	Checkpoint      func(st *State) error
+	CheckpointEvery time.Duration
+	// Resume, if set, continues from a saved state.
+	Resume *State
+	// Preflight, if set, runs after every check of the spec and before
+	// any work (explaind epk verifies the run's replay there).
+	Preflight func() error
+}
+
+// Result is the answer to one query.
+type Result struct {
+	Query Query
+	// Axes names the dimensions of Shape (among step, test, class, train,
+	// tensor, group); Labels names the entries of a tensor or group axis.
+	Axes   []string
+	Shape  []int
+	Data   []float64
+	Labels []string
+	// For queries keeping Param: one array per parameter tensor, of shape
+	// Shape followed by the tensor's shape, named by TensorNames.
+	TensorNames []string
+	Tensors     []*tensor.Dense[float64]
+}
+
+// Validation compares the kernel machine with the real model over the
+// steps [From, To) (DESIGN.md §1): every array is [test, C].
+type Validation struct {
+	// Start is f(θ_From; x), Model the real f(θ_To; x).
+	Start, Model []float64
+	// Data, Reg and Resid are the summed contributions of the updates'
+	// parts; Quad is the summed quadrature (completeness) residual, so
+	// that Start + Data + Reg + Resid − Quad = Model up to rounding.
+	Data, Reg, Resid, Quad []float64
+	// StepMaxCompleteness is each step's max |completeness residual|;
+	// StepMaxChange its max |f(θ_{s+1}) − f(θ_s)|.
+	StepMaxCompleteness, StepMaxChange []float64
+	// StepChange is f_y(θ_{s+1}) − f_y(θ_s) of each sample's true class
+	// [S, test].
+	StepChange []float64
+	// MaxResid is the largest update-reconstruction residual |Resid| of
+	// any parameter element over the steps.
+	MaxResid float64
+	// Nodes is the mean number of quadrature nodes per sample and step.
+	Nodes float64
+}
+
+// Output is everything a job computed.
+type Output struct {
+	Samples, Classes int
+	From, To         int
+	TensorNames      []string
+	TensorShapes     [][]int
+	Validation       Validation
+	Results          []*Result
+	// KernelResidual is, for Sweep queries, max |Σ_k kernel − the forward
+	// data contributions| over their rows, relative to the largest forward
+	// data contribution: the agreement of the sweep with
+	// the forward evaluation (nonzero only through rounding and the
+	// training precision of the recorded gradients).
+	KernelResidual float64
+	Wall           time.Duration
+}
+
+// ErrInterrupted is returned when the context is cancelled; the state was
+// handed to Spec.Checkpoint first.
+var ErrInterrupted = errors.New("explain: interrupted")
+
+// Run evaluates spec's queries on the run src with model, the evaluation
+// model in precision E (given its own instance). path, if non-nil, is
+// model's path form (models.Modulo has one); otherwise epk.LayerPath(model).
+func Run[T, E tensor.Float](ctx context.Context, src Source[T], model nn.Layer[E], path epk.PathModel[E], spec Spec[E]) (*Output, error) {
+	j, err := newJob(src, model, path, spec)
+	if err != nil {
+		return nil, err
+	}
+	if spec.Preflight != nil {
+		if err := spec.Preflight(); err != nil {
+			return nil, err
+		}
+	}
+	return j.run(ctx)
+}
