@@ -12,18 +12,17 @@ import (
 
 	"github.com/explaind/explaind/data"
 	"github.com/explaind/explaind/history"
+	"github.com/explaind/explaind/internal/testrun"
 	"github.com/explaind/explaind/train"
 )
 
+func TestMain(m *testing.M) { testrun.Main(m) }
+
 // tinyModulo is a modulo run that trains in well under a second.
 func tinyModulo() train.Config {
-	c := train.ModuloDefaults()
-	c.Modulo = &train.ModuloTask{P: 7, TrainSize: 20, ValSize: 8, DModel: 8, Heads: 2, MLP: 12}
+	c := testrun.Modulo(13, 5)
 	c.Optimizer.LR = 1e-2
 	c.Optimizer.WeightDecay = 1
-	c.Epochs = 13
-	c.StopAtPerfect = false
-	c.CheckpointEvery = 5
 	return c
 }
 
@@ -71,13 +70,9 @@ func finalHash(t *testing.T, dir string) string {
 }
 
 func TestInterruptedRunResumes(t *testing.T) {
-	root := t.TempDir()
-	whole := filepath.Join(root, "whole")
-	if _, err := train.Train[float32](context.Background(), whole, tinyModulo(), train.Options{}); err != nil {
-		t.Fatal(err)
-	}
+	whole := testrun.Train[float32](t, tinyModulo())
 	// A cancelled context (Ctrl-C) stops after the first step.
-	dir := filepath.Join(root, "cut")
+	dir := filepath.Join(t.TempDir(), "cut")
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	s, err := train.Train[float32](ctx, dir, tinyModulo(), train.Options{})
@@ -242,10 +237,7 @@ func TestCIFAR2RunOnSmallFile(t *testing.T) {
 }
 
 func TestMetricsAreJSONLines(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "run")
-	if _, err := train.Train[float32](context.Background(), dir, tinyModulo(), train.Options{}); err != nil {
-		t.Fatal(err)
-	}
+	dir := testrun.Train[float32](t, tinyModulo())
 	b, err := os.ReadFile(filepath.Join(dir, train.MetricsFile))
 	if err != nil {
 		t.Fatal(err)
