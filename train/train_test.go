@@ -4,13 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/explaind/explaind/data"
 	"github.com/explaind/explaind/history"
 	"github.com/explaind/explaind/internal/testrun"
 	"github.com/explaind/explaind/train"
@@ -161,41 +159,12 @@ func TestInvalidConfigs(t *testing.T) {
 	}
 }
 
-// writeCIFAR writes a small dataset in CIFAR-10's binary format: every
-// file holds n records of classes cat (3), dog (5) and others.
-func writeCIFAR(t *testing.T, dir string, n int) {
-	rng := rand.New(rand.NewPCG(5, 5))
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for _, name := range append(append([]string{}, data.CIFARTrainFiles...), data.CIFARTestFile) {
-		var buf []byte
-		for i := 0; i < n; i++ {
-			label := []byte{3, 5, 1}[i%3]
-			rec := make([]byte, data.CIFARRecordSize)
-			rec[0] = label
-			for j := 1; j < len(rec); j++ {
-				// Cats are bright in the top half, dogs in the bottom
-				// (flips mirror left and right, so they keep the class).
-				row := ((j - 1) % 1024) / 32
-				bright := (label == 3) == (row < 16)
-				rec[j] = byte(rng.IntN(100))
-				if bright {
-					rec[j] += 60
-				}
-			}
-			buf = append(buf, rec...)
-		}
-		if err := os.WriteFile(filepath.Join(dir, name), buf, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
 func TestCIFAR2RunOnSmallFile(t *testing.T) {
 	root := t.TempDir()
 	cifar := filepath.Join(root, "cifar-10-batches-bin")
-	writeCIFAR(t, cifar, 12) // 8 cats and dogs per file: 40 training, 8 test images
+	if err := testrun.WriteCIFAR(cifar, 12); err != nil { // 8 cats and dogs per file: 40 training, 8 test images
+		t.Fatal(err)
+	}
 	c := train.CNNDefaults("cifar2")
 	c.CNN.DataDir = root
 	c.CNN.WidthDiv = 16
@@ -230,7 +199,9 @@ func TestCIFAR2RunOnSmallFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Replaying on other data is refused, naming the data.
-	writeCIFAR(t, cifar, 15)
+	if err := testrun.WriteCIFAR(cifar, 15); err != nil {
+		t.Fatal(err)
+	}
 	if _, _, _, err := train.Open[float32](dir); err == nil || !strings.Contains(err.Error(), "differs") {
 		t.Errorf("replay on changed data: got %v", err)
 	}

@@ -1,6 +1,7 @@
 // Package testrun holds the fixtures that explaind's tests share: recorded
 // training runs, built once per test binary and handed to every test that
-// asks for the same one, and checks of the EPK outputs made from them.
+// asks for the same one, the fabricated CIFAR files the CNN runs read, and
+// checks of the EPK outputs made from the runs.
 //
 // A tiny modulo-addition run trains in a fraction of a second, but the
 // tests of one package ask for the same run many times. Dir builds a
@@ -23,12 +24,15 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io/fs"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
 
+	"github.com/explaind/explaind/data"
 	"github.com/explaind/explaind/tensor"
 	"github.com/explaind/explaind/train"
 )
@@ -45,6 +49,7 @@ var (
 type fixture struct {
 	once   sync.Once
 	dir    string
+	built  bool // the build returned (it may have failed the test instead)
 	digest string
 	err    error
 }
@@ -67,8 +72,9 @@ func Main(m *testing.M) {
 // first time any test of the binary asks for it. build gets the path of
 // a directory that does not exist yet, to create as the fixture; the
 // directory around it is the fixture's own and build may keep files it
-// needs there (a data set the run reads). Any error fails the test at
-// once (and every later test that asks for the same key).
+// needs there (a data set the run reads). build reports failure by its
+// error, which fails the test at once (and every later test that asks for
+// the same key).
 //
 // The caller must not modify the fixture: when the test ends, Dir fails
 // it if any file of the fixture changed. A test that must write into it
@@ -89,11 +95,15 @@ func Dir(t testing.TB, key string, build func(dir string) error) string {
 		if f.err = os.MkdirAll(filepath.Dir(f.dir), 0o755); f.err != nil {
 			return
 		}
-		if f.err = build(f.dir); f.err != nil {
-			return
+		f.err = build(f.dir)
+		f.built = true
+		if f.err == nil {
+			f.digest, f.err = digest(filepath.Dir(f.dir))
 		}
-		f.digest, f.err = digest(filepath.Dir(f.dir))
 	})
+	if !f.built {
+		t.Fatalf("testrun: the build of the fixture %s stopped in an earlier test", key)
+	}
 	if f.err != nil {
 		t.Fatalf("testrun: building the fixture %s: %v", key, f.err)
 	}
@@ -166,4 +176,37 @@ func digest(dir string) (string, error) {
 		return nil
 	})
 	return hex.EncodeToString(h.Sum(nil)), err
+}
+
+// WriteCIFAR writes a small data set in CIFAR-10's binary format into dir
+// (cifar-10-batches-bin of a --data-dir): every training and test file
+// holds n records cycling through cat (3), dog (5) and car (1); cats are
+// bright in the top half, dogs in the bottom (horizontal flips mirror
+// left and right, so they keep the class). The pixels are drawn from a
+// fixed seed: the same n gives the same files.
+func WriteCIFAR(dir string, n int) error {
+	rng := rand.New(rand.NewPCG(5, 5))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for _, name := range append(slices.Clone(data.CIFARTrainFiles), data.CIFARTestFile) {
+		var buf []byte
+		for i := range n {
+			label := []byte{3, 5, 1}[i%3]
+			rec := make([]byte, data.CIFARRecordSize)
+			rec[0] = label
+			for j := 1; j < len(rec); j++ {
+				row := ((j - 1) % 1024) / 32
+				rec[j] = byte(rng.IntN(100))
+				if (label == 3) == (row < 16) {
+					rec[j] += 60
+				}
+			}
+			buf = append(buf, rec...)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), buf, 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
 }

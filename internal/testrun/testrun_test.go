@@ -1,15 +1,18 @@
 package testrun_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/explaind/explaind/data"
 	"github.com/explaind/explaind/epkout"
 	"github.com/explaind/explaind/history"
 	"github.com/explaind/explaind/internal/testrun"
@@ -186,6 +189,19 @@ func TestDirChecksTheFixture(t *testing.T) {
 		t.Errorf("built %d times, want once", builds)
 	}
 
+	// A build that fails the test instead of returning its error fails
+	// every later test that asks for it.
+	stop := &recorder{TB: t}
+	if !fatal(func() { testrun.Dir(stop, key+"/stops", func(string) error { stop.Fatal("no data"); return nil }) }) {
+		t.Error("the build's Fatal did not stop the test")
+	}
+	for range 2 {
+		r := &recorder{TB: t}
+		if !fatal(func() { testrun.Dir(r, key+"/stops", build) }) || len(r.errs) != 1 || !strings.Contains(r.errs[0], "stopped in an earlier test") {
+			t.Errorf("asking for a fixture whose build stopped: %q", r.errs)
+		}
+	}
+
 	boom := errors.New("boom")
 	for range 2 {
 		r := &recorder{TB: t}
@@ -279,4 +295,40 @@ func TestEPKSummary(t *testing.T) {
 			t.Errorf("%s: %q, want %q", c.name, r.errs, c.want)
 		}
 	}
+}
+
+func TestWriteCIFAR(t *testing.T) {
+	a, b := filepath.Join(t.TempDir(), "a"), filepath.Join(t.TempDir(), "b")
+	if err := testrun.WriteCIFAR(a, 4); err != nil {
+		t.Fatal(err)
+	}
+	if err := testrun.WriteCIFAR(b, 4); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range append(slices.Clone(data.CIFARTrainFiles), data.CIFARTestFile) {
+		x, err := os.ReadFile(filepath.Join(a, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		y, _ := os.ReadFile(filepath.Join(b, name))
+		if len(x) != 4*data.CIFARRecordSize || !bytes.Equal(x, y) {
+			t.Errorf("%s: %d bytes (want 4 records), equal for equal n: %v", name, len(x), bytes.Equal(x, y))
+			continue
+		}
+		for i, want := range []byte{3, 5, 1, 3} {
+			rec := x[i*data.CIFARRecordSize : (i+1)*data.CIFARRecordSize]
+			top, bottom := mean(rec[1:1+512]), mean(rec[1+512:1+1024]) // the first channel's halves
+			if rec[0] != want || want == 3 && top < bottom+30 || want == 5 && bottom < top+30 {
+				t.Errorf("%s record %d: label %d (want %d), top half %.0f, bottom %.0f", name, i, rec[0], want, top, bottom)
+			}
+		}
+	}
+}
+
+func mean(b []byte) float64 {
+	var s float64
+	for _, v := range b {
+		s += float64(v)
+	}
+	return s / float64(len(b))
 }
