@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -19,7 +18,7 @@ import (
 	"github.com/explaind/explaind/epkjob"
 	"github.com/explaind/explaind/epkout"
 	"github.com/explaind/explaind/history"
-	"github.com/explaind/explaind/npy"
+	"github.com/explaind/explaind/internal/testrun"
 )
 
 // The tiny modulo run of main_test.go (swapTestRun): p = 7 (C = 9 classes),
@@ -50,99 +49,8 @@ func epkTestOutput(t *testing.T, runDir, out string, args ...string) (*epkout.Ou
 	if !strings.Contains(msg, "EPK output written to "+out) {
 		t.Errorf("epk %v: output lacks the closing line: %s", args, msg)
 	}
-	o := epkTestOpen(t, out)
-	return o, epkTestSummaryJSON(t, out)
-}
-
-// epkTestOpen opens a finished output and checks that every array of its
-// manifest exists as a .npy file with the manifest's shape and dtype.
-func epkTestOpen(t *testing.T, out string) *epkout.Output {
-	t.Helper()
-	o, err := epkout.Open(out)
-	if err != nil {
-		t.Fatalf("epkout.Open(%s): %v", out, err)
-	}
-	if !o.Manifest.Complete || o.Manifest.Format != epkout.Format {
-		t.Errorf("manifest: complete %v, format %d", o.Manifest.Complete, o.Manifest.Format)
-	}
-	if _, err := os.Stat(filepath.Join(out, ".epk-state.gob")); err == nil {
-		t.Error("a finished output still holds the job state .epk-state.gob")
-	}
-	for name, info := range o.Manifest.Arrays {
-		if info.File != epkout.FileName(name) {
-			t.Errorf("array %s is stored in %q, want %q", name, info.File, epkout.FileName(name))
-		}
-		if len(info.Axes) != len(info.Shape) {
-			t.Errorf("array %s: %d axes %v for shape %v", name, len(info.Axes), info.Axes, info.Shape)
-		}
-		path := filepath.Join(out, info.File)
-		if info.Dtype == "int64" {
-			v, shape, err := npy.ReadInts(path)
-			if err != nil {
-				t.Errorf("array %s: %v", name, err)
-				continue
-			}
-			if !slices.Equal(shape, info.Shape) || len(v) != epkTestProd(shape) {
-				t.Errorf("array %s: file shape %v (%d values), manifest %v", name, shape, len(v), info.Shape)
-			}
-			continue
-		}
-		a, err := npy.Read(path)
-		if err != nil {
-			t.Errorf("array %s: %v", name, err)
-			continue
-		}
-		if !slices.Equal(a.Shape, info.Shape) || len(a.Data) != epkTestProd(info.Shape) {
-			t.Errorf("array %s: file shape %v (%d values), manifest %v", name, a.Shape, len(a.Data), info.Shape)
-		}
-		for i, v := range a.Data {
-			if math.IsNaN(v) || math.IsInf(v, 0) {
-				t.Errorf("array %s[%d] = %v", name, i, v)
-				break
-			}
-		}
-	}
-	return o
-}
-
-func epkTestProd(shape []int) int {
-	n := 1
-	for _, s := range shape {
-		n *= s
-	}
-	return n
-}
-
-// epkTestSummaryJSON reads DIR/summary.json and checks that it holds every
-// statistic (as a number).
-func epkTestSummaryJSON(t *testing.T, out string) map[string]any {
-	t.Helper()
-	raw, err := os.ReadFile(filepath.Join(out, "summary.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var s map[string]any
-	if err := json.Unmarshal(raw, &s); err != nil {
-		t.Fatal(err)
-	}
-	for _, k := range []string{"argmax_agreement", "accuracy", "mean_abs_delta", "max_abs_delta", "std_delta", "kl_div",
-		"max_completeness_residual", "wall_seconds", "peak_rss_bytes"} {
-		v, ok := s[k].(float64)
-		if !ok {
-			t.Errorf("summary.json: %s is %v, want a number", k, s[k])
-			continue
-		}
-		if math.IsNaN(v) || v < 0 {
-			t.Errorf("summary.json: %s = %v, want a non-negative number", k, v)
-		}
-	}
-	if s["wall_seconds"] == 0.0 {
-		t.Error("summary.json: wall_seconds is 0")
-	}
-	if rss, _ := s["peak_rss_bytes"].(float64); rss < 1<<20 {
-		t.Errorf("summary.json: peak_rss_bytes %v, want the process's peak (≥ 1 MiB)", s["peak_rss_bytes"])
-	}
-	return s
+	o := testrun.OpenEPK(t, out)
+	return o, testrun.EPKSummary(t, out)
 }
 
 // epkTestArray reads an array and checks its shape.
@@ -182,7 +90,7 @@ func epkTestMaxAbs(a, b []float64) (diff, norm float64) {
 // them together.
 func TestEPKModuloEndToEnd(t *testing.T) {
 	root := t.TempDir()
-	runDir := swapTestRun(t, root)
+	runDir := swapTestRun(t)
 	out := filepath.Join(root, "epk")
 	o, s := epkTestOutput(t, runDir, out, "--preset", "validation,grokking,components,pruning,kernel", "--precision", "float64")
 	m := o.Manifest
@@ -556,19 +464,14 @@ func epkTestAdd(a, b []float64) []float64 {
 	return out
 }
 
-// epkTestCNNRun trains a tiny CNN run on the fabricated CIFAR-2 data of
-// prune_test.go (20 test images): ResNet-9 at width/32, SGD with momentum
-// 0.9 and weight decay 5e-3, the triangle schedule, random flips; 4 steps.
-func epkTestCNNRun(t *testing.T, root string) string {
+// epkTestCNNRun returns a tiny CNN run on fabricated CIFAR-2 data (20 test
+// images; trainTestRun): ResNet-9 at width/32, SGD with momentum 0.9 and
+// weight decay 5e-3, the triangle schedule, random flips; 4 steps.
+func epkTestCNNRun(t *testing.T) string {
 	t.Helper()
-	pruneTestCIFAR(t, filepath.Join(root, "cifar-10-batches-bin"), 30)
-	dir := filepath.Join(root, "cnnrun")
-	out, err := run("train", "cnn", "--dataset", "cifar2", "--data-dir", root, "--width-div", "32", "--train-size", "16",
+	dir := trainTestRun(t, "cnn", "--width-div", "32", "--train-size", "16",
 		"--batch-size", "8", "--epochs", "2", "--peak-epoch", "1", "--lr", "0.05", "--momentum", "0.9", "--weight-decay", "0.005",
-		"--schedule", "triangle", "--flip=true", "--checkpoint-every", "4", "--quiet", "--out", dir)
-	if err != nil {
-		t.Fatalf("train cnn: %v\n%s", err, out)
-	}
+		"--schedule", "triangle", "--flip=true", "--checkpoint-every", "4", "--quiet")
 	m, err := history.ReadManifest(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -590,7 +493,7 @@ func epkTestCNNRun(t *testing.T, root string) string {
 // momentum carrying weight decay across steps.
 func TestEPKCNN(t *testing.T) {
 	root := t.TempDir()
-	runDir := epkTestCNNRun(t, root)
+	runDir := epkTestCNNRun(t)
 	o, s := epkTestOutput(t, runDir, filepath.Join(root, "epk"), "--preset", "validation", "--test-size", "6")
 	// A CNN's evaluation images are its test split.
 	if o.Manifest.Test != (epkout.TestSet{Split: "test", Count: 6}) || o.Manifest.Classes != 2 || o.Manifest.Steps != [2]int{0, 4} {
@@ -651,7 +554,7 @@ func TestEPKCNN(t *testing.T) {
 // and the reverse-time sweep (kernel).
 func TestEPKResume(t *testing.T) {
 	root := t.TempDir()
-	runDir := swapTestRun(t, root)
+	runDir := testrun.Copy(t, swapTestRun(t)) // its jobs stamp the run under another software string
 	for _, presets := range [][]string{{"validation", "grokking", "components"}, {"kernel"}} {
 		t.Run(strings.Join(presets, "+"), func(t *testing.T) {
 			base := filepath.Join(root, strings.Join(presets, "+"))
@@ -710,7 +613,7 @@ func TestEPKResume(t *testing.T) {
 			if !slices.Equal(calls, []int{3, 4, 5, 6}) {
 				t.Errorf("progress of the resumed job %v, want [3 4 5 6]", calls)
 			}
-			a, b := epkTestOpen(t, whole), epkTestOpen(t, out)
+			a, b := testrun.OpenEPK(t, whole), testrun.OpenEPK(t, out)
 			if len(a.Manifest.Arrays) != len(b.Manifest.Arrays) {
 				t.Fatalf("resumed output has %d arrays, uninterrupted %d", len(b.Manifest.Arrays), len(a.Manifest.Arrays))
 			}
@@ -746,7 +649,7 @@ func TestEPKResume(t *testing.T) {
 					}
 				}
 			}
-			sa, sb := epkTestSummaryJSON(t, whole), epkTestSummaryJSON(t, out)
+			sa, sb := testrun.EPKSummary(t, whole), testrun.EPKSummary(t, out)
 			for _, k := range []string{"max_abs_delta", "max_completeness_residual", "argmax_agreement"} {
 				if d := math.Abs(sa[k].(float64) - sb[k].(float64)); d > 1e-12 {
 					t.Errorf("summary %s: resumed %v, uninterrupted %v", k, sb[k], sa[k])
@@ -761,7 +664,7 @@ func TestEPKResume(t *testing.T) {
 // problem, and leaves no finished output behind.
 func TestEPKBadInput(t *testing.T) {
 	root := t.TempDir()
-	runDir := swapTestRun(t, root)
+	runDir := swapTestRun(t)
 	finished := filepath.Join(root, "finished")
 	if _, s := epkTestOutput(t, runDir, finished, "--test-size", "2"); s["test_samples"] != 2.0 {
 		t.Fatalf("test_samples %v, want 2", s["test_samples"])
@@ -771,10 +674,7 @@ func TestEPKBadInput(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A copy of the run with steps[1].lr edited in its manifest.
-	tampered := filepath.Join(root, "tampered")
-	if err := os.CopyFS(tampered, os.DirFS(runDir)); err != nil {
-		t.Fatal(err)
-	}
+	tampered := testrun.Copy(t, runDir)
 	mpath := filepath.Join(tampered, "manifest.json")
 	b, err := os.ReadFile(mpath)
 	if err != nil {
@@ -864,7 +764,7 @@ func TestEPKBadInput(t *testing.T) {
 	if err != nil || !bytes.Equal(before, after) {
 		t.Errorf("the refused job changed the finished output's manifest (%v)", err)
 	}
-	epkTestOpen(t, finished)
+	testrun.OpenEPK(t, finished)
 	if entries, _ := os.ReadDir(stranger); len(entries) != 1 {
 		t.Errorf("the refused job wrote into the stranger's directory: %d entries", len(entries))
 	}
@@ -877,7 +777,7 @@ func TestEPKBadInput(t *testing.T) {
 // copy carries a stale stamp and must still be refused.)
 func TestEPKPreflightStamp(t *testing.T) {
 	root := t.TempDir()
-	runDir := swapTestRun(t, root)
+	runDir := testrun.Copy(t, swapTestRun(t)) // the test removes its stamp
 	stamp := filepath.Join(runDir, history.StampFile)
 	if _, err := os.Stat(stamp); err != nil {
 		t.Fatalf("training left no stamp: %v", err)

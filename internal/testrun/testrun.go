@@ -52,6 +52,8 @@ type fixture struct {
 	built  bool // the build returned (it may have failed the test instead)
 	digest string
 	err    error
+	// spoiler names the test that modified the fixture, if one did.
+	spoiler string
 }
 
 // Main runs the tests of a package with a fresh fixture directory and
@@ -77,8 +79,9 @@ func Main(m *testing.M) {
 // the same key).
 //
 // The caller must not modify the fixture: when the test ends, Dir fails
-// it if any file of the fixture changed. A test that must write into it
-// takes a Copy.
+// it if any file of the fixture changed, and every later test that asks
+// for the fixture fails naming that test. A test that must write into a
+// run takes a Copy.
 func Dir(t testing.TB, key string, build func(dir string) error) string {
 	t.Helper()
 	if root == "" {
@@ -107,8 +110,19 @@ func Dir(t testing.TB, key string, build func(dir string) error) string {
 	if f.err != nil {
 		t.Fatalf("testrun: building the fixture %s: %v", key, f.err)
 	}
+	mu.Lock()
+	spoiler := f.spoiler
+	mu.Unlock()
+	if spoiler != "" {
+		t.Fatalf("testrun: the shared fixture %s was modified by %s", key, spoiler)
+	}
 	t.Cleanup(func() {
 		if d, err := digest(filepath.Dir(f.dir)); err != nil || d != f.digest {
+			mu.Lock()
+			if f.spoiler == "" {
+				f.spoiler = t.Name()
+			}
+			mu.Unlock()
 			t.Errorf("testrun: the test modified the shared fixture %s in %s (%v); a test that writes into a run must take a Copy", key, f.dir, err)
 		}
 	})

@@ -126,8 +126,9 @@ func manifest(t *testing.T, dir string) *history.Manifest {
 }
 
 // TestDirChecksTheFixture: a test that modifies a shared fixture fails
-// when it ends; one that modifies its Copy does not; a failed build fails
-// every test that asks for it.
+// when it ends, and so does every later test that asks for it; one that
+// modifies its Copy does not; a failed build fails every test that asks
+// for it.
 func TestDirChecksTheFixture(t *testing.T) {
 	builds := 0
 	build := func(dir string) error {
@@ -160,33 +161,34 @@ func TestDirChecksTheFixture(t *testing.T) {
 	}
 
 	for _, change := range []struct {
-		name         string
-		edit, revert func() error
+		name string
+		edit func(dir string) error
 	}{
-		{"a file", func() error { return os.WriteFile(filepath.Join(dir, "a"), []byte("b"), 0o644) },
-			func() error { return os.WriteFile(filepath.Join(dir, "a"), []byte("a"), 0o644) }},
-		{"a new file", func() error { return os.WriteFile(filepath.Join(dir, "b"), nil, 0o644) },
-			func() error { return os.Remove(filepath.Join(dir, "b")) }},
-		{"the data beside the run", func() error { return os.WriteFile(filepath.Join(dir, "..", "data"), []byte("DATA"), 0o644) },
-			func() error { return os.WriteFile(filepath.Join(dir, "..", "data"), []byte("data"), 0o644) }},
+		{"a file", func(dir string) error { return os.WriteFile(filepath.Join(dir, "a"), []byte("b"), 0o644) }},
+		{"a new file", func(dir string) error { return os.WriteFile(filepath.Join(dir, "b"), nil, 0o644) }},
+		{"the data beside the run", func(dir string) error { return os.WriteFile(filepath.Join(dir, "..", "data"), []byte("DATA"), 0o644) }},
 	} {
+		key := key + "/" + change.name
 		r := &recorder{TB: t}
+		dir := testrun.Dir(r, key, build)
 		if again := testrun.Dir(r, key, build); again != dir {
 			t.Fatalf("asking again: %s, first %s", again, dir)
 		}
-		if err := change.edit(); err != nil {
+		if err := change.edit(dir); err != nil {
 			t.Fatal(err)
 		}
 		r.cleanup()
-		if len(r.errs) != 1 || !strings.Contains(r.errs[0], "modified the shared fixture") {
-			t.Errorf("%s changed: %q", change.name, r.errs)
+		if len(r.errs) != 2 || !strings.Contains(r.errs[0], "the test modified the shared fixture "+key) {
+			t.Errorf("%s changed: %q, want an error from each of the two asks", change.name, r.errs)
 		}
-		if err := change.revert(); err != nil {
-			t.Fatal(err)
+		// Later tests are told which test modified it.
+		r = &recorder{TB: t}
+		if !fatal(func() { testrun.Dir(r, key, build) }) || len(r.errs) != 1 || !strings.Contains(r.errs[0], "was modified by "+t.Name()) {
+			t.Errorf("asking for a fixture that %s changed in: %q", change.name, r.errs)
 		}
 	}
-	if builds != 1 {
-		t.Errorf("built %d times, want once", builds)
+	if builds != 4 {
+		t.Errorf("built %d times, want once per key (4)", builds)
 	}
 
 	// A build that fails the test instead of returning its error fails
