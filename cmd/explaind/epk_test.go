@@ -2,9 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
-	"errors"
-	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -13,9 +10,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/explaind/explaind/epkjob"
 	"github.com/explaind/explaind/epkout"
 	"github.com/explaind/explaind/history"
 	"github.com/explaind/explaind/internal/testrun"
@@ -545,118 +540,6 @@ func TestEPKCNN(t *testing.T) {
 	}
 	if _, err := os.Stat(bad); err == nil {
 		t.Error("the refused exact:3 job left an output directory")
-	}
-}
-
-// TestEPKResume interrupts a job after two steps through
-// epkjob.Options.Progress, resumes it, and compares the result with an
-// uninterrupted job: the forward pass (validation, grokking, components)
-// and the reverse-time sweep (kernel).
-func TestEPKResume(t *testing.T) {
-	root := t.TempDir()
-	runDir := testrun.Copy(t, swapTestRun(t)) // its jobs stamp the run under another software string
-	for _, presets := range [][]string{{"validation", "grokking", "components"}, {"kernel"}} {
-		t.Run(strings.Join(presets, "+"), func(t *testing.T) {
-			base := filepath.Join(root, strings.Join(presets, "+"))
-			opts := func(out string) epkjob.Options {
-				return epkjob.Options{Run: runDir, Out: out, Presets: presets, CheckpointEvery: time.Nanosecond}
-			}
-			whole := base + "-whole"
-			if _, err := epkjob.Run(context.Background(), opts(whole)); err != nil {
-				t.Fatal(err)
-			}
-			out := base + "-resumed"
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			o := opts(out)
-			var calls []int
-			o.Progress = func(done, total int) {
-				calls = append(calls, done)
-				if total != epkTestS {
-					t.Errorf("progress total %d, want %d", total, epkTestS)
-				}
-				if done == 2 {
-					cancel()
-				}
-			}
-			_, err := epkjob.Run(ctx, o)
-			if err == nil || !strings.Contains(err.Error(), "interrupted; the job's state is saved in "+out+": rerun the same command to resume") {
-				t.Fatalf("interrupted job: %v, want an error saying how to resume", err)
-			}
-			if !slices.Equal(calls, []int{1, 2}) {
-				t.Errorf("progress before the interruption %v, want [1 2]", calls)
-			}
-			if _, err := os.Stat(filepath.Join(out, ".epk-state.gob")); err != nil {
-				t.Fatalf("no saved state: %v", err)
-			}
-			if _, err := epkout.Open(out); err == nil || !errors.Is(err, epkout.ErrIncomplete) && !strings.Contains(err.Error(), "not an EPK output") {
-				t.Errorf("an interrupted output opens: %v", err)
-			}
-			// Other settings do not resume this job.
-			other := opts(out)
-			other.TestSize = 3
-			if _, err := epkjob.Run(context.Background(), other); err == nil || !strings.Contains(err.Error(), "unfinished EPK job with other settings") {
-				t.Errorf("resuming with other settings: %v", err)
-			}
-			// The same job resumes after step 2.
-			o = opts(out)
-			var log bytes.Buffer
-			o.Log = &log
-			calls = nil
-			o.Progress = func(done, _ int) { calls = append(calls, done) }
-			if _, err := epkjob.Run(context.Background(), o); err != nil {
-				t.Fatalf("resume: %v", err)
-			}
-			if !strings.Contains(log.String(), fmt.Sprintf("resuming the job in %s after 2 of %d steps", out, epkTestS)) {
-				t.Errorf("resume log %q", log.String())
-			}
-			if !slices.Equal(calls, []int{3, 4, 5, 6}) {
-				t.Errorf("progress of the resumed job %v, want [3 4 5 6]", calls)
-			}
-			a, b := testrun.OpenEPK(t, whole), testrun.OpenEPK(t, out)
-			if len(a.Manifest.Arrays) != len(b.Manifest.Arrays) {
-				t.Fatalf("resumed output has %d arrays, uninterrupted %d", len(b.Manifest.Arrays), len(a.Manifest.Arrays))
-			}
-			var worst float64
-			for name, info := range a.Manifest.Arrays {
-				if info.Dtype == "int64" {
-					continue
-				}
-				x, err := a.Array(name)
-				if err != nil {
-					t.Fatal(err)
-				}
-				y, err := b.Array(name)
-				if err != nil {
-					t.Fatal(err)
-				}
-				d, n := epkTestMaxAbs(y.Data, x.Data)
-				worst = math.Max(worst, d)
-				tol := 1e-12 * math.Max(1, n)
-				if info.Dtype == "float32" {
-					tol = 0x1p-23 * math.Max(1, n)
-				}
-				if d > tol {
-					t.Errorf("%s: resumed differs from uninterrupted by %.3g (max |.| %.3g)", name, d, n)
-				}
-			}
-			if presets[0] == "validation" {
-				for _, name := range []string{"model", "epk"} {
-					x, _ := a.Array(name)
-					y, _ := b.Array(name)
-					if d, _ := epkTestMaxAbs(y.Data, x.Data); d > 1e-12 {
-						t.Errorf("%s: resumed differs from uninterrupted by %.3g", name, d)
-					}
-				}
-			}
-			sa, sb := testrun.EPKSummary(t, whole), testrun.EPKSummary(t, out)
-			for _, k := range []string{"max_abs_delta", "max_completeness_residual", "argmax_agreement"} {
-				if d := math.Abs(sa[k].(float64) - sb[k].(float64)); d > 1e-12 {
-					t.Errorf("summary %s: resumed %v, uninterrupted %v", k, sb[k], sa[k])
-				}
-			}
-			t.Logf("%v: resumed after 2 of 6 steps; max difference from the uninterrupted job over all arrays %.3g", presets, worst)
-		})
 	}
 }
 
