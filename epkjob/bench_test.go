@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/explaind/explaind/epkjob"
+	"github.com/explaind/explaind/internal/testrun"
 	"github.com/explaind/explaind/train"
 )
 
@@ -17,21 +18,18 @@ import (
 // training sample, and the regularization term (preset reference), in
 // float32 like the reference. The reference takes 296–306 s on this
 // machine with 7.6 GB peak memory. Each iteration writes a fresh output;
-// the run is trained once (20 steps, a few seconds).
+// the run is trained once for both rules (20 steps, a few seconds).
 //
 //	go test -tags openblas -run XXX -bench LikeForLike -benchtime 1x ./epkjob
 func BenchmarkLikeForLike(b *testing.B) {
 	defer debug.SetGCPercent(debug.SetGCPercent(25)) // as explaind epk does
 	for _, q := range []string{"midpoint:10", "adaptive"} {
 		b.Run(q, func(b *testing.B) {
-			dir := b.TempDir()
 			c := train.ModuloDefaults()
 			c.Epochs = 20
 			c.StopAtPerfect = false
-			run := filepath.Join(dir, "run")
-			if _, err := train.Train[float32](context.Background(), run, c, train.Options{}); err != nil {
-				b.Fatal(err)
-			}
+			run := testrun.Train[float32](b, c)
+			dir := b.TempDir()
 			var s *epkjob.Summary
 			b.ResetTimer()
 			for i := 0; b.Loop(); i++ {

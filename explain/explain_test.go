@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -12,22 +11,22 @@ import (
 	"github.com/explaind/explaind/epk"
 	"github.com/explaind/explaind/explain"
 	"github.com/explaind/explaind/history"
+	"github.com/explaind/explaind/internal/testrun"
 	"github.com/explaind/explaind/nn"
 	"github.com/explaind/explaind/optim"
 	"github.com/explaind/explaind/tensor"
 	"github.com/explaind/explaind/train"
 )
 
-// tinyRun trains a tiny modulo transformer in float64 with the named
-// optimizer: AdamW (constant lr) or SGD with momentum, weight decay and the
-// triangle schedule.
+func TestMain(m *testing.M) { testrun.Main(m) }
+
+// tinyRun returns a tiny modulo transformer run (testrun.Modulo,
+// checkpoints every 4 steps) trained in float64 with the named optimizer:
+// AdamW (constant lr) or SGD with momentum, weight decay and the triangle
+// schedule. The run is shared: the tests only read it.
 func tinyRun(t testing.TB, opt string, steps int) string {
 	t.Helper()
-	c := train.ModuloDefaults()
-	c.Modulo = &train.ModuloTask{P: 7, TrainSize: 20, ValSize: 8, DModel: 8, Heads: 2, MLP: 12}
-	c.Epochs = steps
-	c.StopAtPerfect = false
-	c.CheckpointEvery = 4
+	c := testrun.Modulo(steps, 4)
 	switch opt {
 	case "adamw":
 		c.Optimizer.LR = 1e-2
@@ -39,11 +38,7 @@ func tinyRun(t testing.TB, opt string, steps int) string {
 		c.BatchSize = 8
 		c.Epochs = (steps + 1) / 2
 	}
-	dir := filepath.Join(t.TempDir(), "run-"+opt)
-	if _, err := train.Train[float64](context.Background(), dir, c, train.Options{}); err != nil {
-		t.Fatal(err)
-	}
-	return dir
+	return testrun.Train[float64](t, c)
 }
 
 // brute is the contribution tensor of a tiny run, fully materialized:

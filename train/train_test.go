@@ -4,26 +4,23 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/explaind/explaind/data"
 	"github.com/explaind/explaind/history"
+	"github.com/explaind/explaind/internal/testrun"
 	"github.com/explaind/explaind/train"
 )
 
+func TestMain(m *testing.M) { testrun.Main(m) }
+
 // tinyModulo is a modulo run that trains in well under a second.
 func tinyModulo() train.Config {
-	c := train.ModuloDefaults()
-	c.Modulo = &train.ModuloTask{P: 7, TrainSize: 20, ValSize: 8, DModel: 8, Heads: 2, MLP: 12}
+	c := testrun.Modulo(13, 5)
 	c.Optimizer.LR = 1e-2
 	c.Optimizer.WeightDecay = 1
-	c.Epochs = 13
-	c.StopAtPerfect = false
-	c.CheckpointEvery = 5
 	return c
 }
 
@@ -71,13 +68,9 @@ func finalHash(t *testing.T, dir string) string {
 }
 
 func TestInterruptedRunResumes(t *testing.T) {
-	root := t.TempDir()
-	whole := filepath.Join(root, "whole")
-	if _, err := train.Train[float32](context.Background(), whole, tinyModulo(), train.Options{}); err != nil {
-		t.Fatal(err)
-	}
+	whole := testrun.Train[float32](t, tinyModulo())
 	// A cancelled context (Ctrl-C) stops after the first step.
-	dir := filepath.Join(root, "cut")
+	dir := filepath.Join(t.TempDir(), "cut")
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	s, err := train.Train[float32](ctx, dir, tinyModulo(), train.Options{})
@@ -166,41 +159,12 @@ func TestInvalidConfigs(t *testing.T) {
 	}
 }
 
-// writeCIFAR writes a small dataset in CIFAR-10's binary format: every
-// file holds n records of classes cat (3), dog (5) and others.
-func writeCIFAR(t *testing.T, dir string, n int) {
-	rng := rand.New(rand.NewPCG(5, 5))
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for _, name := range append(append([]string{}, data.CIFARTrainFiles...), data.CIFARTestFile) {
-		var buf []byte
-		for i := 0; i < n; i++ {
-			label := []byte{3, 5, 1}[i%3]
-			rec := make([]byte, data.CIFARRecordSize)
-			rec[0] = label
-			for j := 1; j < len(rec); j++ {
-				// Cats are bright in the top half, dogs in the bottom
-				// (flips mirror left and right, so they keep the class).
-				row := ((j - 1) % 1024) / 32
-				bright := (label == 3) == (row < 16)
-				rec[j] = byte(rng.IntN(100))
-				if bright {
-					rec[j] += 60
-				}
-			}
-			buf = append(buf, rec...)
-		}
-		if err := os.WriteFile(filepath.Join(dir, name), buf, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
 func TestCIFAR2RunOnSmallFile(t *testing.T) {
 	root := t.TempDir()
 	cifar := filepath.Join(root, "cifar-10-batches-bin")
-	writeCIFAR(t, cifar, 12) // 8 cats and dogs per file: 40 training, 8 test images
+	if err := testrun.WriteCIFAR(cifar, 12); err != nil { // 8 cats and dogs per file: 40 training, 8 test images
+		t.Fatal(err)
+	}
 	c := train.CNNDefaults("cifar2")
 	c.CNN.DataDir = root
 	c.CNN.WidthDiv = 16
@@ -235,17 +199,16 @@ func TestCIFAR2RunOnSmallFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Replaying on other data is refused, naming the data.
-	writeCIFAR(t, cifar, 15)
+	if err := testrun.WriteCIFAR(cifar, 15); err != nil {
+		t.Fatal(err)
+	}
 	if _, _, _, err := train.Open[float32](dir); err == nil || !strings.Contains(err.Error(), "differs") {
 		t.Errorf("replay on changed data: got %v", err)
 	}
 }
 
 func TestMetricsAreJSONLines(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "run")
-	if _, err := train.Train[float32](context.Background(), dir, tinyModulo(), train.Options{}); err != nil {
-		t.Fatal(err)
-	}
+	dir := testrun.Train[float32](t, tinyModulo())
 	b, err := os.ReadFile(filepath.Join(dir, train.MetricsFile))
 	if err != nil {
 		t.Fatal(err)

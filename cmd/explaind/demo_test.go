@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/explaind/explaind/internal/testrun"
 	"github.com/explaind/explaind/train"
 )
 
@@ -19,12 +20,9 @@ func tinyDemo(t *testing.T) {
 	old := demoDefaults
 	t.Cleanup(func() { demoDefaults = old })
 	demoDefaults = func() demoPlan {
-		c := train.ModuloDefaults()
-		c.Modulo = &train.ModuloTask{P: 7, TrainSize: 20, ValSize: 8, DModel: 8, Heads: 2, MLP: 12}
-		c.Epochs = 8
-		c.CheckpointEvery = 4
+		c := testrun.Modulo(8, 4)
 		c.Optimizer.LR = 0.01
-		c.StopAccuracy = 0.5
+		c.StopAtPerfect, c.StopAccuracy = true, 0.5
 		return demoPlan{Train: c, TestSize: 6, SwapEvery: 2}
 	}
 }

@@ -2,10 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
-	"encoding/json"
-	"errors"
-	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -14,12 +10,10 @@ import (
 	"sort"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/explaind/explaind/epkjob"
 	"github.com/explaind/explaind/epkout"
 	"github.com/explaind/explaind/history"
-	"github.com/explaind/explaind/npy"
+	"github.com/explaind/explaind/internal/testrun"
 )
 
 // The tiny modulo run of main_test.go (swapTestRun): p = 7 (C = 9 classes),
@@ -50,99 +44,8 @@ func epkTestOutput(t *testing.T, runDir, out string, args ...string) (*epkout.Ou
 	if !strings.Contains(msg, "EPK output written to "+out) {
 		t.Errorf("epk %v: output lacks the closing line: %s", args, msg)
 	}
-	o := epkTestOpen(t, out)
-	return o, epkTestSummaryJSON(t, out)
-}
-
-// epkTestOpen opens a finished output and checks that every array of its
-// manifest exists as a .npy file with the manifest's shape and dtype.
-func epkTestOpen(t *testing.T, out string) *epkout.Output {
-	t.Helper()
-	o, err := epkout.Open(out)
-	if err != nil {
-		t.Fatalf("epkout.Open(%s): %v", out, err)
-	}
-	if !o.Manifest.Complete || o.Manifest.Format != epkout.Format {
-		t.Errorf("manifest: complete %v, format %d", o.Manifest.Complete, o.Manifest.Format)
-	}
-	if _, err := os.Stat(filepath.Join(out, ".epk-state.gob")); err == nil {
-		t.Error("a finished output still holds the job state .epk-state.gob")
-	}
-	for name, info := range o.Manifest.Arrays {
-		if info.File != epkout.FileName(name) {
-			t.Errorf("array %s is stored in %q, want %q", name, info.File, epkout.FileName(name))
-		}
-		if len(info.Axes) != len(info.Shape) {
-			t.Errorf("array %s: %d axes %v for shape %v", name, len(info.Axes), info.Axes, info.Shape)
-		}
-		path := filepath.Join(out, info.File)
-		if info.Dtype == "int64" {
-			v, shape, err := npy.ReadInts(path)
-			if err != nil {
-				t.Errorf("array %s: %v", name, err)
-				continue
-			}
-			if !slices.Equal(shape, info.Shape) || len(v) != epkTestProd(shape) {
-				t.Errorf("array %s: file shape %v (%d values), manifest %v", name, shape, len(v), info.Shape)
-			}
-			continue
-		}
-		a, err := npy.Read(path)
-		if err != nil {
-			t.Errorf("array %s: %v", name, err)
-			continue
-		}
-		if !slices.Equal(a.Shape, info.Shape) || len(a.Data) != epkTestProd(info.Shape) {
-			t.Errorf("array %s: file shape %v (%d values), manifest %v", name, a.Shape, len(a.Data), info.Shape)
-		}
-		for i, v := range a.Data {
-			if math.IsNaN(v) || math.IsInf(v, 0) {
-				t.Errorf("array %s[%d] = %v", name, i, v)
-				break
-			}
-		}
-	}
-	return o
-}
-
-func epkTestProd(shape []int) int {
-	n := 1
-	for _, s := range shape {
-		n *= s
-	}
-	return n
-}
-
-// epkTestSummaryJSON reads DIR/summary.json and checks that it holds every
-// statistic (as a number).
-func epkTestSummaryJSON(t *testing.T, out string) map[string]any {
-	t.Helper()
-	raw, err := os.ReadFile(filepath.Join(out, "summary.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var s map[string]any
-	if err := json.Unmarshal(raw, &s); err != nil {
-		t.Fatal(err)
-	}
-	for _, k := range []string{"argmax_agreement", "accuracy", "mean_abs_delta", "max_abs_delta", "std_delta", "kl_div",
-		"max_completeness_residual", "wall_seconds", "peak_rss_bytes"} {
-		v, ok := s[k].(float64)
-		if !ok {
-			t.Errorf("summary.json: %s is %v, want a number", k, s[k])
-			continue
-		}
-		if math.IsNaN(v) || v < 0 {
-			t.Errorf("summary.json: %s = %v, want a non-negative number", k, v)
-		}
-	}
-	if s["wall_seconds"] == 0.0 {
-		t.Error("summary.json: wall_seconds is 0")
-	}
-	if rss, _ := s["peak_rss_bytes"].(float64); rss < 1<<20 {
-		t.Errorf("summary.json: peak_rss_bytes %v, want the process's peak (≥ 1 MiB)", s["peak_rss_bytes"])
-	}
-	return s
+	o := testrun.OpenEPK(t, out)
+	return o, testrun.EPKSummary(t, out)
 }
 
 // epkTestArray reads an array and checks its shape.
@@ -182,7 +85,7 @@ func epkTestMaxAbs(a, b []float64) (diff, norm float64) {
 // them together.
 func TestEPKModuloEndToEnd(t *testing.T) {
 	root := t.TempDir()
-	runDir := swapTestRun(t, root)
+	runDir := swapTestRun(t)
 	out := filepath.Join(root, "epk")
 	o, s := epkTestOutput(t, runDir, out, "--preset", "validation,grokking,components,pruning,kernel", "--precision", "float64")
 	m := o.Manifest
@@ -556,19 +459,14 @@ func epkTestAdd(a, b []float64) []float64 {
 	return out
 }
 
-// epkTestCNNRun trains a tiny CNN run on the fabricated CIFAR-2 data of
-// prune_test.go (20 test images): ResNet-9 at width/32, SGD with momentum
-// 0.9 and weight decay 5e-3, the triangle schedule, random flips; 4 steps.
-func epkTestCNNRun(t *testing.T, root string) string {
+// epkTestCNNRun returns a tiny CNN run on fabricated CIFAR-2 data (20 test
+// images; trainTestRun): ResNet-9 at width/32, SGD with momentum 0.9 and
+// weight decay 5e-3, the triangle schedule, random flips; 4 steps.
+func epkTestCNNRun(t *testing.T) string {
 	t.Helper()
-	pruneTestCIFAR(t, filepath.Join(root, "cifar-10-batches-bin"), 30)
-	dir := filepath.Join(root, "cnnrun")
-	out, err := run("train", "cnn", "--dataset", "cifar2", "--data-dir", root, "--width-div", "32", "--train-size", "16",
+	dir := trainTestRun(t, "cnn", "--width-div", "32", "--train-size", "16",
 		"--batch-size", "8", "--epochs", "2", "--peak-epoch", "1", "--lr", "0.05", "--momentum", "0.9", "--weight-decay", "0.005",
-		"--schedule", "triangle", "--flip=true", "--checkpoint-every", "4", "--quiet", "--out", dir)
-	if err != nil {
-		t.Fatalf("train cnn: %v\n%s", err, out)
-	}
+		"--schedule", "triangle", "--flip=true", "--checkpoint-every", "4", "--quiet")
 	m, err := history.ReadManifest(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -590,7 +488,7 @@ func epkTestCNNRun(t *testing.T, root string) string {
 // momentum carrying weight decay across steps.
 func TestEPKCNN(t *testing.T) {
 	root := t.TempDir()
-	runDir := epkTestCNNRun(t, root)
+	runDir := epkTestCNNRun(t)
 	o, s := epkTestOutput(t, runDir, filepath.Join(root, "epk"), "--preset", "validation", "--test-size", "6")
 	// A CNN's evaluation images are its test split.
 	if o.Manifest.Test != (epkout.TestSet{Split: "test", Count: 6}) || o.Manifest.Classes != 2 || o.Manifest.Steps != [2]int{0, 4} {
@@ -645,123 +543,11 @@ func TestEPKCNN(t *testing.T) {
 	}
 }
 
-// TestEPKResume interrupts a job after two steps through
-// epkjob.Options.Progress, resumes it, and compares the result with an
-// uninterrupted job: the forward pass (validation, grokking, components)
-// and the reverse-time sweep (kernel).
-func TestEPKResume(t *testing.T) {
-	root := t.TempDir()
-	runDir := swapTestRun(t, root)
-	for _, presets := range [][]string{{"validation", "grokking", "components"}, {"kernel"}} {
-		t.Run(strings.Join(presets, "+"), func(t *testing.T) {
-			base := filepath.Join(root, strings.Join(presets, "+"))
-			opts := func(out string) epkjob.Options {
-				return epkjob.Options{Run: runDir, Out: out, Presets: presets, CheckpointEvery: time.Nanosecond}
-			}
-			whole := base + "-whole"
-			if _, err := epkjob.Run(context.Background(), opts(whole)); err != nil {
-				t.Fatal(err)
-			}
-			out := base + "-resumed"
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			o := opts(out)
-			var calls []int
-			o.Progress = func(done, total int) {
-				calls = append(calls, done)
-				if total != epkTestS {
-					t.Errorf("progress total %d, want %d", total, epkTestS)
-				}
-				if done == 2 {
-					cancel()
-				}
-			}
-			_, err := epkjob.Run(ctx, o)
-			if err == nil || !strings.Contains(err.Error(), "interrupted; the job's state is saved in "+out+": rerun the same command to resume") {
-				t.Fatalf("interrupted job: %v, want an error saying how to resume", err)
-			}
-			if !slices.Equal(calls, []int{1, 2}) {
-				t.Errorf("progress before the interruption %v, want [1 2]", calls)
-			}
-			if _, err := os.Stat(filepath.Join(out, ".epk-state.gob")); err != nil {
-				t.Fatalf("no saved state: %v", err)
-			}
-			if _, err := epkout.Open(out); err == nil || !errors.Is(err, epkout.ErrIncomplete) && !strings.Contains(err.Error(), "not an EPK output") {
-				t.Errorf("an interrupted output opens: %v", err)
-			}
-			// Other settings do not resume this job.
-			other := opts(out)
-			other.TestSize = 3
-			if _, err := epkjob.Run(context.Background(), other); err == nil || !strings.Contains(err.Error(), "unfinished EPK job with other settings") {
-				t.Errorf("resuming with other settings: %v", err)
-			}
-			// The same job resumes after step 2.
-			o = opts(out)
-			var log bytes.Buffer
-			o.Log = &log
-			calls = nil
-			o.Progress = func(done, _ int) { calls = append(calls, done) }
-			if _, err := epkjob.Run(context.Background(), o); err != nil {
-				t.Fatalf("resume: %v", err)
-			}
-			if !strings.Contains(log.String(), fmt.Sprintf("resuming the job in %s after 2 of %d steps", out, epkTestS)) {
-				t.Errorf("resume log %q", log.String())
-			}
-			if !slices.Equal(calls, []int{3, 4, 5, 6}) {
-				t.Errorf("progress of the resumed job %v, want [3 4 5 6]", calls)
-			}
-			a, b := epkTestOpen(t, whole), epkTestOpen(t, out)
-			if len(a.Manifest.Arrays) != len(b.Manifest.Arrays) {
-				t.Fatalf("resumed output has %d arrays, uninterrupted %d", len(b.Manifest.Arrays), len(a.Manifest.Arrays))
-			}
-			var worst float64
-			for name, info := range a.Manifest.Arrays {
-				if info.Dtype == "int64" {
-					continue
-				}
-				x, err := a.Array(name)
-				if err != nil {
-					t.Fatal(err)
-				}
-				y, err := b.Array(name)
-				if err != nil {
-					t.Fatal(err)
-				}
-				d, n := epkTestMaxAbs(y.Data, x.Data)
-				worst = math.Max(worst, d)
-				tol := 1e-12 * math.Max(1, n)
-				if info.Dtype == "float32" {
-					tol = 0x1p-23 * math.Max(1, n)
-				}
-				if d > tol {
-					t.Errorf("%s: resumed differs from uninterrupted by %.3g (max |.| %.3g)", name, d, n)
-				}
-			}
-			if presets[0] == "validation" {
-				for _, name := range []string{"model", "epk"} {
-					x, _ := a.Array(name)
-					y, _ := b.Array(name)
-					if d, _ := epkTestMaxAbs(y.Data, x.Data); d > 1e-12 {
-						t.Errorf("%s: resumed differs from uninterrupted by %.3g", name, d)
-					}
-				}
-			}
-			sa, sb := epkTestSummaryJSON(t, whole), epkTestSummaryJSON(t, out)
-			for _, k := range []string{"max_abs_delta", "max_completeness_residual", "argmax_agreement"} {
-				if d := math.Abs(sa[k].(float64) - sb[k].(float64)); d > 1e-12 {
-					t.Errorf("summary %s: resumed %v, uninterrupted %v", k, sb[k], sa[k])
-				}
-			}
-			t.Logf("%v: resumed after 2 of 6 steps; max difference from the uninterrupted job over all arrays %.3g", presets, worst)
-		})
-	}
-}
-
 // TestEPKBadInput: every bad input is an error, with a message naming the
 // problem, and leaves no finished output behind.
 func TestEPKBadInput(t *testing.T) {
 	root := t.TempDir()
-	runDir := swapTestRun(t, root)
+	runDir := swapTestRun(t)
 	finished := filepath.Join(root, "finished")
 	if _, s := epkTestOutput(t, runDir, finished, "--test-size", "2"); s["test_samples"] != 2.0 {
 		t.Fatalf("test_samples %v, want 2", s["test_samples"])
@@ -771,10 +557,7 @@ func TestEPKBadInput(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A copy of the run with steps[1].lr edited in its manifest.
-	tampered := filepath.Join(root, "tampered")
-	if err := os.CopyFS(tampered, os.DirFS(runDir)); err != nil {
-		t.Fatal(err)
-	}
+	tampered := testrun.Copy(t, runDir)
 	mpath := filepath.Join(tampered, "manifest.json")
 	b, err := os.ReadFile(mpath)
 	if err != nil {
@@ -864,7 +647,7 @@ func TestEPKBadInput(t *testing.T) {
 	if err != nil || !bytes.Equal(before, after) {
 		t.Errorf("the refused job changed the finished output's manifest (%v)", err)
 	}
-	epkTestOpen(t, finished)
+	testrun.OpenEPK(t, finished)
 	if entries, _ := os.ReadDir(stranger); len(entries) != 1 {
 		t.Errorf("the refused job wrote into the stranger's directory: %d entries", len(entries))
 	}
@@ -877,7 +660,7 @@ func TestEPKBadInput(t *testing.T) {
 // copy carries a stale stamp and must still be refused.)
 func TestEPKPreflightStamp(t *testing.T) {
 	root := t.TempDir()
-	runDir := swapTestRun(t, root)
+	runDir := testrun.Copy(t, swapTestRun(t)) // the test removes its stamp
 	stamp := filepath.Join(runDir, history.StampFile)
 	if _, err := os.Stat(stamp); err != nil {
 		t.Fatalf("training left no stamp: %v", err)

@@ -2,11 +2,16 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/explaind/explaind/internal/testrun"
 )
+
+func TestMain(m *testing.M) { testrun.Main(m) }
 
 // run executes the command line and returns its output and error.
 func run(args ...string) (string, error) {
@@ -20,6 +25,29 @@ func run(args ...string) (string, error) {
 }
 
 var tiny = []string{"--p", "7", "--train-size", "20", "--val-size", "8", "--d-model", "8", "--heads", "2", "--mlp", "12", "--epochs", "6", "--checkpoint-every", "4", "--lr", "0.01", "--quiet"}
+
+// trainTestRun returns the run that `explaind train TASK ARGS` makes,
+// trained once for all the tests of the binary (testrun.Dir): a test must
+// not modify it, and takes a testrun.Copy when it must. A CNN run reads
+// the fabricated CIFAR-2 data of testrun.WriteCIFAR beside it (30 records
+// per file: 20 test images), given as its --data-dir.
+func trainTestRun(t *testing.T, task string, args ...string) string {
+	t.Helper()
+	return testrun.Dir(t, task+" "+strings.Join(args, " "), func(dir string) error {
+		cmd := append([]string{"train", task, "--out", dir}, args...)
+		if task == "cnn" {
+			root := filepath.Dir(dir)
+			if err := testrun.WriteCIFAR(filepath.Join(root, "cifar-10-batches-bin"), 30); err != nil {
+				return err
+			}
+			cmd = append(cmd, "--dataset", "cifar2", "--data-dir", root)
+		}
+		if out, err := run(cmd...); err != nil {
+			return fmt.Errorf("train %s: %w\n%s", task, err, out)
+		}
+		return nil
+	})
+}
 
 func TestTrainVerifyAndTamper(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "run")

@@ -4,14 +4,12 @@ import (
 	"encoding/csv"
 	"encoding/json"
 	"math"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
-	"github.com/explaind/explaind/data"
 	"github.com/explaind/explaind/epkout"
 	"github.com/explaind/explaind/experiments/expio/expiotest"
 	"github.com/explaind/explaind/experiments/prune"
@@ -19,48 +17,13 @@ import (
 	"github.com/explaind/explaind/train"
 )
 
-// pruneTestCIFAR writes a small dataset in CIFAR-10's binary format: every
-// file holds n records cycling through cat (3), dog (5) and car (1); cats
-// are bright in the top half, dogs in the bottom.
-func pruneTestCIFAR(t *testing.T, dir string, n int) {
+// pruneTestRun returns a tiny CNN run (ResNet-9 at width/16, 4 steps) on
+// fabricated CIFAR-2 data with 20 test images, shared by the tests
+// (trainTestRun).
+func pruneTestRun(t *testing.T) string {
 	t.Helper()
-	rng := rand.New(rand.NewPCG(5, 5))
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for _, name := range append(slices.Clone(data.CIFARTrainFiles), data.CIFARTestFile) {
-		var buf []byte
-		for i := range n {
-			label := []byte{3, 5, 1}[i%3]
-			rec := make([]byte, data.CIFARRecordSize)
-			rec[0] = label
-			for j := 1; j < len(rec); j++ {
-				row := ((j - 1) % 1024) / 32
-				rec[j] = byte(rng.IntN(100))
-				if (label == 3) == (row < 16) {
-					rec[j] += 60
-				}
-			}
-			buf = append(buf, rec...)
-		}
-		if err := os.WriteFile(filepath.Join(dir, name), buf, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
-// pruneTestRun trains a tiny CNN run (ResNet-9 at width/16, 4 steps) on
-// fabricated CIFAR-2 data with 20 test images.
-func pruneTestRun(t *testing.T, root string) string {
-	t.Helper()
-	pruneTestCIFAR(t, filepath.Join(root, "cifar-10-batches-bin"), 30)
-	dir := filepath.Join(root, "cnnrun")
-	out, err := run("train", "cnn", "--dataset", "cifar2", "--data-dir", root, "--width-div", "16", "--train-size", "16",
-		"--batch-size", "8", "--epochs", "2", "--peak-epoch", "1", "--lr", "0.05", "--checkpoint-every", "4", "--quiet", "--out", dir)
-	if err != nil {
-		t.Fatalf("train cnn: %v\n%s", err, out)
-	}
-	return dir
+	return trainTestRun(t, "cnn", "--width-div", "16", "--train-size", "16",
+		"--batch-size", "8", "--epochs", "2", "--peak-epoch", "1", "--lr", "0.05", "--checkpoint-every", "4", "--quiet")
 }
 
 // fakeEPK writes an EPK output for the run with the given presets over the
@@ -151,7 +114,7 @@ func finalMagnitudes(t *testing.T, dir string) map[string][]float64 {
 
 func TestPrune(t *testing.T) {
 	root := t.TempDir()
-	runDir := pruneTestRun(t, root)
+	runDir := pruneTestRun(t)
 	mags := finalMagnitudes(t, runDir)
 	// Importance |θ_final|: EPK pruning must then equal magnitude pruning.
 	epkDir := filepath.Join(root, "epk")
@@ -220,10 +183,7 @@ func TestPrune(t *testing.T) {
 	expiotest.CheckFiles(t, out, s.Files...)
 
 	// Errors before any work: nothing is written.
-	modRun := filepath.Join(root, "modrun")
-	if o, err := run(append([]string{"train", "modulo", "--out", modRun}, tiny...)...); err != nil {
-		t.Fatalf("train modulo: %v\n%s", err, o)
-	}
+	modRun := swapTestRun(t)
 	modEPK := filepath.Join(root, "modepk")
 	fakeEPK(t, modRun, modEPK, "", []string{epkout.Pruning, epkout.Components}, []int{0, 1, 2},
 		func(_ string, n int) []float64 { return make([]float64, n) }, func(_ string, x, n int) []float64 { return make([]float64, x*n) })

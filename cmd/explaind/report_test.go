@@ -62,10 +62,7 @@ func writeValidationEPK(t *testing.T, dir, run, fp string, x, c, steps int) {
 
 func TestReport(t *testing.T) {
 	root := t.TempDir()
-	dir := filepath.Join(root, "run")
-	if out, err := run(append([]string{"train", "modulo", "--out", dir}, tiny...)...); err != nil {
-		t.Fatalf("train: %v\n%s", err, out)
-	}
+	dir := swapTestRun(t)
 	m, err := history.ReadManifest(dir)
 	if err != nil {
 		t.Fatal(err)

@@ -34,7 +34,7 @@ func retrainTestFiles(t *testing.T, dir string) map[string][]byte {
 // run in the same --out are refused, changing nothing.
 func TestRetrainResume(t *testing.T) {
 	root := t.TempDir()
-	dir := swapTestRun(t, root)
+	dir := swapTestRun(t)
 	out := filepath.Join(root, "retrain")
 	args := []string{"retrain", "--run", dir, "--out", out, "--stride", "3", "--max-epochs", "2", "--seeds", "2", "--parts", "outer,attention", "--quiet"}
 	if msg, err := run(args...); err != nil || !strings.Contains(msg, "results written to "+out) {
@@ -81,10 +81,7 @@ func TestRetrainResume(t *testing.T) {
 		}
 	}
 
-	other := filepath.Join(root, "other")
-	if msg, err := run(append([]string{"train", "modulo", "--out", other}, append(tiny, "--epochs", "7")...)...); err != nil {
-		t.Fatalf("train: %v\n%s", err, msg)
-	}
+	other := trainTestRun(t, "modulo", append(tiny, "--epochs", "7")...)
 	noParts := slices.DeleteFunc(slices.Clone(args), func(a string) bool { return a == "--parts" || a == "outer,attention" })
 	for _, c := range []struct {
 		args []string

@@ -13,15 +13,11 @@ import (
 	"github.com/explaind/explaind/history"
 )
 
-// swapTestRun trains the tiny modulo run of main_test.go (6 steps,
-// checkpoints every 4) into root/run.
-func swapTestRun(t *testing.T, root string) string {
+// swapTestRun returns the tiny modulo run of main_test.go (6 steps,
+// checkpoints every 4), shared by the tests (trainTestRun).
+func swapTestRun(t *testing.T) string {
 	t.Helper()
-	dir := filepath.Join(root, "run")
-	if out, err := run(append([]string{"train", "modulo", "--out", dir}, tiny...)...); err != nil {
-		t.Fatalf("train: %v\n%s", err, out)
-	}
-	return dir
+	return trainTestRun(t, "modulo", tiny...)
 }
 
 // swapTestSummary reads DIR/summary.json and checks that it names the run
@@ -48,7 +44,7 @@ func swapTestSummary(t *testing.T, out, runDir string) map[string]any {
 
 func TestSwapCommand(t *testing.T) {
 	root := t.TempDir()
-	dir := swapTestRun(t, root)
+	dir := swapTestRun(t)
 	out := filepath.Join(root, "swap")
 	msg, err := run("swap", "--run", dir, "--out", out, "--every", "4", "--quiet")
 	if err != nil || !strings.Contains(msg, "results written to "+out) {
@@ -87,7 +83,7 @@ func TestSwapCommand(t *testing.T) {
 
 func TestRetrainCommand(t *testing.T) {
 	root := t.TempDir()
-	dir := swapTestRun(t, root)
+	dir := swapTestRun(t)
 	out := filepath.Join(root, "retrain")
 	msg, err := run("retrain", "--run", dir, "--out", out, "--stride", "3", "--max-epochs", "2", "--seeds", "2", "--parts", "outer,attention", "--quiet")
 	if err != nil || !strings.Contains(msg, "results written to "+out) {
@@ -124,8 +120,8 @@ func TestRetrainCommand(t *testing.T) {
 // the flag or the problem, before any output is written.
 func TestSwapRetrainBadInput(t *testing.T) {
 	root := t.TempDir()
-	dir := swapTestRun(t, root)
-	cnn := pruneTestRun(t, root) // any CNN run: the modulo experiments refuse it
+	dir := swapTestRun(t)
+	cnn := pruneTestRun(t) // any CNN run: the modulo experiments refuse it
 	out := filepath.Join(root, "out")
 	missing := filepath.Join(root, "nothing")
 	cases := []struct {

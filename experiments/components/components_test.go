@@ -1,7 +1,6 @@
 package components
 
 import (
-	"context"
 	"encoding/csv"
 	"encoding/json"
 	"math"
@@ -16,10 +15,13 @@ import (
 	"github.com/explaind/explaind/epkout"
 	"github.com/explaind/explaind/experiments/expio/expiotest"
 	"github.com/explaind/explaind/history"
+	"github.com/explaind/explaind/internal/testrun"
 	"github.com/explaind/explaind/npy"
 	"github.com/explaind/explaind/train"
 	"gonum.org/v1/gonum/mat"
 )
+
+func TestMain(m *testing.M) { testrun.Main(m) }
 
 func randomRows(rng *rand.Rand, n, d int) []float64 {
 	e := make([]float64, n*d)
@@ -166,18 +168,14 @@ func TestNeighborsAndStats(t *testing.T) {
 	}
 }
 
-// tinyRun trains a modulo run with p = 7 and 12 validation samples.
-func tinyRun(t *testing.T, dir string) {
+// tinyRun returns a modulo run with p = 7, 14 training and 12 validation
+// samples (testrun.Modulo at learning rate 1e-2, 3 steps).
+func tinyRun(t *testing.T) string {
 	t.Helper()
-	c := train.ModuloDefaults()
-	c.Modulo = &train.ModuloTask{P: 7, TrainSize: 14, ValSize: 12, DModel: 8, Heads: 2, MLP: 12}
+	c := testrun.Modulo(3, 2)
+	c.Modulo.TrainSize, c.Modulo.ValSize = 14, 12
 	c.Optimizer.LR = 1e-2
-	c.Epochs = 3
-	c.StopAtPerfect = false
-	c.CheckpointEvery = 2
-	if _, err := train.Train[float32](context.Background(), dir, c, train.Options{}); err != nil {
-		t.Fatal(err)
-	}
+	return testrun.Train[float32](t, c)
 }
 
 // writeEPK fabricates a components output for the run over the validation
@@ -235,8 +233,7 @@ func writeEPK(t *testing.T, run, dir string, presets []string, idx []int, score 
 
 func TestDo(t *testing.T) {
 	root := t.TempDir()
-	run := filepath.Join(root, "run")
-	tinyRun(t, run)
+	run := tinyRun(t)
 	m, _ := history.ReadManifest(run)
 	var cfg train.Config
 	json.Unmarshal(m.Config, &cfg)

@@ -2,7 +2,6 @@ package expio_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"encoding/xml"
 	"errors"
@@ -18,6 +17,7 @@ import (
 	"github.com/explaind/explaind/epkout"
 	"github.com/explaind/explaind/experiments/expio"
 	"github.com/explaind/explaind/history"
+	"github.com/explaind/explaind/internal/testrun"
 	"github.com/explaind/explaind/nn"
 	"github.com/explaind/explaind/tensor"
 	"github.com/explaind/explaind/train"
@@ -26,6 +26,8 @@ import (
 	"gonum.org/v1/plot/vg"
 	"gonum.org/v1/plot/vg/draw"
 )
+
+func TestMain(m *testing.M) { testrun.Main(m) }
 
 func TestWriteCSVAndJSON(t *testing.T) {
 	dir := t.TempDir()
@@ -181,17 +183,14 @@ func TestSaveFigure(t *testing.T) {
 	}
 }
 
-// tinyModuloRun trains a three-step modulo run and returns its directory.
+// tinyModuloRun returns a three-step modulo run with 10 training and 4
+// validation samples and a transformer of width 4 (MLP 4), shared by the
+// tests.
 func tinyModuloRun(t *testing.T) string {
 	t.Helper()
-	c := train.ModuloDefaults()
+	c := testrun.Modulo(3, 2)
 	c.Modulo = &train.ModuloTask{P: 7, TrainSize: 10, ValSize: 4, DModel: 4, Heads: 2, MLP: 4}
-	c.Epochs, c.StopAtPerfect, c.CheckpointEvery = 3, false, 2
-	dir := filepath.Join(t.TempDir(), "run")
-	if _, err := train.Train[float32](context.Background(), dir, c, train.Options{}); err != nil {
-		t.Fatal(err)
-	}
-	return dir
+	return testrun.Train[float32](t, c)
 }
 
 // writeEPK writes a complete EPK output in dir that claims to explain the

@@ -13,12 +13,15 @@ import (
 	"github.com/explaind/explaind/experiments/expio"
 	"github.com/explaind/explaind/experiments/expio/expiotest"
 	"github.com/explaind/explaind/experiments/retrain"
+	"github.com/explaind/explaind/internal/testrun"
 	"github.com/explaind/explaind/nn"
 	"github.com/explaind/explaind/train"
 )
 
-// tinyRun trains a small modulo run (p = 7, 10 training and 8 validation
-// samples, 100 full-batch steps, checkpoints every 25) and opens it. It
+func TestMain(m *testing.M) { testrun.Main(m) }
+
+// tinyRun opens the shared small modulo run (p = 7, 10 training and 8
+// validation samples, 100 full-batch steps, checkpoints every 25). It
 // memorizes much of its training set (all of it from about step 90 on in
 // the pure-Go build; float rounding differs between GEMM backends, and
 // such a small run's path with it); its validation samples stay unlearned,

@@ -15,14 +15,17 @@ import (
 	"github.com/explaind/explaind/experiments/expio"
 	"github.com/explaind/explaind/experiments/expio/expiotest"
 	"github.com/explaind/explaind/experiments/swap"
+	"github.com/explaind/explaind/internal/testrun"
 	"github.com/explaind/explaind/nn"
 	"github.com/explaind/explaind/tensor"
 	"github.com/explaind/explaind/train"
 )
 
-// tinyRun trains a small modulo run (p = 7, 20 training samples, 24
+func TestMain(m *testing.M) { testrun.Main(m) }
+
+// tinyRun opens the shared small modulo run (p = 7, 20 training samples, 24
 // full-batch steps, checkpoints every 5 steps, so most sampled states are
-// replayed) and opens it.
+// replayed).
 func tinyRun(t *testing.T) *expio.Run {
 	return expiotest.OpenTinyModuloRun(t, swap.Command, 20, 24, 5)
 }

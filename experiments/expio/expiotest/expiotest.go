@@ -1,12 +1,11 @@
 // Package expiotest holds test fixtures shared by the tests of explaind's
-// experiments (experiments/swap, experiments/retrain, ...): tiny recorded
-// training runs that take well under a second to train, and readers of
-// the files the experiments write (expio's CSV, JSON and figures).
+// experiments (experiments/swap, experiments/retrain, ...): the tiny
+// recorded training run they open (built on internal/testrun), and readers
+// of the files the experiments write (expio's CSV, JSON and figures).
 package expiotest
 
 import (
 	"bytes"
-	"context"
 	"encoding/csv"
 	"encoding/json"
 	"os"
@@ -14,32 +13,25 @@ import (
 	"testing"
 
 	"github.com/explaind/explaind/experiments/expio"
-	"github.com/explaind/explaind/train"
+	"github.com/explaind/explaind/internal/testrun"
 )
 
-// TinyModuloRun trains a tiny modulo-addition run into a fresh directory
-// under t.TempDir() and returns that directory: p = 7, trainSize training
-// and 8 validation samples, a transformer of width 8 with 2 heads and an
-// MLP of 12, the default optimizer (AdamW) at learning rate 0.05 and
-// weight decay 0.1, full batch, for exactly steps steps (no stop at 100%)
-// with a checkpoint every checkpointEvery steps. Training is
-// deterministic: the same arguments give the same run. Any error fails the
-// test at once.
+// TinyModuloRun returns the tiny modulo-addition run of the experiments'
+// tests (testrun.Modulo with trainSize training samples, AdamW at learning
+// rate 0.05 and weight decay 0.1, for exactly steps full-batch steps with a
+// checkpoint every checkpointEvery steps), trained once per test binary
+// (testrun.Train): the test must not modify it, and its package calls
+// testrun.Main from TestMain. Any error fails the test at once.
 func TinyModuloRun(t testing.TB, trainSize, steps, checkpointEvery int) string {
 	t.Helper()
-	c := train.ModuloDefaults()
-	c.Modulo = &train.ModuloTask{P: 7, TrainSize: trainSize, ValSize: 8, DModel: 8, Heads: 2, MLP: 12}
+	c := testrun.Modulo(steps, checkpointEvery)
+	c.Modulo.TrainSize = trainSize
 	c.Optimizer.LR, c.Optimizer.WeightDecay = 0.05, 0.1
-	c.Epochs, c.StopAtPerfect, c.CheckpointEvery = steps, false, checkpointEvery
-	dir := filepath.Join(t.TempDir(), "run")
-	if _, err := train.Train[float32](context.Background(), dir, c, train.Options{}); err != nil {
-		t.Fatalf("training the tiny modulo run: %v", err)
-	}
-	return dir
+	return testrun.Train[float32](t, c)
 }
 
-// OpenTinyModuloRun trains a run as TinyModuloRun does and opens it for
-// the experiment named command (expio.OpenRun).
+// OpenTinyModuloRun opens the run of TinyModuloRun for the experiment
+// named command (expio.OpenRun).
 func OpenTinyModuloRun(t testing.TB, command string, trainSize, steps, checkpointEvery int) *expio.Run {
 	t.Helper()
 	r, err := expio.OpenRun(command, TinyModuloRun(t, trainSize, steps, checkpointEvery), "modulo")

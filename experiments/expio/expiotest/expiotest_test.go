@@ -7,7 +7,10 @@ import (
 
 	"github.com/explaind/explaind/experiments/expio"
 	"github.com/explaind/explaind/experiments/expio/expiotest"
+	"github.com/explaind/explaind/internal/testrun"
 )
+
+func TestMain(m *testing.M) { testrun.Main(m) }
 
 func TestTinyModuloRun(t *testing.T) {
 	r := expiotest.OpenTinyModuloRun(t, "test", 12, 7, 3)
@@ -15,8 +18,8 @@ func TestTinyModuloRun(t *testing.T) {
 		t.Errorf("run of %d steps, checkpoints every %d, %d+%d samples, p = %d; want 7, 3, 12+8, 7",
 			r.Steps(), r.Config.CheckpointEvery, r.Data.Train.Len(), r.Data.Val.Len(), r.Config.Modulo.P)
 	}
-	if again := expiotest.OpenTinyModuloRun(t, "test", 12, 7, 3); again.Fingerprint != r.Fingerprint {
-		t.Errorf("the same tiny run trained twice: fingerprints %s and %s", again.Fingerprint, r.Fingerprint)
+	if again := expiotest.OpenTinyModuloRun(t, "test", 12, 7, 3); again.Dir != r.Dir || again.Fingerprint != r.Fingerprint {
+		t.Errorf("the same tiny run asked for twice: %s (fingerprint %s) and %s (%s)", again.Dir, again.Fingerprint, r.Dir, r.Fingerprint)
 	}
 	if other := expiotest.OpenTinyModuloRun(t, "test", 12, 8, 3); other.Fingerprint == r.Fingerprint {
 		t.Error("runs of 7 and 8 steps have the same fingerprint")
