@@ -17,7 +17,7 @@ import (
 // leaves no output directory.
 func TestPruneDoCancelledWritesNothing(t *testing.T) {
 	root := t.TempDir()
-	runDir := pruneTestRun(t, root)
+	runDir := pruneTestRun(t)
 	epkDir := filepath.Join(root, "epk")
 	fakeEPK(t, runDir, epkDir, "", []string{epkout.Validation, epkout.Pruning}, []int{0, 1, 2, 3},
 		func(_ string, n int) []float64 { return make([]float64, n) }, nil)

@@ -18,8 +18,7 @@ import (
 // no output directory behind.
 func TestDoCancelledWritesNothing(t *testing.T) {
 	root := t.TempDir()
-	run := filepath.Join(root, "run")
-	tinyRun(t, run)
+	run := tinyRun(t)
 	epk := filepath.Join(root, "epk")
 	writeEPK(t, run, epk, []string{epkout.Components}, []int{0, 1, 2, 3}, func(name string, x, j int) float64 {
 		return math.Sin(float64(len(name)*x + j))

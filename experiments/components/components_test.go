@@ -1,6 +1,7 @@
 package components
 
 import (
+	"context"
 	"encoding/csv"
 	"encoding/json"
 	"math"
