@@ -228,3 +228,42 @@ func checkFashion2[T float32 | float64](t *testing.T, d Dataset[T], n int) {
 		t.Fatalf("value range [%v, %v], want [%v, %v]", lo, hi, wantLo, wantHi)
 	}
 }
+
+// TestIDXClaims checks that dimensions the file cannot hold are errors
+// raised before allocating for them: a product beyond 64 bits, which used
+// to wrap around (2^31·2^31·4 read as 0 bytes), and a plain file shorter
+// than its header declares.
+func TestIDXClaims(t *testing.T) {
+	dir := t.TempDir()
+	for _, c := range []struct {
+		name string
+		b    []byte
+		want string
+	}{
+		{"wrap", idxBytes(IDXImagesMagic, []uint32{1 << 31, 1 << 31, 4}, nil), "more than 2^64 bytes"},
+		{"huge", idxBytes(IDXImagesMagic, []uint32{math.MaxUint32, math.MaxUint32, math.MaxUint32}, nil), "more than 2^64 bytes"},
+		{"64MiB", idxBytes(IDXLabelsMagic, []uint32{1 << 26}, []byte{1, 2}), "(67108864 data bytes) but the file holds only 2"},
+	} {
+		p := filepath.Join(dir, c.name)
+		if err := os.WriteFile(p, c.b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		var err error
+		if c.b[3] == 3 {
+			_, _, _, _, err = ReadIDXImages(p)
+		} else {
+			_, err = ReadIDXLabels(p)
+		}
+		if err == nil || !strings.Contains(err.Error(), p) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: error %v, want one naming %s and containing %q", c.name, err, p, c.want)
+		}
+	}
+	// A zero dimension makes any other dimension harmless.
+	p := filepath.Join(dir, "empty")
+	if err := os.WriteFile(p, idxBytes(IDXImagesMagic, []uint32{0, math.MaxUint32, math.MaxUint32}, nil), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if n, _, _, pix, err := ReadIDXImages(p); err != nil || n != 0 || len(pix) != 0 {
+		t.Errorf("zero images: %d, %d bytes, %v", n, len(pix), err)
+	}
+}

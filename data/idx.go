@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/bits"
 	"os"
 )
 
@@ -24,12 +25,18 @@ const (
 )
 
 // openMaybeGzip opens path and, when it starts with the gzip magic bytes,
-// returns a decompressing reader; otherwise the plain file contents.
-// The close function closes everything opened.
-func openMaybeGzip(path string) (io.Reader, func() error, error) {
+// returns a decompressing reader; otherwise the plain file contents. It
+// also returns the file's size and whether it is gzipped. The close
+// function closes everything opened.
+func openMaybeGzip(path string) (io.Reader, func() error, int64, bool, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, 0, false, err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, nil, 0, false, err
 	}
 	br := bufio.NewReaderSize(f, 1<<16)
 	head, err := br.Peek(2)
@@ -37,18 +44,21 @@ func openMaybeGzip(path string) (io.Reader, func() error, error) {
 		zr, err := gzip.NewReader(br)
 		if err != nil {
 			f.Close()
-			return nil, nil, fmt.Errorf("%s: bad gzip header: %w", path, err)
+			return nil, nil, 0, false, fmt.Errorf("%s: bad gzip header: %w", path, err)
 		}
-		return zr, func() error { zr.Close(); return f.Close() }, nil
+		return zr, func() error { zr.Close(); return f.Close() }, st.Size(), true, nil
 	}
-	return br, f.Close, nil
+	return br, f.Close, st.Size(), false, nil
 }
 
 // readIDX reads an unsigned-byte IDX file (gzipped or not) whose magic must
 // be want, returning its dimensions and data. It checks the magic, that the
 // data is as long as the dimensions declare and that nothing follows it.
+// It allocates for the data the file holds, not for what the dimensions
+// claim: a plain file's size is checked before reading, and a gzipped
+// file's buffer grows with the data it decompresses to.
 func readIDX(path string, want uint32, what string) ([]int, []byte, error) {
-	r, closeFn, err := openMaybeGzip(path)
+	r, closeFn, size, gzipped, err := openMaybeGzip(path)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -63,21 +73,36 @@ func readIDX(path string, want uint32, what string) ([]int, []byte, error) {
 	}
 	nd := int(want & 0xff)
 	dims := make([]int, nd)
-	total := uint64(1)
+	// total is the product of the dimensions unless it overflows 64 bits
+	// (and no dimension is 0).
+	total, overflow := uint64(1), false
 	for i := range dims {
 		var d uint32
 		if err := binary.Read(r, binary.BigEndian, &d); err != nil {
 			return nil, nil, fmt.Errorf("%s: truncated header: missing dimension %d of %d (%v)", path, i+1, nd, err)
 		}
 		dims[i] = int(d)
-		total *= uint64(d)
+		hi, lo := bits.Mul64(total, uint64(d))
+		total, overflow = lo, (overflow || hi != 0) && d != 0
 	}
 	const maxBytes = 1 << 34
+	if overflow {
+		return nil, nil, fmt.Errorf("%s: header declares dimensions %v (more than 2^64 bytes), which is implausibly large", path, dims)
+	}
 	if total > maxBytes {
 		return nil, nil, fmt.Errorf("%s: header declares dimensions %v (%d bytes), which is implausibly large", path, dims, total)
 	}
+	grow := min(total, 1<<26)
+	if gzipped {
+		// Fashion-MNIST's files compress about 2:1: the buffer starts at
+		// no more than 8 times the compressed size and grows as the data
+		// arrives.
+		grow = min(grow, 8*uint64(size))
+	} else if data := uint64(max(size-4*int64(1+nd), 0)); total > data {
+		return nil, nil, fmt.Errorf("%s: truncated: header declares dimensions %v (%d data bytes) but the file holds only %d", path, dims, total, data)
+	}
 	var buf bytes.Buffer
-	buf.Grow(int(min(total, 1<<26)))
+	buf.Grow(int(grow))
 	n, err := buf.ReadFrom(io.LimitReader(r, int64(total)))
 	if err != nil {
 		if errors.Is(err, io.ErrUnexpectedEOF) {

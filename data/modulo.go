@@ -129,7 +129,7 @@ func ModuloPairs(p int) ([]ModuloPair, error) {
 	out := make([]ModuloPair, 0, NumModuloPairs(p))
 	for a := range p {
 		for b := a; b < p; b++ {
-			out = append(out, ModuloPair{A: a, B: b, Label: (a + b) % p})
+			out = append(out, ModuloPair{A: a, B: b, Label: moduloLabel(a, b, p)})
 		}
 	}
 	return out, nil
@@ -167,6 +167,15 @@ func MakeModulo(cfg ModuloConfig) (train, val *ModuloSplit, err error) {
 	return train, val, nil
 }
 
+// moduloLabel returns (a+b) mod p for 0 <= a, b < p without computing
+// a+b, which overflows an int for p near the int range.
+func moduloLabel(a, b, p int) int {
+	if y := a - (p - b); y >= 0 {
+		return y
+	}
+	return a + b
+}
+
 // moduloCSVHeader is the header row of the modulo CSV format.
 var moduloCSVHeader = []string{"index", "a", "b", "label"}
 
@@ -196,7 +205,7 @@ func (s *ModuloSplit) WriteCSV(path string) error {
 // < p, and label == (a+b) mod p; errors name the file and the line.
 func ReadModuloCSV(path string, p int, name string) (*ModuloSplit, error) {
 	if p < 3 {
-		return nil, fmt.Errorf("data: modulo addition needs p >= 3, got %d", p)
+		return nil, fmt.Errorf("data: reading modulo split %s: modulo addition needs p >= 3, got %d", path, p)
 	}
 	f, err := os.Open(path)
 	if err != nil {
@@ -242,8 +251,8 @@ func ReadModuloCSV(path string, p int, name string) (*ModuloSplit, error) {
 		if a < 0 || b < a || b >= p {
 			return nil, fmt.Errorf("data: %s line %d: pair (a=%d, b=%d) is not 0 <= a <= b < %d", path, line, a, b, p)
 		}
-		if y != (a+b)%p {
-			return nil, fmt.Errorf("data: %s line %d: label %d, want (%d+%d) mod %d = %d", path, line, y, a, b, p, (a+b)%p)
+		if want := moduloLabel(a, b, p); y != want {
+			return nil, fmt.Errorf("data: %s line %d: label %d, want (%d+%d) mod %d = %d", path, line, y, a, b, p, want)
 		}
 		s.Pairs = append(s.Pairs, ModuloPair{A: a, B: b, Label: y})
 	}

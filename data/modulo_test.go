@@ -1,6 +1,7 @@
 package data
 
 import (
+	"math"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -258,5 +259,22 @@ func TestReadModuloCSVErrors(t *testing.T) {
 	}
 	if _, err := ReadModuloCSV(filepath.Join(dir, "label.csv"), 2, "x"); err == nil {
 		t.Error("p=2 accepted")
+	}
+}
+
+func TestModuloLabel(t *testing.T) {
+	for p := 3; p < 40; p++ {
+		for a := range p {
+			for b := range p {
+				if got := moduloLabel(a, b, p); got != (a+b)%p {
+					t.Fatalf("moduloLabel(%d, %d, %d) = %d, want %d", a, b, p, got, (a+b)%p)
+				}
+			}
+		}
+	}
+	// a+b overflows here; the label does not.
+	const p = math.MaxInt
+	if got := moduloLabel(p-1, p-2, p); got != p-3 {
+		t.Errorf("moduloLabel(p-1, p-2, p) = %d, want p-3", got)
 	}
 }

@@ -25,7 +25,7 @@ type mlpStepper struct {
 	y     []int
 }
 
-func newStepper(t *testing.T, adam bool) *mlpStepper {
+func newStepper(t testing.TB, adam bool) *mlpStepper {
 	rng := rand.New(rand.NewPCG(11, 12))
 	l1 := nn.NewLinear[float32]("0", 5, 7, true)
 	l2 := nn.NewLinear[float32]("2", 7, 3, true)
@@ -115,7 +115,7 @@ func sameBits(t *testing.T, what string, got, want []float32) {
 	}
 }
 
-func record(t *testing.T, dir string, adam bool, steps int) []state {
+func record(t testing.TB, dir string, adam bool, steps int) []state {
 	s := newStepper(t, adam)
 	rec, err := history.Create[float32](dir, s, history.Options{CheckpointEvery: 5, Config: []byte(`{"test":true}`)})
 	if err != nil {
@@ -387,5 +387,54 @@ func TestStamp(t *testing.T) {
 	editManifest(t, dir, func(m map[string]any) { m["software"] = "edited" })
 	if ok, why := covers(12, sw); ok || !strings.Contains(why, "modified") {
 		t.Fatalf("an edited manifest keeps the stamp (%v, %q)", ok, why)
+	}
+}
+
+// TestManifestCheckpointFiles checks that a manifest may name as
+// checkpoints only regular files inside the run directory: checkpoints are
+// read whole and hashed, so a device such as /dev/zero would never end.
+func TestManifestCheckpointFiles(t *testing.T) {
+	parent := t.TempDir()
+	dir := filepath.Join(parent, "run")
+	record(t, dir, false, 6)
+	if err := os.WriteFile(filepath.Join(parent, "outside.safetensors"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(dir, "checkpoints", "dir.safetensors"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for file, want := range map[string]string{
+		"../outside.safetensors":      "not a path inside the run directory",
+		"/dev/zero":                   "not a path inside the run directory",
+		"checkpoints/dir.safetensors": "not a regular file",
+	} {
+		editManifest(t, dir, func(m map[string]any) {
+			m["checkpoints"].([]any)[1].(map[string]any)["file"] = file
+		})
+		_, err := history.ReadManifest(dir)
+		if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), history.ManifestFile) {
+			t.Errorf("checkpoint %q: got %v, want an error naming the manifest and saying %q", file, err, want)
+		}
+	}
+}
+
+// TestStampCorrupt checks that a corrupt stamp covers nothing, and that
+// the reason names the file and the problem.
+func TestStampCorrupt(t *testing.T) {
+	dir := t.TempDir()
+	record(t, dir, false, 3)
+	path := filepath.Join(dir, history.StampFile)
+	for body, want := range map[string]string{
+		`{"steps": 3, "how": "trained"`:   "unexpected end of JSON input",
+		`{"steps": -1, "how": "trained"}`: "steps -1",
+		`{"steps": 3, "how": "guessed"}`:  `how "guessed"`,
+	} {
+		if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		ok, why, err := history.StampCovers(dir, 0, "test")
+		if err != nil || ok || !strings.Contains(why, path) || !strings.Contains(why, want) {
+			t.Errorf("stamp %s: got %v, %q, %v; want not covered, the reason naming %s and saying %q", body, ok, why, err, path, want)
+		}
 	}
 }

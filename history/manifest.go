@@ -135,7 +135,7 @@ func ReadManifest(dir string) (*Manifest, error) {
 }
 
 // validate checks the manifest's internal consistency and that its
-// checkpoint files exist.
+// checkpoint files exist, as regular files inside dir.
 func (m *Manifest) validate(dir string) error {
 	if m.Format != FormatVersion {
 		return fmt.Errorf("format version %d, this explaind reads version %d", m.Format, FormatVersion)
@@ -156,8 +156,17 @@ func (m *Manifest) validate(dir string) error {
 		if c.Step > len(m.Steps) {
 			return fmt.Errorf("checkpoint %s is for step %d but only %d steps are recorded", c.File, c.Step, len(m.Steps))
 		}
-		if _, err := os.Stat(filepath.Join(dir, c.File)); err != nil {
+		// Checkpoints are read whole and hashed: a name outside the run
+		// directory, or a device such as /dev/zero, would never end.
+		if !filepath.IsLocal(c.File) {
+			return fmt.Errorf("checkpoint %q of step %d is not a path inside the run directory", c.File, c.Step)
+		}
+		st, err := os.Stat(filepath.Join(dir, c.File))
+		if err != nil {
 			return fmt.Errorf("checkpoint %s of step %d is missing: %v", c.File, c.Step, err)
+		}
+		if !st.Mode().IsRegular() {
+			return fmt.Errorf("checkpoint %s of step %d is not a regular file (%v)", c.File, c.Step, st.Mode().Type())
 		}
 	}
 	for s, r := range m.Steps {

@@ -97,14 +97,20 @@ func WriteStamp(dir string, steps int, how, software string) error {
 	return atomicfile.WriteBytes(filepath.Join(dir, StampFile), append(data, '\n'))
 }
 
+// readStamp reads dir's stamp; its errors name the file (a missing one is
+// an error wrapping os.ErrNotExist).
 func readStamp(dir string) (*Stamp, error) {
-	data, err := os.ReadFile(filepath.Join(dir, StampFile))
+	path := filepath.Join(dir, StampFile)
+	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
 	var s Stamp
 	if err := json.Unmarshal(data, &s); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%s is corrupt: %v", path, err)
+	}
+	if s.Steps < 0 || (s.How != "trained" && s.How != "replayed") {
+		return nil, fmt.Errorf("%s is corrupt: steps %d, how %q; want steps ≥ 0 and how \"trained\" or \"replayed\"", path, s.Steps, s.How)
 	}
 	return &s, nil
 }
@@ -126,7 +132,7 @@ func StampCovers(dir string, steps int, software string) (bool, string, error) {
 		return false, "the run has no verification stamp", nil
 	}
 	if err != nil {
-		return false, "its verification stamp is unreadable", nil
+		return false, fmt.Sprintf("its verification stamp is unreadable (%v)", err), nil
 	}
 	cur, err := currentStamp(dir, steps, old.How, software)
 	if err != nil {

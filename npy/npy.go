@@ -6,6 +6,7 @@
 package npy
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/binary"
 	"fmt"
@@ -157,15 +158,122 @@ func Ints(v []int) []int64 {
 	return out
 }
 
+// itemSize is the size in bytes of a value of each dtype Read accepts.
+var itemSize = map[string]int{
+	"<f8": 8, "f8": 8, "float64": 8,
+	"<f4": 4, "f4": 4, "float32": 4,
+	"<i8": 8, "i8": 8, "int64": 8,
+}
+
+// checkHeader reads the preamble and header of a .npy file of size bytes
+// from r and checks what npyio's parser takes for granted, so that a
+// damaged file is an error rather than a panic or a huge allocation there:
+// that the header fits in the file and has its final newline, that it holds the
+// keys 'descr', 'fortran_order' and 'shape' in that order (as numpy writes
+// them), and that the shape is a parenthesized tuple. It returns the number
+// of bytes after the header. npyio parses the header again; checkData
+// checks the shape it finds against those bytes.
+func checkHeader(r io.Reader, size int64) (data int64, err error) {
+	var pre [12]byte
+	if _, err := io.ReadFull(r, pre[:10]); err != nil {
+		return 0, fmt.Errorf("not a .npy file: only %d bytes, shorter than the 10-byte preamble", size)
+	}
+	if string(pre[:6]) != magic[:6] {
+		return 0, fmt.Errorf("not a .npy file: it does not start with %q", magic[:6])
+	}
+	var n, hlen int64
+	switch pre[6] {
+	case 1:
+		n, hlen = 10, int64(binary.LittleEndian.Uint16(pre[8:]))
+	case 2:
+		if _, err := io.ReadFull(r, pre[10:12]); err != nil {
+			return 0, fmt.Errorf("truncated: %d bytes, shorter than the 12-byte preamble of version 2", size)
+		}
+		n, hlen = 12, int64(binary.LittleEndian.Uint32(pre[8:]))
+	default:
+		return 0, fmt.Errorf("format version %d.%d is not supported (want 1.0 or 2.0)", pre[6], pre[7])
+	}
+	if hlen > size-n {
+		return 0, fmt.Errorf("truncated: the header claims %d bytes but the file has %d after the preamble", hlen, size-n)
+	}
+	h := make([]byte, hlen)
+	if _, err := io.ReadFull(r, h); err != nil {
+		return 0, fmt.Errorf("reading the header: %w", err)
+	}
+	nl := bytes.LastIndexByte(h, '\n')
+	if nl < 0 {
+		return 0, fmt.Errorf("the header %s has no newline, which ends every .npy header", excerpt(string(h)))
+	}
+	dict := string(h[:nl])
+	// npyio takes each value to end two bytes (", ") before the next key,
+	// and the shape two bytes before the first '}'.
+	d := strings.Index(dict, "'descr': ")
+	o := strings.Index(dict, "'fortran_order': ")
+	s := strings.Index(dict, "'shape': ")
+	e := strings.Index(dict, "}")
+	if d < 0 || o < 0 || s < 0 || e < 0 ||
+		d+len("'descr': ") > o-2 || o+len("'fortran_order': ") > s-2 || s+len("'shape': ") > e-2 {
+		return 0, fmt.Errorf("the header %s is not a dictionary {'descr': ..., 'fortran_order': ..., 'shape': (...), }", excerpt(dict))
+	}
+	if t := dict[s+len("'shape': ") : e-2]; len(t) < 2 || t[0] != '(' || t[len(t)-1] != ')' {
+		return 0, fmt.Errorf("the shape %s in the header is not a tuple", excerpt(t))
+	}
+	return size - n - hlen, nil
+}
+
+// checkData checks that data bytes hold the values of the given size that
+// shape declares, without overflowing on a shape that claims 2^60 of them.
+func checkData(shape []int, size int, data int64) error {
+	room := data / int64(size) // values the data bytes can hold
+	n := int64(1)
+	for _, d := range shape {
+		if d < 0 {
+			return fmt.Errorf("negative dimension in shape %v", shape)
+		}
+		if d > 0 && n > room/int64(d) {
+			n = room + 1
+			break
+		}
+		n *= int64(d)
+	}
+	if n > room {
+		return fmt.Errorf("truncated: the shape %v of %d-byte values needs more than the %d bytes that follow the header", shape, size, data)
+	}
+	return nil
+}
+
+// excerpt quotes a header for an error message, shortened if it is long.
+func excerpt(h string) string {
+	h = strings.TrimRight(h, " ")
+	if len(h) > 200 {
+		return fmt.Sprintf("%q...", h[:200])
+	}
+	return fmt.Sprintf("%q", h)
+}
+
 // Read reads a .npy file of float32, float64 or integer values and returns
-// it as float64 with its shape. Fortran-ordered arrays are refused.
+// it as float64 with its shape. Fortran-ordered arrays are refused, and so
+// is a file whose header is malformed or declares more data than the file
+// holds (bytes after the data are ignored, as numpy.load ignores them).
+// Every error names the file.
 func Read(path string) (*tensor.Dense[float64], error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	r, err := npyio.NewReader(f)
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	data, err := checkHeader(f, st.Size())
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return nil, err
+	}
+	r, err := npyio.NewReader(bufio.NewReader(f))
 	if err != nil {
 		return nil, fmt.Errorf("%s: not a .npy file: %w", path, err)
 	}
@@ -173,8 +281,22 @@ func Read(path string) (*tensor.Dense[float64], error) {
 		return nil, fmt.Errorf("%s: Fortran-ordered arrays are not supported; save with numpy.ascontiguousarray", path)
 	}
 	shape := append([]int(nil), r.Header.Descr.Shape...)
+	// npyio parses only quoted dtypes, as numpy writes them ('<f8').
+	typ := r.Header.Descr.Type
+	d := strings.Trim(typ, `'"`)
+	if typ != "'"+d+"'" {
+		return nil, fmt.Errorf("%s: dtype %s is not a quoted string like '<f8'", path, typ)
+	}
+	size, ok := itemSize[d]
+	if !ok {
+		return nil, fmt.Errorf("%s: dtype %q is not supported (want float32, float64 or int64)", path, d)
+	}
+	// npyio allocates the values the shape declares before reading them.
+	if err := checkData(shape, size, data); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
 	out := &tensor.Dense[float64]{Shape: shape}
-	switch d := strings.Trim(r.Header.Descr.Type, `'"`); d {
+	switch d {
 	case "<f8", "f8", "float64":
 		if err := r.Read(&out.Data); err != nil {
 			return nil, fmt.Errorf("%s: %w", path, err)
@@ -197,8 +319,6 @@ func Read(path string) (*tensor.Dense[float64], error) {
 		for i, x := range v {
 			out.Data[i] = float64(x)
 		}
-	default:
-		return nil, fmt.Errorf("%s: dtype %q is not supported (want float32, float64 or int64)", path, d)
 	}
 	if err := checkShape(shape, len(out.Data)); err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
@@ -216,6 +336,9 @@ func ReadInts(path string) ([]int, []int, error) {
 	for i, v := range a.Data {
 		if v != math.Trunc(v) {
 			return nil, nil, fmt.Errorf("%s: value %g at %d is not an integer", path, v, i)
+		}
+		if v < math.MinInt64 || v >= math.MaxInt64 {
+			return nil, nil, fmt.Errorf("%s: value %g at %d does not fit in an int", path, v, i)
 		}
 		out[i] = int(v)
 	}

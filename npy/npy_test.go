@@ -1,9 +1,11 @@
 package npy
 
 import (
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/explaind/explaind/tensor"
@@ -105,5 +107,80 @@ func TestNumpy(t *testing.T) {
 	}
 	if got := string(out); got != "(2, 3) float32 5.5\n" {
 		t.Fatalf("numpy read %q", got)
+	}
+}
+
+// npyFile builds a version-1.0 .npy file from a header dictionary and data.
+func npyFile(dict string, data []byte) []byte {
+	h := dict + "\n"
+	b := append([]byte(magic), byte(len(h)), byte(len(h)>>8))
+	return append(append(b, h...), data...)
+}
+
+// TestReadDamaged checks that damaged files are errors naming the file and
+// the problem, not panics or allocations of what the header claims.
+func TestReadDamaged(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.npy")
+	if err := WriteFile(good, []int{2, 3}, []float64{1, 2, 3, 4, 5, 6}); err != nil {
+		t.Fatal(err)
+	}
+	valid, err := os.ReadFile(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	noNewline := append([]byte(nil), valid...)
+	noNewline[len(valid)-48-1] = ' ' // the header's final newline, before 6 float64s
+	eight := make([]byte, 16)
+	for _, c := range []struct {
+		name string
+		data []byte
+		want string
+	}{
+		{"short", valid[:7], "not a .npy file"},
+		{"magic", append([]byte("PK\x03\x04"), valid[4:]...), "not a .npy file"},
+		{"version", append(append([]byte(magic[:6]), 3, 0), valid[8:]...), "format version 3.0"},
+		{"header-cut", valid[:40], "the header claims"},
+		{"data-cut", valid[:len(valid)-3], "truncated"},
+		{"no-newline", noNewline, "has no newline"},
+		{"reordered", npyFile("{'shape': (2,), 'fortran_order': False, 'descr': '<f8', }", eight), "not a dictionary"},
+		{"no-brace", npyFile("{'descr': '<f8', 'fortran_order': False, 'shape': (2,), ", eight), "not a dictionary"},
+		{"shape-list", npyFile("{'descr': '<f8', 'fortran_order': False, 'shape': [2], }", eight), "not a tuple"},
+		{"shape-2^60", npyFile("{'descr': '<f8', 'fortran_order': False, 'shape': (1152921504606846976,), }", eight), "needs more than the 16 bytes"},
+		{"shape-overflow", npyFile("{'descr': '<f4', 'fortran_order': False, 'shape': (4294967296, 4294967296, 4), }", eight), "needs more than the 16 bytes"},
+		{"shape-negative", npyFile("{'descr': '<f8', 'fortran_order': False, 'shape': (-1, -2), }", eight), "negative dimension"},
+		{"dtype-unquoted", npyFile("{'descr': <f8, 'fortran_order': False, 'shape': (2,), }", eight), "not a quoted string"},
+		{"dtype-i4", npyFile("{'descr': '<i4', 'fortran_order': False, 'shape': (4,), }", eight), `dtype "<i4" is not supported`},
+		{"fortran", npyFile("{'descr': '<f8', 'fortran_order': True, 'shape': (2, 1), }", eight), "Fortran-ordered"},
+	} {
+		path := filepath.Join(dir, c.name+".npy")
+		if err := os.WriteFile(path, c.data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_, err := Read(path)
+		if err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: got %v, want an error naming the file and saying %q", c.name, err, c.want)
+		}
+	}
+	// Bytes after the data are ignored, as numpy.load ignores them.
+	path := filepath.Join(dir, "trailing.npy")
+	if err := os.WriteFile(path, append(valid, 1, 2, 3), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if a, err := Read(path); err != nil || a.Data[5] != 6 {
+		t.Errorf("trailing bytes: got %v, %v", a, err)
+	}
+}
+
+func TestReadIntsRange(t *testing.T) {
+	dir := t.TempDir()
+	for name, v := range map[string]float64{"fraction": 1.5, "huge": 1e300, "inf": math.Inf(1), "nan": math.NaN()} {
+		path := filepath.Join(dir, name+".npy")
+		if err := WriteFile(path, []int{2}, []float64{1, v}); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := ReadInts(path); err == nil || !strings.Contains(err.Error(), path) {
+			t.Errorf("%s: got %v, want an error naming the file", name, err)
+		}
 	}
 }

@@ -60,6 +60,16 @@ func Parse(name string, buf []byte) (*File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("weights: %s: %v", name, err)
 	}
+	// The header's dimensions are uint64s; the byte count bounds their
+	// product, but not a dimension of a tensor with another dimension 0.
+	for _, n := range st.Names() {
+		tv, _ := st.Tensor(n)
+		for _, d := range tv.Shape() {
+			if d > math.MaxInt {
+				return nil, fmt.Errorf("weights: %s: tensor %q has shape %v, with a dimension beyond %d", name, n, tv.Shape(), math.MaxInt)
+			}
+		}
+	}
 	return &File{path: name, st: st, meta: md.Metadata()}, nil
 }
 

@@ -1,6 +1,7 @@
 package weights_test
 
 import (
+	"encoding/binary"
 	"os"
 	"path/filepath"
 	"strings"
@@ -141,5 +142,19 @@ func TestBadFiles(t *testing.T) {
 	ids, shape, err := golden.Ints("input")
 	if err != nil || len(ids) != 32 || shape[1] != 4 || ids[1] != 113 || ids[3] != 114 {
 		t.Errorf("Ints(input) = %v %v %v", ids, shape, err)
+	}
+}
+
+// TestHugeDimension checks that a dimension beyond the int range is an
+// error: the byte count bounds the shape's product, but not a dimension
+// of a tensor with another dimension 0, and tensor.New panics on the
+// negative int such a dimension becomes.
+func TestHugeDimension(t *testing.T) {
+	header := `{"z":{"dtype":"F32","shape":[0,9223372036854775808],"data_offsets":[0,0]}}`
+	buf := binary.LittleEndian.AppendUint64(nil, uint64(len(header)))
+	buf = append(buf, header...)
+	_, err := weights.Parse("huge.safetensors", buf)
+	if err == nil || !strings.Contains(err.Error(), "huge.safetensors") || !strings.Contains(err.Error(), `"z"`) {
+		t.Fatalf("got %v, want an error naming the file and the tensor", err)
 	}
 }
