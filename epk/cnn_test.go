@@ -23,10 +23,6 @@ func metaInt(t testing.TB, f *weights.File, key string) int {
 	return v
 }
 
-func cnnRun(t testing.TB) (*run, *models.ResNet9[float64]) {
-	return cnnRunAt(t, oraclePath(t, "epk_cnn_tiny.safetensors"))
-}
-
 func cnnRunAt(t testing.TB, path string) (*run, *models.ResNet9[float64]) {
 	t.Helper()
 	f, err := weights.Open(path)
@@ -98,7 +94,11 @@ func TestCNNOracleFull(t *testing.T) {
 	if os.Getenv("EXPLAIND_EPK_FULL") == "" {
 		t.Skip("takes minutes; set EXPLAIND_EPK_FULL=1 to run")
 	}
-	r, m := cnnRun(t)
+	eachOracle(t, cnnArch, checkCNNOracleFull)
+}
+
+func checkCNNOracleFull(t *testing.T, path string) {
+	r, m := cnnRunAt(t, path)
 	f := r.f
 	for s, u := range r.ups {
 		if u.MaxResid > 1e-15 {
@@ -187,7 +187,11 @@ func maxAbs(v []float64) float64 {
 // their data and regularization contributions are off from the oracle's
 // by about their completeness error.
 func TestCNNProbe(t *testing.T) {
-	r, m := cnnRun(t)
+	eachOracle(t, cnnArch, checkCNNProbe)
+}
+
+func checkCNNProbe(t *testing.T, path string) {
+	r, m := cnnRunAt(t, path)
 	names := []string{"midpoint 10", "midpoint 100", "Gauss–Legendre 8"}
 	rules := []epk.Quadrature{{Rule: epk.Midpoint, Points: 10}, {Rule: epk.Midpoint, Points: 100}, {Rule: epk.GaussLegendre, Points: 8}}
 	rows, results := probe(t, r, epk.LayerPath[float64](m), rules)

@@ -32,42 +32,72 @@ func oracleDir() string {
 	return filepath.Join("..", "testdata", "golden-epk")
 }
 
-// TestGoldenEPK checks every EPK oracle fixture in oracleDir, by the
-// architecture its metadata names, and fails if there is none.
-func TestGoldenEPK(t *testing.T) {
+// cnnArch is the architecture name of models.ResNet9 in the fixtures'
+// metadata.
+const cnnArch = "resnet9_nobn"
+
+// oracleFixtures returns every EPK oracle fixture (*.safetensors) in
+// oracleDir whose metadata names arch, or every fixture for arch "", and
+// fails the test when there is none: a test of the fixtures must hold for
+// each of them.
+func oracleFixtures(t testing.TB, arch string) []string {
+	t.Helper()
 	files, err := filepath.Glob(filepath.Join(oracleDir(), "*.safetensors"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(files) == 0 {
-		t.Fatalf("no *.safetensors EPK oracle fixture in %s", oracleDir())
-	}
+	var out []string
 	for _, path := range files {
-		t.Run(filepath.Base(path), func(t *testing.T) {
-			t.Logf("checking EPK oracle fixture %s", path)
+		if arch != "" {
 			f, err := weights.Open(path)
 			if err != nil {
 				t.Fatal(err)
 			}
-			switch arch := f.Metadata()["arch"]; arch {
-			case models.ModuloArch:
-				checkModuloOracle(t, path)
-			case "resnet9_nobn":
-				checkCNNOracleSubset(t, path)
-			default:
-				t.Fatalf("unknown arch %q in the fixture's metadata", arch)
+			if f.Metadata()["arch"] != arch {
+				continue
 			}
+		}
+		out = append(out, path)
+	}
+	if len(out) == 0 {
+		what := "EPK oracle fixture"
+		if arch != "" {
+			what += " of arch " + arch
+		}
+		t.Fatalf("no *.safetensors %s in %s", what, oracleDir())
+	}
+	return out
+}
+
+// eachOracle runs fn as a subtest, named by the file, on every EPK
+// oracle fixture of arch (see oracleFixtures), logging its path.
+func eachOracle(t *testing.T, arch string, fn func(t *testing.T, path string)) {
+	t.Helper()
+	for _, path := range oracleFixtures(t, arch) {
+		t.Run(filepath.Base(path), func(t *testing.T) {
+			t.Logf("checking EPK oracle fixture %s", path)
+			fn(t, path)
 		})
 	}
 }
 
-func oraclePath(t testing.TB, name string) string {
-	t.Helper()
-	path := filepath.Join(oracleDir(), name)
-	if _, err := os.Stat(path); err != nil {
-		t.Fatalf("EPK oracle fixture missing: %v", err)
-	}
-	return path
+// TestGoldenEPK checks every EPK oracle fixture in oracleDir, by the
+// architecture its metadata names, and fails if there is none.
+func TestGoldenEPK(t *testing.T) {
+	eachOracle(t, "", func(t *testing.T, path string) {
+		f, err := weights.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch arch := f.Metadata()["arch"]; arch {
+		case models.ModuloArch:
+			checkModuloOracle(t, path)
+		case cnnArch:
+			checkCNNOracleSubset(t, path)
+		default:
+			t.Fatalf("unknown arch %q in the fixture's metadata", arch)
+		}
+	})
 }
 
 func metaFloats(t testing.TB, f *weights.File, key string) []float64 {
@@ -206,10 +236,6 @@ func snapshot(ps []*nn.Param[float64]) []*nn.Param[float64] {
 		out[i] = &nn.Param[float64]{Name: p.Name, Value: p.Value.Clone()}
 	}
 	return out
-}
-
-func moduloRun(t testing.TB) (*run, *models.Modulo[float64]) {
-	return moduloRunAt(t, oraclePath(t, "epk_modulo_tiny.safetensors"))
 }
 
 func moduloRunAt(t testing.TB, path string) (*run, *models.Modulo[float64]) {

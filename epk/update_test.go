@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/explaind/explaind/epk"
+	"github.com/explaind/explaind/models"
 	"github.com/explaind/explaind/nn"
 	"github.com/explaind/explaind/optim"
 	"github.com/explaind/explaind/tensor"
@@ -61,12 +62,12 @@ func checkKernel(t *testing.T, r *run, lambda float64, regViaBuffer bool) {
 }
 
 func TestKernelCoefficients(t *testing.T) {
-	t.Run("AdamW", func(t *testing.T) {
-		r, _ := moduloRun(t)
+	eachOracle(t, models.ModuloArch, func(t *testing.T, path string) {
+		r, _ := moduloRunAt(t, path)
 		checkKernel(t, r, metaFloats(t, r.f, "weight_decay")[0], false)
 	})
-	t.Run("SGD", func(t *testing.T) {
-		r, _ := cnnRun(t)
+	eachOracle(t, cnnArch, func(t *testing.T, path string) {
+		r, _ := cnnRunAt(t, path)
 		checkKernel(t, r, metaFloats(t, r.f, "weight_decay")[0], true)
 	})
 }
