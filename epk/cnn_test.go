@@ -54,11 +54,22 @@ func cnnRunAt(t testing.TB, path string) (*run, *models.ResNet9[float64]) {
 // float64 oracle of 6 mini-batch steps of the tiny ResNet-9 where it is
 // cheap to integrate exactly: the last step (whose regularization part has
 // come through the momentum buffer from every earlier step) for two test
-// samples, with the Adaptive rule through LayerPath.
+// samples, with the Adaptive rule (at its default tolerance) through
+// LayerPath.
+//
+// Adaptive bisects until each interval's integral along Δθ matches
+// f(end) − f(start); it locates no switch. An interval holding a switch
+// whose crossing is shallow along Δθ passes while the integrands of the
+// data and regularization parts still jump there, so their split is only
+// as good as the intervals are short: up to 7.5e-10 relative at Tol 1e-12,
+// 6e-11 at 1e-13, 8e-12 at 1e-14 on these fixtures, and per-tensor parts
+// (of scale down to 1e-7) far worse. Hence 1e-9 here, not the modulo
+// oracle's 1e-11, which needs the CNN's switches (ReLU inputs and max-pool
+// winners) located as the modulo model's are.
 func checkCNNOracleSubset(t *testing.T, path string) {
 	r, m := cnnRunAt(t, path)
 	model := epk.LayerPath[float64](m)
-	ev, err := epk.NewEvaluator(model, epk.Options{Quadrature: epk.Quadrature{Rule: epk.Adaptive, Points: 4, Tol: 1e-12}})
+	ev, err := epk.NewEvaluator(model, epk.Options{Quadrature: epk.Quadrature{Rule: epk.Adaptive, Points: 4}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,7 +182,7 @@ func checkCNNOracleFull(t *testing.T, path string) {
 		w = math.Max(w, check(t, "param_scores/"+name, scores.Delta[j].Data, want.Data, 1e-7))
 	}
 	t.Logf("param_scores agree to %.2g (relative, per tensor)", w)
-	checkDataKernel(t, r, phis)
+	checkDataKernel(t, r, phis, 1e-8)
 }
 
 func maxAbs(v []float64) float64 {
