@@ -112,7 +112,7 @@ func checkCNNOracleFull(t *testing.T, path string) {
 	r, m := cnnRunAt(t, path)
 	f := r.f
 	for s, u := range r.ups {
-		if u.MaxResid > 1e-15 {
+		if !(u.MaxResid <= 1e-15) {
 			t.Errorf("step %d: update-reconstruction residual %.3g, want ≤ 1e-15 in float64", s, u.MaxResid)
 		}
 	}
@@ -219,10 +219,10 @@ func checkCNNProbe(t *testing.T, path string) {
 			// The parts' integrands jump where Δθ's does; their errors are
 			// of the completeness error's size (the regularization part's
 			// scaled by its share of the step).
-			if bound := 4*res.MaxCompleteness + 1e-12; dd > bound {
+			if bound := 4*res.MaxCompleteness + 1e-12; !(dd <= bound) {
 				t.Errorf("%s, step %d: data contributions off from the oracle by %.3g, more than 4× the completeness error %.3g", names[i], s, dd, res.MaxCompleteness)
 			}
-			if dr > 0.1*rs+1e-12 {
+			if !(dr <= 0.1*rs+1e-12) {
 				t.Errorf("%s, step %d: regularization contributions off from the oracle by %.3g (scale %.3g)", names[i], s, dr, rs)
 			}
 		}

@@ -224,7 +224,7 @@ func replay(t testing.TB, f *weights.File, model nn.Layer[float64], opt optim.Op
 		r.grads = append(r.grads, g)
 	}
 	t.Logf("replayed %d steps: parameters match params/step1..%d to %.2g (max abs)", len(r.ups), len(r.ups), worst)
-	if worst > 1e-12 {
+	if !(worst <= 1e-12) {
 		t.Errorf("replayed parameters differ from the oracle's by %.3g (max abs), want ≤ 1e-12", worst)
 	}
 	return r

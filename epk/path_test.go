@@ -47,7 +47,7 @@ func TestLayerPathMatchesNative(t *testing.T) {
 		for j := range out[0].Features.Phi {
 			worst = math.Max(worst, tensor.RelErr(out[1].Features.Phi[j].Data, out[0].Features.Phi[j].Data))
 		}
-		if worst > 1e-12 {
+		if !(worst <= 1e-12) {
 			t.Errorf("%s: LayerPath and the native path methods differ by %.3g (relative)", q.Rule, worst)
 		}
 		t.Logf("%s: LayerPath matches the native path methods to %.2g (%d intervals per sample)", q.Rule, worst, out[0].Plan.Intervals[0])
@@ -129,7 +129,7 @@ func checkModuloFloat32(t *testing.T, path string) {
 		}
 		// Against the float64 oracle: float32 training drifts a little.
 		e := tensor.RelErr(res.Change.Data, slab(stepChange, s))
-		if e > 1e-4 {
+		if !(e <= 1e-4) {
 			t.Errorf("step %d: float32 step change off from the oracle by %.3g (relative)", s, e)
 		}
 		t.Logf("step %d (float32): residual %.2g (%.2g of max |Δθ|), completeness %.2g of max change %.3g, pieces %v, step change vs float64 oracle %.2g",

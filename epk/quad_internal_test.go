@@ -16,7 +16,7 @@ func TestGaussLegendreRule(t *testing.T) {
 			for i := range x {
 				got += w[i] * math.Pow(x[i], float64(deg))
 			}
-			if want := 1 / float64(deg+1); math.Abs(got-want) > 1e-14 {
+			if want := 1 / float64(deg+1); !(math.Abs(got-want) <= 1e-14) {
 				t.Errorf("n = %d: ∫ t^%d = %.17g, want %.17g", n, deg, got, want)
 			}
 		}
@@ -241,14 +241,14 @@ func TestExactFindsEverySwitch(t *testing.T) {
 		for i := range br {
 			worst = math.Max(worst, math.Abs(br[i]-want[i]))
 		}
-		if worst > 1e-12 {
+		if !(worst <= 1e-12) {
 			t.Errorf("grid %d: switch points %v off by %.3g from %v", grid, br, worst, want)
 		}
-		if res.MaxCompleteness > 1e-12 { // Tol (1e-13) per interval
+		if !(res.MaxCompleteness <= 1e-12) { // Tol (1e-13) per interval
 			t.Errorf("grid %d: completeness %.3g", grid, res.MaxCompleteness)
 		}
 		// φ·Δθ = ∫ f'(t) dt = f(1) − f(0) for the identity cotangent.
-		if d := math.Abs(res.Features.Phi[0].Data[0] - res.Change.Data[0]); d > 1e-12 {
+		if d := math.Abs(res.Features.Phi[0].Data[0] - res.Change.Data[0]); !(d <= 1e-12) {
 			t.Errorf("grid %d: feature · Δθ differs from the change by %.3g", grid, d)
 		}
 		t.Logf("grid %d: %d switch points located to %.1g, %d intervals after the piece check, completeness %.2g, %d derivative + %d forward rows for 2 samples",
@@ -269,7 +269,7 @@ func TestProbeAt(t *testing.T) {
 	f := func(x float64) float64 { return (x-0.5)*(x-0.5) - 1e-6 }
 	d := func(x float64) float64 { return 2 * (x - 0.5) }
 	tp, ok := probeAt(seg{t0: 0.4, t1: 0.6, f0: f(0.4), f1: f(0.6), d0: d(0.4), d1: d(0.6)})
-	if !ok || math.Abs(tp-0.5) > 1e-12 {
+	if !ok || !(math.Abs(tp-0.5) <= 1e-12) {
 		t.Errorf("dip: probe at %v (%v), want 0.5", tp, ok)
 	}
 	// A monotone piece needs no probe.
