@@ -300,19 +300,20 @@ func oracleResidual(s int, stepChange, stepData, stepReg *tensor.Dense[float64])
 // First with the oracle's own rule (6-point Gauss–Legendre on every
 // smooth piece between the located switches, no piece check): the same
 // sums on the same pieces, so the step change, data, regularization and
-// per-tensor contributions must agree to 1e-11 relative, which a switch
-// located 1e-11 off would break where its jump is of order one; so must
-// the piece counts, the per-parameter scores and (through a reverse sweep
-// written here with the splitter's kernel coefficients) the data kernel.
+// per-tensor contributions must agree to 1e-11 relative (they do to about
+// 2e-14; moving every located switch by 1e-10 fails every fixture, by
+// 1e-11 one of the three); so must the piece counts, the per-parameter
+// scores and (through a reverse sweep written here with the splitter's
+// kernel coefficients) the data kernel.
 //
 // Then with the piece check (pieces whose Gauss–Legendre estimate misses
-// f(end) − f(start) are split), which makes our sums exact where one
-// long piece was too long for 6 nodes: its completeness must be within
-// 1e-11, its data and regularization contributions agree with
-// the oracle's to 1e-11 relative plus the oracle's own identity residual
-// at that step (the oracle has no piece check: in seed 21's first step its
-// data + reg misses its step_change by 1.3e-11), and the end-to-end
-// identity f0 + Σ(data + reg + resid) = fN must hold to 1e-11.
+// f(end) − f(start) are split), which makes our sums exact where a piece
+// was too long for 6 nodes: its completeness must be within 1e-11, its
+// data and regularization contributions agree with the oracle's to 1e-11
+// relative plus the oracle's own identity residual at that step (the
+// oracle has no piece check: in seed 21's first step its data + reg
+// misses its step_change by 1.3e-11), and the end-to-end identity
+// f0 + Σ(data + reg + resid) = fN must hold to 1e-11.
 func checkModuloOracle(t *testing.T, path string) {
 	r, m := moduloRunAt(t, path)
 	f := r.f
