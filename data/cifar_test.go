@@ -68,7 +68,7 @@ func TestLoadCIFAR2(t *testing.T) {
 				c := k / 1024
 				x := float64(cifarPixel(w.f, w.r, k))
 				v := (x/255 - CIFARMean[c]) / CIFARStd[c]
-				if got := d.Inputs.Data[j*3072+k]; math.Abs(got-v) > 1e-12 {
+				if got := d.Inputs.Data[j*3072+k]; !(math.Abs(got-v) <= 1e-12) {
 					t.Fatalf("sample %d byte %d = %v, want %v", j, k, got, v)
 				}
 			}
@@ -83,7 +83,7 @@ func TestLoadCIFAR2(t *testing.T) {
 	}
 	// Pixel 0 of test record 2 (a cat, now sample 1), red channel.
 	x := float64(cifarPixel(5, 2, 0))
-	if got, want := float64(test.Inputs.Data[3072]), (x/255-0.4914)/0.2023; math.Abs(got-want) > 1e-6 {
+	if got, want := float64(test.Inputs.Data[3072]), (x/255-0.4914)/0.2023; !(math.Abs(got-want) <= 1e-6) {
 		t.Fatalf("float32 value %v, want %v", got, want)
 	}
 }
@@ -96,11 +96,11 @@ func TestCIFARNormalizationEnds(t *testing.T) {
 	}
 	want := []float64{-0.4914 / 0.2023, -0.4822 / 0.1994, -0.4465 / 0.2010, 0.5086 / 0.2023, 0.5178 / 0.1994, 0.5535 / 0.2010}
 	for i, w := range want {
-		if math.Abs(d.Inputs.Data[i]-w) > 1e-12 {
+		if !(math.Abs(d.Inputs.Data[i]-w) <= 1e-12) {
 			t.Fatalf("value %d = %v, want %v", i, d.Inputs.Data[i], w)
 		}
 	}
-	if math.Abs(d.Inputs.Data[0]+2.4290657) > 1e-6 || math.Abs(d.Inputs.Data[5]-2.7537313) > 1e-6 {
+	if !(math.Abs(d.Inputs.Data[0]+2.4290657) <= 1e-6) || !(math.Abs(d.Inputs.Data[5]-2.7537313) <= 1e-6) {
 		t.Fatalf("end values %v", d.Inputs.Data)
 	}
 }

@@ -70,7 +70,7 @@ func TestTinyFashion(t *testing.T) {
 		for k := range 6 {
 			x := float64((18 + k) * 11)
 			want := (x/255 - 0.2860) / 0.3530
-			if got := d.Inputs.Data[12+k]; math.Abs(got-want) > 1e-12 {
+			if got := d.Inputs.Data[12+k]; !(math.Abs(got-want) <= 1e-12) {
 				t.Fatalf("gz=%v: value %d = %v, want %v", zip, k, got, want)
 			}
 		}
@@ -181,7 +181,7 @@ func TestSystemFashionMNIST(t *testing.T) {
 	n := float64(len(raw.Pixels))
 	mean := s / n
 	std := math.Sqrt(s2/n - mean*mean)
-	if math.Abs(mean-FashionMean) > 5e-5 || math.Abs(std-FashionStd) > 5e-5 {
+	if !(math.Abs(mean-FashionMean) <= 5e-5) || !(math.Abs(std-FashionStd) <= 5e-5) {
 		t.Errorf("training pixel mean %.5f std %.5f, constants %.4f %.4f", mean, std, FashionMean, FashionStd)
 	}
 	t.Logf("training pixel mean %.5f std %.5f", mean, std)
@@ -224,7 +224,7 @@ func checkFashion2[T float32 | float64](t *testing.T, d Dataset[T], n int) {
 		hi = max(hi, float64(v))
 	}
 	wantLo, wantHi := -0.2860/0.3530, (1-0.2860)/0.3530
-	if math.Abs(lo-wantLo) > 1e-6 || math.Abs(hi-wantHi) > 1e-6 {
+	if !(math.Abs(lo-wantLo) <= 1e-6) || !(math.Abs(hi-wantHi) <= 1e-6) {
 		t.Fatalf("value range [%v, %v], want [%v, %v]", lo, hi, wantLo, wantHi)
 	}
 }

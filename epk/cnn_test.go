@@ -23,10 +23,6 @@ func metaInt(t testing.TB, f *weights.File, key string) int {
 	return v
 }
 
-func cnnRun(t testing.TB) (*run, *models.ResNet9[float64]) {
-	return cnnRunAt(t, oraclePath(t, "epk_cnn_tiny.safetensors"))
-}
-
 func cnnRunAt(t testing.TB, path string) (*run, *models.ResNet9[float64]) {
 	t.Helper()
 	f, err := weights.Open(path)
@@ -58,11 +54,22 @@ func cnnRunAt(t testing.TB, path string) (*run, *models.ResNet9[float64]) {
 // float64 oracle of 6 mini-batch steps of the tiny ResNet-9 where it is
 // cheap to integrate exactly: the last step (whose regularization part has
 // come through the momentum buffer from every earlier step) for two test
-// samples, with the Adaptive rule through LayerPath.
+// samples, with the Adaptive rule (at its default tolerance) through
+// LayerPath.
+//
+// Adaptive bisects until each interval's integral along Δθ matches
+// f(end) − f(start); it locates no switch. An interval holding a switch
+// whose crossing is shallow along Δθ passes while the integrands of the
+// data and regularization parts still jump there, so their split is only
+// as good as the intervals are short: up to 7.5e-10 relative at Tol 1e-12,
+// 6e-11 at 1e-13, 8e-12 at 1e-14 on these fixtures, and per-tensor parts
+// (of scale down to 1e-7) far worse. Hence 1e-9 here, not the modulo
+// oracle's 1e-11, which needs the CNN's switches (ReLU inputs and max-pool
+// winners) located as the modulo model's are.
 func checkCNNOracleSubset(t *testing.T, path string) {
 	r, m := cnnRunAt(t, path)
 	model := epk.LayerPath[float64](m)
-	ev, err := epk.NewEvaluator(model, epk.Options{Quadrature: epk.Quadrature{Rule: epk.Adaptive, Points: 4, Tol: 1e-12}})
+	ev, err := epk.NewEvaluator(model, epk.Options{Quadrature: epk.Quadrature{Rule: epk.Adaptive, Points: 4}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,10 +105,14 @@ func TestCNNOracleFull(t *testing.T) {
 	if os.Getenv("EXPLAIND_EPK_FULL") == "" {
 		t.Skip("takes minutes; set EXPLAIND_EPK_FULL=1 to run")
 	}
-	r, m := cnnRun(t)
+	eachOracle(t, cnnArch, checkCNNOracleFull)
+}
+
+func checkCNNOracleFull(t *testing.T, path string) {
+	r, m := cnnRunAt(t, path)
 	f := r.f
 	for s, u := range r.ups {
-		if u.MaxResid > 1e-15 {
+		if !(u.MaxResid <= 1e-15) {
 			t.Errorf("step %d: update-reconstruction residual %.3g, want ≤ 1e-15 in float64", s, u.MaxResid)
 		}
 	}
@@ -171,7 +182,7 @@ func TestCNNOracleFull(t *testing.T) {
 		w = math.Max(w, check(t, "param_scores/"+name, scores.Delta[j].Data, want.Data, 1e-7))
 	}
 	t.Logf("param_scores agree to %.2g (relative, per tensor)", w)
-	checkDataKernel(t, r, phis)
+	checkDataKernel(t, r, phis, 1e-8)
 }
 
 func maxAbs(v []float64) float64 {
@@ -187,7 +198,11 @@ func maxAbs(v []float64) float64 {
 // their data and regularization contributions are off from the oracle's
 // by about their completeness error.
 func TestCNNProbe(t *testing.T) {
-	r, m := cnnRun(t)
+	eachOracle(t, cnnArch, checkCNNProbe)
+}
+
+func checkCNNProbe(t *testing.T, path string) {
+	r, m := cnnRunAt(t, path)
 	names := []string{"midpoint 10", "midpoint 100", "Gauss–Legendre 8"}
 	rules := []epk.Quadrature{{Rule: epk.Midpoint, Points: 10}, {Rule: epk.Midpoint, Points: 100}, {Rule: epk.GaussLegendre, Points: 8}}
 	rows, results := probe(t, r, epk.LayerPath[float64](m), rules)
@@ -204,10 +219,10 @@ func TestCNNProbe(t *testing.T) {
 			// The parts' integrands jump where Δθ's does; their errors are
 			// of the completeness error's size (the regularization part's
 			// scaled by its share of the step).
-			if bound := 4*res.MaxCompleteness + 1e-12; dd > bound {
+			if bound := 4*res.MaxCompleteness + 1e-12; !(dd <= bound) {
 				t.Errorf("%s, step %d: data contributions off from the oracle by %.3g, more than 4× the completeness error %.3g", names[i], s, dd, res.MaxCompleteness)
 			}
-			if dr > 0.1*rs+1e-12 {
+			if !(dr <= 0.1*rs+1e-12) {
 				t.Errorf("%s, step %d: regularization contributions off from the oracle by %.3g (scale %.3g)", names[i], s, dr, rs)
 			}
 		}

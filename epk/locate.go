@@ -49,7 +49,9 @@ func newBrent(lo, hi, flo, fhi float64) brent {
 
 // propose returns the next point to evaluate, or the root (done) once
 // the bracket between b and c is narrower than about tol. The sign test
-// is the switch predicate f > 0, so f = 0 counts as negative.
+// is the switch predicate f > 0, so f = 0 counts as negative. The root
+// returned is the final secant point (see root), not an end of the
+// bracket.
 func (s *brent) propose(tol float64) (t float64, done bool) {
 	if (s.fb > 0) == (s.fc > 0) {
 		s.c, s.fc = s.a, s.fa
@@ -63,7 +65,7 @@ func (s *brent) propose(tol float64) (t float64, done bool) {
 	tol1 := 2*0x1p-52*math.Abs(s.b) + 0.5*tol
 	xm := 0.5 * (s.c - s.b)
 	if math.Abs(xm) <= tol1 || s.fb == 0 {
-		return s.b, true
+		return s.root(), true
 	}
 	if math.Abs(s.e) >= tol1 && math.Abs(s.fa) > math.Abs(s.fb) {
 		// Secant or inverse quadratic interpolation.
@@ -96,6 +98,31 @@ func (s *brent) propose(tol float64) (t float64, done bool) {
 		s.b += math.Copysign(tol1, xm)
 	}
 	return s.b, false
+}
+
+// root is the final refinement of a converged bracket, at no extra
+// evaluation: the zero of the secant through (b, f_b) and (c, f_c),
+//
+//	t = b − f_b (c − b) / (f_c − f_b),
+//
+// kept inside the bracket. Brent's b is only the end with the smaller
+// |f|, up to the bracket's width (about RootTol) from the root; the switch
+// values are smooth across the bracket, so the secant point is within
+// (c − b)² times a curvature term, or the rounding of f over the slope, of
+// it. Where a switch's crossing is shallow, the Jacobian's jump along Δθ is
+// small but its jumps along the data and regularization parts need not be,
+// so their split is what a loose location spoils. With f_b = 0 (or no
+// sign change left) b itself is returned.
+func (s *brent) root() float64 {
+	if s.fb == 0 || (s.fb > 0) == (s.fc > 0) || s.fc == s.fb {
+		return s.b
+	}
+	t := s.b - s.fb*(s.c-s.b)/(s.fc-s.fb)
+	lo, hi := math.Min(s.b, s.c), math.Max(s.b, s.c)
+	if !(t >= lo && t <= hi) {
+		return s.b
+	}
+	return t
 }
 
 // probeAt returns where to probe seg s when its cubic Hermite interpolant
@@ -234,7 +261,7 @@ func (e *Evaluator[T]) locateBlock(c *stepCtx[T], lo, hi int, st *Stats) ([][]fl
 	}
 	out := make([][]float64, hi-lo)
 	for _, br := range brackets {
-		out[br.b-lo] = append(out[br.b-lo], br.zr.b)
+		out[br.b-lo] = append(out[br.b-lo], br.zr.root())
 	}
 	tol := q.RootTol
 	for i, r := range out {

@@ -11,12 +11,15 @@ import (
 	"github.com/explaind/explaind/weights"
 )
 
-// TestLayerPathMatchesNative evaluates the modulo oracle's first step
-// with a fixed rule and with Adaptive through the model's own path
+// TestLayerPathMatchesNative evaluates the first step of a modulo oracle
+// fixture with a fixed rule and with Adaptive through the model's own path
 // methods and through LayerPath (parameter substitution): the
-// contributions and features must agree to rounding.
+// contributions and features must agree to rounding. It tests the
+// adapter, not the fixture, so one fixture (the first) is enough.
 func TestLayerPathMatchesNative(t *testing.T) {
-	r, m := moduloRun(t)
+	path := oracleFixtures(t, models.ModuloArch)[0]
+	t.Logf("stepping through EPK oracle fixture %s", path)
+	r, m := moduloRunAt(t, path)
 	u := r.ups[0]
 	// Two test samples: Adaptive's per-sample nodes make one LayerPath
 	// group per row.
@@ -44,7 +47,7 @@ func TestLayerPathMatchesNative(t *testing.T) {
 		for j := range out[0].Features.Phi {
 			worst = math.Max(worst, tensor.RelErr(out[1].Features.Phi[j].Data, out[0].Features.Phi[j].Data))
 		}
-		if worst > 1e-12 {
+		if !(worst <= 1e-12) {
 			t.Errorf("%s: LayerPath and the native path methods differ by %.3g (relative)", q.Rule, worst)
 		}
 		t.Logf("%s: LayerPath matches the native path methods to %.2g (%d intervals per sample)", q.Rule, worst, out[0].Plan.Intervals[0])
@@ -55,7 +58,11 @@ func TestLayerPathMatchesNative(t *testing.T) {
 // float32: the update split's residual is the float32 rounding of the
 // recorded update, and the completeness error sits at float32 rounding.
 func TestModuloFloat32(t *testing.T) {
-	f, err := weights.Open(oraclePath(t, "epk_modulo_tiny.safetensors"))
+	eachOracle(t, models.ModuloArch, checkModuloFloat32)
+}
+
+func checkModuloFloat32(t *testing.T, path string) {
+	f, err := weights.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,7 +129,7 @@ func TestModuloFloat32(t *testing.T) {
 		}
 		// Against the float64 oracle: float32 training drifts a little.
 		e := tensor.RelErr(res.Change.Data, slab(stepChange, s))
-		if e > 1e-4 {
+		if !(e <= 1e-4) {
 			t.Errorf("step %d: float32 step change off from the oracle by %.3g (relative)", s, e)
 		}
 		t.Logf("step %d (float32): residual %.2g (%.2g of max |Δθ|), completeness %.2g of max change %.3g, pieces %v, step change vs float64 oracle %.2g",

@@ -63,7 +63,9 @@ type Quadrature struct {
 	// switches of one unit inside one interval are found too.
 	Grid int
 	// RootTol is the width in t to which Exact brackets each switch
-	// (default 1e-13 in float64, 1e-7 in float32).
+	// (default 1e-13 in float64, 1e-7 in float32); a final secant step
+	// inside the bracket, at no extra evaluation, then places the switch
+	// to about the rounding of the switch value over its slope.
 	RootTol float64
 	// Tol is the completeness error |∫ J·Δθ − (f(end) − f(start))|, max over
 	// classes, that Adaptive and Exact's piece check accept per interval

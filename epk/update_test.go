@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/explaind/explaind/epk"
+	"github.com/explaind/explaind/models"
 	"github.com/explaind/explaind/nn"
 	"github.com/explaind/explaind/optim"
 	"github.com/explaind/explaind/tensor"
@@ -55,18 +56,18 @@ func checkKernel(t *testing.T, r *run, lambda float64, regViaBuffer bool) {
 		}
 	}
 	t.Logf("data parts rebuilt from the kernel coefficients to %.2g, regularization parts to %.2g (relative, per tensor)", worstD, worstR)
-	if worstD > 1e-12 || worstR > 1e-12 {
+	if !(worstD <= 1e-12) || !(worstR <= 1e-12) {
 		t.Errorf("kernel coefficients do not rebuild the parts: data %.3g, reg %.3g (relative), want ≤ 1e-12", worstD, worstR)
 	}
 }
 
 func TestKernelCoefficients(t *testing.T) {
-	t.Run("AdamW", func(t *testing.T) {
-		r, _ := moduloRun(t)
+	eachOracle(t, models.ModuloArch, func(t *testing.T, path string) {
+		r, _ := moduloRunAt(t, path)
 		checkKernel(t, r, metaFloats(t, r.f, "weight_decay")[0], false)
 	})
-	t.Run("SGD", func(t *testing.T) {
-		r, _ := cnnRun(t)
+	eachOracle(t, cnnArch, func(t *testing.T, path string) {
+		r, _ := cnnRunAt(t, path)
 		checkKernel(t, r, metaFloats(t, r.f, "weight_decay")[0], true)
 	})
 }
@@ -96,15 +97,15 @@ func TestSplitResidual(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if math.Abs(u.Resid[0].Data[1]-1e-6) > 1e-15 || math.Abs(u.Resid[0].Data[0]) > 1e-16 || math.Abs(u.MaxResid-1e-6) > 1e-15 {
+	if !(math.Abs(u.Resid[0].Data[1]-1e-6) <= 1e-15) || !(math.Abs(u.Resid[0].Data[0]) <= 1e-16) || !(math.Abs(u.MaxResid-1e-6) <= 1e-15) {
 		t.Errorf("residual %v (max %.3g), want 1e-6 in element 1 only", u.Resid[0].Data, u.MaxResid)
 	}
 	// First AdamW step: m = (1−β1) g, v = (1−β2) g², so Data = −lr·g/(|g|+ε') and Reg = −lr·λ·θ.
 	for i, gi := range g.Data {
-		if want := -0.01 * 0.5 * before[0].Value.Data[i]; math.Abs(u.Reg[0].Data[i]-want) > 1e-18 {
+		if want := -0.01 * 0.5 * before[0].Value.Data[i]; !(math.Abs(u.Reg[0].Data[i]-want) <= 1e-18) {
 			t.Errorf("reg[%d] = %v, want %v", i, u.Reg[0].Data[i], want)
 		}
-		if want := -0.01 * gi / (math.Abs(gi) + 1e-8); math.Abs(u.Data[0].Data[i]-want) > 1e-15 {
+		if want := -0.01 * gi / (math.Abs(gi) + 1e-8); !(math.Abs(u.Data[0].Data[i]-want) <= 1e-15) {
 			t.Errorf("data[%d] = %v, want %v", i, u.Data[0].Data[i], want)
 		}
 	}

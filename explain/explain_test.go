@@ -322,15 +322,6 @@ func flatten(r *explain.Result) []float64 {
 	return out
 }
 
-func relErr(got, want []float64) float64 {
-	var d, s float64
-	for i := range want {
-		d = math.Max(d, math.Abs(got[i]-want[i]))
-		s = math.Max(s, math.Abs(want[i]))
-	}
-	return d / math.Max(s, 1e-300)
-}
-
 var queries = []explain.Query{
 	{Name: "prediction", Keep: explain.Test | explain.Class},
 	{Name: "steps-true-class-data", Keep: explain.Step | explain.Test, Classes: explain.TrueClass, Part: explain.Data, Bucket: 2},
@@ -376,14 +367,14 @@ func TestQueriesMatchBruteForce(t *testing.T) {
 					t.Errorf("%s: %d values (shape %v, axes %v), brute force %d", r.Query.Name, len(got), r.Shape, r.Axes, len(want))
 					continue
 				}
-				e := relErr(got, want)
+				e := tensor.RelErr(got, want)
 				t.Logf("%-22s axes %-28v: relative error %.2g against brute force", r.Query.Name, r.Axes, e)
-				if e > 1e-9 {
+				if !(e <= 1e-9) {
 					t.Errorf("%s: relative error %.3g against brute force, want ≤ 1e-9", r.Query.Name, e)
 				}
 			}
 			t.Logf("kernel sums against the forward data contributions: %.2g (relative)", out.KernelResidual)
-			if out.KernelResidual > 1e-10 {
+			if !(out.KernelResidual <= 1e-10) {
 				t.Errorf("the sweep's kernel sums differ from the forward data contributions by %.3g (relative)", out.KernelResidual)
 			}
 			checkValidation(t, out, 1e-6)
@@ -402,8 +393,8 @@ func checkValidation(t *testing.T, out *explain.Output, tol float64) {
 		epkPred[i] = v.Start[i] + v.Data[i] + v.Reg[i] + v.Resid[i]
 		closed[i] = epkPred[i] - v.Quad[i]
 	}
-	e := relErr(epkPred, v.Model)
-	c := relErr(closed, v.Model)
+	e := tensor.RelErr(epkPred, v.Model)
+	c := tensor.RelErr(closed, v.Model)
 	t.Logf("EPK prediction against the model: relative error %.2g; with the quadrature residual removed %.2g; max step completeness %.2g; %.1f nodes per sample and step",
 		e, c, maxOf(v.StepMaxCompleteness), v.Nodes)
 	if !(e <= tol) {
@@ -507,11 +498,11 @@ func TestResume(t *testing.T) {
 			t.Fatal(err)
 		}
 		for i := range full.Results {
-			if e := relErr(flatten(res.Results[i]), flatten(full.Results[i])); e > 1e-12 {
+			if e := tensor.RelErr(flatten(res.Results[i]), flatten(full.Results[i])); !(e <= 1e-12) {
 				t.Errorf("%s: resumed result differs by %.3g", full.Results[i].Query.Name, e)
 			}
 		}
-		if e := relErr(res.Validation.Data, full.Validation.Data); e > 1e-12 {
+		if e := tensor.RelErr(res.Validation.Data, full.Validation.Data); !(e <= 1e-12) {
 			t.Errorf("resumed validation differs by %.3g", e)
 		}
 	}

@@ -137,7 +137,7 @@ func TestModuloInit(t *testing.T) {
 		sq += v * v
 	}
 	n := float64(m.Embedding.Weight.Value.Numel())
-	if mean, vr := sum/n, sq/n-sum*sum/n/n; mean > 0.05 || mean < -0.05 || vr < 0.9 || vr > 1.1 {
+	if mean, vr := sum/n, sq/n-sum*sum/n/n; !(mean <= 0.05) || mean < -0.05 || vr < 0.9 || !(vr <= 1.1) {
 		t.Errorf("embedding mean %.3g variance %.3g, want standard normal", mean, vr)
 	}
 	for _, c := range []struct {
@@ -151,7 +151,7 @@ func TestModuloInit(t *testing.T) {
 		for _, v := range c.p.Value.Data {
 			mx = max(mx, v, -v)
 		}
-		if mx > c.bound || mx < 0.9*c.bound {
+		if !(mx <= c.bound) || mx < 0.9*c.bound {
 			t.Errorf("%s: max |w| = %.4g, want just below %.4g", c.p.Name, mx, c.bound)
 		}
 	}
@@ -365,7 +365,7 @@ func TestModuloAttentionScale(t *testing.T) {
 	eHead := worst(outputs(1 / math.Sqrt(dh)))
 	eModel := worst(outputs(1 / math.Sqrt(float64(cfg.DModel))))
 	t.Logf("scale 1/sqrt(d_head): worst relative error %.3g; scale 1/sqrt(d_model): %.3g", eHead, eModel)
-	if eHead > 1e-10 {
+	if !(eHead <= 1e-10) {
 		t.Errorf("scale 1/sqrt(d_head): relative error %.3g exceeds 1e-10", eHead)
 	}
 	if eModel < 1e-3 {

@@ -264,7 +264,7 @@ func TestResNet9Structure(t *testing.T) {
 		for _, v := range p.Value.Data {
 			mx = max(mx, math.Abs(float64(v)))
 		}
-		if mx > bound || mx < 0.5*bound {
+		if !(mx <= bound) || mx < 0.5*bound {
 			t.Errorf("%s: max |w| = %g, want uniform in ±%g", p.Name, mx, bound)
 		}
 	}

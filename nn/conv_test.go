@@ -280,7 +280,7 @@ func TestConv2dInit(t *testing.T) {
 	for _, v := range l.Weight.Value.Data {
 		mx = math.Max(mx, math.Abs(float64(v)))
 	}
-	if mx > bound || mx < 0.9*bound {
+	if !(mx <= bound) || mx < 0.9*bound {
 		t.Errorf("max |w| = %g, want just below %g", mx, bound)
 	}
 	if l.Weight.Name != "c.weight" || !tensor.SameShape(l.Weight.Value.Shape, []int{6, 4, 3, 3}) {

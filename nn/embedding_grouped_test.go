@@ -78,7 +78,7 @@ func TestEmbeddingPathBackwardGrouped(t *testing.T) {
 				if norm == 0 {
 					t.Fatal("the per-row gradients are all zero; the test checks nothing")
 				}
-				if worst > tol*norm {
+				if !(worst <= tol*norm) {
 					t.Errorf("after %d calls the grouped gradients differ from %d × the per-group sums of the per-row gradients by %.3g (max |want| %.3g)", call, call, worst, norm)
 				}
 			}

@@ -43,7 +43,7 @@ func checkGroupedBackward(t *testing.T, run func(g *nn.Grads[float64], needDx bo
 		if norm == 0 {
 			t.Fatalf("%s: the per-row gradients are all zero; the test checks nothing", p.Name)
 		}
-		if worst > tol*norm {
+		if !(worst <= tol*norm) {
 			t.Errorf("%s: grouped gradients differ from the per-group sums of the per-row gradients by %.3g (max |want| %.3g)", p.Name, worst, norm)
 		}
 	}
@@ -57,7 +57,7 @@ func checkGroupedBackward(t *testing.T, run func(g *nn.Grads[float64], needDx bo
 	}
 	for _, p := range asked {
 		for i, v := range once.Of[p].Data {
-			if d := math.Abs(grouped.Of[p].Data[i] - 2*v); d > tol*math.Max(1, math.Abs(v)) {
+			if d := math.Abs(grouped.Of[p].Data[i] - 2*v); !(d <= tol*math.Max(1, math.Abs(v))) {
 				t.Fatalf("%s[%d]: two calls gave %v, want 2 × %v", p.Name, i, grouped.Of[p].Data[i], v)
 			}
 		}

@@ -149,13 +149,13 @@ func TestAdamWHand(t *testing.T) {
 		if err := opt.Step([]*nn.Param[float64]{p}, scalarGrads(p, 0.5), 0.1); err != nil {
 			t.Fatal(err)
 		}
-		if got := p.Value.Data[0]; math.Abs(got-want) > 1e-14 {
+		if got := p.Value.Data[0]; !(math.Abs(got-want) <= 1e-14) {
 			t.Errorf("step %d: θ = %.17g, want %.17g", s, got, want)
 		}
 		m, v, step, _ := opt.Moments(p)
 		wantM := 0.5 * (1 - math.Pow(0.9, float64(s)))
 		wantV := 0.25 * (1 - math.Pow(0.999, float64(s)))
-		if step != s || math.Abs(m.Data[0]-wantM) > 1e-16 || math.Abs(v.Data[0]-wantV) > 1e-16 {
+		if step != s || !(math.Abs(m.Data[0]-wantM) <= 1e-16) || !(math.Abs(v.Data[0]-wantV) <= 1e-16) {
 			t.Errorf("step %d: m = %v (want %v), v = %v (want %v), step %d", s, m.Data[0], wantM, v.Data[0], wantV, step)
 		}
 		want = want*0.99 - 0.1*0.5/(0.5+1e-8)

@@ -33,7 +33,7 @@ func TestPiecewiseLinear(t *testing.T) {
 		{99, 0.5}, // clamped after it
 	}
 	for _, c := range cases {
-		if got := s.LR(c.step); math.Abs(got-c.want) > 1e-15 {
+		if got := s.LR(c.step); !(math.Abs(got-c.want) <= 1e-15) {
 			t.Errorf("LR(%d) = %v, want %v", c.step, got, c.want)
 		}
 	}
@@ -100,7 +100,7 @@ func TestTriangle(t *testing.T) {
 		{600, 0},              // past the end
 	}
 	for _, c := range cases {
-		if got := s.LR(c.step); math.Abs(got-c.want) > 1e-15 {
+		if got := s.LR(c.step); !(math.Abs(got-c.want) <= 1e-15) {
 			t.Errorf("Triangle LR(%d) = %v, want %v", c.step, got, c.want)
 		}
 	}

@@ -125,10 +125,10 @@ func TestSGDHand(t *testing.T) {
 		if err := opt.Step([]*nn.Param[float64]{p}, scalarGrads(p, 0.5), 0.1); err != nil {
 			t.Fatal(err)
 		}
-		if got := p.Value.Data[0]; math.Abs(got-wantTheta[s]) > 1e-15 {
+		if got := p.Value.Data[0]; !(math.Abs(got-wantTheta[s]) <= 1e-15) {
 			t.Errorf("step %d: θ = %v, want %v", s+1, got, wantTheta[s])
 		}
-		if got := opt.MomentumBuffer(p).Data[0]; math.Abs(got-wantBuf[s]) > 1e-15 {
+		if got := opt.MomentumBuffer(p).Data[0]; !(math.Abs(got-wantBuf[s]) <= 1e-15) {
 			t.Errorf("step %d: buffer = %v, want %v", s+1, got, wantBuf[s])
 		}
 	}
@@ -141,7 +141,7 @@ func TestSGDHand(t *testing.T) {
 	if err := nes.Step([]*nn.Param[float64]{q}, scalarGrads(q, 0.5), 0.1); err != nil {
 		t.Fatal(err)
 	}
-	if got := q.Value.Data[0]; math.Abs(got-0.886) > 1e-15 {
+	if got := q.Value.Data[0]; !(math.Abs(got-0.886) <= 1e-15) {
 		t.Errorf("nesterov: θ = %v, want 0.886", got)
 	}
 }

@@ -36,7 +36,7 @@ func TestShapesAndViews(t *testing.T) {
 }
 
 func TestRelErr(t *testing.T) {
-	if e := RelErr([]float32{1, 2.002}, []float64{1, 2}); math.Abs(e-0.001) > 1e-6 {
+	if e := RelErr([]float32{1, 2.002}, []float64{1, 2}); !(math.Abs(e-0.001) <= 1e-6) {
 		t.Errorf("RelErr = %v, want 0.001", e)
 	}
 	if e := RelErr([]float32{1}, []float64{1, 2}); !math.IsInf(e, 1) {

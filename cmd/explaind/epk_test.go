@@ -150,11 +150,11 @@ func TestEPKModuloEndToEnd(t *testing.T) {
 
 	// The summary's statistics, against the arrays.
 	maxAbs := epkTestNum(t, s, "max_abs_delta")
-	if epkTestNum(t, s, "argmax_agreement") != 1 || maxAbs > 1e-5 {
+	if epkTestNum(t, s, "argmax_agreement") != 1 || !(maxAbs <= 1e-5) {
 		t.Errorf("float64, adaptive: argmax agreement %v, max |Δ| %.3g; want 1 and ≤ 1e-5", s["argmax_agreement"], maxAbs)
 	}
 	d, _ := epkTestMaxAbs(pred, model)
-	if d > 1e-5 || math.Abs(d-maxAbs) > 1e-15 {
+	if !(d <= 1e-5) || !(math.Abs(d-maxAbs) <= 1e-15) {
 		t.Errorf("max |epk − model| from the arrays %.3g, summary %.3g; want equal and ≤ 1e-5", d, maxAbs)
 	}
 	var sum float64
@@ -171,13 +171,13 @@ func TestEPKModuloEndToEnd(t *testing.T) {
 			acc++
 		}
 	}
-	if mean := epkTestNum(t, s, "mean_abs_delta"); math.Abs(mean-sum/float64(X*C)) > 1e-15 || mean == 0 {
+	if mean := epkTestNum(t, s, "mean_abs_delta"); !(math.Abs(mean-sum/float64(X*C)) <= 1e-15) || mean == 0 {
 		t.Errorf("mean_abs_delta %.6g, from the arrays %.6g", mean, sum/float64(X*C))
 	}
 	if agree != X || epkTestNum(t, s, "accuracy") != float64(acc)/float64(X) {
 		t.Errorf("from the arrays: %d of %d argmaxes agree, accuracy %d/%d; summary accuracy %v", agree, X, acc, X, s["accuracy"])
 	}
-	if kl := epkTestNum(t, s, "kl_div"); kl > 1e-9 {
+	if kl := epkTestNum(t, s, "kl_div"); !(kl <= 1e-9) {
 		t.Errorf("kl_div %.3g, want ≤ 1e-9 for |Δ| ≤ 1e-5", kl)
 	}
 	var ident, sumDiff float64
@@ -185,10 +185,10 @@ func TestEPKModuloEndToEnd(t *testing.T) {
 		ident = math.Max(ident, math.Abs(f0[i]+dat[i]+reg[i]+resid[i]-quad[i]-model[i]))
 		sumDiff = math.Max(sumDiff, math.Abs(pred[i]-(f0[i]+dat[i]+reg[i]+resid[i])))
 	}
-	if ident > 1e-9 || sumDiff > 1e-12 {
+	if !(ident <= 1e-9) || !(sumDiff <= 1e-12) {
 		t.Errorf("f0 + data + reg + resid − quad_residual − model: %.3g (want ≤ 1e-9); epk − (f0 + data + reg + resid): %.3g", ident, sumDiff)
 	}
-	if dq, _ := epkTestMaxAbs(quad, epkTestSub(pred, model)); dq > 1e-12 {
+	if dq, _ := epkTestMaxAbs(quad, epkTestSub(pred, model)); !(dq <= 1e-12) {
 		t.Errorf("quad_residual differs from epk − model by %.3g", dq)
 	}
 	// The training moved the model: a test of nothing would pass too.
@@ -201,7 +201,7 @@ func TestEPKModuloEndToEnd(t *testing.T) {
 
 	// Per step: completeness and the change of the true class.
 	stepMax := epkTestArray(t, o, "step_max_completeness", S)
-	if mc := epkTestNum(t, s, "max_completeness_residual"); mc != slices.Max(stepMax) || mc > 1e-5 {
+	if mc := epkTestNum(t, s, "max_completeness_residual"); mc != slices.Max(stepMax) || !(mc <= 1e-5) {
 		t.Errorf("max_completeness_residual %.3g, max of step_max_completeness %.3g", mc, slices.Max(stepMax))
 	}
 	change := epkTestArray(t, o, "step_change", S, X)
@@ -211,7 +211,7 @@ func TestEPKModuloEndToEnd(t *testing.T) {
 			c += change[st*X+x]
 		}
 		y := labels[x]
-		if w := model[x*C+y] - f0[x*C+y]; math.Abs(c-w) > 1e-9 {
+		if w := model[x*C+y] - f0[x*C+y]; !(math.Abs(c-w) <= 1e-9) {
 			t.Errorf("sample %d: Σ_s step_change %.9g, model − f0 at the true class %.9g", x, c, w)
 		}
 	}
@@ -238,7 +238,7 @@ func TestEPKModuloEndToEnd(t *testing.T) {
 			{"data+reg+resid", a + b + c, dat[x*C+y] + reg[x*C+y] + resid[x*C+y]}} {
 			e := math.Abs(p.got - p.want)
 			worstPart = math.Max(worstPart, e)
-			if e > 1e-9*math.Max(1, math.Abs(p.want)) {
+			if !(e <= 1e-9*math.Max(1, math.Abs(p.want))) {
 				t.Errorf("sample %d: Σ_s step_%s %.12g, %s at the true class %.12g", x, p.name, p.got, p.name, p.want)
 			}
 		}
@@ -255,7 +255,7 @@ func TestEPKModuloEndToEnd(t *testing.T) {
 			// brief's 1e-9 cannot hold; allow T float32 roundings.
 			e := math.Abs(tot - w)
 			worstTensor = math.Max(worstTensor, e/math.Max(mag, 1e-300))
-			if e > float64(T)*0x1p-24*mag+1e-12 {
+			if !(e <= float64(T)*0x1p-24*mag+1e-12) {
 				t.Errorf("step %d, sample %d: Σ_tensor step_tensor %.9g, step_data + step_reg %.9g (Σ|.| %.3g)", st, x, tot, w, mag)
 			}
 		}
@@ -291,7 +291,7 @@ func TestEPKModuloEndToEnd(t *testing.T) {
 		}
 		e := math.Abs(scoreSum[x] - w)
 		worstScore = math.Max(worstScore, e/scoreMag[x])
-		if e > 1e-6*scoreMag[x] { // float32 storage
+		if !(e <= 1e-6*scoreMag[x]) { // float32 storage
 			t.Errorf("sample %d: Σ scores %.9g, Σ_c (data + reg + resid) %.9g (Σ|scores| %.3g)", x, scoreSum[x], w, scoreMag[x])
 		}
 	}
@@ -302,7 +302,7 @@ func TestEPKModuloEndToEnd(t *testing.T) {
 		var tot float64
 		for j, v := range imp {
 			tot += v
-			if v < 0 || math.Abs(scoreByElem[name][j]) > v*(1+1e-5)+1e-12 {
+			if v < 0 || !(math.Abs(scoreByElem[name][j]) <= v*(1+1e-5)+1e-12) {
 				t.Errorf("importance/%s[%d] = %.6g below |Σ_x scores| = %.6g", name, j, v, math.Abs(scoreByElem[name][j]))
 				break
 			}
@@ -333,14 +333,14 @@ func TestEPKModuloEndToEnd(t *testing.T) {
 			r += reg[x*C+c]
 		}
 		worstKernel = math.Max(worstKernel, math.Abs(k-wantK[c])/norm)
-		if math.Abs(kreg[c]-r) > 1e-12*math.Max(1, math.Abs(r)) {
+		if !(math.Abs(kreg[c]-r) <= 1e-12*math.Max(1, math.Abs(r))) {
 			t.Errorf("class %d: kernel_reg %.12g, Σ_x reg %.12g", c, kreg[c], r)
 		}
 	}
-	if worstKernel > 1e-5 {
+	if !(worstKernel <= 1e-5) {
 		t.Errorf("Σ_n kernel differs from Σ_x data by %.3g (relative to max |Σ_x data| %.3g), want ≤ 1e-5", worstKernel, norm)
 	}
-	if kr := epkTestNum(t, s, "kernel_residual"); kr > 1e-5 {
+	if kr := epkTestNum(t, s, "kernel_residual"); !(kr <= 1e-5) {
 		t.Errorf("kernel_residual %.3g", kr)
 	}
 	t.Logf("float64 adaptive: max |epk − model| %.3g, mean %.3g, max completeness residual %.3g, identity %.3g; Σ_s step parts vs validation %.3g; "+
@@ -371,10 +371,10 @@ func TestEPKModuloEndToEnd(t *testing.T) {
 	if f32.Manifest.Precision != "float32" || f32.Manifest.Tol != 1e-4 {
 		t.Errorf("float32 manifest: precision %s, tol %g; want float32, 1e-4", f32.Manifest.Precision, f32.Manifest.Tol)
 	}
-	if d := epkTestNum(t, fs, "max_abs_delta"); d > 1e-3 || epkTestNum(t, fs, "argmax_agreement") != 1 {
+	if d := epkTestNum(t, fs, "max_abs_delta"); !(d <= 1e-3) || epkTestNum(t, fs, "argmax_agreement") != 1 {
 		t.Errorf("float32: max |Δ| %.3g, argmax agreement %v; want ≤ 1e-3 and 1", d, fs["argmax_agreement"])
 	}
-	if dm, _ := epkTestMaxAbs(epkTestArray(t, f32, "model", X, C), model); dm > 1e-5 {
+	if dm, _ := epkTestMaxAbs(epkTestArray(t, f32, "model", X, C), model); !(dm <= 1e-5) {
 		t.Errorf("float32 model outputs differ from float64's by %.3g", dm)
 	}
 	t.Logf("float32: max |Δ| %.3g, max completeness residual %.3g", fs["max_abs_delta"], fs["max_completeness_residual"])
@@ -386,18 +386,18 @@ func TestEPKModuloEndToEnd(t *testing.T) {
 	if a.Manifest.Steps != [2]int{0, 2} || b.Manifest.Steps != [2]int{2, 6} {
 		t.Errorf("step ranges %v, %v; want [0 2], [2 6]", a.Manifest.Steps, b.Manifest.Steps)
 	}
-	if dm, _ := epkTestMaxAbs(epkTestArray(t, a, "model", X, C), epkTestArray(t, b, "f0", X, C)); dm > 1e-12 {
+	if dm, _ := epkTestMaxAbs(epkTestArray(t, a, "model", X, C), epkTestArray(t, b, "f0", X, C)); !(dm <= 1e-12) {
 		t.Errorf("model after steps 0:2 differs from f0 of steps 2:6 by %.3g", dm)
 	}
-	if dm, _ := epkTestMaxAbs(epkTestArray(t, b, "model", X, C), model); dm > 1e-12 {
+	if dm, _ := epkTestMaxAbs(epkTestArray(t, b, "model", X, C), model); !(dm <= 1e-12) {
 		t.Errorf("model after steps 2:6 differs from the whole run's by %.3g", dm)
 	}
 	ad, bd := epkTestArray(t, a, "data", X, C), epkTestArray(t, b, "data", X, C)
-	if dd, _ := epkTestMaxAbs(epkTestAdd(ad, bd), dat); dd > 1e-9 {
+	if dd, _ := epkTestMaxAbs(epkTestAdd(ad, bd), dat); !(dd <= 1e-9) {
 		t.Errorf("data of 0:2 plus 2:6 differs from the whole run's by %.3g", dd)
 	}
 	bsd := epkTestArray(t, b, "step_data", 4, X)
-	if dd, _ := epkTestMaxAbs(bsd, sd[2*X:]); dd > 1e-9 {
+	if dd, _ := epkTestMaxAbs(bsd, sd[2*X:]); !(dd <= 1e-9) {
 		t.Errorf("step_data of steps 2:6 differs from the whole run's steps 2..5 by %.3g", dd)
 	}
 
@@ -410,7 +410,7 @@ func TestEPKModuloEndToEnd(t *testing.T) {
 		}
 		x := epkTestArray(t, o, name, info.Shape...)
 		y := epkTestArray(t, ch, name, info.Shape...)
-		if d, n := epkTestMaxAbs(y, x); d > 1e-12*math.Max(1, n) {
+		if d, n := epkTestMaxAbs(y, x); !(d <= 1e-12*math.Max(1, n)) {
 			t.Errorf("--chunk 3: %s differs from the default chunk's by %.3g (max |.| %.3g)", name, d, n)
 		}
 	}
@@ -426,7 +426,7 @@ func TestEPKModuloEndToEnd(t *testing.T) {
 	for name, full := range map[string][]float64{"f0": f0, "model": model, "epk": pred, "data": dat, "reg": reg, "resid": resid} {
 		v := epkTestArray(t, sel, name, 3, C)
 		for r, x := range []int{5, 1, 1} {
-			if d, _ := epkTestMaxAbs(v[r*C:(r+1)*C], full[x*C:(x+1)*C]); d > 1e-12 {
+			if d, _ := epkTestMaxAbs(v[r*C:(r+1)*C], full[x*C:(x+1)*C]); !(d <= 1e-12) {
 				t.Errorf("--test-indices 5,1,1: %s row %d differs from sample %d's by %.3g", name, r, x, d)
 			}
 		}
@@ -495,14 +495,14 @@ func TestEPKCNN(t *testing.T) {
 		t.Errorf("manifest: test %+v, %d classes, steps %v", o.Manifest.Test, o.Manifest.Classes, o.Manifest.Steps)
 	}
 	maxAbs := epkTestNum(t, s, "max_abs_delta")
-	if epkTestNum(t, s, "argmax_agreement") != 1 || maxAbs > 1e-4 {
+	if epkTestNum(t, s, "argmax_agreement") != 1 || !(maxAbs <= 1e-4) {
 		t.Errorf("CNN, float64 adaptive: argmax agreement %v, max |Δ| %.3g; want 1 and ≤ 1e-4", s["argmax_agreement"], maxAbs)
 	}
 	model := epkTestArray(t, o, "model", 6, 2)
 	pred := epkTestArray(t, o, "epk", 6, 2)
 	f0 := epkTestArray(t, o, "f0", 6, 2)
 	reg := epkTestArray(t, o, "reg", 6, 2)
-	if d, _ := epkTestMaxAbs(pred, model); d > 1e-4 || math.Abs(d-maxAbs) > 1e-15 {
+	if d, _ := epkTestMaxAbs(pred, model); !(d <= 1e-4) || !(math.Abs(d-maxAbs) <= 1e-15) {
 		t.Errorf("max |epk − model| %.3g from the arrays, summary %.3g", d, maxAbs)
 	}
 	if dm, _ := epkTestMaxAbs(model, f0); dm < 1e-4 {
@@ -518,16 +518,16 @@ func TestEPKCNN(t *testing.T) {
 	// (and the weight decay inside it) is brought to step 2 before 2:4.
 	a, _ := epkTestOutput(t, runDir, filepath.Join(root, "s02"), "--test-size", "6", "--steps", "0:2")
 	b, _ := epkTestOutput(t, runDir, filepath.Join(root, "s24"), "--test-size", "6", "--steps", "2:4")
-	if d, _ := epkTestMaxAbs(epkTestArray(t, a, "model", 6, 2), epkTestArray(t, b, "f0", 6, 2)); d > 1e-12 {
+	if d, _ := epkTestMaxAbs(epkTestArray(t, a, "model", 6, 2), epkTestArray(t, b, "f0", 6, 2)); !(d <= 1e-12) {
 		t.Errorf("model after steps 0:2 differs from f0 of 2:4 by %.3g", d)
 	}
-	if d, _ := epkTestMaxAbs(epkTestArray(t, b, "model", 6, 2), model); d > 1e-12 {
+	if d, _ := epkTestMaxAbs(epkTestArray(t, b, "model", 6, 2), model); !(d <= 1e-12) {
 		t.Errorf("model after steps 2:4 differs from the whole run's by %.3g", d)
 	}
 	for _, name := range []string{"data", "reg", "resid"} {
 		whole := epkTestArray(t, o, name, 6, 2)
 		sum := epkTestAdd(epkTestArray(t, a, name, 6, 2), epkTestArray(t, b, name, 6, 2))
-		if d, n := epkTestMaxAbs(sum, whole); d > 1e-9*math.Max(1, n) {
+		if d, n := epkTestMaxAbs(sum, whole); !(d <= 1e-9*math.Max(1, n)) {
 			t.Errorf("%s of steps 0:2 plus 2:4 differs from the whole run's by %.3g (max |.| %.3g)", name, d, n)
 		}
 	}

@@ -71,13 +71,13 @@ func TestCosineMatchesADirectComputation(t *testing.T) {
 				ni += e[i*d+k] * e[i*d+k]
 				nj += e[j*d+k] * e[j*d+k]
 			}
-			if want := dot / math.Sqrt(ni*nj); math.Abs(s[i*n+j]-want) > 1e-14 {
+			if want := dot / math.Sqrt(ni*nj); !(math.Abs(s[i*n+j]-want) <= 1e-14) {
 				t.Errorf("cos(%d,%d) = %v, direct %v", i, j, s[i*n+j], want)
 			}
 		}
 	}
 	for _, p := range [][2]int{{1, 3}, {1, 5}, {3, 5}} {
-		if v := s[p[0]*n+p[1]]; math.Abs(v-1) > 1e-15 {
+		if v := s[p[0]*n+p[1]]; !(math.Abs(v-1) <= 1e-15) {
 			t.Errorf("samples %v with identical directions: similarity %v", p, v)
 		}
 	}
@@ -106,16 +106,16 @@ func TestPCAGramMatchesStatPC(t *testing.T) {
 			t.Fatal(err)
 		}
 		for c := range 2 {
-			if math.Abs(direct.Explained[c]-viaGram.Explained[c]) > 1e-10 {
+			if !(math.Abs(direct.Explained[c]-viaGram.Explained[c]) <= 1e-10) {
 				t.Errorf("%v: explained variance %d: stat.PC %v, Gram %v", nd, c, direct.Explained[c], viaGram.Explained[c])
 			}
 			for i := range n {
-				if math.Abs(direct.Scores[i][c]-viaGram.Scores[i][c]) > 1e-8 {
+				if !(math.Abs(direct.Scores[i][c]-viaGram.Scores[i][c]) <= 1e-8) {
 					t.Errorf("%v: score %d of sample %d: stat.PC %v, Gram %v", nd, c, i, direct.Scores[i][c], viaGram.Scores[i][c])
 				}
 			}
 		}
-		if direct.Explained[0] < direct.Explained[1] || direct.Explained[0]+direct.Explained[1] > 1+1e-12 {
+		if direct.Explained[0] < direct.Explained[1] || !(direct.Explained[0]+direct.Explained[1] <= 1+1e-12) {
 			t.Errorf("%v: explained %v", nd, direct.Explained)
 		}
 	}
@@ -156,10 +156,10 @@ func TestNeighborsAndStats(t *testing.T) {
 		t.Errorf("neighbours of 1: most %v, least %v", most, least)
 	}
 	st := Similarities(sim, []int{0, 0, 1, 1}, 1)
-	if math.Abs(st.SameLabel-0.85) > 1e-15 || math.Abs(st.DifferentLabel-0.025) > 1e-15 || math.Abs(st.Mean-1.8/6) > 1e-15 {
+	if !(math.Abs(st.SameLabel-0.85) <= 1e-15) || !(math.Abs(st.DifferentLabel-0.025) <= 1e-15) || !(math.Abs(st.Mean-1.8/6) <= 1e-15) {
 		t.Errorf("stats %+v: want same 0.85, different 0.025, mean 0.3", st)
 	}
-	if st.NeighborLabelMatch != 1 || math.Abs(st.ChanceLabelMatch-1.0/3) > 1e-15 || st.SameLabelPairs != 2 {
+	if st.NeighborLabelMatch != 1 || !(math.Abs(st.ChanceLabelMatch-1.0/3) <= 1e-15) || st.SameLabelPairs != 2 {
 		t.Errorf("neighbour label match %v (chance %v), %d same-label pairs", st.NeighborLabelMatch, st.ChanceLabelMatch, st.SameLabelPairs)
 	}
 	o := Orders([]Sample{{Pos: 0, A: 3, B: 4, Label: 0}, {Pos: 1, A: 0, B: 1, Label: 1}, {Pos: 2, A: 2, B: 2, Label: 4}})
@@ -277,7 +277,7 @@ func TestDo(t *testing.T) {
 		byName[g.Name] = g
 	}
 	l1 := byName[GroupLinear1]
-	if l1.SameLabelPairs == 0 || math.Abs(l1.SameLabel-1) > 1e-12 || l1.NeighborLabelMatch < l1.ChanceLabelMatch {
+	if l1.SameLabelPairs == 0 || !(math.Abs(l1.SameLabel-1) <= 1e-12) || l1.NeighborLabelMatch < l1.ChanceLabelMatch {
 		t.Errorf("linear1 (label-only embeddings): %+v; want same-label similarity 1", l1.Stats)
 	}
 	if byName[GroupEmbedding].PCAMethod != "gram" || byName[GroupAll].Dim != 0+sumSizes(m) {
@@ -302,7 +302,7 @@ func TestDo(t *testing.T) {
 		}
 	}
 	for i := range n {
-		if math.Abs(sim.Data[i*n+i]-1) > 0 {
+		if sim.Data[i*n+i] != 1 {
 			t.Errorf("diagonal %d: %v", i, sim.Data[i*n+i])
 		}
 		for j := range n {
@@ -312,7 +312,7 @@ func TestDo(t *testing.T) {
 				a += emb[i][k] * emb[i][k]
 				b += emb[j][k] * emb[j][k]
 			}
-			if v := sim.Data[i*n+j]; v != sim.Data[j*n+i] || (i != j && math.Abs(v-dot/math.Sqrt(a*b)) > 1e-12) {
+			if v := sim.Data[i*n+j]; v != sim.Data[j*n+i] || (i != j && !(math.Abs(v-dot/math.Sqrt(a*b)) <= 1e-12)) {
 				t.Errorf("similarity %d,%d = %v, direct %v", i, j, v, dot/math.Sqrt(a*b))
 			}
 		}
@@ -320,7 +320,7 @@ func TestDo(t *testing.T) {
 	l1sim, _ := npy.Read(filepath.Join(out, "similarity_linear1.npy"))
 	for i := range n {
 		for j := range n {
-			if d.ModuloVal.Pairs[i].Label == d.ModuloVal.Pairs[j].Label && math.Abs(l1sim.Data[i*n+j]-1) > 1e-12 {
+			if d.ModuloVal.Pairs[i].Label == d.ModuloVal.Pairs[j].Label && !(math.Abs(l1sim.Data[i*n+j]-1) <= 1e-12) {
 				t.Errorf("linear1: samples %d and %d share their embedding, similarity %v", i, j, l1sim.Data[i*n+j])
 			}
 		}

@@ -142,7 +142,7 @@ func TestCompare(t *testing.T) {
 	// Sample 0: argmax 1 (label 1; ref's first maximum is 0), KL =
 	// 0.5 ln(0.5/0.25) + 0.5 ln(0.5/0.75); sample 1 unchanged.
 	kl := (0.5*math.Log(2) + 0.5*math.Log(0.5/0.75)) / 2
-	if m.Accuracy != 0.5 || m.Agreement != 0.5 || math.Abs(m.KL-kl) > 1e-15 {
+	if m.Accuracy != 0.5 || m.Agreement != 0.5 || !(math.Abs(m.KL-kl) <= 1e-15) {
 		t.Errorf("metrics %+v, want accuracy 0.5, agreement 0.5, KL %v", m, kl)
 	}
 	if m, _ := Compare(ref, ref, []int{0, 0}); m.Agreement != 1 || m.KL != 0 || m.Accuracy != 1 {

@@ -305,7 +305,7 @@ func TestRunWritesOutputs(t *testing.T) {
 				tr, va, n = tr+row.TrainAcc, va+row.ValAcc, n+1
 			}
 		}
-		if n != 2 || math.Abs(pt.FinalTrainAcc-tr/2) > 1e-12 || math.Abs(pt.FinalValAcc-va/2) > 1e-12 {
+		if n != 2 || !(math.Abs(pt.FinalTrainAcc-tr/2) <= 1e-12) || !(math.Abs(pt.FinalValAcc-va/2) <= 1e-12) {
 			t.Errorf("point %+v: final accuracies are not the mean of its %d rows (%g, %g)", pt, n, tr/2, va/2)
 		}
 	}

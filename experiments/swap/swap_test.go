@@ -76,7 +76,7 @@ func TestMeanKL(t *testing.T) {
 	p, q := lg(0.5, 0.5, 0.9, 0.1), lg(0.25, 0.75, 0.9, 0.1)
 	kl, err := swap.MeanKL(p, q)
 	want := (0.5*math.Log(0.5/0.25) + 0.5*math.Log(0.5/0.75)) / 2 // the second rows agree
-	if err != nil || math.Abs(kl-want) > 1e-7 {
+	if err != nil || !(math.Abs(kl-want) <= 1e-7) {
 		t.Errorf("MeanKL = %v, %v; want %v", kl, err, want)
 	}
 	if kl, err := swap.MeanKL(p, p); err != nil || kl != 0 {
@@ -207,7 +207,7 @@ func TestAllButAttentionAtStepZero(t *testing.T) {
 	if got.SwappedAcc != accSwapped || got.StepAcc != acc0 || got.AccDiff != accSwapped-acc0 {
 		t.Errorf("step 0: swapped acc %v, step acc %v, diff %v; want %v, %v, %v", got.SwappedAcc, got.StepAcc, got.AccDiff, accSwapped, acc0, accSwapped-acc0)
 	}
-	if math.Abs(got.KL-kl) > 1e-9*max(1, kl) || kl < 1e-3 {
+	if !(math.Abs(got.KL-kl) <= 1e-9*max(1, kl)) || kl < 1e-3 {
 		t.Errorf("step 0: KL %v, the rebuilt model gives %v (want equal and clearly above 0)", got.KL, kl)
 	}
 }
