@@ -36,10 +36,11 @@
 // SwitchModel natively; LayerPath adapts any nn.Layer by substituting the
 // parameters, one group of equal positions at a time.
 //
-// A typical step, visiting a replayed run in order (history.Replay.Forward):
+// A typical step, visiting a replayed run in order (history.Replay.Forward;
+// explain.StepInputOf builds a step's input from a replayed view):
 //
 //	g, _ := epk.MeanGradient(model, xTrain, yTrain) // at θ_s
-//	u, _ := splitter.Split(epk.InputFromView(view, g))
+//	u, _ := splitter.Split(explain.StepInputOf(view, g))
 //	ev, _ := epk.NewEvaluator[float64](model, epk.Options{Quadrature: epk.Quadrature{Rule: epk.Exact}, PerTensor: true})
 //	res, _ := ev.Evaluate(u, xTest, epk.Request[float64]{Features: true})
 //	scores.Add(res.Features, u)

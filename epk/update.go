@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"math"
 
-	"github.com/explaind/explaind/history"
 	"github.com/explaind/explaind/nn"
 	"github.com/explaind/explaind/optim"
 	"github.com/explaind/explaind/tensor"
@@ -27,11 +26,6 @@ type StepInput[T tensor.Float] struct {
 	// parameter name (see MeanGradient). A parameter absent from Grad got no
 	// gradient, and PyTorch's optimizers leave it alone.
 	Grad map[string]*tensor.Dense[T]
-}
-
-// InputFromView builds a StepInput from a replayed step and its gradient.
-func InputFromView[T tensor.Float](v *history.StepView[T], grad map[string]*tensor.Dense[T]) StepInput[T] {
-	return StepInput[T]{Step: v.Step, LR: v.Record.LR, Before: v.Before, After: v.After, OptBefore: v.OptBefore, Grad: grad}
 }
 
 // MeanGradient returns the gradient of the mean NLL loss of model on the

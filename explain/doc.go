@@ -32,7 +32,8 @@
 // update-reconstruction parts and the quadrature residual, which add up to
 // the model's final output.
 //
-// A run recorded by package train opens with OpenRun; a model of one's own
+// A run recorded by package train opens with job.OpenRun (package
+// explain/job); a model of one's own
 // needs a Source (its replay, a gradient model and its batches) and an
 // evaluation model (an nn.Layer; epk.LayerPath adapts it to path
 // evaluation when it has no path methods of its own).

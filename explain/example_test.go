@@ -7,6 +7,7 @@ import (
 
 	"github.com/explaind/explaind/epk"
 	"github.com/explaind/explaind/explain"
+	"github.com/explaind/explaind/explain/job"
 )
 
 // Open a recorded run, and ask in one pass for the kernel machine's
@@ -14,7 +15,7 @@ import (
 // importance per parameter and the data kernel per class and training
 // sample.
 func Example() {
-	run, err := explain.OpenRun[float32, float64]("runs/modulo")
+	run, err := job.OpenRun[float32, float64]("runs/modulo")
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/explaind/explaind/epk"
 	"github.com/explaind/explaind/explain"
+	"github.com/explaind/explaind/explain/job"
 	"github.com/explaind/explaind/history"
 	"github.com/explaind/explaind/internal/testrun"
 	"github.com/explaind/explaind/nn"
@@ -61,7 +62,7 @@ func (b *brute) e(x, c, s, j int) float64    { return b.resid[((x*b.C+c)*b.S+s)*
 // options) and forms every entry of the contribution tensor.
 func materialize(t *testing.T, dir string, q epk.Quadrature) *brute {
 	t.Helper()
-	tr, err := explain.OpenRun[float64, float64](dir)
+	tr, err := job.OpenRun[float64, float64](dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +101,7 @@ func materialize(t *testing.T, dir string, q epk.Quadrature) *brute {
 		if err != nil {
 			return err
 		}
-		u, err := split(epk.InputFromView(v, g))
+		u, err := split(explain.StepInputOf(v, g))
 		if err != nil {
 			return err
 		}
@@ -349,7 +350,7 @@ func TestQueriesMatchBruteForce(t *testing.T) {
 			dir := tinyRun(t, opt, 6)
 			q := epk.Quadrature{Rule: epk.Exact, Points: 3}
 			b := materialize(t, dir, q)
-			tr, err := explain.OpenRun[float64, float64](dir)
+			tr, err := job.OpenRun[float64, float64](dir)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -415,7 +416,7 @@ func maxOf(v []float64) float64 {
 
 func TestFloat32Evaluation(t *testing.T) {
 	dir := tinyRun(t, "adamw", 5)
-	tr, err := explain.OpenRun[float64, float32](dir)
+	tr, err := job.OpenRun[float64, float32](dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -430,7 +431,7 @@ func TestFloat32Evaluation(t *testing.T) {
 
 func TestBadQueries(t *testing.T) {
 	dir := tinyRun(t, "adamw", 3)
-	tr, err := explain.OpenRun[float64, float64](dir)
+	tr, err := job.OpenRun[float64, float64](dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -462,7 +463,7 @@ func contains(s, sub string) bool {
 func TestResume(t *testing.T) {
 	dir := tinyRun(t, "sgd", 8)
 	for _, qs := range [][]explain.Query{queries[:9], queries[10:12]} {
-		tr, err := explain.OpenRun[float64, float64](dir)
+		tr, err := job.OpenRun[float64, float64](dir)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -489,7 +490,7 @@ func TestResume(t *testing.T) {
 		}
 		s3 := spec
 		s3.Resume = saved
-		tr2, err := explain.OpenRun[float64, float64](dir)
+		tr2, err := job.OpenRun[float64, float64](dir)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -515,7 +516,7 @@ func TestResume(t *testing.T) {
 // that Backward's views carry none.
 func TestReplayGradientIsTheRecomputedOne(t *testing.T) {
 	for _, opt := range []string{"sgd", "adamw"} {
-		tr, err := explain.OpenRun[float64, float64](tinyRun(t, opt, 6))
+		tr, err := job.OpenRun[float64, float64](tinyRun(t, opt, 6))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -590,7 +591,7 @@ func TestDefaultGroups(t *testing.T) {
 // each step's data and regularization contributions agree bit for bit.
 func TestSGDRegularizationPath(t *testing.T) {
 	dir := tinyRun(t, "sgd", 8)
-	tr, err := explain.OpenRun[float64, float64](dir)
+	tr, err := job.OpenRun[float64, float64](dir)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -450,7 +450,7 @@ func (j *job[T, E]) advanceReg(tr *epk.SGDSplitter[T], v *history.StepView[T]) e
 	if err != nil {
 		return err
 	}
-	return tr.AdvanceReg(epk.InputFromView(v, g))
+	return tr.AdvanceReg(StepInputOf(v, g))
 }
 
 // sgdWarmup brings the SGD splitter's carried state to step from.

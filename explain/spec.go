@@ -150,3 +150,9 @@ func Run[T, E tensor.Float](ctx context.Context, src Source[T], model nn.Layer[E
 	}
 	return j.run(ctx)
 }
+
+// StepInputOf is the epk.StepInput of a replayed step whose mean loss
+// gradient at θ_s is grad.
+func StepInputOf[T tensor.Float](v *history.StepView[T], grad map[string]*tensor.Dense[T]) epk.StepInput[T] {
+	return epk.StepInput[T]{Step: v.Step, LR: v.Record.LR, Before: v.Before, After: v.After, OptBefore: v.OptBefore, Grad: grad}
+}

@@ -10,7 +10,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/explaind/explaind/epkout"
+	"github.com/explaind/explaind/epkfile"
 	"github.com/explaind/explaind/models"
 	"github.com/explaind/explaind/nn"
 	"github.com/explaind/explaind/tensor"
@@ -40,7 +40,7 @@ func groups(tensors []string) (names []string, of []int) {
 
 // epkData reads the arrays of one output, checking their ranks.
 type epkData struct {
-	o *epkout.Output
+	o *epkfile.Output
 }
 
 // has reports whether the output holds every named array.
@@ -89,7 +89,7 @@ func (e epkData) present(names ...string) []string {
 // epkSection describes one EPK output: what it covers, its validation
 // table and the figures of the presets it holds. n numbers the output
 // (from 1) in the page and in its figures' names.
-func epkSection(n int, o *epkout.Output) (*section, []*Figure, error) {
+func epkSection(n int, o *epkfile.Output) (*section, []*Figure, error) {
 	mf := o.Manifest
 	e := epkData{o}
 	s := &section{ID: fmt.Sprintf("epk%d", n), Title: fmt.Sprintf("EPK output %s", o.Dir)}

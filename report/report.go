@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/explaind/explaind/epkout"
+	"github.com/explaind/explaind/epkfile"
 	"github.com/explaind/explaind/history"
 	"github.com/explaind/explaind/internal/atomicfile"
 )
@@ -97,9 +97,9 @@ func Build(opts Options) (*Summary, error) {
 	if err != nil {
 		return nil, fmt.Errorf("report: %w", err)
 	}
-	var outs []*epkout.Output
+	var outs []*epkfile.Output
 	for _, dir := range opts.EPK {
-		o, err := epkout.Open(dir)
+		o, err := epkfile.Open(dir)
 		if err != nil {
 			return nil, fmt.Errorf("report: %w", err)
 		}
@@ -118,7 +118,7 @@ func Build(opts Options) (*Summary, error) {
 	}
 
 	sum := &Summary{Format: SummaryFormat, Report: htmlPath, FiguresDir: figDir, Run: opts.Run,
-		RunFingerprint: epkout.RunFingerprint(m), Created: start.UTC().Format(time.RFC3339)}
+		RunFingerprint: epkfile.RunFingerprint(m), Created: start.UTC().Format(time.RFC3339)}
 	pg := &page{Title: "ExPLAIND report: " + opts.Run, Created: sum.Created}
 	var figs []*Figure
 	// add appends a section with its figures to the page and the summary.

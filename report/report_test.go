@@ -19,7 +19,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/explaind/explaind/epkout"
+	"github.com/explaind/explaind/epkfile"
 	"github.com/explaind/explaind/history"
 	"github.com/explaind/explaind/npy"
 	"github.com/explaind/explaind/train"
@@ -118,20 +118,20 @@ func wave(i, j, k int) float64 {
 // and a summary.json when withSummary is set.
 func fakeEPK(t *testing.T, dir string, run string, m *history.Manifest, presets []string, withSummary bool) {
 	t.Helper()
-	man := epkout.Manifest{Software: "test", Created: "2026-01-01T00:00:00Z", Run: run, RunFingerprint: epkout.RunFingerprint(m),
+	man := epkfile.Manifest{Software: "test", Created: "2026-01-01T00:00:00Z", Run: run, RunFingerprint: epkfile.RunFingerprint(m),
 		Presets: presets, Steps: [2]int{0, tS}, Precision: "float64", Quadrature: "exact", Tol: 1e-10,
-		Test: epkout.TestSet{Split: "val", Count: tX}, Classes: tC}
+		Test: epkfile.TestSet{Split: "val", Count: tX}, Classes: tC}
 	for _, tt := range tinyTensors() {
 		man.Tensors = append(man.Tensors, tt.name)
 		man.TensorShapes = append(man.TensorShapes, tt.shape)
 	}
-	w, err := epkout.NewWriter(dir, man)
+	w, err := epkfile.NewWriter(dir, man)
 	if err != nil {
 		t.Fatal(err)
 	}
 	put := func(name string, data []float64, axes []string, shape ...int) {
 		t.Helper()
-		if err := epkout.Write(w, name, data, epkout.ArrayInfo{Shape: shape, Axes: axes, Units: "log-probability"}); err != nil {
+		if err := epkfile.Write(w, name, data, epkfile.ArrayInfo{Shape: shape, Axes: axes, Units: "log-probability"}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -147,12 +147,12 @@ func fakeEPK(t *testing.T, dir string, run string, m *history.Manifest, presets 
 		idx[x], labels[x] = 2*x, (3*x+1)%tC
 	}
 	for name, v := range map[string][]int{"test_indices": idx, "test_labels": labels} {
-		if err := epkout.Write(w, name, npy.Ints(v), epkout.ArrayInfo{Shape: []int{tX}, Axes: []string{"test"}}); err != nil {
+		if err := epkfile.Write(w, name, npy.Ints(v), epkfile.ArrayInfo{Shape: []int{tX}, Axes: []string{"test"}}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	xc := []string{"test", "class"}
-	if slices.Contains(presets, epkout.Validation) {
+	if slices.Contains(presets, epkfile.Validation) {
 		f0 := fill(tX*tC, func(i int) float64 { return -math.Log(tC) + 0.01*wave(i, 0, 0) })
 		data := fill(tX*tC, func(i int) float64 { return 2 * wave(i/tC, i%tC, 1) })
 		reg := fill(tX*tC, func(i int) float64 { return -0.3 * wave(i/tC, i%tC, 2) })
@@ -167,7 +167,7 @@ func fakeEPK(t *testing.T, dir string, run string, m *history.Manifest, presets 
 		}
 		put("step_max_completeness", fill(tS, func(s int) float64 { return 1e-12 * math.Exp(-0.5*float64(s)) }), []string{"step"}, tS)
 	}
-	if slices.Contains(presets, epkout.Grokking) {
+	if slices.Contains(presets, epkfile.Grokking) {
 		T := len(tinyTensors())
 		st := fill(tS*T*tX, func(i int) float64 {
 			s, r := i/(T*tX), i%(T*tX)
@@ -196,14 +196,14 @@ func fakeEPK(t *testing.T, dir string, run string, m *history.Manifest, presets 
 		for _, d := range tt.shape {
 			n *= d
 		}
-		if slices.Contains(presets, epkout.Components) {
+		if slices.Contains(presets, epkfile.Components) {
 			put("scores/"+tt.name, fill(tX*n, func(j int) float64 { return wave(i, j, 0) }), append([]string{"test"}, "..."), append([]int{tX}, tt.shape...)...)
 		}
-		if slices.Contains(presets, epkout.Pruning) {
+		if slices.Contains(presets, epkfile.Pruning) {
 			put("importance/"+tt.name, fill(n, func(j int) float64 { return math.Abs(wave(i, j, 1)) }), []string{"..."}, tt.shape...)
 		}
 	}
-	if slices.Contains(presets, epkout.Kernel) {
+	if slices.Contains(presets, epkfile.Kernel) {
 		put("kernel", fill(tC*tN, func(i int) float64 { return wave(i/tN, i%tN, 0) * float64(1+i%7) }), []string{"class", "train"}, tC, tN)
 		put("kernel_reg", fill(tC, func(c int) float64 { return -0.1 * float64(c) }), []string{"class"}, tC)
 		put("kernel_carried", fill(tC, func(c int) float64 { return 0 }), []string{"class"}, tC)
@@ -247,8 +247,8 @@ func fixture(t *testing.T, root string) (run string, epk []string, exp string) {
 	run = filepath.Join(root, "run")
 	m := fakeRun(t, run, "a")
 	epk = []string{filepath.Join(root, "epk-all"), filepath.Join(root, "epk-val")}
-	fakeEPK(t, epk[0], run, m, epkout.Presets, true)
-	fakeEPK(t, epk[1], run, m, []string{epkout.Validation}, false)
+	fakeEPK(t, epk[0], run, m, epkfile.Presets, true)
+	fakeEPK(t, epk[1], run, m, []string{epkfile.Validation}, false)
 	exp = filepath.Join(root, "prune")
 	fakeExperiment(t, exp)
 	return run, epk, exp

@@ -6,7 +6,7 @@ import (
 	"path/filepath"
 	"strconv"
 
-	"github.com/explaind/explaind/epkout"
+	"github.com/explaind/explaind/epkfile"
 	"github.com/explaind/explaind/history"
 	"github.com/explaind/explaind/train"
 )
@@ -17,7 +17,7 @@ func runSection(dir string, m *history.Manifest) (*section, []*Figure, error) {
 	s := &section{ID: "run", Title: "Training run " + dir}
 	info := []field{
 		{"directory", dir},
-		{"run fingerprint", epkout.RunFingerprint(m)},
+		{"run fingerprint", epkfile.RunFingerprint(m)},
 		{"created", m.Created},
 		{"software", m.Software},
 		{"steps recorded", strconv.Itoa(len(m.Steps))},

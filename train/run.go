@@ -139,25 +139,35 @@ func Resume[T tensor.Float](ctx context.Context, dir string, opt Options) (*Summ
 	return j.run(ctx, dir, rec, opt)
 }
 
+// An Opened run is a recorded run rebuilt for replay.
+type Opened[T tensor.Float] struct {
+	Replay  *history.Replay[T]
+	Session *Session[T]
+	Config  *Config
+	// Data holds the run's datasets, checked against the manifest's
+	// fingerprints; Session trains on Data.Train.
+	Data *Data[T]
+}
+
 // Open rebuilds a recorded run for replay: the model, optimizer and data
 // from the manifest's configuration, checked against its fingerprints.
-func Open[T tensor.Float](dir string) (*history.Replay[T], *Session[T], *Config, error) {
+func Open[T tensor.Float](dir string) (*Opened[T], error) {
 	m, cfg, err := readRun(dir)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
 	j, err := newJob[T](cfg)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
 	if err := j.checkDatasets(m); err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
 	r, err := history.Open[T](dir, j.sess)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
-	return r, j.sess, cfg, nil
+	return &Opened[T]{Replay: r, Session: j.sess, Config: cfg, Data: j.data}, nil
 }
 
 // ManifestConfig returns the training configuration a run's manifest

@@ -38,16 +38,16 @@ func TestModuloRunReplaysBitForBit(t *testing.T) {
 			t.Errorf("run lacks %s", f)
 		}
 	}
-	r, _, _, err := train.Open[float32](dir)
+	o, err := train.Open[float32](dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := r.Verify(nil); err != nil {
+	if err := o.Replay.Verify(nil); err != nil {
 		t.Fatal(err)
 	}
 	// Backward replay gives each step's parameters, matching the hashes.
 	var seen []int
-	err = r.Backward(0, r.Steps(), func(v *history.StepView[float32]) error {
+	err = o.Replay.Backward(0, o.Replay.Steps(), func(v *history.StepView[float32]) error {
 		if got := history.ParamHash(v.After); got != v.Record.Hash {
 			t.Errorf("step %d: replayed hash %s, recorded %s", v.Step, got, v.Record.Hash)
 		}
@@ -191,18 +191,18 @@ func TestCIFAR2RunOnSmallFile(t *testing.T) {
 	if m.Steps[0].LR != 0 || m.Steps[0].Flips == "" || len(m.Steps[0].Batch) != 8 {
 		t.Errorf("first step %+v: want lr 0, recorded flips and a batch of 8", m.Steps[0])
 	}
-	r, _, _, err := train.Open[float32](dir)
+	o, err := train.Open[float32](dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := r.Verify(nil); err != nil {
+	if err := o.Replay.Verify(nil); err != nil {
 		t.Fatal(err)
 	}
 	// Replaying on other data is refused, naming the data.
 	if err := testrun.WriteCIFAR(cifar, 15); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, _, err := train.Open[float32](dir); err == nil || !strings.Contains(err.Error(), "differs") {
+	if _, err := train.Open[float32](dir); err == nil || !strings.Contains(err.Error(), "differs") {
 		t.Errorf("replay on changed data: got %v", err)
 	}
 }

@@ -10,10 +10,10 @@ import (
 	"slices"
 	"time"
 
-	"github.com/explaind/explaind/epkjob"
-	"github.com/explaind/explaind/epkout"
+	"github.com/explaind/explaind/epkfile"
 	"github.com/explaind/explaind/experiments/components"
 	"github.com/explaind/explaind/experiments/swap"
+	"github.com/explaind/explaind/explain/job"
 	"github.com/explaind/explaind/history"
 	"github.com/explaind/explaind/internal/progress"
 	"github.com/explaind/explaind/report"
@@ -32,7 +32,7 @@ type demoPlan struct {
 
 // demoPresets are the EPK presets the demo computes: the report's
 // validation and grokking figures and the components experiment's input.
-var demoPresets = []string{epkout.Validation, epkout.Grokking, epkout.Components}
+var demoPresets = []string{epkfile.Validation, epkfile.Grokking, epkfile.Components}
 
 // demoDefaults returns the demo's plan. It is a variable so that the tests
 // can run the whole pipeline on a tiny model.
@@ -153,7 +153,7 @@ func runDemo(ctx context.Context, cmd *cobra.Command, out string, plan demoPlan,
 	if err != nil {
 		return err
 	}
-	fp := epkout.RunFingerprint(m)
+	fp := epkfile.RunFingerprint(m)
 
 	// 2. The EPK.
 	done = stage(2, "epk", dirs.epk, fmt.Sprintf("the exact path kernel over all %d steps on %d validation samples, %d per label (presets %v)", s.Steps, plan.TestSize, demoPerLabel, demoPresets))
@@ -283,8 +283,8 @@ func readJSON(path string, v any) error {
 
 // demoEPK runs the EPK job, resumes it, or returns the summary of a
 // finished output of the same job (reused true).
-func demoEPK(ctx context.Context, cmd *cobra.Command, run, dir string, m *history.Manifest, idx []int, quiet bool) (*epkjob.Summary, bool, error) {
-	if o, err := epkout.Open(dir); err == nil {
+func demoEPK(ctx context.Context, cmd *cobra.Command, run, dir string, m *history.Manifest, idx []int, quiet bool) (*job.Summary, bool, error) {
+	if o, err := epkfile.Open(dir); err == nil {
 		om := o.Manifest
 		if err := o.CheckRun(m); err != nil {
 			return nil, false, fmt.Errorf("demo: %w; remove %s to recompute it", err, dir)
@@ -300,20 +300,20 @@ func demoEPK(ctx context.Context, cmd *cobra.Command, run, dir string, m *histor
 			return nil, false, fmt.Errorf("demo: %s holds a finished EPK output of other settings (%d test samples, steps %d:%d, presets %v; this demo wants %d samples of the run's %d steps); rerun with --test-size %d, or remove it to recompute",
 				dir, om.Test.Count, om.Steps[0], om.Steps[1], om.Presets, len(idx), len(m.Steps), om.Test.Count)
 		}
-		var s epkjob.Summary
+		var s job.Summary
 		if err := readJSON(filepath.Join(dir, "summary.json"), &s); err != nil {
 			return nil, false, fmt.Errorf("demo: the finished EPK output %s has no readable summary.json (%v); remove it to recompute", dir, err)
 		}
 		return &s, true, nil
 	}
-	// No finished output: epkjob starts the job, resumes an unfinished one
+	// No finished output: job.Run starts the job, resumes an unfinished one
 	// of the same settings, or refuses anything else in dir.
-	o := epkjob.Options{Run: run, Out: dir, Presets: demoPresets, TestIndices: idx,
+	o := job.Options{Run: run, Out: dir, Presets: demoPresets, TestIndices: idx,
 		Software: buildInfo(), CheckpointEvery: 2 * time.Minute, Log: cmd.ErrOrStderr()}
 	o.Progress = progress.Func(progressTo(cmd, quiet), "epk steps")
-	s, err := epkjob.Run(ctx, o)
+	s, err := job.Run(ctx, o)
 	if err != nil && ctx.Err() != nil {
-		// epkjob reports a Ctrl-C during its pre-flight replay as a run
+		// job.Run reports a Ctrl-C during its pre-flight replay as a run
 		// that does not replay.
 		return nil, false, fmt.Errorf("demo: interrupted in the EPK stage; rerun the demo with the same --out to continue")
 	}

@@ -11,14 +11,14 @@ import (
 	"strings"
 	"time"
 
-	"github.com/explaind/explaind/epkjob"
-	"github.com/explaind/explaind/epkout"
+	"github.com/explaind/explaind/epkfile"
+	"github.com/explaind/explaind/explain/job"
 	"github.com/explaind/explaind/internal/progress"
 	"github.com/spf13/cobra"
 )
 
 func newEPKCmd() *cobra.Command {
-	var o epkjob.Options
+	var o job.Options
 	var presets, indices, steps, memory string
 	var quiet bool
 	var profile string
@@ -56,8 +56,8 @@ An interrupted job saves its state; rerun the same command to resume.
 				}
 			}
 			for _, p := range o.Presets {
-				if !slices.Contains(epkout.Presets, p) {
-					return fmt.Errorf("invalid --preset %q (want a comma-separated list of %s)", p, strings.Join(epkout.Presets, ", "))
+				if !slices.Contains(epkfile.Presets, p) {
+					return fmt.Errorf("invalid --preset %q (want a comma-separated list of %s)", p, strings.Join(epkfile.Presets, ", "))
 				}
 			}
 			if indices != "" {
@@ -72,10 +72,10 @@ An interrupted job saves its state; rerun the same command to resume.
 					return fmt.Errorf("give --test-size or --test-indices, not both")
 				}
 			}
-			if o.From, o.To, err = epkjob.ParseSteps(steps); err != nil {
+			if o.From, o.To, err = job.ParseSteps(steps); err != nil {
 				return err
 			}
-			if o.MaxBytes, err = epkjob.ParseBytes(memory); err != nil {
+			if o.MaxBytes, err = job.ParseBytes(memory); err != nil {
 				return fmt.Errorf("invalid --memory: %w", err)
 			}
 			if o.Tol < 0 {
@@ -101,7 +101,7 @@ An interrupted job saves its state; rerun the same command to resume.
 				defer pprof.StopCPUProfile()
 			}
 			start := time.Now()
-			s, err := epkjob.Run(ctx, o)
+			s, err := job.Run(ctx, o)
 			if err != nil {
 				return err
 			}
@@ -113,7 +113,7 @@ An interrupted job saves its state; rerun the same command to resume.
 	f := cmd.Flags()
 	f.StringVar(&o.Run, "run", "", "run directory written by explaind train (required)")
 	f.StringVar(&o.Out, "out", "", "output directory (required)")
-	f.StringVar(&presets, "preset", "validation", "comma-separated presets: "+strings.Join(epkout.Presets, ", "))
+	f.StringVar(&presets, "preset", "validation", "comma-separated presets: "+strings.Join(epkfile.Presets, ", "))
 	f.IntVar(&o.TestSize, "test-size", 0, "number of test samples, the first of the validation (modulo) or test (CNN) split (0: all)")
 	f.StringVar(&indices, "test-indices", "", "comma-separated indices of test samples in that split (instead of --test-size)")
 	f.StringVar(&o.Quadrature, "quadrature", "adaptive", "rule for the path integrals: adaptive, exact:K, midpoint:K or gauss:K")

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/explaind/explaind/epkout"
+	"github.com/explaind/explaind/epkfile"
 	"github.com/explaind/explaind/history"
 	"github.com/explaind/explaind/internal/testrun"
 )
@@ -35,7 +35,7 @@ func epkTestRun(t *testing.T, args ...string) (string, error) {
 
 // epkTestOutput runs `explaind epk` (which must succeed) and returns the
 // opened output and its summary.json as generic JSON.
-func epkTestOutput(t *testing.T, runDir, out string, args ...string) (*epkout.Output, map[string]any) {
+func epkTestOutput(t *testing.T, runDir, out string, args ...string) (*epkfile.Output, map[string]any) {
 	t.Helper()
 	msg, err := epkTestRun(t, append([]string{"--run", runDir, "--out", out}, args...)...)
 	if err != nil {
@@ -49,7 +49,7 @@ func epkTestOutput(t *testing.T, runDir, out string, args ...string) (*epkout.Ou
 }
 
 // epkTestArray reads an array and checks its shape.
-func epkTestArray(t *testing.T, o *epkout.Output, name string, shape ...int) []float64 {
+func epkTestArray(t *testing.T, o *epkfile.Output, name string, shape ...int) []float64 {
 	t.Helper()
 	a, err := o.Array(name)
 	if err != nil {
@@ -99,7 +99,7 @@ func TestEPKModuloEndToEnd(t *testing.T) {
 		t.Error(err)
 	}
 	if !slices.Equal(m.Presets, []string{"validation", "grokking", "components", "pruning", "kernel"}) || m.Steps != [2]int{0, epkTestS} ||
-		m.Precision != "float64" || m.Quadrature != "adaptive" || m.Tol != 1e-6 || m.Test != (epkout.TestSet{Split: "val", Count: epkTestX}) ||
+		m.Precision != "float64" || m.Quadrature != "adaptive" || m.Tol != 1e-6 || m.Test != (epkfile.TestSet{Split: "val", Count: epkTestX}) ||
 		m.Classes != epkTestC || len(m.Tensors) != epkTestT || len(m.TensorShapes) != epkTestT {
 		t.Errorf("manifest: presets %v, steps %v, precision %s, quadrature %s, tol %g, test %+v, %d classes, %d tensors",
 			m.Presets, m.Steps, m.Precision, m.Quadrature, m.Tol, m.Test, m.Classes, len(m.Tensors))
@@ -491,7 +491,7 @@ func TestEPKCNN(t *testing.T) {
 	runDir := epkTestCNNRun(t)
 	o, s := epkTestOutput(t, runDir, filepath.Join(root, "epk"), "--preset", "validation", "--test-size", "6")
 	// A CNN's evaluation images are its test split.
-	if o.Manifest.Test != (epkout.TestSet{Split: "test", Count: 6}) || o.Manifest.Classes != 2 || o.Manifest.Steps != [2]int{0, 4} {
+	if o.Manifest.Test != (epkfile.TestSet{Split: "test", Count: 6}) || o.Manifest.Classes != 2 || o.Manifest.Steps != [2]int{0, 4} {
 		t.Errorf("manifest: test %+v, %d classes, steps %v", o.Manifest.Test, o.Manifest.Classes, o.Manifest.Steps)
 	}
 	maxAbs := epkTestNum(t, s, "max_abs_delta")
@@ -621,7 +621,7 @@ func TestEPKBadInput(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("epk %v: got %v, want an error mentioning %q\n%s", c.args, err, c.want, msg)
 		}
-		if _, err := epkout.Open(out); err == nil {
+		if _, err := epkfile.Open(out); err == nil {
 			t.Errorf("epk %v: left a finished EPK output", c.args)
 		}
 		if _, err := os.Stat(out); err == nil {

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/explaind/explaind/epkout"
+	"github.com/explaind/explaind/epkfile"
 	"github.com/explaind/explaind/experiments/prune"
 )
 
@@ -19,7 +19,7 @@ func TestPruneDoCancelledWritesNothing(t *testing.T) {
 	root := t.TempDir()
 	runDir := pruneTestRun(t)
 	epkDir := filepath.Join(root, "epk")
-	fakeEPK(t, runDir, epkDir, "", []string{epkout.Validation, epkout.Pruning}, []int{0, 1, 2, 3},
+	fakeEPK(t, runDir, epkDir, "", []string{epkfile.Validation, epkfile.Pruning}, []int{0, 1, 2, 3},
 		func(_ string, n int) []float64 { return make([]float64, n) }, nil)
 	out := filepath.Join(root, "prune")
 	ctx, cancel := context.WithCancel(context.Background())

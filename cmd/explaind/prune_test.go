@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/explaind/explaind/epkout"
+	"github.com/explaind/explaind/epkfile"
 	"github.com/explaind/explaind/experiments/expio/expiotest"
 	"github.com/explaind/explaind/experiments/prune"
 	"github.com/explaind/explaind/history"
@@ -45,15 +45,15 @@ func fakeEPK(t *testing.T, runDir, dir, fingerprint string, presets []string, id
 		t.Fatal(err)
 	}
 	if fingerprint == "" {
-		fingerprint = epkout.RunFingerprint(m)
+		fingerprint = epkfile.RunFingerprint(m)
 	}
-	em := epkout.Manifest{Run: runDir, RunFingerprint: fingerprint, Presets: presets, Test: epkout.TestSet{Split: "val", Count: len(idx)},
+	em := epkfile.Manifest{Run: runDir, RunFingerprint: fingerprint, Presets: presets, Test: epkfile.TestSet{Split: "val", Count: len(idx)},
 		Classes: d.Val.Classes, Precision: "float64", Quadrature: "midpoint:4"}
 	for _, p := range m.Params {
 		em.Tensors = append(em.Tensors, p.Name)
 		em.TensorShapes = append(em.TensorShapes, p.Shape)
 	}
-	w, err := epkout.NewWriter(dir, em)
+	w, err := epkfile.NewWriter(dir, em)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,20 +66,20 @@ func fakeEPK(t *testing.T, runDir, dir, fingerprint string, presets []string, id
 			t.Fatal(err)
 		}
 	}
-	must(epkout.Write(w, "test_indices", data64(idx), epkout.ArrayInfo{Shape: []int{len(idx)}, Axes: []string{"x"}}))
-	must(epkout.Write(w, "test_labels", data64(labels), epkout.ArrayInfo{Shape: []int{len(idx)}, Axes: []string{"x"}}))
+	must(epkfile.Write(w, "test_indices", data64(idx), epkfile.ArrayInfo{Shape: []int{len(idx)}, Axes: []string{"x"}}))
+	must(epkfile.Write(w, "test_labels", data64(labels), epkfile.ArrayInfo{Shape: []int{len(idx)}, Axes: []string{"x"}}))
 	for _, p := range m.Params {
 		n := 1
 		for _, s := range p.Shape {
 			n *= s
 		}
-		if slices.Contains(presets, epkout.Pruning) {
-			must(epkout.Write(w, "importance/"+p.Name, importance(p.Name, n),
-				epkout.ArrayInfo{Shape: p.Shape, Preset: epkout.Pruning}))
+		if slices.Contains(presets, epkfile.Pruning) {
+			must(epkfile.Write(w, "importance/"+p.Name, importance(p.Name, n),
+				epkfile.ArrayInfo{Shape: p.Shape, Preset: epkfile.Pruning}))
 		}
-		if slices.Contains(presets, epkout.Components) {
-			must(epkout.Write(w, "scores/"+p.Name, scores(p.Name, len(idx), n),
-				epkout.ArrayInfo{Shape: append([]int{len(idx)}, p.Shape...), Preset: epkout.Components}))
+		if slices.Contains(presets, epkfile.Components) {
+			must(epkfile.Write(w, "scores/"+p.Name, scores(p.Name, len(idx), n),
+				epkfile.ArrayInfo{Shape: append([]int{len(idx)}, p.Shape...), Preset: epkfile.Components}))
 		}
 	}
 	must(w.WriteManifest(true))
@@ -96,10 +96,11 @@ func data64(v []int) []int64 {
 // finalMagnitudes returns |θ_final| of every parameter of the run.
 func finalMagnitudes(t *testing.T, dir string) map[string][]float64 {
 	t.Helper()
-	r, sess, _, err := train.Open[float32](dir)
+	o, err := train.Open[float32](dir)
 	if err != nil {
 		t.Fatal(err)
 	}
+	r, sess := o.Replay, o.Session
 	if err := r.Seek(r.Steps()); err != nil {
 		t.Fatal(err)
 	}
@@ -119,7 +120,7 @@ func TestPrune(t *testing.T) {
 	// Importance |θ_final|: EPK pruning must then equal magnitude pruning.
 	epkDir := filepath.Join(root, "epk")
 	scoring := []int{0, 2, 3, 5, 7, 8, 11, 12, 13, 17, 18, 19}
-	fakeEPK(t, runDir, epkDir, "", []string{epkout.Validation, epkout.Pruning}, scoring,
+	fakeEPK(t, runDir, epkDir, "", []string{epkfile.Validation, epkfile.Pruning}, scoring,
 		func(name string, n int) []float64 { return mags[name] }, nil)
 	out := filepath.Join(root, "prune")
 	if o, err := run("prune", "--run", runDir, "--epk", epkDir, "--out", out, "--fractions", "0,0.05,0.5,1", "--seeds", "3", "--quiet"); err != nil {
@@ -185,15 +186,15 @@ func TestPrune(t *testing.T) {
 	// Errors before any work: nothing is written.
 	modRun := swapTestRun(t)
 	modEPK := filepath.Join(root, "modepk")
-	fakeEPK(t, modRun, modEPK, "", []string{epkout.Pruning, epkout.Components}, []int{0, 1, 2},
+	fakeEPK(t, modRun, modEPK, "", []string{epkfile.Pruning, epkfile.Components}, []int{0, 1, 2},
 		func(_ string, n int) []float64 { return make([]float64, n) }, func(_ string, x, n int) []float64 { return make([]float64, x*n) })
 	otherEPK := filepath.Join(root, "otherepk")
-	fakeEPK(t, runDir, otherEPK, "0123456789abcdef", []string{epkout.Pruning}, scoring,
+	fakeEPK(t, runDir, otherEPK, "0123456789abcdef", []string{epkfile.Pruning}, scoring,
 		func(_ string, n int) []float64 { return make([]float64, n) }, nil)
 	noPreset := filepath.Join(root, "nopreset")
-	fakeEPK(t, runDir, noPreset, "", []string{epkout.Validation}, scoring, nil, nil)
+	fakeEPK(t, runDir, noPreset, "", []string{epkfile.Validation}, scoring, nil, nil)
 	modNoPreset := filepath.Join(root, "modnopreset")
-	fakeEPK(t, modRun, modNoPreset, "", []string{epkout.Validation}, []int{0, 1}, nil, nil)
+	fakeEPK(t, modRun, modNoPreset, "", []string{epkfile.Validation}, []int{0, 1}, nil, nil)
 	bad := filepath.Join(root, "bad")
 	cases := []struct {
 		args []string

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/explaind/explaind/epkout"
+	"github.com/explaind/explaind/epkfile"
 	"github.com/explaind/explaind/history"
 	"github.com/explaind/explaind/npy"
 )
@@ -24,8 +24,8 @@ func writeValidationEPK(t *testing.T, dir, run, fp string, x, c, steps int) {
 	for _, p := range m.Params {
 		names, shapes = append(names, p.Name), append(shapes, p.Shape)
 	}
-	w, err := epkout.NewWriter(dir, epkout.Manifest{Run: run, RunFingerprint: fp, Presets: []string{epkout.Validation},
-		Steps: [2]int{0, steps}, Precision: "float64", Quadrature: "exact", Test: epkout.TestSet{Split: "val", Count: x}, Classes: c,
+	w, err := epkfile.NewWriter(dir, epkfile.Manifest{Run: run, RunFingerprint: fp, Presets: []string{epkfile.Validation},
+		Steps: [2]int{0, steps}, Precision: "float64", Quadrature: "exact", Test: epkfile.TestSet{Split: "val", Count: x}, Classes: c,
 		Tensors: names, TensorShapes: shapes})
 	if err != nil {
 		t.Fatal(err)
@@ -35,7 +35,7 @@ func writeValidationEPK(t *testing.T, dir, run, fp string, x, c, steps int) {
 		idx[i] = i % c
 	}
 	for _, n := range []string{"test_indices", "test_labels"} {
-		if err := epkout.Write(w, n, npy.Ints(idx), epkout.ArrayInfo{Shape: []int{x}}); err != nil {
+		if err := epkfile.Write(w, n, npy.Ints(idx), epkfile.ArrayInfo{Shape: []int{x}}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -44,7 +44,7 @@ func writeValidationEPK(t *testing.T, dir, run, fp string, x, c, steps int) {
 		v[i] = -2 + 0.01*float64(i%7)
 	}
 	for _, n := range []string{"f0", "model", "epk", "data", "reg", "resid", "quad_residual"} {
-		if err := epkout.Write(w, n, v, epkout.ArrayInfo{Shape: []int{x, c}}); err != nil {
+		if err := epkfile.Write(w, n, v, epkfile.ArrayInfo{Shape: []int{x, c}}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -52,7 +52,7 @@ func writeValidationEPK(t *testing.T, dir, run, fp string, x, c, steps int) {
 	for i := range comp {
 		comp[i] = 1e-12
 	}
-	if err := epkout.Write(w, "step_max_completeness", comp, epkout.ArrayInfo{Shape: []int{steps}}); err != nil {
+	if err := epkfile.Write(w, "step_max_completeness", comp, epkfile.ArrayInfo{Shape: []int{steps}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := w.WriteManifest(true); err != nil {
@@ -68,7 +68,7 @@ func TestReport(t *testing.T) {
 		t.Fatal(err)
 	}
 	epk := filepath.Join(root, "epk")
-	writeValidationEPK(t, epk, dir, epkout.RunFingerprint(m), 4, 9, len(m.Steps))
+	writeValidationEPK(t, epk, dir, epkfile.RunFingerprint(m), 4, 9, len(m.Steps))
 	stale := filepath.Join(root, "stale")
 	writeValidationEPK(t, stale, dir, "0123456789abcdef", 4, 9, len(m.Steps))
 	exp := filepath.Join(root, "swap")

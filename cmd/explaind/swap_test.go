@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/explaind/explaind/epkout"
+	"github.com/explaind/explaind/epkfile"
 	"github.com/explaind/explaind/experiments/expio/expiotest"
 	"github.com/explaind/explaind/history"
 )
@@ -36,8 +36,8 @@ func swapTestSummary(t *testing.T, out, runDir string) map[string]any {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sum["run_fingerprint"] != epkout.RunFingerprint(m) || sum["run"] != runDir || sum["complete"] != true {
-		t.Errorf("summary names run %v (fingerprint %v, complete %v); want %s, %s, complete", sum["run"], sum["run_fingerprint"], sum["complete"], runDir, epkout.RunFingerprint(m))
+	if sum["run_fingerprint"] != epkfile.RunFingerprint(m) || sum["run"] != runDir || sum["complete"] != true {
+		t.Errorf("summary names run %v (fingerprint %v, complete %v); want %s, %s, complete", sum["run"], sum["run_fingerprint"], sum["complete"], runDir, epkfile.RunFingerprint(m))
 	}
 	return sum
 }

@@ -171,10 +171,11 @@ func newVerifyCmd() *cobra.Command {
 		Short: "Replay a recorded run and check every step against its recorded hash",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			r, _, _, err := train.Open[float32](args[0])
+			o, err := train.Open[float32](args[0])
 			if err != nil {
 				return err
 			}
+			r := o.Replay
 			n := r.Steps()
 			var step func(int)
 			if bar := progress.Func(progressTo(cmd, quiet), "verifying"); bar != nil {

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/explaind/explaind/epkout"
+	"github.com/explaind/explaind/epkfile"
 )
 
 // TestDoCancelledWritesNothing: a context cancelled while Do reads the
@@ -20,7 +20,7 @@ func TestDoCancelledWritesNothing(t *testing.T) {
 	root := t.TempDir()
 	run := tinyRun(t)
 	epk := filepath.Join(root, "epk")
-	writeEPK(t, run, epk, []string{epkout.Components}, []int{0, 1, 2, 3}, func(name string, x, j int) float64 {
+	writeEPK(t, run, epk, []string{epkfile.Components}, []int{0, 1, 2, 3}, func(name string, x, j int) float64 {
 		return math.Sin(float64(len(name)*x + j))
 	})
 	out := filepath.Join(root, "out")

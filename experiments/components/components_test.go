@@ -13,7 +13,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/explaind/explaind/epkout"
+	"github.com/explaind/explaind/epkfile"
 	"github.com/explaind/explaind/experiments/expio/expiotest"
 	"github.com/explaind/explaind/history"
 	"github.com/explaind/explaind/internal/testrun"
@@ -193,12 +193,12 @@ func writeEPK(t *testing.T, run, dir string, presets []string, idx []int, score 
 	if err != nil {
 		t.Fatal(err)
 	}
-	em := epkout.Manifest{Run: run, RunFingerprint: epkout.RunFingerprint(m), Presets: presets, Test: epkout.TestSet{Split: "val", Count: len(idx)}, Classes: d.Val.Classes}
+	em := epkfile.Manifest{Run: run, RunFingerprint: epkfile.RunFingerprint(m), Presets: presets, Test: epkfile.TestSet{Split: "val", Count: len(idx)}, Classes: d.Val.Classes}
 	for _, p := range m.Params {
 		em.Tensors = append(em.Tensors, p.Name)
 		em.TensorShapes = append(em.TensorShapes, p.Shape)
 	}
-	w, err := epkout.NewWriter(dir, em)
+	w, err := epkfile.NewWriter(dir, em)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,10 +206,10 @@ func writeEPK(t *testing.T, run, dir string, presets []string, idx []int, score 
 	for i, x := range idx {
 		ix[i], lab[i] = int64(x), int64(d.Val.Labels[x])
 	}
-	if err := epkout.Write(w, "test_indices", ix, epkout.ArrayInfo{Shape: []int{len(idx)}}); err != nil {
+	if err := epkfile.Write(w, "test_indices", ix, epkfile.ArrayInfo{Shape: []int{len(idx)}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := epkout.Write(w, "test_labels", lab, epkout.ArrayInfo{Shape: []int{len(idx)}}); err != nil {
+	if err := epkfile.Write(w, "test_labels", lab, epkfile.ArrayInfo{Shape: []int{len(idx)}}); err != nil {
 		t.Fatal(err)
 	}
 	for _, p := range m.Params {
@@ -223,7 +223,7 @@ func writeEPK(t *testing.T, run, dir string, presets []string, idx []int, score 
 				v[x*n+j] = score(p.Name, x, j)
 			}
 		}
-		if err := epkout.Write(w, "scores/"+p.Name, v, epkout.ArrayInfo{Shape: append([]int{len(idx)}, p.Shape...), Preset: epkout.Components}); err != nil {
+		if err := epkfile.Write(w, "scores/"+p.Name, v, epkfile.ArrayInfo{Shape: append([]int{len(idx)}, p.Shape...), Preset: epkfile.Components}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -259,7 +259,7 @@ func TestDo(t *testing.T) {
 		return noise[key][j]
 	}
 	epk := filepath.Join(root, "epk")
-	writeEPK(t, run, epk, []string{epkout.Components}, idx, score)
+	writeEPK(t, run, epk, []string{epkfile.Components}, idx, score)
 	out := filepath.Join(root, "out")
 	var ticks, total int
 	s, err := Do(context.Background(), Options{Run: run, EPK: epk, Out: out, HistK: 4, Examples: 2, Progress: func(d, n int) { ticks, total = d, n }})
@@ -337,7 +337,7 @@ func TestDo(t *testing.T) {
 
 	// Errors before any work.
 	other := filepath.Join(root, "other")
-	writeEPK(t, run, other, []string{epkout.Validation}, idx, score)
+	writeEPK(t, run, other, []string{epkfile.Validation}, idx, score)
 	bad := filepath.Join(root, "bad")
 	if _, err := Do(context.Background(), Options{Run: run, EPK: other, Out: bad}); err == nil || !strings.Contains(err.Error(), "explaind epk") || !strings.Contains(err.Error(), "components") {
 		t.Errorf("missing preset: %v", err)

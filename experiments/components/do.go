@@ -10,7 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 
-	"github.com/explaind/explaind/epkout"
+	"github.com/explaind/explaind/epkfile"
 	"github.com/explaind/explaind/experiments/expio"
 	"github.com/explaind/explaind/internal/atomicfile"
 	"github.com/explaind/explaind/npy"
@@ -80,7 +80,7 @@ var use = expio.EPKUse{
 	Task:    "modulo",
 	Does:    `analyses modulo runs (task "modulo")`,
 	Hints:   map[string]string{"cnn": "for a CNN run use `explaind prune`"},
-	Preset:  epkout.Components,
+	Preset:  epkfile.Components,
 }
 
 // check validates the options and reads the run's manifest and the EPK
@@ -206,7 +206,7 @@ type embeddings struct {
 // matrices and embeddings (phase 2 of Do). tick is called after each
 // tensor. When ctx is cancelled it returns ctx's error before the next
 // tensor.
-func accumulate(ctx context.Context, epk *epkout.Output, groups []Group, sizes []int, n int, tick func()) (*embeddings, error) {
+func accumulate(ctx context.Context, epk *epkfile.Output, groups []Group, sizes []int, n int, tick func()) (*embeddings, error) {
 	em := epk.Manifest
 	e := &embeddings{gram: map[string][]float64{}, emb: map[string]*mat.Dense{}}
 	cols := map[string]int{}

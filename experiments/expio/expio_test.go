@@ -14,7 +14,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/explaind/explaind/epkout"
+	"github.com/explaind/explaind/epkfile"
 	"github.com/explaind/explaind/experiments/expio"
 	"github.com/explaind/explaind/history"
 	"github.com/explaind/explaind/internal/testrun"
@@ -202,17 +202,17 @@ func writeEPK(t *testing.T, r *expio.Run, dir, fingerprint string, presets []str
 	if fingerprint == "" {
 		fingerprint = r.Fingerprint
 	}
-	em := epkout.Manifest{Run: r.Dir, RunFingerprint: fingerprint, Presets: presets, Test: epkout.TestSet{Split: "val", Count: len(idx)},
+	em := epkfile.Manifest{Run: r.Dir, RunFingerprint: fingerprint, Presets: presets, Test: epkfile.TestSet{Split: "val", Count: len(idx)},
 		Classes: r.Data.Val.Classes}
 	for _, p := range r.Manifest.Params {
 		em.Tensors, em.TensorShapes = append(em.Tensors, p.Name), append(em.TensorShapes, p.Shape)
 	}
-	w, err := epkout.NewWriter(dir, em)
+	w, err := epkfile.NewWriter(dir, em)
 	if err == nil {
-		err = epkout.Write(w, "test_indices", int64s(idx), epkout.ArrayInfo{Shape: []int{len(idx)}})
+		err = epkfile.Write(w, "test_indices", int64s(idx), epkfile.ArrayInfo{Shape: []int{len(idx)}})
 	}
 	if err == nil {
-		err = epkout.Write(w, "test_labels", int64s(labels), epkout.ArrayInfo{Shape: []int{len(labels)}})
+		err = epkfile.Write(w, "test_labels", int64s(labels), epkfile.ArrayInfo{Shape: []int{len(labels)}})
 	}
 	if err == nil {
 		err = w.WriteManifest(true)
@@ -249,8 +249,8 @@ func TestOpenEPK(t *testing.T) {
 	label := func(x int) int { return val.Pairs[x].Label }
 	root := t.TempDir()
 	good := filepath.Join(root, "good")
-	writeEPK(t, opened, good, "", []string{epkout.Components}, []int{3, 0}, []int{label(3), label(0)})
-	use := expio.EPKUse{Command: "components", Task: "modulo", Does: "analyses modulo runs", Preset: epkout.Components}
+	writeEPK(t, opened, good, "", []string{epkfile.Components}, []int{3, 0}, []int{label(3), label(0)})
+	use := expio.EPKUse{Command: "components", Task: "modulo", Does: "analyses modulo runs", Preset: epkfile.Components}
 	r, err := expio.OpenEPK(use, run, good)
 	if err != nil {
 		t.Fatal(err)
@@ -277,7 +277,7 @@ func TestOpenEPK(t *testing.T) {
 		t.Errorf("index outside the data: %v", err)
 	}
 	wrong := filepath.Join(root, "wrong")
-	writeEPK(t, opened, wrong, "", []string{epkout.Components}, []int{3, 0}, []int{label(3), label(0) + 1})
+	writeEPK(t, opened, wrong, "", []string{epkfile.Components}, []int{3, 0}, []int{label(3), label(0) + 1})
 	r, err = expio.OpenEPK(use, run, wrong)
 	if err != nil {
 		t.Fatal(err)
@@ -288,9 +288,9 @@ func TestOpenEPK(t *testing.T) {
 	}
 
 	other := filepath.Join(root, "other")
-	writeEPK(t, opened, other, "0123456789abcdef", []string{epkout.Components}, []int{0}, []int{label(0)})
+	writeEPK(t, opened, other, "0123456789abcdef", []string{epkfile.Components}, []int{0}, []int{label(0)})
 	cnn := expio.EPKUse{Command: "prune", Task: "cnn", Does: `prunes CNN runs (task "cnn", ResNet-9)`,
-		Hints: map[string]string{"modulo": "for a modulo run use `explaind components`"}, Preset: epkout.Pruning}
+		Hints: map[string]string{"modulo": "for a modulo run use `explaind components`"}, Preset: epkfile.Pruning}
 	for _, c := range []struct {
 		use      expio.EPKUse
 		run, epk string
@@ -302,7 +302,7 @@ func TestOpenEPK(t *testing.T) {
 		{use, run, filepath.Join(root, "none"), "not an EPK output"},
 		{use, run, other, "different run"},
 		{cnn, run, good, "prune: " + run + " is a \"modulo\" run; `explaind prune` prunes CNN runs (task \"cnn\", ResNet-9); for a modulo run use `explaind components`"},
-		{expio.EPKUse{Command: "x", Task: "modulo", Preset: epkout.Pruning}, run, good, "--preset pruning"},
+		{expio.EPKUse{Command: "x", Task: "modulo", Preset: epkfile.Pruning}, run, good, "--preset pruning"},
 	} {
 		if _, err := expio.OpenEPK(c.use, c.run, c.epk); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("OpenEPK(%s, %q, %q): %v; want an error with %q", c.use.Command, c.run, c.epk, err, c.want)

@@ -3,7 +3,7 @@ package expio
 import (
 	"fmt"
 
-	"github.com/explaind/explaind/epkout"
+	"github.com/explaind/explaind/epkfile"
 	"github.com/explaind/explaind/history"
 	"github.com/explaind/explaind/models"
 	"github.com/explaind/explaind/nn"
@@ -16,7 +16,7 @@ type Run struct {
 	// Dir is the run directory as given.
 	Dir string
 	// Manifest is the run's manifest; Fingerprint is
-	// epkout.RunFingerprint of it.
+	// epkfile.RunFingerprint of it.
 	Manifest    *history.Manifest
 	Fingerprint string
 	// Config is the run's training configuration.
@@ -51,16 +51,13 @@ func OpenRun(command, dir, task string) (*Run, error) {
 	if m.Dtype != "" && m.Dtype != "float32" {
 		return nil, fmt.Errorf("%s: --run %s was trained in %s; explaind %s replays float32 runs only", command, dir, m.Dtype, command)
 	}
-	r, sess, c, err := train.Open[float32](dir)
+	o, err := train.Open[float32](dir)
 	if err != nil {
 		return nil, fmt.Errorf("%s: --run %s: %w", command, dir, err)
 	}
-	d, err := train.LoadData[float32](c)
-	if err != nil {
-		return nil, fmt.Errorf("%s: --run %s: %w", command, dir, err)
-	}
-	return &Run{Dir: dir, Manifest: r.Manifest(), Fingerprint: epkout.RunFingerprint(r.Manifest()), Config: c,
-		Replay: r, Session: sess, Data: d}, nil
+	r := o.Replay
+	return &Run{Dir: dir, Manifest: r.Manifest(), Fingerprint: epkfile.RunFingerprint(r.Manifest()), Config: o.Config,
+		Replay: r, Session: o.Session, Data: o.Data}, nil
 }
 
 // Modulo returns the session's model as the modulo transformer, or an
@@ -152,7 +149,7 @@ type EPKRun struct {
 	Manifest *history.Manifest
 	Config   *train.Config
 	// EPK is the opened EPK output.
-	EPK *epkout.Output
+	EPK *epkfile.Output
 	// command names the experiment in errors.
 	command string
 }
@@ -161,7 +158,7 @@ type EPKRun struct {
 // epkDir for the experiment u describes. It checks, before any work, that
 // the run is of task u.Task, that the output is complete, was computed for
 // this run (its fingerprint and parameter tensors) and holds u.Preset;
-// the errors of epkout and history are returned as they are, since they
+// the errors of epkfile and history are returned as they are, since they
 // name the directory at fault and the command that fixes it.
 func OpenEPK(u EPKUse, dir, epkDir string) (*EPKRun, error) {
 	if dir == "" || epkDir == "" {
@@ -182,7 +179,7 @@ func OpenEPK(u EPKUse, dir, epkDir string) (*EPKRun, error) {
 		}
 		return nil, fmt.Errorf("%s: %s is a %q run; `explaind %s` %s%s", u.Command, dir, task, u.Command, u.Does, hint)
 	}
-	if r.EPK, err = epkout.Open(epkDir); err != nil {
+	if r.EPK, err = epkfile.Open(epkDir); err != nil {
 		return nil, err
 	}
 	if err := r.EPK.CheckRun(m); err != nil {
@@ -223,7 +220,7 @@ func (r *EPKRun) TestSamples(split string, n int, label func(x int) int) ([]int,
 
 // EPKSource says what an experiment that reads an EPK output computed its
 // results from: the run and EPK output directories, as given, and the
-// run's fingerprint (epkout.RunFingerprint). Summaries embed it, which
+// run's fingerprint (epkfile.RunFingerprint). Summaries embed it, which
 // puts its fields first in their JSON.
 type EPKSource struct {
 	Run            string `json:"run"`
@@ -233,5 +230,5 @@ type EPKSource struct {
 
 // Source returns the EPKSource of the run and EPK output r holds.
 func (r *EPKRun) Source() EPKSource {
-	return EPKSource{Run: r.Dir, EPK: r.EPK.Dir, RunFingerprint: epkout.RunFingerprint(r.Manifest)}
+	return EPKSource{Run: r.Dir, EPK: r.EPK.Dir, RunFingerprint: epkfile.RunFingerprint(r.Manifest)}
 }

@@ -11,7 +11,7 @@ import (
 	"slices"
 	"strconv"
 
-	"github.com/explaind/explaind/epkout"
+	"github.com/explaind/explaind/epkfile"
 	"github.com/explaind/explaind/experiments/expio"
 	"github.com/explaind/explaind/history"
 	"github.com/explaind/explaind/internal/atomicfile"
@@ -63,7 +63,7 @@ var use = expio.EPKUse{
 	Task:    "cnn",
 	Does:    `prunes CNN runs (task "cnn", ResNet-9)`,
 	Hints:   map[string]string{"modulo": "for a modulo run use `explaind components`"},
-	Preset:  epkout.Pruning,
+	Preset:  epkfile.Pruning,
 }
 
 // check validates the options and reads the run's manifest and the EPK
@@ -111,15 +111,12 @@ func Do(ctx context.Context, opts Options) (*Summary, error) {
 }
 
 func do[T tensor.Float](ctx context.Context, opts *Options, c *expio.EPKRun) (*Summary, error) {
-	r, sess, _, err := train.Open[T](opts.Run)
+	o, err := train.Open[T](opts.Run)
 	if err != nil {
 		return nil, err
 	}
+	r, sess, d := o.Replay, o.Session, o.Data
 	if err := r.Seek(r.Steps()); err != nil {
-		return nil, err
-	}
-	d, err := train.LoadData[T](c.Config)
-	if err != nil {
 		return nil, err
 	}
 	test, err := c.TestSamples("test", d.Val.Len(), func(x int) int { return d.Val.Labels[x] })

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/explaind/explaind/epkout"
+	"github.com/explaind/explaind/epkfile"
 	"github.com/explaind/explaind/experiments/expio"
 	"github.com/explaind/explaind/experiments/expio/expiotest"
 	"github.com/explaind/explaind/experiments/retrain"
@@ -292,7 +292,7 @@ func TestRunWritesOutputs(t *testing.T) {
 	}
 	var sum retrain.Summary
 	b := expiotest.ReadJSON(t, filepath.Join(out, retrain.SummaryFile), &sum)
-	if !sum.Complete || sum.RunFingerprint != epkout.RunFingerprint(r.Manifest) || len(sum.Points) != 6 || sum.Points[0].Checkpoint != 0 ||
+	if !sum.Complete || sum.RunFingerprint != epkfile.RunFingerprint(r.Manifest) || len(sum.Points) != 6 || sum.Points[0].Checkpoint != 0 ||
 		sum.Points[0].Mean != 3 || sum.Points[0].Reached != 0 || len(sum.Headline) != 2 || sum.Headline[0].LatestUnreached != 100 ||
 		!slices.Equal(sum.Settings.PartParams[retrain.Outer], []string{"input_emb.weight", "decoder.weight"}) {
 		t.Errorf("summary %s", b)

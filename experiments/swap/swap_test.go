@@ -11,7 +11,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/explaind/explaind/epkout"
+	"github.com/explaind/explaind/epkfile"
 	"github.com/explaind/explaind/experiments/expio"
 	"github.com/explaind/explaind/experiments/expio/expiotest"
 	"github.com/explaind/explaind/experiments/swap"
@@ -158,10 +158,11 @@ func TestAllButAttentionAtStepZero(t *testing.T) {
 	}
 	got := res.Rows[0]
 
-	replay, sess, _, err := train.Open[float32](r.Dir)
+	o, err := train.Open[float32](r.Dir)
 	if err != nil {
 		t.Fatal(err)
 	}
+	replay, sess := o.Replay, o.Session
 	snapshot := func(s int) map[string][]float32 {
 		if err := replay.Seek(s); err != nil {
 			t.Fatal(err)
@@ -258,7 +259,7 @@ func TestWriteOutputs(t *testing.T) {
 	}
 	var sum swap.Summary
 	b := expiotest.ReadJSON(t, filepath.Join(out, swap.SummaryFile), &sum)
-	if !sum.Complete || sum.RunFingerprint != epkout.RunFingerprint(r.Manifest) || sum.Steps != 4 || len(sum.Headline) != 5 ||
+	if !sum.Complete || sum.RunFingerprint != epkfile.RunFingerprint(r.Manifest) || sum.Steps != 4 || len(sum.Headline) != 5 ||
 		sum.Settings.Every != 10 || len(sum.Settings.Groups[swap.Attention]) != 4 || sum.Headline[0].FirstStepBelow < 0 {
 		t.Errorf("summary %s", b)
 	}

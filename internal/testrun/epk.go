@@ -8,7 +8,7 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/explaind/explaind/epkout"
+	"github.com/explaind/explaind/epkfile"
 	"github.com/explaind/explaind/npy"
 )
 
@@ -17,21 +17,21 @@ import (
 // of the manifest is a .npy file of its name with the manifest's shape,
 // as many axes as dimensions, and finite values. Failing to open it fails
 // the test at once; the checks fail it without stopping it.
-func OpenEPK(t testing.TB, dir string) *epkout.Output {
+func OpenEPK(t testing.TB, dir string) *epkfile.Output {
 	t.Helper()
-	o, err := epkout.Open(dir)
+	o, err := epkfile.Open(dir)
 	if err != nil {
-		t.Fatalf("epkout.Open(%s): %v", dir, err)
+		t.Fatalf("epkfile.Open(%s): %v", dir, err)
 	}
-	if !o.Manifest.Complete || o.Manifest.Format != epkout.Format {
+	if !o.Manifest.Complete || o.Manifest.Format != epkfile.Format {
 		t.Errorf("manifest: complete %v, format %d", o.Manifest.Complete, o.Manifest.Format)
 	}
 	if _, err := os.Stat(filepath.Join(dir, ".epk-state.gob")); err == nil {
 		t.Error("a finished output still holds the job state .epk-state.gob")
 	}
 	for name, info := range o.Manifest.Arrays {
-		if info.File != epkout.FileName(name) {
-			t.Errorf("array %s is stored in %q, want %q", name, info.File, epkout.FileName(name))
+		if info.File != epkfile.FileName(name) {
+			t.Errorf("array %s is stored in %q, want %q", name, info.File, epkfile.FileName(name))
 		}
 		if len(info.Axes) != len(info.Shape) {
 			t.Errorf("array %s: %d axes %v for shape %v", name, len(info.Axes), info.Axes, info.Shape)

@@ -13,7 +13,7 @@ import (
 	"testing"
 
 	"github.com/explaind/explaind/data"
-	"github.com/explaind/explaind/epkout"
+	"github.com/explaind/explaind/epkfile"
 	"github.com/explaind/explaind/history"
 	"github.com/explaind/explaind/internal/testrun"
 	"github.com/explaind/explaind/train"
@@ -103,8 +103,8 @@ func TestTrainIsSharedAndDeterministic(t *testing.T) {
 		t.Fatal(err)
 	}
 	a, b := manifest(t, dir), manifest(t, fresh)
-	if len(a.Steps) != 3 || epkout.RunFingerprint(a) != epkout.RunFingerprint(b) {
-		t.Errorf("shared run of %d steps, fingerprint %s; trained afresh %s", len(a.Steps), epkout.RunFingerprint(a), epkout.RunFingerprint(b))
+	if len(a.Steps) != 3 || epkfile.RunFingerprint(a) != epkfile.RunFingerprint(b) {
+		t.Errorf("shared run of %d steps, fingerprint %s; trained afresh %s", len(a.Steps), epkfile.RunFingerprint(a), epkfile.RunFingerprint(b))
 	}
 	c.Epochs = 4
 	other := testrun.Train[float32](t, c)
@@ -218,14 +218,14 @@ func TestDirChecksTheFixture(t *testing.T) {
 func TestOpenEPK(t *testing.T) {
 	write := func(t *testing.T, data []float64) string {
 		dir := filepath.Join(t.TempDir(), "epk")
-		w, err := epkout.NewWriter(dir, epkout.Manifest{Presets: []string{epkout.Validation}})
+		w, err := epkfile.NewWriter(dir, epkfile.Manifest{Presets: []string{epkfile.Validation}})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := epkout.Write(w, "test_indices", []int64{0, 1}, epkout.ArrayInfo{Shape: []int{2}, Axes: []string{"test"}}); err != nil {
+		if err := epkfile.Write(w, "test_indices", []int64{0, 1}, epkfile.ArrayInfo{Shape: []int{2}, Axes: []string{"test"}}); err != nil {
 			t.Fatal(err)
 		}
-		if err := epkout.Write(w, "model", data, epkout.ArrayInfo{Shape: []int{2, 2}, Axes: []string{"test", "class"}}); err != nil {
+		if err := epkfile.Write(w, "model", data, epkfile.ArrayInfo{Shape: []int{2, 2}, Axes: []string{"test", "class"}}); err != nil {
 			t.Fatal(err)
 		}
 		if err := w.WriteManifest(true); err != nil {
@@ -255,13 +255,13 @@ func TestOpenEPK(t *testing.T) {
 	}
 
 	short := write(t, []float64{1, 2, 3, 4})
-	o, _ := epkout.Open(short)
+	o, _ := epkfile.Open(short)
 	info := o.Manifest.Arrays["model"]
-	if err := epkout.Write(&epkout.Writer{Dir: short, Manifest: o.Manifest}, "model", []float64{1, 2}, epkout.ArrayInfo{Shape: []int{2}}); err != nil {
+	if err := epkfile.Write(&epkfile.Writer{Dir: short, Manifest: o.Manifest}, "model", []float64{1, 2}, epkfile.ArrayInfo{Shape: []int{2}}); err != nil {
 		t.Fatal(err)
 	}
 	o.Manifest.Arrays["model"] = info // the manifest still says [2, 2]
-	if err := (&epkout.Writer{Dir: short, Manifest: o.Manifest}).WriteManifest(true); err != nil {
+	if err := (&epkfile.Writer{Dir: short, Manifest: o.Manifest}).WriteManifest(true); err != nil {
 		t.Fatal(err)
 	}
 	r = &recorder{TB: t}

@@ -1,4 +1,4 @@
-package epkjob
+package job
 
 import (
 	"math"

@@ -1,4 +1,4 @@
-package epkjob
+package job
 
 import (
 	"encoding/json"
@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/explaind/explaind/epk"
-	"github.com/explaind/explaind/epkout"
+	"github.com/explaind/explaind/epkfile"
 	"github.com/explaind/explaind/explain"
 	"github.com/explaind/explaind/internal/atomicfile"
 )
@@ -27,26 +27,26 @@ type output struct {
 type writer func(a *arrays, preset string, r *explain.Result) error
 
 // outputs lists the presets' queries (validation needs none: every job
-// reports its Validation), in the order of epkout.Presets.
+// reports its Validation), in the order of epkfile.Presets.
 var outputs = []output{
-	{epkout.Grokking, explain.Query{Name: "step_tensor", Keep: explain.Step | explain.Test | explain.Tensor,
+	{epkfile.Grokking, explain.Query{Name: "step_tensor", Keep: explain.Step | explain.Test | explain.Tensor,
 		Classes: explain.TrueClass, Part: explain.Model}, writeStepTensor},
-	{epkout.Grokking, explain.Query{Name: "step_data", Keep: explain.Step | explain.Test,
+	{epkfile.Grokking, explain.Query{Name: "step_data", Keep: explain.Step | explain.Test,
 		Classes: explain.TrueClass, Part: explain.Data}, writeStepPart},
-	{epkout.Grokking, explain.Query{Name: "step_reg", Keep: explain.Step | explain.Test,
+	{epkfile.Grokking, explain.Query{Name: "step_reg", Keep: explain.Step | explain.Test,
 		Classes: explain.TrueClass, Part: explain.Reg}, writeStepPart},
-	{epkout.Grokking, explain.Query{Name: "step_resid", Keep: explain.Step | explain.Test,
+	{epkfile.Grokking, explain.Query{Name: "step_resid", Keep: explain.Step | explain.Test,
 		Classes: explain.TrueClass, Part: explain.Resid}, writeStepPart},
-	{epkout.Components, explain.Query{Name: "scores", Keep: explain.Param | explain.Test, Part: explain.Update},
+	{epkfile.Components, explain.Query{Name: "scores", Keep: explain.Param | explain.Test, Part: explain.Update},
 		perTensor([]string{"test"}, "each test sample's class-summed per-parameter score Σ_s Σ_c φ_s(x)[c, :] ⊙ Δθ_s.")},
-	{epkout.Pruning, explain.Query{Name: "importance", Keep: explain.Param, Abs: true, Part: explain.Update},
+	{epkfile.Pruning, explain.Query{Name: "importance", Keep: explain.Param, Abs: true, Part: explain.Update},
 		perTensor(nil, "per-parameter importance Σ_{x,c} |Σ_s φ_s(x)[c, :] ⊙ Δθ_s| over the test samples.")},
-	{epkout.Kernel, explain.Query{Name: "kernel", Keep: explain.Train | explain.Class, Part: explain.Data}, writeKernel},
-	{epkout.Reference, explain.Query{Name: "scores_class", Keep: explain.Param | explain.Test | explain.Class,
+	{epkfile.Kernel, explain.Query{Name: "kernel", Keep: explain.Train | explain.Class, Part: explain.Data}, writeKernel},
+	{epkfile.Reference, explain.Query{Name: "scores_class", Keep: explain.Param | explain.Test | explain.Class,
 		Part: explain.Update},
 		perTensor([]string{"test", "class"}, "per-parameter scores per test sample and class Σ_s φ_s(x)[c, :] ⊙ Δθ_s "+
 			"(the reference's per-parameter kernel).")},
-	{epkout.Reference, explain.Query{Name: "kernel_full", Keep: explain.Train | explain.Test | explain.Class,
+	{epkfile.Reference, explain.Query{Name: "kernel_full", Keep: explain.Train | explain.Test | explain.Class,
 		Part: explain.Data},
 		whole("the data kernel per test sample, class and training sample, summed over steps (the reference's data kernel).")},
 }
@@ -66,19 +66,19 @@ func queries(presets []string) []explain.Query {
 
 // arrays writes the arrays of an output directory.
 type arrays struct {
-	w   *epkout.Writer
+	w   *epkfile.Writer
 	out *explain.Output
 }
 
 // put stores float64 values (log-probabilities) of a preset.
 func (a *arrays) put(name, preset string, data []float64, shape []int, axes []string, desc string) error {
-	return epkout.Write(a.w, name, data, epkout.ArrayInfo{Shape: shape, Axes: axes, Units: logProb, Preset: preset,
+	return epkfile.Write(a.w, name, data, epkfile.ArrayInfo{Shape: shape, Axes: axes, Units: logProb, Preset: preset,
 		Description: desc})
 }
 
 // put32 stores values like put, as float32.
 func (a *arrays) put32(name, preset string, data []float64, shape []int, axes []string, desc string) error {
-	return epkout.WriteFloat32(a.w, name, data, epkout.ArrayInfo{Shape: shape, Axes: axes, Units: logProb, Preset: preset,
+	return epkfile.WriteFloat32(a.w, name, data, epkfile.ArrayInfo{Shape: shape, Axes: axes, Units: logProb, Preset: preset,
 		Description: desc + " Stored as float32."})
 }
 
@@ -99,11 +99,11 @@ func outputOf(name string) (output, bool) {
 func (a *arrays) writeTestSet(split string, idx, labels []int) error {
 	X := a.out.Samples
 	shape, axes := []int{X}, []string{"test"}
-	if err := epkout.Write(a.w, "test_indices", toInt64(idx), epkout.ArrayInfo{Shape: shape, Axes: axes, Units: "index",
+	if err := epkfile.Write(a.w, "test_indices", toInt64(idx), epkfile.ArrayInfo{Shape: shape, Axes: axes, Units: "index",
 		Description: "indices of the test samples in the run's " + split + " split"}); err != nil {
 		return err
 	}
-	return epkout.Write(a.w, "test_labels", toInt64(labels), epkout.ArrayInfo{Shape: shape, Axes: axes, Units: "class",
+	return epkfile.Write(a.w, "test_labels", toInt64(labels), epkfile.ArrayInfo{Shape: shape, Axes: axes, Units: "class",
 		Description: "labels of the test samples"})
 }
 
@@ -128,15 +128,15 @@ func (a *arrays) writeValidation() error {
 		{"resid", v.Resid, "the summed contributions of the update-reconstruction residuals"},
 		{"quad_residual", v.Quad, "the summed quadrature (completeness) residuals: epk − model"},
 	} {
-		if err := a.put(r.name, epkout.Validation, r.data, xc, axc, r.desc); err != nil {
+		if err := a.put(r.name, epkfile.Validation, r.data, xc, axc, r.desc); err != nil {
 			return err
 		}
 	}
-	if err := a.put("step_max_completeness", epkout.Validation, v.StepMaxCompleteness, []int{S}, []string{"step"},
+	if err := a.put("step_max_completeness", epkfile.Validation, v.StepMaxCompleteness, []int{S}, []string{"step"},
 		"each step's max |Σ contributions − (f(θ_{s+1}) − f(θ_s))| over test samples and classes"); err != nil {
 		return err
 	}
-	return a.put("step_change", epkout.Validation, v.StepChange, []int{S, X}, []string{"step", "test"},
+	return a.put("step_change", epkfile.Validation, v.StepChange, []int{S, X}, []string{"step", "test"},
 		"f_y(θ_{s+1}) − f_y(θ_s) of each sample's true class y")
 }
 
@@ -205,11 +205,11 @@ func writeKernel(a *arrays, preset string, r *explain.Result) error {
 // write stores the output directory and its summary.
 func write(o Options, split string, fp string, idx, labels []int, q epk.Quadrature, out *explain.Output) (*Summary, error) {
 	X, C := out.Samples, out.Classes
-	w, err := epkout.NewWriter(o.Out, epkout.Manifest{
+	w, err := epkfile.NewWriter(o.Out, epkfile.Manifest{
 		Software: o.Software, Created: time.Now().UTC().Format(time.RFC3339),
 		Run: o.Run, RunFingerprint: fp, Presets: o.Presets, Steps: [2]int{out.From, out.To},
 		Precision: o.Precision, Quadrature: o.Quadrature, Tol: q.Tol,
-		Test: epkout.TestSet{Split: split, Count: X}, Classes: C,
+		Test: epkfile.TestSet{Split: split, Count: X}, Classes: C,
 		Tensors: out.TensorNames, TensorShapes: out.TensorShapes,
 	})
 	if err != nil {

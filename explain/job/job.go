@@ -1,8 +1,8 @@
-// Package epkjob runs `explaind epk`: it opens a recorded run, turns the
+// Package job runs `explaind epk`: it opens a recorded run, turns the
 // presets into explain queries, evaluates them in one pass over the
-// history and writes an epkout directory with summary.json. A job saves
+// history and writes an epkfile directory with summary.json. A job saves
 // its state while it runs, and rerunning the same job resumes it.
-package epkjob
+package job
 
 import (
 	"context"
@@ -20,7 +20,7 @@ import (
 	"time"
 
 	"github.com/explaind/explaind/epk"
-	"github.com/explaind/explaind/epkout"
+	"github.com/explaind/explaind/epkfile"
 	"github.com/explaind/explaind/explain"
 	"github.com/explaind/explaind/history"
 	"github.com/explaind/explaind/internal/atomicfile"
@@ -31,7 +31,7 @@ import (
 type Options struct {
 	// Run and Out are the run directory and the output directory.
 	Run, Out string
-	// Presets are among epkout.Presets (default: validation).
+	// Presets are among epkfile.Presets (default: validation).
 	Presets []string
 	// TestSize is the number of test samples, the first of the split
 	// (0: all); TestIndices, if set, name them instead.
@@ -147,7 +147,7 @@ func run[T, E tensor.Float](ctx context.Context, o Options, m *history.Manifest)
 	if m.Dtype == "" {
 		return nil, fmt.Errorf("%s: the manifest names no dtype", o.Run)
 	}
-	tr, err := explain.OpenRun[T, E](o.Run)
+	tr, err := OpenRun[T, E](o.Run)
 	if err != nil {
 		return nil, err
 	}
@@ -176,7 +176,7 @@ func run[T, E tensor.Float](ctx context.Context, o Options, m *history.Manifest)
 	if o.Quadrature == "" {
 		o.Quadrature = "adaptive"
 	}
-	fp := epkout.RunFingerprint(m)
+	fp := epkfile.RunFingerprint(m)
 	key := jobKey(o, fp, idx, q)
 	resume, err := resumeState(o, key)
 	if err != nil {
@@ -223,20 +223,20 @@ func run[T, E tensor.Float](ctx context.Context, o Options, m *history.Manifest)
 }
 
 // canonicalPresets checks the presets named and returns them in the order
-// of epkout.Presets, with validation always (and alone when none is named).
+// of epkfile.Presets, with validation always (and alone when none is named).
 func canonicalPresets(named []string) ([]string, error) {
 	if len(named) == 0 {
-		named = []string{epkout.Validation}
+		named = []string{epkfile.Validation}
 	}
 	var presets []string
-	for _, p := range epkout.Presets {
-		if p == epkout.Validation || slices.Contains(named, p) {
+	for _, p := range epkfile.Presets {
+		if p == epkfile.Validation || slices.Contains(named, p) {
 			presets = append(presets, p)
 		}
 	}
 	for _, p := range named {
-		if !slices.Contains(epkout.Presets, p) {
-			return nil, fmt.Errorf("unknown preset %q (want %s)", p, strings.Join(epkout.Presets, ", "))
+		if !slices.Contains(epkfile.Presets, p) {
+			return nil, fmt.Errorf("unknown preset %q (want %s)", p, strings.Join(epkfile.Presets, ", "))
 		}
 	}
 	return presets, nil
@@ -246,7 +246,7 @@ func canonicalPresets(named []string) ([]string, error) {
 // (the modulo run's validation split, the CNN run's test split) and their
 // indices in it: Options.TestIndices, or the first TestSize samples (0:
 // all).
-func testIndices[T, E tensor.Float](tr *explain.TrainRun[T, E], o Options) (split string, idx []int, err error) {
+func testIndices[T, E tensor.Float](tr *TrainRun[T, E], o Options) (split string, idx []int, err error) {
 	val := tr.Data.Val
 	split = "val"
 	if tr.Config.Task == "cnn" {
@@ -294,7 +294,7 @@ func quadrature[E tensor.Float](o Options, path epk.PathModel[E]) (epk.Quadratur
 // this job.
 func resumeState(o Options, key string) (*explain.State, error) {
 	if old, err := os.ReadFile(filepath.Join(o.Out, "manifest.json")); err == nil {
-		var om epkout.Manifest
+		var om epkfile.Manifest
 		if json.Unmarshal(old, &om) == nil && om.Complete {
 			return nil, fmt.Errorf("%s already holds a finished EPK output; choose another --out or remove it", o.Out)
 		}

@@ -1,4 +1,4 @@
-package epkjob_test
+package job_test
 
 import (
 	"bytes"
@@ -17,8 +17,8 @@ import (
 	"time"
 
 	"github.com/explaind/explaind/epk"
-	"github.com/explaind/explaind/epkjob"
-	"github.com/explaind/explaind/epkout"
+	"github.com/explaind/explaind/epkfile"
+	"github.com/explaind/explaind/explain/job"
 	"github.com/explaind/explaind/internal/testrun"
 )
 
@@ -52,33 +52,33 @@ func TestOptionsErrors(t *testing.T) {
 	out := filepath.Join(root, "out")
 	cases := []struct {
 		name string
-		edit func(o *epkjob.Options)
+		edit func(o *job.Options)
 		want string
 	}{
-		{"no run", func(o *epkjob.Options) { o.Run = "" }, "name the run (--run RUN) and the output directory (--out DIR)"},
-		{"no output", func(o *epkjob.Options) { o.Out = "" }, "name the run (--run RUN) and the output directory (--out DIR)"},
-		{"missing run", func(o *epkjob.Options) { o.Run = filepath.Join(root, "nothing") }, filepath.Join(root, "nothing")},
-		{"precision", func(o *epkjob.Options) { o.Precision = "float16" }, `invalid --precision "float16" (want float32 or float64)`},
-		{"preset", func(o *epkjob.Options) { o.Presets = []string{epkout.Validation, "nope"} }, `unknown preset "nope" (want validation, grokking, components, pruning, kernel, reference)`},
-		{"negative test size", func(o *epkjob.Options) { o.TestSize = -1 }, "invalid --test-size -1: the val split has 8 samples"},
-		{"test size", func(o *epkjob.Options) { o.TestSize = tinyX + 1 }, "invalid --test-size 9: the val split has 8 samples"},
-		{"test index", func(o *epkjob.Options) { o.TestIndices = []int{0, tinyX} }, "test index 8 is out of range: the val split has 8 samples (0 … 7)"},
-		{"negative test index", func(o *epkjob.Options) { o.TestIndices = []int{-1} }, "test index -1 is out of range"},
-		{"steps backwards", func(o *epkjob.Options) { o.From, o.To = 5, 2 }, "invalid --steps 5:2: the run has 6 steps (want 0 ≤ FROM < TO ≤ 6)"},
-		{"steps past the end", func(o *epkjob.Options) { o.To = tinyS + 1 }, "invalid --steps 0:7"},
-		{"steps from the end", func(o *epkjob.Options) { o.From = tinyS }, "invalid --steps 6:6"},
-		{"negative step", func(o *epkjob.Options) { o.From = -1 }, "invalid --steps -1:6"},
-		{"quadrature", func(o *epkjob.Options) { o.Quadrature = "simpson" }, `invalid --quadrature "simpson"`},
-		{"no points", func(o *epkjob.Options) { o.Quadrature = "midpoint:0" }, "the number of points must be a positive integer"},
-		{"adaptive points", func(o *epkjob.Options) { o.Quadrature = "adaptive:3" }, "adaptive takes no point count"},
-		{"too many points", func(o *epkjob.Options) { o.Quadrature = "gauss:300" }, "300 quadrature points, want 1..256"},
-		{"memory", func(o *epkjob.Options) { o.MaxBytes = 1 << 10 }, "over the memory ceiling of"},
-		{"kernel from a later step", func(o *epkjob.Options) { o.Presets, o.From = []string{epkout.Kernel}, 2 }, "start at step 0"},
+		{"no run", func(o *job.Options) { o.Run = "" }, "name the run (--run RUN) and the output directory (--out DIR)"},
+		{"no output", func(o *job.Options) { o.Out = "" }, "name the run (--run RUN) and the output directory (--out DIR)"},
+		{"missing run", func(o *job.Options) { o.Run = filepath.Join(root, "nothing") }, filepath.Join(root, "nothing")},
+		{"precision", func(o *job.Options) { o.Precision = "float16" }, `invalid --precision "float16" (want float32 or float64)`},
+		{"preset", func(o *job.Options) { o.Presets = []string{epkfile.Validation, "nope"} }, `unknown preset "nope" (want validation, grokking, components, pruning, kernel, reference)`},
+		{"negative test size", func(o *job.Options) { o.TestSize = -1 }, "invalid --test-size -1: the val split has 8 samples"},
+		{"test size", func(o *job.Options) { o.TestSize = tinyX + 1 }, "invalid --test-size 9: the val split has 8 samples"},
+		{"test index", func(o *job.Options) { o.TestIndices = []int{0, tinyX} }, "test index 8 is out of range: the val split has 8 samples (0 … 7)"},
+		{"negative test index", func(o *job.Options) { o.TestIndices = []int{-1} }, "test index -1 is out of range"},
+		{"steps backwards", func(o *job.Options) { o.From, o.To = 5, 2 }, "invalid --steps 5:2: the run has 6 steps (want 0 ≤ FROM < TO ≤ 6)"},
+		{"steps past the end", func(o *job.Options) { o.To = tinyS + 1 }, "invalid --steps 0:7"},
+		{"steps from the end", func(o *job.Options) { o.From = tinyS }, "invalid --steps 6:6"},
+		{"negative step", func(o *job.Options) { o.From = -1 }, "invalid --steps -1:6"},
+		{"quadrature", func(o *job.Options) { o.Quadrature = "simpson" }, `invalid --quadrature "simpson"`},
+		{"no points", func(o *job.Options) { o.Quadrature = "midpoint:0" }, "the number of points must be a positive integer"},
+		{"adaptive points", func(o *job.Options) { o.Quadrature = "adaptive:3" }, "adaptive takes no point count"},
+		{"too many points", func(o *job.Options) { o.Quadrature = "gauss:300" }, "300 quadrature points, want 1..256"},
+		{"memory", func(o *job.Options) { o.MaxBytes = 1 << 10 }, "over the memory ceiling of"},
+		{"kernel from a later step", func(o *job.Options) { o.Presets, o.From = []string{epkfile.Kernel}, 2 }, "start at step 0"},
 	}
 	for _, c := range cases {
-		o := epkjob.Options{Run: run, Out: out}
+		o := job.Options{Run: run, Out: out}
 		c.edit(&o)
-		s, err := epkjob.Run(context.Background(), o)
+		s, err := job.Run(context.Background(), o)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: got %v, want an error mentioning %q", c.name, err, c.want)
 		}
@@ -99,7 +99,7 @@ func TestOutputDirectory(t *testing.T) {
 	run := tinyRun(t)
 	root := t.TempDir()
 	finished := filepath.Join(root, "finished")
-	if _, err := epkjob.Run(context.Background(), epkjob.Options{Run: run, Out: finished, TestSize: 2}); err != nil {
+	if _, err := job.Run(context.Background(), job.Options{Run: run, Out: finished, TestSize: 2}); err != nil {
 		t.Fatal(err)
 	}
 	stranger := filepath.Join(root, "stranger")
@@ -118,7 +118,7 @@ func TestOutputDirectory(t *testing.T) {
 		{stranger, stranger + " exists and is not an EPK output of this job; choose another --out"},
 		{broken, filepath.Join(broken, ".epk-state.gob") + ": the saved job state is unreadable"},
 	} {
-		if _, err := epkjob.Run(context.Background(), epkjob.Options{Run: run, Out: c.dir, TestSize: 2}); err == nil || !strings.Contains(err.Error(), c.want) {
+		if _, err := job.Run(context.Background(), job.Options{Run: run, Out: c.dir, TestSize: 2}); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("--out %s: %v, want an error mentioning %q", c.dir, err, c.want)
 		}
 	}
@@ -154,20 +154,20 @@ func TestSummary(t *testing.T) {
 	root := t.TempDir()
 	cases := []struct {
 		name string
-		opt  epkjob.Options
-		want epkjob.Summary // the settings
+		opt  job.Options
+		want job.Summary // the settings
 		idx  []int
 	}{
-		{"defaults, steps 2:5", epkjob.Options{TestSize: 3, From: 2, To: 5, Software: "test 1.0"},
-			epkjob.Summary{Presets: []string{epkout.Validation}, Steps: [2]int{2, 5}, TestSamples: 3, Classes: tinyC,
+		{"defaults, steps 2:5", job.Options{TestSize: 3, From: 2, To: 5, Software: "test 1.0"},
+			job.Summary{Presets: []string{epkfile.Validation}, Steps: [2]int{2, 5}, TestSamples: 3, Classes: tinyC,
 				Quadrature: "adaptive", Tol: 1e-6, Precision: "float64", Software: "test 1.0"},
 			[]int{0, 1, 2}},
-		{"kernel, float32, midpoint", epkjob.Options{Presets: []string{epkout.Kernel}, TestIndices: []int{5, 2}, Precision: "float32", Quadrature: "midpoint:4"},
-			epkjob.Summary{Presets: []string{epkout.Validation, epkout.Kernel}, Steps: [2]int{0, tinyS}, TestSamples: 2, Classes: tinyC,
+		{"kernel, float32, midpoint", job.Options{Presets: []string{epkfile.Kernel}, TestIndices: []int{5, 2}, Precision: "float32", Quadrature: "midpoint:4"},
+			job.Summary{Presets: []string{epkfile.Validation, epkfile.Kernel}, Steps: [2]int{0, tinyS}, TestSamples: 2, Classes: tinyC,
 				Quadrature: "midpoint:4", Precision: "float32"},
 			[]int{5, 2}},
-		{"float32, adaptive", epkjob.Options{TestSize: 2, Precision: "float32"},
-			epkjob.Summary{Presets: []string{epkout.Validation}, Steps: [2]int{0, tinyS}, TestSamples: 2, Classes: tinyC,
+		{"float32, adaptive", job.Options{TestSize: 2, Precision: "float32"},
+			job.Summary{Presets: []string{epkfile.Validation}, Steps: [2]int{0, tinyS}, TestSamples: 2, Classes: tinyC,
 				Quadrature: "adaptive", Tol: 1e-4, Precision: "float32"},
 			[]int{0, 1}},
 	}
@@ -178,11 +178,11 @@ func TestSummary(t *testing.T) {
 			if o.Software != "" { // the job replays the run and stamps it as its own
 				o.Run = testrun.Copy(t, run)
 			}
-			s, err := epkjob.Run(context.Background(), o)
+			s, err := job.Run(context.Background(), o)
 			if err != nil {
 				t.Fatal(err)
 			}
-			got := epkjob.Summary{Run: s.Run, Presets: s.Presets, Steps: s.Steps, TestSamples: s.TestSamples, Classes: s.Classes,
+			got := job.Summary{Run: s.Run, Presets: s.Presets, Steps: s.Steps, TestSamples: s.TestSamples, Classes: s.Classes,
 				Quadrature: s.Quadrature, Tol: s.Tol, Precision: s.Precision, Software: s.Software}
 			want := c.want
 			want.Run = o.Run
@@ -190,7 +190,7 @@ func TestSummary(t *testing.T) {
 				t.Errorf("settings %+v,\nwant %+v", got, want)
 			}
 
-			var file epkjob.Summary
+			var file job.Summary
 			raw, err := os.ReadFile(filepath.Join(o.Out, "summary.json"))
 			if err != nil {
 				t.Fatal(err)
@@ -252,14 +252,14 @@ func TestSummary(t *testing.T) {
 			}
 			t.Logf("max |Δ| %.3g, mean %.3g, std %.3g, agreement %v, accuracy %v (model %v), KL %.3g, max completeness residual %.3g, kernel residual %.3g",
 				s.MaxAbsDelta, s.MeanAbsDelta, s.StdDelta, s.ArgmaxAgreement, s.Accuracy, s.ModelAccuracy, s.KLDiv, s.MaxCompletenessResidual, s.KernelResidual)
-			if hasKernel := slices.Contains(s.Presets, epkout.Kernel); hasKernel != (out.Manifest.Arrays["kernel"].File != "") || hasKernel && s.KernelResidual > 1e-3 {
+			if hasKernel := slices.Contains(s.Presets, epkfile.Kernel); hasKernel != (out.Manifest.Arrays["kernel"].File != "") || hasKernel && s.KernelResidual > 1e-3 {
 				t.Errorf("presets %v, kernel array %q, kernel residual %g", s.Presets, out.Manifest.Arrays["kernel"].File, s.KernelResidual)
 			}
 		})
 	}
 }
 
-func array(t *testing.T, o *epkout.Output, name string) []float64 {
+func array(t *testing.T, o *epkfile.Output, name string) []float64 {
 	t.Helper()
 	a, err := o.Array(name)
 	if err != nil {
@@ -288,11 +288,11 @@ func TestResume(t *testing.T) {
 	for _, presets := range [][]string{{"validation", "grokking", "components"}, {"kernel"}} {
 		t.Run(strings.Join(presets, "+"), func(t *testing.T) {
 			base := filepath.Join(root, strings.Join(presets, "+"))
-			opts := func(out string) epkjob.Options {
-				return epkjob.Options{Run: runDir, Out: out, Presets: presets, CheckpointEvery: time.Nanosecond}
+			opts := func(out string) job.Options {
+				return job.Options{Run: runDir, Out: out, Presets: presets, CheckpointEvery: time.Nanosecond}
 			}
 			whole := base + "-whole"
-			if _, err := epkjob.Run(context.Background(), opts(whole)); err != nil {
+			if _, err := job.Run(context.Background(), opts(whole)); err != nil {
 				t.Fatal(err)
 			}
 			out := base + "-resumed"
@@ -309,7 +309,7 @@ func TestResume(t *testing.T) {
 					cancel()
 				}
 			}
-			_, err := epkjob.Run(ctx, o)
+			_, err := job.Run(ctx, o)
 			if err == nil || !strings.Contains(err.Error(), "interrupted; the job's state is saved in "+out+": rerun the same command to resume") {
 				t.Fatalf("interrupted job: %v, want an error saying how to resume", err)
 			}
@@ -319,13 +319,13 @@ func TestResume(t *testing.T) {
 			if _, err := os.Stat(filepath.Join(out, ".epk-state.gob")); err != nil {
 				t.Fatalf("no saved state: %v", err)
 			}
-			if _, err := epkout.Open(out); err == nil || !errors.Is(err, epkout.ErrIncomplete) && !strings.Contains(err.Error(), "not an EPK output") {
+			if _, err := epkfile.Open(out); err == nil || !errors.Is(err, epkfile.ErrIncomplete) && !strings.Contains(err.Error(), "not an EPK output") {
 				t.Errorf("an interrupted output opens: %v", err)
 			}
 			// Other settings do not resume this job.
 			other := opts(out)
 			other.TestSize = 3
-			if _, err := epkjob.Run(context.Background(), other); err == nil || !strings.Contains(err.Error(), "unfinished EPK job with other settings") {
+			if _, err := job.Run(context.Background(), other); err == nil || !strings.Contains(err.Error(), "unfinished EPK job with other settings") {
 				t.Errorf("resuming with other settings: %v", err)
 			}
 			// The same job resumes after step 2.
@@ -334,7 +334,7 @@ func TestResume(t *testing.T) {
 			o.Log = &log
 			calls = nil
 			o.Progress = func(done, _ int) { calls = append(calls, done) }
-			if _, err := epkjob.Run(context.Background(), o); err != nil {
+			if _, err := job.Run(context.Background(), o); err != nil {
 				t.Fatalf("resume: %v", err)
 			}
 			if !strings.Contains(log.String(), fmt.Sprintf("resuming the job in %s after 2 of %d steps", out, tinyS)) {
@@ -410,7 +410,7 @@ func TestParseQuadrature(t *testing.T) {
 		{"midpoint:-2", true, epk.Quadrature{}, "the number of points must be a positive integer"},
 		{"simpson:3", true, epk.Quadrature{}, `invalid --quadrature "simpson:3" (want adaptive, exact:K, midpoint:K or gauss:K)`},
 	} {
-		q, err := epkjob.ParseQuadrature(c.s, 1e-6, c.switches)
+		q, err := job.ParseQuadrature(c.s, 1e-6, c.switches)
 		if c.err == "" && (err != nil || q != c.want) || c.err != "" && (err == nil || !strings.Contains(err.Error(), c.err)) {
 			t.Errorf("ParseQuadrature(%q, switches %v) = %+v, %v; want %+v, %q", c.s, c.switches, q, err, c.want, c.err)
 		}
@@ -427,7 +427,7 @@ func TestParseBytes(t *testing.T) {
 		{"2GB", 2e9, true}, {" 1.5 KiB ", 1536, true}, {"3K", 3 << 10, true}, {"7B", 7, true}, {"1TB", 1e12, true},
 		{"lots", 0, false}, {"-1MiB", 0, false}, {"MiB", 0, false}, {"InfGB", 0, false},
 	} {
-		got, err := epkjob.ParseBytes(c.s)
+		got, err := job.ParseBytes(c.s)
 		if got != c.want || (err == nil) != c.ok {
 			t.Errorf("ParseBytes(%q) = %d, %v; want %d (ok %v)", c.s, got, err, c.want, c.ok)
 		}
@@ -443,7 +443,7 @@ func TestParseSteps(t *testing.T) {
 		{"", 0, 0, true}, {"0:20", 0, 20, true}, {"5:", 5, 0, true}, {":7", 0, 7, true}, {":", 0, 0, true},
 		{"3", 0, 0, false}, {"a:2", 0, 0, false}, {"1:b", 0, 0, false},
 	} {
-		from, to, err := epkjob.ParseSteps(c.s)
+		from, to, err := job.ParseSteps(c.s)
 		if from != c.from || to != c.to || (err == nil) != c.ok {
 			t.Errorf("ParseSteps(%q) = %d, %d, %v; want %d, %d (ok %v)", c.s, from, to, err, c.from, c.to, c.ok)
 		}

@@ -1,4 +1,4 @@
-package epkout_test
+package epkfile_test
 
 import (
 	"encoding/json"
@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/explaind/explaind/epkout"
+	"github.com/explaind/explaind/epkfile"
 	"github.com/explaind/explaind/history"
 )
 
@@ -19,17 +19,17 @@ import (
 // is not finished or not there refused.
 func TestWriteAndOpen(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "epk")
-	m := epkout.Manifest{Software: "test", Created: "2026-01-01T00:00:00Z", Run: "runs/r", RunFingerprint: "0123456789abcdef0123456789abcdef",
-		Presets: []string{epkout.Validation, epkout.Components}, Steps: [2]int{2, 5}, Precision: "float64", Quadrature: "midpoint:4", Tol: 0,
-		Test: epkout.TestSet{Split: "val", Count: 2}, Classes: 3, Tensors: []string{"a.weight"}, TensorShapes: [][]int{{2}}}
-	w, err := epkout.NewWriter(dir, m)
+	m := epkfile.Manifest{Software: "test", Created: "2026-01-01T00:00:00Z", Run: "runs/r", RunFingerprint: "0123456789abcdef0123456789abcdef",
+		Presets: []string{epkfile.Validation, epkfile.Components}, Steps: [2]int{2, 5}, Precision: "float64", Quadrature: "midpoint:4", Tol: 0,
+		Test: epkfile.TestSet{Split: "val", Count: 2}, Classes: 3, Tensors: []string{"a.weight"}, TensorShapes: [][]int{{2}}}
+	w, err := epkfile.NewWriter(dir, m)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
 		t.Fatalf("NewWriter did not create %s (%v)", dir, err)
 	}
-	if _, err := epkout.Open(dir); err == nil || !strings.Contains(err.Error(), dir+" is not an EPK output (no manifest.json); create one with `explaind epk --run RUN --out "+dir+"`") {
+	if _, err := epkfile.Open(dir); err == nil || !strings.Contains(err.Error(), dir+" is not an EPK output (no manifest.json); create one with `explaind epk --run RUN --out "+dir+"`") {
 		t.Errorf("an output without a manifest: %v", err)
 	}
 
@@ -37,37 +37,37 @@ func TestWriteAndOpen(t *testing.T) {
 	scores := []float32{1.5, -2.25, 0.1, 4}
 	kernel := []float64{0.1, 1.0 / 3, -2e-8, 1e30, 5, 6}
 	idx := []int64{4, 1}
-	if err := epkout.Write(w, "f0", f0, epkout.ArrayInfo{Shape: []int{2, 3}, Axes: []string{"test", "class"}, Units: "log-probability", Preset: epkout.Validation, Description: "start"}); err != nil {
+	if err := epkfile.Write(w, "f0", f0, epkfile.ArrayInfo{Shape: []int{2, 3}, Axes: []string{"test", "class"}, Units: "log-probability", Preset: epkfile.Validation, Description: "start"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := epkout.Write(w, "scores/a.weight", scores, epkout.ArrayInfo{Shape: []int{2, 2}, Axes: []string{"test", "param_dim0"}, Preset: epkout.Components}); err != nil {
+	if err := epkfile.Write(w, "scores/a.weight", scores, epkfile.ArrayInfo{Shape: []int{2, 2}, Axes: []string{"test", "param_dim0"}, Preset: epkfile.Components}); err != nil {
 		t.Fatal(err)
 	}
-	if err := epkout.WriteFloat32(w, "kernel", kernel, epkout.ArrayInfo{Shape: []int{3, 2}, Axes: []string{"class", "train"}}); err != nil {
+	if err := epkfile.WriteFloat32(w, "kernel", kernel, epkfile.ArrayInfo{Shape: []int{3, 2}, Axes: []string{"class", "train"}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := epkout.Write(w, "test_indices", idx, epkout.ArrayInfo{Shape: []int{2}, Axes: []string{"test"}, Units: "index"}); err != nil {
+	if err := epkfile.Write(w, "test_indices", idx, epkfile.ArrayInfo{Shape: []int{2}, Axes: []string{"test"}, Units: "index"}); err != nil {
 		t.Fatal(err)
 	}
 
 	if err := w.WriteManifest(false); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := epkout.Open(dir); !errors.Is(err, epkout.ErrIncomplete) || !strings.Contains(err.Error(), "rerun the same `explaind epk` command to resume it") {
+	if _, err := epkfile.Open(dir); !errors.Is(err, epkfile.ErrIncomplete) || !strings.Contains(err.Error(), "rerun the same `explaind epk` command to resume it") {
 		t.Errorf("an unfinished output: %v, want ErrIncomplete", err)
 	}
 	if err := w.WriteManifest(true); err != nil {
 		t.Fatal(err)
 	}
-	o, err := epkout.Open(dir)
+	o, err := epkfile.Open(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := m
-	want.Format, want.Complete = epkout.Format, true
-	want.Arrays = map[string]epkout.ArrayInfo{
-		"f0":              {File: "f0.npy", Dtype: "float64", Shape: []int{2, 3}, Axes: []string{"test", "class"}, Units: "log-probability", Preset: epkout.Validation, Description: "start"},
-		"scores/a.weight": {File: "scores/a.weight.npy", Dtype: "float32", Shape: []int{2, 2}, Axes: []string{"test", "param_dim0"}, Preset: epkout.Components},
+	want.Format, want.Complete = epkfile.Format, true
+	want.Arrays = map[string]epkfile.ArrayInfo{
+		"f0":              {File: "f0.npy", Dtype: "float64", Shape: []int{2, 3}, Axes: []string{"test", "class"}, Units: "log-probability", Preset: epkfile.Validation, Description: "start"},
+		"scores/a.weight": {File: "scores/a.weight.npy", Dtype: "float32", Shape: []int{2, 2}, Axes: []string{"test", "param_dim0"}, Preset: epkfile.Components},
 		"kernel":          {File: "kernel.npy", Dtype: "float32", Shape: []int{3, 2}, Axes: []string{"class", "train"}},
 		"test_indices":    {File: "test_indices.npy", Dtype: "int64", Shape: []int{2}, Axes: []string{"test"}, Units: "index"},
 	}
@@ -78,8 +78,8 @@ func TestWriteAndOpen(t *testing.T) {
 		t.Errorf("the writer's manifest %+v", w.Manifest)
 	}
 	for name, info := range want.Arrays {
-		if info.File != epkout.FileName(name) {
-			t.Errorf("FileName(%q) = %q, the manifest says %q", name, epkout.FileName(name), info.File)
+		if info.File != epkfile.FileName(name) {
+			t.Errorf("FileName(%q) = %q, the manifest says %q", name, epkfile.FileName(name), info.File)
 		}
 		if _, err := os.Stat(filepath.Join(dir, info.File)); err != nil {
 			t.Error(err)
@@ -133,19 +133,19 @@ func TestOpenRefuses(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(dir, "manifest.json"), []byte(c.manifest), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := epkout.Open(dir); err == nil || !strings.Contains(err.Error(), dir) || !strings.Contains(err.Error(), c.want) {
+		if _, err := epkfile.Open(dir); err == nil || !strings.Contains(err.Error(), dir) || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("manifest %s: %v, want an error mentioning %q", c.manifest, err, c.want)
 		}
 	}
 }
 
 func TestRequire(t *testing.T) {
-	o := &epkout.Output{Dir: "out/epk", Manifest: epkout.Manifest{Run: "runs/r", Presets: []string{epkout.Validation, epkout.Components}}}
-	if err := o.Require(epkout.Components); err != nil {
+	o := &epkfile.Output{Dir: "out/epk", Manifest: epkfile.Manifest{Run: "runs/r", Presets: []string{epkfile.Validation, epkfile.Components}}}
+	if err := o.Require(epkfile.Components); err != nil {
 		t.Error(err)
 	}
 	want := `the EPK output out/epk has no "pruning" preset (it has validation, components); compute it with ` + "`explaind epk --run runs/r --out DIR --preset pruning`"
-	if err := o.Require(epkout.Pruning); err == nil || err.Error() != want {
+	if err := o.Require(epkfile.Pruning); err == nil || err.Error() != want {
 		t.Errorf("a missing preset: %v, want %q", err, want)
 	}
 }
@@ -161,8 +161,8 @@ func run() *history.Manifest {
 // TestRunFingerprint: the fingerprint hashes the configuration, the
 // initial parameters and every step's parameters, and nothing else.
 func TestRunFingerprint(t *testing.T) {
-	fp := epkout.RunFingerprint(run())
-	if len(fp) != 32 || strings.Trim(fp, "0123456789abcdef") != "" || epkout.RunFingerprint(run()) != fp {
+	fp := epkfile.RunFingerprint(run())
+	if len(fp) != 32 || strings.Trim(fp, "0123456789abcdef") != "" || epkfile.RunFingerprint(run()) != fp {
 		t.Fatalf("fingerprint %q: want 32 hex digits, the same for the same run", fp)
 	}
 	for _, c := range []struct {
@@ -180,7 +180,7 @@ func TestRunFingerprint(t *testing.T) {
 	} {
 		m := run()
 		c.edit(m)
-		if got := epkout.RunFingerprint(m); (got == fp) != c.same {
+		if got := epkfile.RunFingerprint(m); (got == fp) != c.same {
 			t.Errorf("%s changed: fingerprint %s, was %s; want the same: %v", c.name, got, fp, c.same)
 		}
 	}
@@ -190,8 +190,8 @@ func TestRunFingerprint(t *testing.T) {
 // and its parameter tensors, in order.
 func TestCheckRun(t *testing.T) {
 	m := run()
-	good := func() *epkout.Output {
-		return &epkout.Output{Dir: "out/epk", Manifest: epkout.Manifest{Run: "runs/r", RunFingerprint: epkout.RunFingerprint(m),
+	good := func() *epkfile.Output {
+		return &epkfile.Output{Dir: "out/epk", Manifest: epkfile.Manifest{Run: "runs/r", RunFingerprint: epkfile.RunFingerprint(m),
 			Tensors: []string{"w", "b"}, TensorShapes: [][]int{{2, 3}, {3}}}}
 	}
 	if err := good().CheckRun(m); err != nil {
@@ -201,21 +201,21 @@ func TestCheckRun(t *testing.T) {
 	other.Steps[2].Hash = "h3'"
 	for _, c := range []struct {
 		name string
-		edit func(o *epkout.Output)
+		edit func(o *epkfile.Output)
 		run  *history.Manifest
 		want string
 	}{
-		{"another run", func(*epkout.Output) {}, other,
-			"the EPK output out/epk was computed for a different run (fingerprint " + epkout.RunFingerprint(m) + ", this run's is " + epkout.RunFingerprint(other) + "; it names run runs/r): run `explaind epk` on this run"},
-		{"a tensor less", func(o *epkout.Output) { o.Manifest.Tensors, o.Manifest.TensorShapes = []string{"w"}, [][]int{{2, 3}} }, m,
+		{"another run", func(*epkfile.Output) {}, other,
+			"the EPK output out/epk was computed for a different run (fingerprint " + epkfile.RunFingerprint(m) + ", this run's is " + epkfile.RunFingerprint(other) + "; it names run runs/r): run `explaind epk` on this run"},
+		{"a tensor less", func(o *epkfile.Output) { o.Manifest.Tensors, o.Manifest.TensorShapes = []string{"w"}, [][]int{{2, 3}} }, m,
 			"the EPK output out/epk lists 1 tensors, the run has 2 parameters"},
-		{"a shape less", func(o *epkout.Output) { o.Manifest.TensorShapes = o.Manifest.TensorShapes[:1] }, m,
+		{"a shape less", func(o *epkfile.Output) { o.Manifest.TensorShapes = o.Manifest.TensorShapes[:1] }, m,
 			"the EPK output out/epk lists 2 tensors, the run has 2 parameters"},
-		{"another name", func(o *epkout.Output) { o.Manifest.Tensors[1] = "c" }, m,
+		{"another name", func(o *epkfile.Output) { o.Manifest.Tensors[1] = "c" }, m,
 			"the EPK output's tensor 1 is c [3], the run's parameter b [3]"},
-		{"another shape", func(o *epkout.Output) { o.Manifest.TensorShapes[0] = []int{3, 2} }, m,
+		{"another shape", func(o *epkfile.Output) { o.Manifest.TensorShapes[0] = []int{3, 2} }, m,
 			"the EPK output's tensor 0 is w [3 2], the run's parameter w [2 3]"},
-		{"another order", func(o *epkout.Output) {
+		{"another order", func(o *epkfile.Output) {
 			o.Manifest.Tensors, o.Manifest.TensorShapes = []string{"b", "w"}, [][]int{{3}, {2, 3}}
 		}, m, "the EPK output's tensor 0 is b [3], the run's parameter w [2 3]"},
 	} {

@@ -1,4 +1,4 @@
-// Package epkout defines the on-disk layout of an `explaind epk` output
+// Package epkfile defines the on-disk layout of an `explaind epk` output
 // directory and reads and writes it: .npy arrays that numpy opens, a
 // manifest.json saying what each array is (shape, axes, units), and the run
 // fingerprint that ties the output to the training run it explains.
@@ -16,7 +16,7 @@
 //	kernel      kernel [C, N], kernel_reg [C] (summed over test samples)
 //	reference   scores_class/<tensor> [X, C, tensor shape...],
 //	            kernel_full [X, C, N]
-package epkout
+package epkfile
 
 import (
 	"crypto/sha256"

@@ -1,4 +1,4 @@
-package epkjob_test
+package job_test
 
 import (
 	"context"
@@ -6,7 +6,7 @@ import (
 	"runtime/debug"
 	"testing"
 
-	"github.com/explaind/explaind/epkjob"
+	"github.com/explaind/explaind/explain/job"
 	"github.com/explaind/explaind/internal/testrun"
 	"github.com/explaind/explaind/train"
 )
@@ -20,7 +20,7 @@ import (
 // machine with 7.6 GB peak memory. Each iteration writes a fresh output;
 // the run is trained once for both rules (20 steps, a few seconds).
 //
-//	go test -tags openblas -run XXX -bench LikeForLike -benchtime 1x ./epkjob
+//	go test -tags openblas -run XXX -bench LikeForLike -benchtime 1x ./explain/job
 func BenchmarkLikeForLike(b *testing.B) {
 	defer debug.SetGCPercent(debug.SetGCPercent(25)) // as explaind epk does
 	for _, q := range []string{"midpoint:10", "adaptive"} {
@@ -30,11 +30,11 @@ func BenchmarkLikeForLike(b *testing.B) {
 			c.StopAtPerfect = false
 			run := testrun.Train[float32](b, c)
 			dir := b.TempDir()
-			var s *epkjob.Summary
+			var s *job.Summary
 			b.ResetTimer()
 			for i := 0; b.Loop(); i++ {
 				var err error
-				s, err = epkjob.Run(context.Background(), epkjob.Options{Run: run, Out: filepath.Join(dir, "epk", string(rune('a'+i))),
+				s, err = job.Run(context.Background(), job.Options{Run: run, Out: filepath.Join(dir, "epk", string(rune('a'+i))),
 					Presets: []string{"reference"}, TestSize: 4, Quadrature: q, Tol: 1e-5, Precision: "float32"})
 				if err != nil {
 					b.Fatal(err)
