@@ -1,5 +1,5 @@
 // Package epk is the numerical core of ExPLAIND's exact path kernel
-// (DESIGN.md sections 1 and 2): it splits optimizer steps into their data
+// (docs/method.md §1–§4): it splits optimizer steps into their data
 // and regularization parts and integrates the model's Jacobian along each
 // step.
 //

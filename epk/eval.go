@@ -408,7 +408,7 @@ func (e *Evaluator[T]) accumulateNodes(c *stepCtx[T], nodes []Node, tan *nn.Tang
 // Features is the reverse-mode result of one step on a test batch: for
 // test sample b and cotangent k, Phi[j][b*K+k] = ∫_0^1 J_j(θ_s(t); x_b)ᵀ
 // c_{b,k} dt, the path-integrated gradient of ⟨c_{b,k}, f⟩ with respect to
-// parameter j (φ_s(x)ᵀc in DESIGN.md's notation). With the identity
+// parameter j (φ_s(x)ᵀc in docs/method.md). With the identity
 // cotangents (K = C), row b*C+c is φ_s(x_b)[c, :].
 type Features[T tensor.Float] struct {
 	// Samples is the number of test samples and K the cotangents per sample.

@@ -421,7 +421,7 @@ func checkModuloOracle(t *testing.T, path string) {
 	checkDataKernel(t, r, phis, tol)
 }
 
-// checkDataKernel runs the reverse-time sweep of DESIGN.md §2 with the
+// checkDataKernel runs the reverse-time sweep of docs/method.md §3 with the
 // updates' kernel coefficients and compares it with the oracle's
 // data_kernel [test, C, train].
 func checkDataKernel(t *testing.T, r *run, phis []*epk.Features[float64], tol float64) {

@@ -84,8 +84,9 @@ func logProbe(t *testing.T, title string, names, costNames []string, rows []prob
 }
 
 // TestModuloProbe compares the rules on the modulo oracle's steps, like
-// DESIGN.md's table: the fixed rules converge like 1/n at best, since the
-// integrand jumps; locating the switches reaches rounding level.
+// the argument of docs/method.md §4: the fixed rules converge like 1/n at
+// best, since the integrand jumps; locating the switches reaches rounding
+// level.
 func TestModuloProbe(t *testing.T) {
 	eachOracle(t, models.ModuloArch, checkModuloProbe)
 }

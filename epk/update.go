@@ -52,7 +52,7 @@ func MeanGradient[T tensor.Float](model nn.Layer[T], x *tensor.Dense[T], y []int
 	return out, nil
 }
 
-// Update is one optimizer step split into its parts (DESIGN.md §1):
+// Update is one optimizer step split into its parts (docs/method.md §1):
 //
 //	Delta = θ_{s+1} − θ_s = Data + Reg + Resid
 //
@@ -86,7 +86,7 @@ type Update[T tensor.Float] struct {
 // (for NLL on log-probabilities the loss gradient is −∇θ f_{y_k}). A
 // reverse-time sweep over steps forms Q_s = A_s ⊙ φ_s + Beta·Q_{s+1} for
 // each kept test feature φ_s, and training sample k of step i contributes
-// E_i/|B_i| · ⟨Q_i, ∇θ f_{y_k}(θ_i; x_k)⟩ (DESIGN.md §2).
+// E_i/|B_i| · ⟨Q_i, ∇θ f_{y_k}(θ_i; x_k)⟩ (docs/method.md §3).
 //
 // For AdamW, A_s = α_s/(1−β1^{s+1}) · D_s with the preconditioner
 // D_s = 1/(sqrt(v̂_s)+ε), Beta = β1 and E_i = 1−β1; Reg_s = −α_s λ θ_s is

@@ -1,4 +1,4 @@
-// Package explain is ExPLAIND's query engine (DESIGN.md §2). Every
+// Package explain is ExPLAIND's query engine (docs/method.md §2). Every
 // explanation the paper uses is a sum of one contribution tensor
 // T[x, c, k, s, j] (test sample, class, training sample, step, parameter)
 // that is never materialized: a Query names the axes it keeps (Test, Class,

@@ -6,7 +6,7 @@ import (
 	"strings"
 )
 
-// Axis is one axis of the contribution tensor T[x, c, k, s, j] (DESIGN.md
+// Axis is one axis of the contribution tensor T[x, c, k, s, j] (docs/method.md
 // §2) that a query can keep.
 type Axis uint8
 
@@ -61,7 +61,7 @@ func ParseAxes(s string) (Axis, error) {
 	return a, nil
 }
 
-// Part selects which part of each update a query attributes (DESIGN.md
+// Part selects which part of each update a query attributes (docs/method.md
 // §1: Δθ_s = data + regularization + reconstruction residual).
 type Part uint8
 
@@ -127,7 +127,7 @@ type Query struct {
 	Bucket int
 }
 
-// Kind is the evaluation a query needs, cheapest first (DESIGN.md §2).
+// Kind is the evaluation a query needs, cheapest first (docs/method.md §2).
 type Kind uint8
 
 // The evaluations. Forward queries are JVPs along the update (one tangent

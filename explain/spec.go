@@ -93,7 +93,7 @@ type Result struct {
 }
 
 // Validation compares the kernel machine with the real model over the
-// steps [From, To) (DESIGN.md §1): every array is [test, C].
+// steps [From, To) (docs/method.md §1): every array is [test, C].
 type Validation struct {
 	// Start is f(θ_From; x), Model the real f(θ_To; x).
 	Start, Model []float64

@@ -12,7 +12,7 @@ import (
 )
 
 // sweepEval evaluates a Sweep query (per training sample) by the
-// reverse-time sweep of DESIGN.md §2: visiting the steps from the last to
+// reverse-time sweep of docs/method.md §3: visiting the steps from the last to
 // the first, it keeps for each of its rows (the kept test samples and
 // classes) and each tensor
 //

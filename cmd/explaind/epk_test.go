@@ -251,8 +251,9 @@ func TestEPKModuloEndToEnd(t *testing.T) {
 			}
 			w := sd[st*X+x] + sr[st*X+x]
 			// step_tensor is stored as float32 (the manifest says so):
-			// each value carries a relative rounding of 2^-24, so the
-			// brief's 1e-9 cannot hold; allow T float32 roundings.
+			// each value carries a relative rounding of 2^-24, so a
+			// float64 bound such as 1e-9 cannot hold; allow T float32
+			// roundings.
 			e := math.Abs(tot - w)
 			worstTensor = math.Max(worstTensor, e/math.Max(mag, 1e-300))
 			if !(e <= float64(T)*0x1p-24*mag+1e-12) {

@@ -1,5 +1,5 @@
 // Package components is the component-embedding experiment of ExPLAIND
-// (issue 5) on the modulo-addition transformer: each validation sample's
+// on the modulo-addition transformer: each validation sample's
 // class-summed per-parameter EPK scores (the components preset of `explaind
 // epk`, scores/<tensor> = Σ_s Σ_c φ_s(x)[c,:] ⊙ Δθ_s) restricted to a layer
 // group form an embedding of that sample, and samples are compared by the

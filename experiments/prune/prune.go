@@ -1,4 +1,4 @@
-// Package prune is the pruning experiment of ExPLAIND (issue 5): keep the
+// Package prune is the pruning experiment of ExPLAIND: keep the
 // parameters of a trained CNN that the exact path kernel marks as most
 // important, set the others to zero, and compare the pruned model with the
 // unpruned one against two baselines, random pruning with the same number

@@ -11,7 +11,7 @@ import (
 	"github.com/explaind/explaind/train"
 )
 
-// BenchmarkLikeForLike is the reference's workload (DESIGN.md §4): 20 steps
+// BenchmarkLikeForLike is the reference's workload (docs/method.md §6): 20 steps
 // of the paper's modulo run from initialization, 4 validation samples, the
 // 10-point midpoint rule, and all of prediction, per-parameter scores per
 // test sample and class, the data kernel per test sample, class and
