@@ -2,6 +2,7 @@ package epk_test
 
 import (
 	"fmt"
+	"github.com/explaind/explaind/internal/fixtures"
 	"math"
 	"os"
 	"strconv"
@@ -105,7 +106,7 @@ func TestCNNOracleFull(t *testing.T) {
 	if os.Getenv("EXPLAIND_EPK_FULL") == "" {
 		t.Skip("takes minutes; set EXPLAIND_EPK_FULL=1 to run")
 	}
-	eachOracle(t, cnnArch, checkCNNOracleFull)
+	fixtures.EachOracle(t, models.ResNet9Arch, checkCNNOracleFull)
 }
 
 func checkCNNOracleFull(t *testing.T, path string) {
@@ -198,7 +199,7 @@ func maxAbs(v []float64) float64 {
 // their data and regularization contributions are off from the oracle's
 // by about their completeness error.
 func TestCNNProbe(t *testing.T) {
-	eachOracle(t, cnnArch, checkCNNProbe)
+	fixtures.EachOracle(t, models.ResNet9Arch, checkCNNProbe)
 }
 
 func checkCNNProbe(t *testing.T, path string) {

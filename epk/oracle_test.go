@@ -2,9 +2,8 @@ package epk_test
 
 import (
 	"fmt"
+	"github.com/explaind/explaind/internal/fixtures"
 	"math"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -23,68 +22,10 @@ var (
 	_ epk.SwitchModel[float32] = (*models.Modulo[float32])(nil)
 )
 
-// oracleDir is testdata/golden-epk, or the directory named by
-// EXPLAIND_GOLDEN_EPK_DIR.
-func oracleDir() string {
-	if dir := os.Getenv("EXPLAIND_GOLDEN_EPK_DIR"); dir != "" {
-		return dir
-	}
-	return filepath.Join("..", "testdata", "golden-epk")
-}
-
-// cnnArch is the architecture name of models.ResNet9 in the fixtures'
-// metadata.
-const cnnArch = "resnet9_nobn"
-
-// oracleFixtures returns every EPK oracle fixture (*.safetensors) in
-// oracleDir whose metadata names arch, or every fixture for arch "", and
-// fails the test when there is none: a test of the fixtures must hold for
-// each of them.
-func oracleFixtures(t testing.TB, arch string) []string {
-	t.Helper()
-	files, err := filepath.Glob(filepath.Join(oracleDir(), "*.safetensors"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, path := range files {
-		if arch != "" {
-			f, err := weights.Open(path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if f.Metadata()["arch"] != arch {
-				continue
-			}
-		}
-		out = append(out, path)
-	}
-	if len(out) == 0 {
-		what := "EPK oracle fixture"
-		if arch != "" {
-			what += " of arch " + arch
-		}
-		t.Fatalf("no *.safetensors %s in %s", what, oracleDir())
-	}
-	return out
-}
-
-// eachOracle runs fn as a subtest, named by the file, on every EPK
-// oracle fixture of arch (see oracleFixtures), logging its path.
-func eachOracle(t *testing.T, arch string, fn func(t *testing.T, path string)) {
-	t.Helper()
-	for _, path := range oracleFixtures(t, arch) {
-		t.Run(filepath.Base(path), func(t *testing.T) {
-			t.Logf("checking EPK oracle fixture %s", path)
-			fn(t, path)
-		})
-	}
-}
-
 // TestGoldenEPK checks every EPK oracle fixture in oracleDir, by the
 // architecture its metadata names, and fails if there is none.
 func TestGoldenEPK(t *testing.T) {
-	eachOracle(t, "", func(t *testing.T, path string) {
+	fixtures.EachOracle(t, "", func(t *testing.T, path string) {
 		f, err := weights.Open(path)
 		if err != nil {
 			t.Fatal(err)
@@ -92,7 +33,7 @@ func TestGoldenEPK(t *testing.T) {
 		switch arch := f.Metadata()["arch"]; arch {
 		case models.ModuloArch:
 			checkModuloOracle(t, path)
-		case cnnArch:
+		case models.ResNet9Arch:
 			checkCNNOracleSubset(t, path)
 		default:
 			t.Fatalf("unknown arch %q in the fixture's metadata", arch)

@@ -1,6 +1,7 @@
 package epk_test
 
 import (
+	"github.com/explaind/explaind/internal/fixtures"
 	"math"
 	"testing"
 
@@ -17,7 +18,7 @@ import (
 // contributions and features must agree to rounding. It tests the
 // adapter, not the fixture, so one fixture (the first) is enough.
 func TestLayerPathMatchesNative(t *testing.T) {
-	path := oracleFixtures(t, models.ModuloArch)[0]
+	path := fixtures.Oracles(t, models.ModuloArch)[0]
 	t.Logf("stepping through EPK oracle fixture %s", path)
 	r, m := moduloRunAt(t, path)
 	u := r.ups[0]
@@ -58,7 +59,7 @@ func TestLayerPathMatchesNative(t *testing.T) {
 // float32: the update split's residual is the float32 rounding of the
 // recorded update, and the completeness error sits at float32 rounding.
 func TestModuloFloat32(t *testing.T) {
-	eachOracle(t, models.ModuloArch, checkModuloFloat32)
+	fixtures.EachOracle(t, models.ModuloArch, checkModuloFloat32)
 }
 
 func checkModuloFloat32(t *testing.T, path string) {

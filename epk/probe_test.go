@@ -2,6 +2,7 @@ package epk_test
 
 import (
 	"fmt"
+	"github.com/explaind/explaind/internal/fixtures"
 	"math"
 	"strings"
 	"testing"
@@ -88,7 +89,7 @@ func logProbe(t *testing.T, title string, names, costNames []string, rows []prob
 // best, since the integrand jumps; locating the switches reaches rounding
 // level.
 func TestModuloProbe(t *testing.T) {
-	eachOracle(t, models.ModuloArch, checkModuloProbe)
+	fixtures.EachOracle(t, models.ModuloArch, checkModuloProbe)
 }
 
 func checkModuloProbe(t *testing.T, path string) {
@@ -130,7 +131,7 @@ func checkModuloProbe(t *testing.T, path string) {
 // spoil the comparison is checked too, on the full steps with switches:
 // there Gauss–Legendre 16 must be far off.
 func TestRulesAgreeOnSmoothStep(t *testing.T) {
-	eachOracle(t, models.ModuloArch, checkRulesAgreeOnSmoothStep)
+	fixtures.EachOracle(t, models.ModuloArch, checkRulesAgreeOnSmoothStep)
 }
 
 func checkRulesAgreeOnSmoothStep(t *testing.T, path string) {

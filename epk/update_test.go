@@ -1,6 +1,7 @@
 package epk_test
 
 import (
+	"github.com/explaind/explaind/internal/fixtures"
 	"math"
 	"strings"
 	"testing"
@@ -62,11 +63,11 @@ func checkKernel(t *testing.T, r *run, lambda float64, regViaBuffer bool) {
 }
 
 func TestKernelCoefficients(t *testing.T) {
-	eachOracle(t, models.ModuloArch, func(t *testing.T, path string) {
+	fixtures.EachOracle(t, models.ModuloArch, func(t *testing.T, path string) {
 		r, _ := moduloRunAt(t, path)
 		checkKernel(t, r, metaFloats(t, r.f, "weight_decay")[0], false)
 	})
-	eachOracle(t, cnnArch, func(t *testing.T, path string) {
+	fixtures.EachOracle(t, models.ResNet9Arch, func(t *testing.T, path string) {
 		r, _ := cnnRunAt(t, path)
 		checkKernel(t, r, metaFloats(t, r.f, "weight_decay")[0], true)
 	})

@@ -1,6 +1,7 @@
 package models_test
 
 import (
+	"github.com/explaind/explaind/internal/fixtures"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -21,12 +22,12 @@ const goldenTolOptim = 1e-4
 // derivatives, and three full-batch optimizer steps with the optimizer
 // state after them. New fixtures in the same format are picked up by name.
 func TestGolden(t *testing.T) {
-	files, err := filepath.Glob(filepath.Join(goldenDir(), "*.safetensors"))
+	files, err := filepath.Glob(filepath.Join(fixtures.GoldenDir(), "*.safetensors"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(files) == 0 {
-		t.Fatalf("no *.safetensors fixture in %s", goldenDir())
+		t.Fatalf("no *.safetensors fixture in %s", fixtures.GoldenDir())
 	}
 	for _, path := range files {
 		t.Run(filepath.Base(path), func(t *testing.T) {

@@ -2,10 +2,9 @@ package models_test
 
 import (
 	"fmt"
+	"github.com/explaind/explaind/internal/fixtures"
 	"math"
 	"math/rand/v2"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -157,14 +156,6 @@ func TestModuloInit(t *testing.T) {
 	}
 }
 
-// goldenDir is testdata/golden, or the directory named by EXPLAIND_GOLDEN_DIR.
-func goldenDir() string {
-	if d := os.Getenv("EXPLAIND_GOLDEN_DIR"); d != "" {
-		return d
-	}
-	return filepath.Join("..", "testdata", "golden")
-}
-
 // loadModuloFixture builds the fixture's model in float32 with its weights,
 // and returns it with the fixture's inputs and targets.
 func loadModuloFixture(t *testing.T, f *weights.File) (*models.Modulo[float32], *tensor.Dense[float32], []int) {
@@ -296,13 +287,13 @@ func checkModuloFixture(t *testing.T, path string) {
 // scales apart: its attention is saturated (score gaps above 20 at either
 // scale), so the softmax is one-hot in float32.
 func TestModuloAttentionScale(t *testing.T) {
-	path := filepath.Join(goldenDir(), "..", "golden-epk", "epk_modulo_tiny.safetensors")
-	if d := os.Getenv("EXPLAIND_GOLDEN_EPK_DIR"); d != "" {
-		path = filepath.Join(d, "epk_modulo_tiny.safetensors")
-	}
+	fixtures.EachOracle(t, models.ModuloArch, checkAttentionScale)
+}
+
+func checkAttentionScale(t *testing.T, path string) {
 	f, err := weights.Open(path)
 	if err != nil {
-		t.Skipf("no EPK oracle fixture: %v", err)
+		t.Fatal(err)
 	}
 	cfg, err := models.ModuloConfigFromMetadata(f.Metadata())
 	if err != nil {

@@ -115,8 +115,12 @@ func NewResNet9[T tensor.Float](cfg ResNet9Config) (*ResNet9[T], error) {
 // Config returns the configuration the model was built with.
 func (m *ResNet9[T]) Config() ResNet9Config { return m.cfg }
 
-// Arch returns "resnet9_nobn".
-func (m *ResNet9[T]) Arch() string { return "resnet9_nobn" }
+// ResNet9Arch is the architecture name of ResNet-9 without batch norm, as
+// the fixtures' metadata and the run manifests name it.
+const ResNet9Arch = "resnet9_nobn"
+
+// Arch returns ResNet9Arch.
+func (m *ResNet9[T]) Arch() string { return ResNet9Arch }
 
 // Classes returns the number of outputs.
 func (m *ResNet9[T]) Classes() int { return m.cfg.Classes }

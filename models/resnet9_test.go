@@ -1,10 +1,9 @@
 package models_test
 
 import (
+	"github.com/explaind/explaind/internal/fixtures"
 	"math"
 	"math/rand/v2"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -169,10 +168,10 @@ func checkResNet9Fixture(t *testing.T, path string) {
 // TestResNet9EPKOracleOutputs checks the float64 forward pass against the
 // outputs of the initial and final models of the EPK oracle fixture.
 func TestResNet9EPKOracleOutputs(t *testing.T) {
-	path := filepath.Join("..", "testdata", "golden-epk", "epk_cnn_tiny.safetensors")
-	if _, err := os.Stat(path); err != nil {
-		t.Skipf("no EPK oracle fixture: %v", err)
-	}
+	fixtures.EachOracle(t, models.ResNet9Arch, checkResNet9OracleOutputs)
+}
+
+func checkResNet9OracleOutputs(t *testing.T, path string) {
 	f, err := weights.Open(path)
 	if err != nil {
 		t.Fatal(err)
