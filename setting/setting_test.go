@@ -24,7 +24,7 @@ func flag(name string) string {
 func TestRender(t *testing.T) {
 	cause := fmt.Errorf("open x: %w", fs.ErrNotExist)
 	for _, c := range []struct {
-		err           error
+		err          error
 		plain, flags string
 	}{
 		{Invalid("TestSize", 400, "the %s split has %d samples", "val", 370),
