@@ -28,29 +28,23 @@ func execute(root *cobra.Command) error {
 	return flagError(cmd, err)
 }
 
-// flagExceptions lists the API names whose flag is not the kebab case of
-// their last part, each with its flags in the commands that have one.
-var flagExceptions = map[string][]string{
-	"From:To":         {"steps"},                          // explain/job's Options.From and To
-	"Presets":         {"preset"},                         // explain/job
-	"MaxBytes":        {"memory"},                         // explain/job
-	"CheckpointEvery": {"checkpoint-every", "save-every"}, // train.Config, explain/job
-	"Keep":            {"unpruned"},                       // experiments/prune
-	"Optimizer.Name":  {"optimizer"},                      // train.Config
+// flagExceptions maps the API names whose flag is not the kebab case of
+// their last part to that flag.
+var flagExceptions = map[string]string{
+	"From:To":        "steps",     // explain/job's Options.From and To
+	"Optimizer.Name": "optimizer", // train.Config: not "name"
 }
 
 // flagName returns the flag of cmd that sets the setting the API calls
 // name ("TestSize" → "--test-size", "Optimizer.LR" → "--lr"), or name
 // itself when cmd has no such flag.
 func flagName(cmd *cobra.Command, name string) string {
-	flags, ok := flagExceptions[name]
+	f, ok := flagExceptions[name]
 	if !ok {
-		flags = []string{kebab(name[strings.LastIndexByte(name, '.')+1:])}
+		f = kebab(name[strings.LastIndexByte(name, '.')+1:])
 	}
-	for _, f := range flags {
-		if cmd != nil && cmd.Flags().Lookup(f) != nil {
-			return "--" + f
-		}
+	if cmd != nil && cmd.Flags().Lookup(f) != nil {
+		return "--" + f
 	}
 	return name
 }
