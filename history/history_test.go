@@ -308,7 +308,7 @@ func TestResumeAfterInterruption(t *testing.T) {
 	}
 
 	// An existing run is not overwritten by accident.
-	if _, err := history.Create[float32](dir, newStepper(t, true), history.Options{}); err == nil || !strings.Contains(err.Error(), "--overwrite") {
+	if _, err := history.Create[float32](dir, newStepper(t, true), history.Options{}); err == nil || !strings.Contains(err.Error(), "set Overwrite") {
 		t.Errorf("existing directory: got %v", err)
 	}
 	if _, err := history.Create[float32](dir, newStepper(t, true), history.Options{Overwrite: true}); err != nil {

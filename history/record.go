@@ -1,6 +1,8 @@
 package history
 
 import (
+	"github.com/explaind/explaind/setting"
+
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -116,7 +118,7 @@ type Options struct {
 func Create[T tensor.Float](dir string, st Stepper[T], opts Options) (*Recorder[T], error) {
 	if entries, err := os.ReadDir(dir); err == nil && len(entries) > 0 {
 		if !opts.Overwrite {
-			return nil, fmt.Errorf("history: %s already exists and is not empty; choose another --out or pass --overwrite to replace it", dir)
+			return nil, setting.Errorf("history: %s already exists and is not empty; choose another directory or set %v to replace it", dir, setting.Name("Overwrite"))
 		}
 		if _, err := os.Stat(filepath.Join(dir, ManifestFile)); err != nil {
 			return nil, fmt.Errorf("history: refusing to overwrite %s: it is not a run directory (no %s)", dir, ManifestFile)

@@ -1,12 +1,14 @@
 package report
 
 import (
+	"github.com/explaind/explaind/setting"
+
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -84,10 +86,10 @@ func Paths(out string) (html, figures, summary string) {
 func Build(opts Options) (*Summary, error) {
 	start := time.Now()
 	if opts.Run == "" {
-		return nil, errors.New("report: no run directory given (--run RUN)")
+		return nil, fmt.Errorf("report: %w", setting.Invalid("Run", nil, "no run directory given"))
 	}
 	if opts.Out == "" || filepath.Ext(opts.Out) != ".html" {
-		return nil, fmt.Errorf("report: --out %q must name an .html file", opts.Out)
+		return nil, fmt.Errorf("report: %w", setting.Invalid("Out", strconv.Quote(opts.Out), "must name an .html file"))
 	}
 	htmlPath, figDir, sumPath := Paths(opts.Out)
 	if err := checkOldSummary(sumPath); err != nil {
@@ -202,7 +204,7 @@ func checkOldSummary(path string) error {
 	}
 	var s Summary
 	if json.Unmarshal(raw, &s) != nil || s.Format != SummaryFormat {
-		return fmt.Errorf("report: %s exists and is not a report summary; choose another --out", path)
+		return setting.Errorf("report: %s exists and is not a report summary; choose another %v", path, setting.Name("Out"))
 	}
 	return nil
 }

@@ -377,7 +377,7 @@ func TestBuildBadInput(t *testing.T) {
 		want string
 	}{
 		{"no run", Options{Run: filepath.Join(root, "nope"), Out: out}, "not a run directory"},
-		{"no run given", Options{Out: out}, "--run"},
+		{"no run given", Options{Out: out}, "invalid Run"},
 		{"epk of another run", Options{Run: other, EPK: epk[:1], Out: out}, "different run"},
 		{"not an epk output", Options{Run: run, EPK: []string{empty}, Out: out}, "not an EPK output"},
 		{"out not html", Options{Run: run, Out: filepath.Join(root, "r", "report.txt")}, ".html"},

@@ -1,10 +1,13 @@
 package train
 
 import (
+	"github.com/explaind/explaind/setting"
+
 	"encoding/json"
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"strconv"
 	"strings"
 
 	"github.com/explaind/explaind/data"
@@ -122,10 +125,11 @@ func CNNDefaults(dataset string) Config {
 	}
 }
 
-// Validate checks the configuration and names the first bad value.
+// Validate checks the configuration and names the first bad value by its
+// field ("Optimizer.LR"), as a *setting.Error.
 func (c *Config) Validate() error {
-	bad := func(flag string, format string, args ...any) error {
-		return fmt.Errorf("train: invalid --%s: %s", flag, fmt.Sprintf(format, args...))
+	bad := func(name string, value any, format string, args ...any) error {
+		return fmt.Errorf("train: %w", setting.Invalid(name, value, format, args...))
 	}
 	finite := func(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
 	switch c.Task {
@@ -135,16 +139,16 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("train: modulo task without its settings")
 		}
 		if m.P < 3 {
-			return bad("p", "%d; the modulus must be at least 3", m.P)
+			return bad("Modulo.P", m.P, "the modulus must be at least 3")
 		}
 		if m.TrainSize < 1 || m.ValSize < 0 {
-			return bad("train-size", "%d training and %d validation samples; want ≥ 1 and ≥ 0", m.TrainSize, m.ValSize)
+			return bad("Modulo.TrainSize", nil, "%d training and %d validation samples; want ≥ 1 and ≥ 0", m.TrainSize, m.ValSize)
 		}
 		if n := data.NumModuloPairs(m.P); m.TrainSize+m.ValSize > n {
-			return bad("train-size", "%d + %d validation samples exceed the %d pairs that exist for p = %d", m.TrainSize, m.ValSize, n, m.P)
+			return bad("Modulo.TrainSize", nil, "%d + %d validation samples exceed the %d pairs that exist for p = %d", m.TrainSize, m.ValSize, n, m.P)
 		}
 		if m.DModel < 1 || m.Heads < 1 || m.DModel%m.Heads != 0 || m.MLP < 1 {
-			return bad("d-model", "d_model %d, %d heads, MLP %d: d_model must be a positive multiple of the head count", m.DModel, m.Heads, m.MLP)
+			return bad("Modulo.DModel", nil, "d_model %d, %d heads, MLP %d: d_model must be a positive multiple of the head count", m.DModel, m.Heads, m.MLP)
 		}
 	case "cnn":
 		n := c.CNN
@@ -152,49 +156,49 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("train: cnn task without its settings")
 		}
 		if n.Dataset != "fashion2" && n.Dataset != "cifar2" {
-			return bad("dataset", "%q; want fashion2 or cifar2", n.Dataset)
+			return bad("CNN.Dataset", strconv.Quote(n.Dataset), "want fashion2 or cifar2")
 		}
 		if n.TrainSize < 0 || n.TestSize < 0 {
-			return bad("train-size", "%d (test %d); sizes must be ≥ 0 (0 keeps all)", n.TrainSize, n.TestSize)
+			return bad("CNN.TrainSize", nil, "%d (test %d); sizes must be ≥ 0 (0 keeps all)", n.TrainSize, n.TestSize)
 		}
 		if n.WidthDiv < 1 || 64%n.WidthDiv != 0 {
-			return bad("width-div", "%d; it must divide 64", n.WidthDiv)
+			return bad("CNN.WidthDiv", n.WidthDiv, "it must divide 64")
 		}
 	default:
-		return bad("task", "%q; want modulo or cnn", c.Task)
+		return bad("Task", strconv.Quote(c.Task), "want modulo or cnn")
 	}
 	o := c.Optimizer
 	if !finite(o.LR) || o.LR < 0 {
-		return bad("lr", "%v; want a finite value ≥ 0", o.LR)
+		return bad("Optimizer.LR", o.LR, "want a finite value ≥ 0")
 	}
 	if !finite(o.WeightDecay) || o.WeightDecay < 0 {
-		return bad("weight-decay", "%v; want a finite value ≥ 0", o.WeightDecay)
+		return bad("Optimizer.WeightDecay", o.WeightDecay, "want a finite value ≥ 0")
 	}
 	switch o.Name {
 	case "sgd", "adamw":
 	default:
-		return bad("optimizer", "%q; want sgd or adamw", o.Name)
+		return bad("Optimizer.Name", strconv.Quote(o.Name), "want sgd or adamw")
 	}
 	if c.BatchSize < 0 {
-		return bad("batch-size", "%d; want ≥ 1, or 0 for full batch", c.BatchSize)
+		return bad("BatchSize", c.BatchSize, "want ≥ 1, or 0 for full batch")
 	}
 	if c.Epochs < 1 {
-		return bad("epochs", "%d; want ≥ 1", c.Epochs)
+		return bad("Epochs", c.Epochs, "want ≥ 1")
 	}
 	if c.StopAccuracy < 0 || c.StopAccuracy > 1 {
-		return bad("stop-accuracy", "%v; want a fraction in (0, 1]", c.StopAccuracy)
+		return bad("StopAccuracy", c.StopAccuracy, "want a fraction in (0, 1]")
 	}
 	if c.CheckpointEvery < 1 {
-		return bad("checkpoint-every", "%d; want ≥ 1", c.CheckpointEvery)
+		return bad("CheckpointEvery", c.CheckpointEvery, "want ≥ 1")
 	}
 	switch c.Schedule {
 	case "constant":
 	case "triangle":
 		if c.PeakEpoch < 0 || c.PeakEpoch > c.Epochs {
-			return bad("peak-epoch", "%d; want between 0 and --epochs (%d)", c.PeakEpoch, c.Epochs)
+			return bad("PeakEpoch", c.PeakEpoch, "want between 0 and %v (%d)", setting.Name("Epochs"), c.Epochs)
 		}
 	default:
-		return bad("schedule", "%q; want constant or triangle", c.Schedule)
+		return bad("Schedule", strconv.Quote(c.Schedule), "want constant or triangle")
 	}
 	return nil
 }
@@ -222,7 +226,8 @@ func LoadData[T interface{ ~float32 | ~float64 }](c *Config) (*Data[T], error) {
 		var err error
 		if n.Dataset == "cifar2" {
 			if n.DataDir == "" {
-				return nil, fmt.Errorf("train: CIFAR-2 needs --data-dir pointing at cifar-10-batches-bin (the CIFAR-10 binary version); this machine cannot download it, and --dataset fashion2 works out of the box")
+				return nil, setting.Errorf("train: CIFAR-2 needs %v pointing at cifar-10-batches-bin (the CIFAR-10 binary version); this machine cannot download it, and %v fashion2 works out of the box",
+					setting.Name("CNN.DataDir"), setting.Name("CNN.Dataset"))
 			}
 			if tr, err = data.LoadCIFAR2[T](n.DataDir, data.SplitTrain); err == nil {
 				te, err = data.LoadCIFAR2[T](n.DataDir, data.SplitTest)

@@ -1,6 +1,8 @@
 package train
 
 import (
+	"github.com/explaind/explaind/setting"
+
 	"bufio"
 	"bytes"
 	"context"
@@ -214,7 +216,7 @@ func newJob[T tensor.Float](cfg *Config) (*job[T], error) {
 		return nil, err
 	}
 	if cfg.BatchSize > d.Train.Len() {
-		return nil, fmt.Errorf("train: invalid --batch-size: %d is larger than the %d training samples", cfg.BatchSize, d.Train.Len())
+		return nil, fmt.Errorf("train: %w", setting.Invalid("BatchSize", cfg.BatchSize, "larger than the %d training samples", d.Train.Len()))
 	}
 	model, err := BuildModel[T](cfg, d)
 	if err != nil {
@@ -243,7 +245,7 @@ func (j *job[T]) datasets() map[string]history.DatasetInfo {
 func (j *job[T]) checkDatasets(m *history.Manifest) error {
 	for role, now := range j.datasets() {
 		if was, ok := m.Datasets[role]; ok && was.Fingerprint != now.Fingerprint {
-			return fmt.Errorf("train: the %s data (%s, %d samples) differs from the data the run was trained on (%s, %d samples, fingerprint %.12s…): point --data-dir at the original files", role, now.Name, now.Samples, was.Name, was.Samples, was.Fingerprint)
+			return setting.Errorf("train: the %s data (%s, %d samples) differs from the data the run was trained on (%s, %d samples, fingerprint %.12s…): point %v at the original files", role, now.Name, now.Samples, was.Name, was.Samples, was.Fingerprint, setting.Name("CNN.DataDir"))
 		}
 	}
 	return nil
@@ -308,7 +310,7 @@ func (j *job[T]) run(ctx context.Context, dir string, rec *history.Recorder[T], 
 			}
 			if l := j.sess.LastLoss; math.IsNaN(l) || math.IsInf(l, 0) {
 				rec.Close(false, fmt.Sprintf("diverged at step %d", step))
-				return nil, fmt.Errorf("train: the loss became %v at step %d: training diverged; lower --lr (now %g)", l, step, cfg.Optimizer.LR)
+				return nil, setting.Errorf("train: the loss became %v at step %d: training diverged; lower %v (now %g)", l, step, setting.Name("Optimizer.LR"), cfg.Optimizer.LR)
 			}
 			lossSum += j.sess.LastLoss
 			accSum += j.sess.LastAccuracy

@@ -90,7 +90,7 @@ func TestInterruptedRunResumes(t *testing.T) {
 	if a, b := finalHash(t, whole), finalHash(t, dir); a != b {
 		t.Fatalf("resumed run ends at %s, uninterrupted at %s", b, a)
 	}
-	if _, err := train.Train[float32](context.Background(), dir, tinyModulo(), train.Options{}); err == nil || !strings.Contains(err.Error(), "--overwrite") {
+	if _, err := train.Train[float32](context.Background(), dir, tinyModulo(), train.Options{}); err == nil || !strings.Contains(err.Error(), "set Overwrite") {
 		t.Errorf("existing run: got %v", err)
 	}
 }
@@ -138,16 +138,16 @@ func TestInvalidConfigs(t *testing.T) {
 		edit func(c *train.Config)
 		want string
 	}{
-		{func(c *train.Config) { c.Modulo.P = 2 }, "--p"},
-		{func(c *train.Config) { c.Modulo.TrainSize = -1 }, "--train-size"},
+		{func(c *train.Config) { c.Modulo.P = 2 }, "invalid Modulo.P"},
+		{func(c *train.Config) { c.Modulo.TrainSize = -1 }, "invalid Modulo.TrainSize"},
 		{func(c *train.Config) { c.Modulo.TrainSize = 30 }, "exceed the 28 pairs"},
-		{func(c *train.Config) { c.Epochs = 0 }, "--epochs"},
-		{func(c *train.Config) { c.Optimizer.LR = -1 }, "--lr"},
-		{func(c *train.Config) { c.BatchSize = -4 }, "--batch-size"},
-		{func(c *train.Config) { c.CheckpointEvery = 0 }, "--checkpoint-every"},
-		{func(c *train.Config) { c.StopAccuracy = 1.5 }, "--stop-accuracy"},
-		{func(c *train.Config) { c.Task = "cnn"; c.CNN = &train.CNNTask{Dataset: "mnist", WidthDiv: 8} }, "--dataset"},
-		{func(c *train.Config) { c.Task = "cnn"; c.CNN = &train.CNNTask{Dataset: "fashion2", WidthDiv: 3} }, "--width-div"},
+		{func(c *train.Config) { c.Epochs = 0 }, "invalid Epochs"},
+		{func(c *train.Config) { c.Optimizer.LR = -1 }, "invalid Optimizer.LR"},
+		{func(c *train.Config) { c.BatchSize = -4 }, "invalid BatchSize"},
+		{func(c *train.Config) { c.CheckpointEvery = 0 }, "invalid CheckpointEvery"},
+		{func(c *train.Config) { c.StopAccuracy = 1.5 }, "invalid StopAccuracy"},
+		{func(c *train.Config) { c.Task = "cnn"; c.CNN = &train.CNNTask{Dataset: "mnist", WidthDiv: 8} }, "invalid CNN.Dataset"},
+		{func(c *train.Config) { c.Task = "cnn"; c.CNN = &train.CNNTask{Dataset: "fashion2", WidthDiv: 3} }, "invalid CNN.WidthDiv"},
 	}
 	for _, tc := range cases {
 		c := tinyModulo()

@@ -20,7 +20,7 @@ func run(args ...string) (string, error) {
 	cmd.SetOut(&out)
 	cmd.SetErr(&out)
 	cmd.SetArgs(args)
-	err := cmd.Execute()
+	err := execute(cmd)
 	return out.String(), err
 }
 

@@ -1,6 +1,8 @@
 package components
 
 import (
+	"github.com/explaind/explaind/setting"
+
 	"bytes"
 	"context"
 	"encoding/csv"
@@ -87,7 +89,8 @@ var use = expio.EPKUse{
 // output's, so that a mistaken command line fails before any work.
 func check(opts *Options) (*expio.EPKRun, error) {
 	if opts.Run == "" || opts.EPK == "" || opts.Out == "" {
-		return nil, fmt.Errorf("components: name the run (--run), the EPK output (--epk) and the output directory (--out)")
+		return nil, setting.Errorf("components: name the run (%v), the EPK output (%v) and the output directory (%v)",
+			setting.Name("Run"), setting.Name("EPK"), setting.Name("Out"))
 	}
 	if opts.Top == 0 {
 		opts.Top = DefaultTop
@@ -99,7 +102,8 @@ func check(opts *Options) (*expio.EPKRun, error) {
 		opts.Examples = DefaultExamples
 	}
 	if opts.Top < 1 || opts.HistK < 1 || opts.Examples < 0 {
-		return nil, fmt.Errorf("components: --top %d and --hist-k %d must be ≥ 1, --examples %d ≥ 0", opts.Top, opts.HistK, opts.Examples)
+		return nil, setting.Errorf("components: %v %d and %v %d must be ≥ 1, %v %d ≥ 0",
+			setting.Name("Top"), opts.Top, setting.Name("HistK"), opts.HistK, setting.Name("Examples"), opts.Examples)
 	}
 	return expio.OpenEPK(use, opts.Run, opts.EPK)
 }

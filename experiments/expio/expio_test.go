@@ -296,8 +296,8 @@ func TestOpenEPK(t *testing.T) {
 		run, epk string
 		want     string
 	}{
-		{use, "", good, "components: name the run (--run) and the EPK output (--epk)"},
-		{use, run, "", "components: name the run (--run) and the EPK output (--epk)"},
+		{use, "", good, "components: name the run (Run) and the EPK output (EPK)"},
+		{use, run, "", "components: name the run (Run) and the EPK output (EPK)"},
 		{use, filepath.Join(root, "none"), good, "not a run directory"},
 		{use, run, filepath.Join(root, "none"), "not an EPK output"},
 		{use, run, other, "different run"},
@@ -314,10 +314,10 @@ func TestOpenEPK(t *testing.T) {
 }
 
 func TestOpenRun(t *testing.T) {
-	if _, err := expio.OpenRun("swap", filepath.Join(t.TempDir(), "none"), "modulo"); err == nil || !strings.Contains(err.Error(), "swap: --run") {
+	if _, err := expio.OpenRun("swap", filepath.Join(t.TempDir(), "none"), "modulo"); err == nil || !strings.Contains(err.Error(), "swap: invalid Run") {
 		t.Errorf("missing run: %v", err)
 	}
-	if _, err := expio.OpenRun("swap", "", "modulo"); err == nil || !strings.Contains(err.Error(), "--run") {
+	if _, err := expio.OpenRun("swap", "", "modulo"); err == nil || !strings.Contains(err.Error(), "(Run)") {
 		t.Errorf("no run named: %v", err)
 	}
 	dir := tinyModuloRun(t)

@@ -1,6 +1,8 @@
 package expio
 
 import (
+	"github.com/explaind/explaind/setting"
+
 	"fmt"
 
 	"github.com/explaind/explaind/epkfile"
@@ -30,30 +32,30 @@ type Run struct {
 
 // OpenRun opens the run in dir for the experiment named command, which
 // works on runs of the given task only ("modulo" or "cnn"; "" accepts
-// both). Errors name the command and its --run flag. The task is checked
+// both). Errors name the command and the setting Run. The task is checked
 // from the manifest before the model and data are rebuilt, so a run of the
 // wrong kind is refused at once.
 func OpenRun(command, dir, task string) (*Run, error) {
 	if dir == "" {
-		return nil, fmt.Errorf("%s: name the training run with --run DIR", command)
+		return nil, setting.Errorf("%s: name the training run (%v)", command, setting.Name("Run"))
 	}
 	m, err := history.ReadManifest(dir)
 	if err != nil {
-		return nil, fmt.Errorf("%s: --run %s: %w", command, dir, err)
+		return nil, fmt.Errorf("%s: %w", command, setting.Invalid("Run", dir, "%w", err))
 	}
 	cfg, err := train.ManifestConfig(m)
 	if err != nil {
-		return nil, fmt.Errorf("%s: --run %s: %w", command, dir, err)
+		return nil, fmt.Errorf("%s: %w", command, setting.Invalid("Run", dir, "%w", err))
 	}
 	if task != "" && cfg.Task != task {
-		return nil, fmt.Errorf("%s: --run %s is a %q run; explaind %s works on %s runs only (explaind train %s)", command, dir, cfg.Task, command, task, task)
+		return nil, fmt.Errorf("%s: %w", command, setting.Invalid("Run", dir, "is a %q run; explaind %s works on %s runs only (explaind train %s)", cfg.Task, command, task, task))
 	}
 	if m.Dtype != "" && m.Dtype != "float32" {
-		return nil, fmt.Errorf("%s: --run %s was trained in %s; explaind %s replays float32 runs only", command, dir, m.Dtype, command)
+		return nil, fmt.Errorf("%s: %w", command, setting.Invalid("Run", dir, "was trained in %s; explaind %s replays float32 runs only", m.Dtype, command))
 	}
 	o, err := train.Open[float32](dir)
 	if err != nil {
-		return nil, fmt.Errorf("%s: --run %s: %w", command, dir, err)
+		return nil, fmt.Errorf("%s: %w", command, setting.Invalid("Run", dir, "%w", err))
 	}
 	r := o.Replay
 	return &Run{Dir: dir, Manifest: r.Manifest(), Fingerprint: epkfile.RunFingerprint(r.Manifest()), Config: o.Config,
@@ -65,7 +67,7 @@ func OpenRun(command, dir, task string) (*Run, error) {
 func (r *Run) Modulo(command string) (*models.Modulo[float32], error) {
 	m, ok := r.Session.Model.(*models.Modulo[float32])
 	if !ok {
-		return nil, fmt.Errorf("%s: --run %s holds a %T, not the modulo transformer", command, r.Dir, r.Session.Model)
+		return nil, fmt.Errorf("%s: %w", command, setting.Invalid("Run", r.Dir, "holds a %T, not the modulo transformer", r.Session.Model))
 	}
 	return m, nil
 }
@@ -162,7 +164,7 @@ type EPKRun struct {
 // name the directory at fault and the command that fixes it.
 func OpenEPK(u EPKUse, dir, epkDir string) (*EPKRun, error) {
 	if dir == "" || epkDir == "" {
-		return nil, fmt.Errorf("%s: name the run (--run) and the EPK output (--epk)", u.Command)
+		return nil, setting.Errorf("%s: name the run (%v) and the EPK output (%v)", u.Command, setting.Name("Run"), setting.Name("EPK"))
 	}
 	m, err := history.ReadManifest(dir)
 	if err != nil {

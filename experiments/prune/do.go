@@ -1,6 +1,8 @@
 package prune
 
 import (
+	"github.com/explaind/explaind/setting"
+
 	"bytes"
 	"context"
 	"encoding/csv"
@@ -71,7 +73,8 @@ var use = expio.EPKUse{
 // before any work.
 func check(opts *Options) (*expio.EPKRun, error) {
 	if opts.Run == "" || opts.EPK == "" || opts.Out == "" {
-		return nil, fmt.Errorf("prune: name the run (--run), the EPK output (--epk) and the output directory (--out)")
+		return nil, setting.Errorf("prune: name the run (%v), the EPK output (%v) and the output directory (%v)",
+			setting.Name("Run"), setting.Name("EPK"), setting.Name("Out"))
 	}
 	if err := opts.Config.Check(); err != nil {
 		return nil, err

@@ -1,6 +1,8 @@
 package retrain
 
 import (
+	"github.com/explaind/explaind/setting"
+
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -54,24 +56,27 @@ func (k Key) normalized() Key {
 }
 
 // settingsDiff lists the options in which k (what a directory holds)
-// differs from want (what is asked for), each as "--flag THERE there,
-// HERE here"; the run's fingerprint is not compared.
-func (k Key) settingsDiff(want Key) []string {
+// differs from want (what is asked for), each as "FIELD THERE there, HERE
+// here" with FIELD the Options field (a setting.Name), joined by "; ", as
+// a format and its arguments; the run's fingerprint is not compared.
+func (k Key) settingsDiff(want Key) (format string, args []any) {
 	var d []string
-	add := func(flag string, there, here any) {
+	add := func(field string, there, here any) {
 		if fmt.Sprint(there) != fmt.Sprint(here) {
-			d = append(d, fmt.Sprintf("--%s %v there, %v here", flag, there, here))
+			d = append(d, "%v %v there, %v here")
+			args = append(args, setting.Name(field), there, here)
 		}
 	}
-	add("parts", strings.Join(k.Parts, ","), strings.Join(want.Parts, ","))
-	add("stride", k.Stride, want.Stride)
-	add("max-checkpoints", k.MaxCheckpoints, want.MaxCheckpoints)
-	add("max-epochs", k.MaxEpochs, want.MaxEpochs)
+	add("Parts", strings.Join(k.Parts, ","), strings.Join(want.Parts, ","))
+	add("Stride", k.Stride, want.Stride)
+	add("MaxCheckpoints", k.MaxCheckpoints, want.MaxCheckpoints)
+	add("MaxEpochs", k.MaxEpochs, want.MaxEpochs)
 	if k.Target != want.Target { // compared as numbers, printed in full
-		d = append(d, fmt.Sprintf("--target %s there, %s here", expio.Float(k.Target), expio.Float(want.Target)))
+		d = append(d, "%v %s there, %s here")
+		args = append(args, setting.Name("Target"), expio.Float(k.Target), expio.Float(want.Target))
 	}
-	add("seeds", k.Seeds, want.Seeds)
-	return d
+	add("Seeds", k.Seeds, want.Seeds)
+	return strings.Join(d, "; "), args
 }
 
 // Progress is DIR/progress.json: the rows of one job done so far, in the
@@ -149,10 +154,10 @@ func Resume(dir string, run *expio.Run, opt Options) ([]Row, error) {
 			return nil, nil
 		}
 		if err != nil {
-			return nil, fmt.Errorf("%s: --out %s: %w; choose another --out, or delete %s", Command, dir, err, dir)
+			return nil, setting.Errorf("%s: %v %s: %w; choose another %v, or delete %s", Command, outSetting, dir, err, outSetting, dir)
 		}
 		if s.Command != "" && s.Command != Command {
-			return nil, fmt.Errorf("%s: --out %s holds the results of explaind %s; choose another --out", Command, dir, s.Command)
+			return nil, setting.Errorf("%s: %v %s holds the results of explaind %s; choose another %v", Command, outSetting, dir, s.Command, outSetting)
 		}
 		had := Key{RunFingerprint: s.RunFingerprint, Settings: s.Settings.Settings}
 		// Without a progress file (a result of an older explaind) nothing
@@ -160,41 +165,45 @@ func Resume(dir string, run *expio.Run, opt Options) ([]Row, error) {
 		return nil, mismatch(dir, s.Run, had.normalized(), want, run.Dir)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%s: --out %s: %w", Command, dir, err)
+		return nil, setting.Errorf("%s: %v %s: %w", Command, outSetting, dir, err)
 	}
 	var p Progress
 	if err := json.Unmarshal(b, &p); err != nil {
-		return nil, fmt.Errorf("%s: --out %s: %s is unreadable (%v); delete it to start over", Command, dir, path, err)
+		return nil, setting.Errorf("%s: %v %s: %s is unreadable (%v); delete it to start over", Command, outSetting, dir, path, err)
 	}
 	if p.Command != Command {
-		return nil, fmt.Errorf("%s: --out %s: %s is not the progress of explaind %s (command %q); choose another --out", Command, dir, path, Command, p.Command)
+		return nil, setting.Errorf("%s: %v %s: %s is not the progress of explaind %s (command %q); choose another %v", Command, outSetting, dir, path, Command, p.Command, outSetting)
 	}
 	if err := mismatch(dir, p.Run, p.Key.normalized(), want, run.Dir); err != nil {
 		return nil, err
 	}
 	plan := Plan(Checkpoints(run.Steps(), opt.Stride, opt.MaxCheckpoints), want.Parts, opt.Seeds)
 	if len(p.Rows) > len(plan) {
-		return nil, fmt.Errorf("%s: --out %s: %s holds %d rows, the job has %d; delete it to start over", Command, dir, path, len(p.Rows), len(plan))
+		return nil, setting.Errorf("%s: %v %s: %s holds %d rows, the job has %d; delete it to start over", Command, outSetting, dir, path, len(p.Rows), len(plan))
 	}
 	for i, r := range p.Rows {
 		if id := plan[i]; r.Checkpoint != id.Checkpoint || r.Part != id.Part || r.Seed != id.Seed {
-			return nil, fmt.Errorf("%s: --out %s: row %d of %s is checkpoint %d, part %s, seed %d; the job's is checkpoint %d, part %s, seed %d; delete it to start over",
-				Command, dir, i, path, r.Checkpoint, r.Part, r.Seed, id.Checkpoint, id.Part, id.Seed)
+			return nil, setting.Errorf("%s: %v %s: row %d of %s is checkpoint %d, part %s, seed %d; the job's is checkpoint %d, part %s, seed %d; delete it to start over",
+				Command, outSetting, dir, i, path, r.Checkpoint, r.Part, r.Seed, id.Checkpoint, id.Part, id.Seed)
 		}
 	}
 	return p.Rows, nil
 }
 
+// outSetting is the setting that names the results' directory.
+const outSetting = setting.Name("Out")
+
 // mismatch returns nil when had (found in dir, of the run in runDir) is
 // want, else an error naming what differs and the ways out.
 func mismatch(dir, hadRun string, had, want Key, wantRun string) error {
 	if had.RunFingerprint != want.RunFingerprint {
-		return fmt.Errorf("%s: --out %s holds the %s result of another run (%s, fingerprint %s; --run %s is %s): choose another --out, or delete %s to start over",
-			Command, dir, Command, hadRun, had.RunFingerprint, wantRun, want.RunFingerprint, dir)
+		return setting.Errorf("%s: %v %s holds the %s result of another run (%s, fingerprint %s; %v %s is %s): choose another %v, or delete %s to start over",
+			Command, outSetting, dir, Command, hadRun, had.RunFingerprint, setting.Name("Run"), wantRun, want.RunFingerprint, outSetting, dir)
 	}
-	if d := had.settingsDiff(want); len(d) > 0 {
-		return fmt.Errorf("%s: --out %s holds a %s result of this run with other settings (%s): rerun with its settings to resume or keep it, choose another --out, or delete %s to start over",
-			Command, dir, Command, strings.Join(d, "; "), dir)
+	if d, args := had.settingsDiff(want); d != "" {
+		args = append(append([]any{Command, outSetting, dir, Command}, args...), outSetting, dir)
+		return setting.Errorf("%s: %v %s holds a %s result of this run with other settings ("+d+"): "+
+			"rerun with its settings to resume or keep it, choose another %v, or delete %s to start over", args...)
 	}
 	return nil
 }

@@ -155,7 +155,7 @@ func TestResumeRefusesAnotherJob(t *testing.T) {
 	refused := func(what string, r *expio.Run, o retrain.Options, want ...string) {
 		t.Helper()
 		res, calls, err := runUntil(t, r, o, dir, 0, nil)
-		for _, w := range append(want, "--out "+dir, "choose another --out", "delete "+dir) {
+		for _, w := range append(want, "Out "+dir, "choose another Out", "delete "+dir) {
 			if err == nil || !strings.Contains(err.Error(), w) {
 				t.Errorf("%s: got %v, want an error mentioning %q", what, err, w)
 				break
@@ -174,13 +174,13 @@ func TestResumeRefusesAnotherJob(t *testing.T) {
 		f(&o)
 		return o
 	}
-	refused("seeds", r, edit(func(o *retrain.Options) { o.Seeds = 3 }), "other settings (--seeds 2 there, 3 here)")
-	refused("target", r, edit(func(o *retrain.Options) { o.Target = 0.99 }), "--target 1 there, 0.99 here")
+	refused("seeds", r, edit(func(o *retrain.Options) { o.Seeds = 3 }), "other settings (Seeds 2 there, 3 here)")
+	refused("target", r, edit(func(o *retrain.Options) { o.Target = 0.99 }), "Target 1 there, 0.99 here")
 	refused("max-epochs and stride", r, edit(func(o *retrain.Options) { o.MaxEpochs, o.Stride = 41, 25 }),
-		"--stride 50 there, 25 here; --max-epochs 40 there, 41 here")
-	refused("max-checkpoints", r, edit(func(o *retrain.Options) { o.MaxCheckpoints = 3 }), "--max-checkpoints 0 there, 3 here")
-	refused("parts order", r, edit(func(o *retrain.Options) { slices.Reverse(o.Parts) }), "--parts attention,outer there, outer,attention here")
-	refused("all parts", r, edit(func(o *retrain.Options) { o.Parts = nil }), "--parts attention,outer there, outer,pipeline,attention here")
+		"Stride 50 there, 25 here; MaxEpochs 40 there, 41 here")
+	refused("max-checkpoints", r, edit(func(o *retrain.Options) { o.MaxCheckpoints = 3 }), "MaxCheckpoints 0 there, 3 here")
+	refused("parts order", r, edit(func(o *retrain.Options) { slices.Reverse(o.Parts) }), "Parts attention,outer there, outer,attention here")
+	refused("all parts", r, edit(func(o *retrain.Options) { o.Parts = nil }), "Parts attention,outer there, outer,pipeline,attention here")
 
 	other := expiotest.OpenTinyModuloRun(t, retrain.Command, 10, 50, 25)
 	other.Data = memorized(other)
@@ -199,7 +199,7 @@ func TestResumeRefusesAnotherJob(t *testing.T) {
 		t.Fatal(err)
 	}
 	before = nil
-	refused("seeds, by the summary", r, edit(func(o *retrain.Options) { o.Seeds = 1 }), "--seeds 2 there, 1 here")
+	refused("seeds, by the summary", r, edit(func(o *retrain.Options) { o.Seeds = 1 }), "Seeds 2 there, 1 here")
 	if res, calls, err := runUntil(t, r, opt, dir, 1, nil); !errors.Is(err, context.Canceled) || res.Reused != 0 || len(calls) != 1 {
 		t.Errorf("this job's summary without a progress file: %v, %d calls; want a fresh start", err, len(calls))
 	}

@@ -32,6 +32,8 @@
 package retrain
 
 import (
+	"github.com/explaind/explaind/setting"
+
 	"context"
 	"fmt"
 	"math"
@@ -208,7 +210,7 @@ func UntilPerfect(ctx context.Context, sess *train.Session[float32], val data.Da
 	o := Outcome{Epochs: -1, TrainEpochs: -1, ValEpochs: -1}
 	target = train.AccuracyTarget(target)
 	if !(target > 0 && target <= 1) {
-		return o, fmt.Errorf("%s: invalid --target %v: want an accuracy in (0, 1]", Command, target)
+		return o, fmt.Errorf("%s: %w", Command, setting.Invalid("Target", target, "want an accuracy in (0, 1]"))
 	}
 	if val.Len() == 0 {
 		return o, fmt.Errorf("%s: the run has no validation samples", Command)
@@ -269,7 +271,7 @@ func UntilPerfect(ctx context.Context, sess *train.Session[float32], val data.Da
 // accuracies reach the target (UntilPerfect).
 func Retrain(ctx context.Context, j Job) (Outcome, error) {
 	if j.MaxEpochs < 1 {
-		return Outcome{}, fmt.Errorf("%s: invalid --max-epochs %d: want ≥ 1", Command, j.MaxEpochs)
+		return Outcome{}, fmt.Errorf("%s: %w", Command, setting.Invalid("MaxEpochs", j.MaxEpochs, "want ≥ 1"))
 	}
 	sess, err := Build(j)
 	if err != nil {

@@ -117,13 +117,13 @@ func TestOptionsCheck(t *testing.T) {
 		edit func(*retrain.Options)
 		want string
 	}{
-		{func(o *retrain.Options) { o.Parts = []string{"mlp"} }, "--parts"},
-		{func(o *retrain.Options) { o.Parts = []string{"outer", "outer"} }, "--parts"},
-		{func(o *retrain.Options) { o.Stride = 0 }, "--stride"},
-		{func(o *retrain.Options) { o.MaxEpochs = 0 }, "--max-epochs"},
-		{func(o *retrain.Options) { o.Seeds = 0 }, "--seeds"},
-		{func(o *retrain.Options) { o.MaxCheckpoints = -1 }, "--max-checkpoints"},
-		{func(o *retrain.Options) { o.Target = 1.5 }, "--target"},
+		{func(o *retrain.Options) { o.Parts = []string{"mlp"} }, "invalid Parts"},
+		{func(o *retrain.Options) { o.Parts = []string{"outer", "outer"} }, "invalid Parts"},
+		{func(o *retrain.Options) { o.Stride = 0 }, "invalid Stride"},
+		{func(o *retrain.Options) { o.MaxEpochs = 0 }, "invalid MaxEpochs"},
+		{func(o *retrain.Options) { o.Seeds = 0 }, "invalid Seeds"},
+		{func(o *retrain.Options) { o.MaxCheckpoints = -1 }, "invalid MaxCheckpoints"},
+		{func(o *retrain.Options) { o.Target = 1.5 }, "invalid Target"},
 	} {
 		o := good
 		c.edit(&o)

@@ -1,6 +1,8 @@
 package retrain
 
 import (
+	"github.com/explaind/explaind/setting"
+
 	"context"
 	"fmt"
 	"io"
@@ -60,8 +62,8 @@ type Options struct {
 	Log io.Writer
 }
 
-// Check validates the options, naming the command-line flag of the first
-// bad value, and fills in the default parts.
+// Check validates the options, naming the first bad value's field (a
+// *setting.Error), and fills in the default parts.
 func (o *Options) Check() error {
 	o.Target = train.AccuracyTarget(o.Target)
 	if len(o.Parts) == 0 {
@@ -70,26 +72,26 @@ func (o *Options) Check() error {
 	seen := map[string]bool{}
 	for _, p := range o.Parts {
 		if _, err := PartGroups(p); err != nil {
-			return fmt.Errorf("%s: invalid --parts: %w", Command, err)
+			return fmt.Errorf("%s: %w", Command, setting.Invalid("Parts", nil, "%w", err))
 		}
 		if seen[p] {
-			return fmt.Errorf("%s: invalid --parts: %q named twice", Command, p)
+			return fmt.Errorf("%s: %w", Command, setting.Invalid("Parts", nil, "%q named twice", p))
 		}
 		seen[p] = true
 	}
 	switch {
 	case o.Stride < 1:
-		return fmt.Errorf("%s: invalid --stride %d: want at least 1 step", Command, o.Stride)
+		return fmt.Errorf("%s: %w", Command, setting.Invalid("Stride", o.Stride, "want at least 1 step"))
 	case o.MaxCheckpoints < 0:
-		return fmt.Errorf("%s: invalid --max-checkpoints %d: want ≥ 0 (0: all)", Command, o.MaxCheckpoints)
+		return fmt.Errorf("%s: %w", Command, setting.Invalid("MaxCheckpoints", o.MaxCheckpoints, "want ≥ 0 (0: all)"))
 	case !(o.Target > 0 && o.Target <= 1): // NaN too
-		return fmt.Errorf("%s: invalid --target %v: want an accuracy in (0, 1]", Command, o.Target)
+		return fmt.Errorf("%s: %w", Command, setting.Invalid("Target", o.Target, "want an accuracy in (0, 1]"))
 	case o.MaxEpochs < 1:
-		return fmt.Errorf("%s: invalid --max-epochs %d: want ≥ 1", Command, o.MaxEpochs)
+		return fmt.Errorf("%s: %w", Command, setting.Invalid("MaxEpochs", o.MaxEpochs, "want ≥ 1"))
 	case o.Seeds < 1:
-		return fmt.Errorf("%s: invalid --seeds %d: want ≥ 1", Command, o.Seeds)
+		return fmt.Errorf("%s: %w", Command, setting.Invalid("Seeds", o.Seeds, "want ≥ 1"))
 	case o.EvalChunk < 0:
-		return fmt.Errorf("%s: invalid --eval-chunk %d: want ≥ 0 (0: all samples at once)", Command, o.EvalChunk)
+		return fmt.Errorf("%s: %w", Command, setting.Invalid("EvalChunk", o.EvalChunk, "want ≥ 0 (0: all samples at once)"))
 	}
 	return nil
 }
@@ -134,7 +136,7 @@ func Run(ctx context.Context, run *expio.Run, opt Options) (*Result, error) {
 		return nil, err
 	}
 	if run.Data.Val.Len() == 0 {
-		return nil, fmt.Errorf("%s: --run %s has no validation samples", Command, run.Dir)
+		return nil, fmt.Errorf("%s: %w", Command, setting.Invalid("Run", run.Dir, "the run has no validation samples"))
 	}
 	res := &Result{Checkpoints: Checkpoints(run.Steps(), opt.Stride, opt.MaxCheckpoints), Parts: opt.Parts}
 	plan := Plan(res.Checkpoints, opt.Parts, opt.Seeds)
@@ -144,7 +146,7 @@ func Run(ctx context.Context, run *expio.Run, opt Options) (*Result, error) {
 			return nil, err
 		}
 		if err := os.MkdirAll(opt.Out, 0o755); err != nil {
-			return nil, fmt.Errorf("%s: --out: %w", Command, err)
+			return nil, fmt.Errorf("%s: %w", Command, setting.Invalid("Out", nil, "%w", err))
 		}
 		res.Rows, res.Reused = slices.Clone(done), len(done)
 		if opt.Log != nil && len(done) > 0 {
@@ -364,7 +366,7 @@ func Summarize(run *expio.Run, opt Options, res *Result, software string) (*Summ
 // resume.
 func Do(ctx context.Context, opts Options) (*Summary, error) {
 	if opts.Out == "" {
-		return nil, fmt.Errorf("%s: name the output directory with --out DIR", Command)
+		return nil, setting.Errorf("%s: name the output directory (%v)", Command, setting.Name("Out"))
 	}
 	if err := opts.Check(); err != nil {
 		return nil, err

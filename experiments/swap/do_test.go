@@ -20,8 +20,8 @@ func TestDoIsRunThenWrite(t *testing.T) {
 	r := tinyRun(t)
 	root := t.TempDir()
 	bad := filepath.Join(root, "bad")
-	if _, err := swap.Do(context.Background(), swap.Options{Run: r.Dir, Out: bad}); err == nil || !strings.Contains(err.Error(), "--every 0") {
-		t.Errorf("Do with --every 0: %v", err)
+	if _, err := swap.Do(context.Background(), swap.Options{Run: r.Dir, Out: bad}); err == nil || !strings.Contains(err.Error(), "invalid Every 0") {
+		t.Errorf("Do with Every 0: %v", err)
 	}
 	if _, err := os.Stat(bad); err == nil {
 		t.Error("a refused Do created its output directory")

@@ -23,6 +23,8 @@
 package swap
 
 import (
+	"github.com/explaind/explaind/setting"
+
 	"context"
 	"fmt"
 	"math"
@@ -67,14 +69,14 @@ type Options struct {
 	Progress func(done, total int)
 }
 
-// Check validates the options, naming the command-line flag of the first
-// bad value, and fills in the default kept sets.
+// Check validates the options, naming the first bad value's field (a
+// *setting.Error), and fills in the default kept sets.
 func (o *Options) Check() error {
 	if o.Every < 1 {
-		return fmt.Errorf("%s: invalid --every %d: want a stride of at least 1 step", Command, o.Every)
+		return fmt.Errorf("%s: %w", Command, setting.Invalid("Every", o.Every, "want a stride of at least 1 step"))
 	}
 	if o.EvalChunk < 0 {
-		return fmt.Errorf("%s: invalid --eval-chunk %d: want ≥ 0 (0: all samples at once)", Command, o.EvalChunk)
+		return fmt.Errorf("%s: %w", Command, setting.Invalid("EvalChunk", o.EvalChunk, "want ≥ 0 (0: all samples at once)"))
 	}
 	if len(o.Kept) == 0 {
 		o.Kept = DefaultKeptSets()
@@ -82,7 +84,7 @@ func (o *Options) Check() error {
 	seen := map[string]bool{}
 	for _, k := range o.Kept {
 		if seen[k.Name] {
-			return fmt.Errorf("%s: --kept names %q twice", Command, k.Name)
+			return fmt.Errorf("%s: %w", Command, setting.Invalid("Kept", nil, "%q named twice", k.Name))
 		}
 		seen[k.Name] = true
 	}
@@ -239,7 +241,7 @@ func Run(ctx context.Context, run *expio.Run, opt Options) (*Result, error) {
 	}
 	val := run.Data.Val
 	if val.Len() == 0 {
-		return nil, fmt.Errorf("%s: --run %s has no validation samples to compare on", Command, run.Dir)
+		return nil, fmt.Errorf("%s: %w", Command, setting.Invalid("Run", run.Dir, "the run has no validation samples to compare on"))
 	}
 	m, err := train.BuildModel[float32](run.Config, run.Data)
 	if err != nil {
@@ -406,7 +408,7 @@ func Summarize(run *expio.Run, opt Options, res *Result, software string) (*Summ
 // so.
 func Do(ctx context.Context, opts Options) (*Summary, error) {
 	if opts.Out == "" {
-		return nil, fmt.Errorf("%s: name the output directory with --out DIR", Command)
+		return nil, setting.Errorf("%s: name the output directory (%v)", Command, setting.Name("Out"))
 	}
 	if err := opts.Check(); err != nil {
 		return nil, err
@@ -424,7 +426,7 @@ func Do(ctx context.Context, opts Options) (*Summary, error) {
 		return nil, err
 	}
 	if err := os.MkdirAll(opts.Out, 0o755); err != nil {
-		return nil, fmt.Errorf("%s: --out: %w", Command, err)
+		return nil, fmt.Errorf("%s: %w", Command, setting.Invalid("Out", nil, "%w", err))
 	}
 	if err := write(opts.Out, res, sum); err != nil {
 		return nil, err

@@ -92,9 +92,9 @@ func TestOptionsCheck(t *testing.T) {
 		opt  swap.Options
 		want string
 	}{
-		{swap.Options{Every: 0}, "--every"},
-		{swap.Options{Every: -3}, "--every"},
-		{swap.Options{Every: 10, EvalChunk: -1}, "--eval-chunk"},
+		{swap.Options{Every: 0}, "invalid Every"},
+		{swap.Options{Every: -3}, "invalid Every"},
+		{swap.Options{Every: 10, EvalChunk: -1}, "invalid EvalChunk"},
 		{swap.Options{Every: 10, Kept: []swap.KeptSet{{Name: "decoder"}, {Name: "decoder"}}}, "twice"},
 	} {
 		if err := c.opt.Check(); err == nil || !strings.Contains(err.Error(), c.want) {

@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -24,6 +25,7 @@ import (
 	"github.com/explaind/explaind/explain"
 	"github.com/explaind/explaind/history"
 	"github.com/explaind/explaind/internal/atomicfile"
+	"github.com/explaind/explaind/setting"
 	"github.com/explaind/explaind/tensor"
 )
 
@@ -99,7 +101,7 @@ type Summary struct {
 // Run executes the job (or resumes it) and returns its summary.
 func Run(ctx context.Context, o Options) (*Summary, error) {
 	if o.Run == "" || o.Out == "" {
-		return nil, errors.New("name the run (--run RUN) and the output directory (--out DIR)")
+		return nil, setting.Errorf("name the run (%v) and the output directory (%v)", setting.Name("Run"), setting.Name("Out"))
 	}
 	m, err := history.ReadManifest(o.Run)
 	if err != nil {
@@ -118,7 +120,7 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 	case m.Dtype == "float64" && o.Precision == "float32":
 		return run[float64, float32](ctx, o, m)
 	}
-	return nil, fmt.Errorf("invalid --precision %q (want float32 or float64)", o.Precision)
+	return nil, setting.Invalid("Precision", strconv.Quote(o.Precision), "want float32 or float64")
 }
 
 // jobKey identifies a job for resuming: the same run, presets, test set,
@@ -165,8 +167,8 @@ func run[T, E tensor.Float](ctx context.Context, o Options, m *history.Manifest)
 		to = steps
 	}
 	if o.From < 0 || to > steps || o.From >= to {
-		return nil, fmt.Errorf("invalid --steps %d:%d: the run has %d steps (want 0 ≤ FROM < TO ≤ %d)",
-			o.From, to, steps, steps)
+		return nil, setting.Invalid("From:To", fmt.Sprintf("%d:%d", o.From, to), "the run has %d steps (want 0 ≤ FROM < TO ≤ %d)",
+			steps, steps)
 	}
 	o.To = to
 	q, err := quadrature(o, tr.Path)
@@ -256,7 +258,7 @@ func testIndices[T, E tensor.Float](tr *TrainRun[T, E], o Options) (split string
 	if idx == nil {
 		n := val.Len()
 		if o.TestSize < 0 || o.TestSize > n {
-			return "", nil, fmt.Errorf("invalid --test-size %d: the %s split has %d samples", o.TestSize, split, n)
+			return "", nil, setting.Invalid("TestSize", o.TestSize, "the %s split has %d samples", split, n)
 		}
 		if o.TestSize > 0 {
 			n = o.TestSize
@@ -296,13 +298,13 @@ func resumeState(o Options, key string) (*explain.State, error) {
 	if old, err := os.ReadFile(filepath.Join(o.Out, "manifest.json")); err == nil {
 		var om epkfile.Manifest
 		if json.Unmarshal(old, &om) == nil && om.Complete {
-			return nil, fmt.Errorf("%s already holds a finished EPK output; choose another --out or remove it", o.Out)
+			return nil, setting.Errorf("%s already holds a finished EPK output; choose another %v or remove it", o.Out, setting.Name("Out"))
 		}
 	}
 	f, err := os.Open(statePath(o.Out))
 	if err != nil {
 		if entries, err := os.ReadDir(o.Out); err == nil && len(entries) > 0 {
-			return nil, fmt.Errorf("%s exists and is not an EPK output of this job; choose another --out", o.Out)
+			return nil, setting.Errorf("%s exists and is not an EPK output of this job; choose another %v", o.Out, setting.Name("Out"))
 		}
 		return nil, nil
 	}
@@ -313,8 +315,8 @@ func resumeState(o Options, key string) (*explain.State, error) {
 	case derr != nil:
 		return nil, fmt.Errorf("%s: the saved job state is unreadable (%v); remove it to start afresh", statePath(o.Out), derr)
 	case s.Key != key:
-		return nil, fmt.Errorf("%s holds an unfinished EPK job with other settings; "+
-			"rerun that command to resume it, or choose another --out", o.Out)
+		return nil, setting.Errorf("%s holds an unfinished EPK job with other settings; "+
+			"rerun with the same settings to resume it, or choose another %v", o.Out, setting.Name("Out"))
 	}
 	if o.Log != nil {
 		fmt.Fprintf(o.Log, "resuming the job in %s after %d of %d steps\n", o.Out, s.State.Done, o.To-o.From)

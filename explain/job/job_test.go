@@ -55,20 +55,20 @@ func TestOptionsErrors(t *testing.T) {
 		edit func(o *job.Options)
 		want string
 	}{
-		{"no run", func(o *job.Options) { o.Run = "" }, "name the run (--run RUN) and the output directory (--out DIR)"},
-		{"no output", func(o *job.Options) { o.Out = "" }, "name the run (--run RUN) and the output directory (--out DIR)"},
+		{"no run", func(o *job.Options) { o.Run = "" }, "name the run (Run) and the output directory (Out)"},
+		{"no output", func(o *job.Options) { o.Out = "" }, "name the run (Run) and the output directory (Out)"},
 		{"missing run", func(o *job.Options) { o.Run = filepath.Join(root, "nothing") }, filepath.Join(root, "nothing")},
-		{"precision", func(o *job.Options) { o.Precision = "float16" }, `invalid --precision "float16" (want float32 or float64)`},
+		{"precision", func(o *job.Options) { o.Precision = "float16" }, `invalid Precision "float16": want float32 or float64`},
 		{"preset", func(o *job.Options) { o.Presets = []string{epkfile.Validation, "nope"} }, `unknown preset "nope" (want validation, grokking, components, pruning, kernel, reference)`},
-		{"negative test size", func(o *job.Options) { o.TestSize = -1 }, "invalid --test-size -1: the val split has 8 samples"},
-		{"test size", func(o *job.Options) { o.TestSize = tinyX + 1 }, "invalid --test-size 9: the val split has 8 samples"},
+		{"negative test size", func(o *job.Options) { o.TestSize = -1 }, "invalid TestSize -1: the val split has 8 samples"},
+		{"test size", func(o *job.Options) { o.TestSize = tinyX + 1 }, "invalid TestSize 9: the val split has 8 samples"},
 		{"test index", func(o *job.Options) { o.TestIndices = []int{0, tinyX} }, "test index 8 is out of range: the val split has 8 samples (0 … 7)"},
 		{"negative test index", func(o *job.Options) { o.TestIndices = []int{-1} }, "test index -1 is out of range"},
-		{"steps backwards", func(o *job.Options) { o.From, o.To = 5, 2 }, "invalid --steps 5:2: the run has 6 steps (want 0 ≤ FROM < TO ≤ 6)"},
-		{"steps past the end", func(o *job.Options) { o.To = tinyS + 1 }, "invalid --steps 0:7"},
-		{"steps from the end", func(o *job.Options) { o.From = tinyS }, "invalid --steps 6:6"},
-		{"negative step", func(o *job.Options) { o.From = -1 }, "invalid --steps -1:6"},
-		{"quadrature", func(o *job.Options) { o.Quadrature = "simpson" }, `invalid --quadrature "simpson"`},
+		{"steps backwards", func(o *job.Options) { o.From, o.To = 5, 2 }, "invalid From:To 5:2: the run has 6 steps (want 0 ≤ FROM < TO ≤ 6)"},
+		{"steps past the end", func(o *job.Options) { o.To = tinyS + 1 }, "invalid From:To 0:7"},
+		{"steps from the end", func(o *job.Options) { o.From = tinyS }, "invalid From:To 6:6"},
+		{"negative step", func(o *job.Options) { o.From = -1 }, "invalid From:To -1:6"},
+		{"quadrature", func(o *job.Options) { o.Quadrature = "simpson" }, `invalid Quadrature "simpson"`},
 		{"no points", func(o *job.Options) { o.Quadrature = "midpoint:0" }, "the number of points must be a positive integer"},
 		{"adaptive points", func(o *job.Options) { o.Quadrature = "adaptive:3" }, "adaptive takes no point count"},
 		{"too many points", func(o *job.Options) { o.Quadrature = "gauss:300" }, "300 quadrature points, want 1..256"},
@@ -114,8 +114,8 @@ func TestOutputDirectory(t *testing.T) {
 	}
 	before := tree(t, root)
 	for _, c := range []struct{ dir, want string }{
-		{finished, finished + " already holds a finished EPK output; choose another --out or remove it"},
-		{stranger, stranger + " exists and is not an EPK output of this job; choose another --out"},
+		{finished, finished + " already holds a finished EPK output; choose another Out or remove it"},
+		{stranger, stranger + " exists and is not an EPK output of this job; choose another Out"},
 		{broken, filepath.Join(broken, ".epk-state.gob") + ": the saved job state is unreadable"},
 	} {
 		if _, err := job.Run(context.Background(), job.Options{Run: run, Out: c.dir, TestSize: 2}); err == nil || !strings.Contains(err.Error(), c.want) {
@@ -404,11 +404,11 @@ func TestParseQuadrature(t *testing.T) {
 		{"exact:3", true, epk.Quadrature{Rule: epk.Exact, Points: 3, Tol: 1e-6}, ""},
 		{"midpoint:10", false, epk.Quadrature{Rule: epk.Midpoint, Points: 10}, ""},
 		{"gauss:8", true, epk.Quadrature{Rule: epk.GaussLegendre, Points: 8}, ""},
-		{"exact:3", false, epk.Quadrature{}, "--quadrature exact needs a model that exposes its ReLU switches"},
+		{"exact:3", false, epk.Quadrature{}, "Quadrature exact needs a model that exposes its ReLU switches"},
 		{"adaptive:3", true, epk.Quadrature{}, "adaptive takes no point count"},
 		{"gauss:x", true, epk.Quadrature{}, "the number of points must be a positive integer"},
 		{"midpoint:-2", true, epk.Quadrature{}, "the number of points must be a positive integer"},
-		{"simpson:3", true, epk.Quadrature{}, `invalid --quadrature "simpson:3" (want adaptive, exact:K, midpoint:K or gauss:K)`},
+		{"simpson:3", true, epk.Quadrature{}, `invalid Quadrature "simpson:3": want adaptive, exact:K, midpoint:K or gauss:K`},
 	} {
 		q, err := job.ParseQuadrature(c.s, 1e-6, c.switches)
 		if c.err == "" && (err != nil || q != c.want) || c.err != "" && (err == nil || !strings.Contains(err.Error(), c.err)) {

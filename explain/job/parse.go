@@ -1,13 +1,13 @@
 package job
 
 import (
-	"errors"
 	"fmt"
 	"math"
 	"strconv"
 	"strings"
 
 	"github.com/explaind/explaind/epk"
+	"github.com/explaind/explaind/setting"
 )
 
 // ParseQuadrature parses "adaptive", "exact:K", "midpoint:K" or "gauss:K".
@@ -20,14 +20,14 @@ func ParseQuadrature(s string, tol float64, switches bool) (epk.Quadrature, erro
 	if arg != "" {
 		v, err := strconv.Atoi(arg)
 		if err != nil || v <= 0 {
-			return epk.Quadrature{}, fmt.Errorf("invalid --quadrature %q: the number of points must be a positive integer", s)
+			return epk.Quadrature{}, setting.Invalid("Quadrature", strconv.Quote(s), "the number of points must be a positive integer")
 		}
 		k = v
 	}
 	switch name {
 	case "", "adaptive":
 		if arg != "" {
-			return epk.Quadrature{}, fmt.Errorf("invalid --quadrature %q: adaptive takes no point count", s)
+			return epk.Quadrature{}, setting.Invalid("Quadrature", strconv.Quote(s), "adaptive takes no point count")
 		}
 		if switches {
 			return epk.Quadrature{Rule: epk.Exact, Points: 2, Grid: 4, Tol: tol}, nil
@@ -35,8 +35,8 @@ func ParseQuadrature(s string, tol float64, switches bool) (epk.Quadrature, erro
 		return epk.Quadrature{Rule: epk.Adaptive, Points: 3, Tol: tol}, nil
 	case "exact":
 		if !switches {
-			return epk.Quadrature{}, errors.New("--quadrature exact needs a model that exposes its ReLU switches " +
-				"(the modulo transformer); use adaptive")
+			return epk.Quadrature{}, setting.Errorf("%v exact needs a model that exposes its ReLU switches "+
+				"(the modulo transformer); use adaptive", setting.Name("Quadrature"))
 		}
 		return epk.Quadrature{Rule: epk.Exact, Points: k, Tol: tol}, nil
 	case "midpoint":
@@ -44,7 +44,7 @@ func ParseQuadrature(s string, tol float64, switches bool) (epk.Quadrature, erro
 	case "gauss":
 		return epk.Quadrature{Rule: epk.GaussLegendre, Points: k}, nil
 	}
-	return epk.Quadrature{}, fmt.Errorf("invalid --quadrature %q (want adaptive, exact:K, midpoint:K or gauss:K)", s)
+	return epk.Quadrature{}, setting.Invalid("Quadrature", strconv.Quote(s), "want adaptive, exact:K, midpoint:K or gauss:K")
 }
 
 // ParseBytes parses a size such as 512MiB, 8GiB, 2GB or 1000000.
@@ -75,23 +75,24 @@ func ParseBytes(s string) (int64, error) {
 	return int64(v * mul), nil
 }
 
-// ParseSteps parses FROM:TO (either side may be empty).
+// ParseSteps parses FROM:TO (either side may be empty) into Options.From
+// and To; its errors name the setting "From:To".
 func ParseSteps(s string) (from, to int, err error) {
 	if s == "" {
 		return 0, 0, nil
 	}
 	a, b, ok := strings.Cut(s, ":")
 	if !ok {
-		return 0, 0, fmt.Errorf("invalid --steps %q (want FROM:TO, for example 0:20)", s)
+		return 0, 0, setting.Invalid("From:To", strconv.Quote(s), "want FROM:TO, for example 0:20")
 	}
 	if a != "" {
 		if from, err = strconv.Atoi(a); err != nil {
-			return 0, 0, fmt.Errorf("invalid --steps %q (want FROM:TO, for example 0:20)", s)
+			return 0, 0, setting.Invalid("From:To", strconv.Quote(s), "want FROM:TO, for example 0:20")
 		}
 	}
 	if b != "" {
 		if to, err = strconv.Atoi(b); err != nil {
-			return 0, 0, fmt.Errorf("invalid --steps %q (want FROM:TO, for example 0:20)", s)
+			return 0, 0, setting.Invalid("From:To", strconv.Quote(s), "want FROM:TO, for example 0:20")
 		}
 	}
 	return from, to, nil
