@@ -20,7 +20,6 @@ import (
 	"github.com/explaind/explaind/internal/lock"
 	"github.com/explaind/explaind/internal/progress"
 	"github.com/explaind/explaind/tensor"
-	"github.com/schollz/progressbar/v3"
 )
 
 // MetricsFile and SummaryFile are written into the run directory.
@@ -291,10 +290,9 @@ func (j *job[T]) run(ctx context.Context, dir string, rec *history.Recorder[T], 
 		return nil, err
 	}
 	rec.OnCheckpoint = func(int) error { return writeMetrics(filepath.Join(dir, MetricsFile), j.metrics) }
-	var bar *progressbar.ProgressBar
+	var bar *progress.Bar
 	if opt.Progress != nil {
-		bar = progress.New(opt.Progress, cfg.Epochs*spe, "training", progressbar.OptionSetItsString("steps"), progressbar.OptionShowIts())
-		bar.Set(rec.Steps())
+		bar = progress.New(opt.Progress, cfg.Epochs*spe, rec.Steps(), "training", "steps")
 	}
 	sum := &Summary{Task: cfg.Task, PerfectStep: -1, Software: opt.Software}
 	for _, m := range j.metrics {
