@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/explaind/explaind/gemm"
+	"github.com/explaind/explaind/internal/lock"
 	"github.com/explaind/explaind/nn"
 	"github.com/explaind/explaind/optim"
 	"github.com/explaind/explaind/tensor"
@@ -114,16 +115,17 @@ type Options struct {
 
 // Create starts a new run in dir with the stepper's current parameters as
 // the initial state, writing checkpoint 0 and the manifest. An existing
-// non-empty dir is refused unless opts.Overwrite is set.
+// non-empty dir (lock files, internal/lock, aside) is refused unless
+// opts.Overwrite is set.
 func Create[T tensor.Float](dir string, st Stepper[T], opts Options) (*Recorder[T], error) {
-	if entries, err := os.ReadDir(dir); err == nil && len(entries) > 0 {
+	if entries, err := lock.ReadDir(dir); err == nil && len(entries) > 0 {
 		if !opts.Overwrite {
 			return nil, setting.Errorf("history: %s already exists and is not empty; choose another directory or set %v to replace it", dir, setting.Name("Overwrite"))
 		}
 		if _, err := os.Stat(filepath.Join(dir, ManifestFile)); err != nil {
 			return nil, fmt.Errorf("history: refusing to overwrite %s: it is not a run directory (no %s)", dir, ManifestFile)
 		}
-		if err := os.RemoveAll(dir); err != nil {
+		if err := lock.RemoveContents(dir); err != nil { // the writer's lock file stays
 			return nil, fmt.Errorf("history: cannot replace %s: %w", dir, err)
 		}
 	}

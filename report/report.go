@@ -15,6 +15,7 @@ import (
 	"github.com/explaind/explaind/epkfile"
 	"github.com/explaind/explaind/history"
 	"github.com/explaind/explaind/internal/atomicfile"
+	"github.com/explaind/explaind/internal/lock"
 )
 
 // SummaryFormat identifies a report's summary file (Summary.Format).
@@ -82,7 +83,8 @@ func Paths(out string) (html, figures, summary string) {
 // Build reads the run, the EPK outputs and the experiment directories of
 // opts, checks them all (an EPK output must explain this run) and then
 // writes the report: the figures, the page and last the summary, each file
-// atomically.
+// atomically, holding the page's lock (internal/lock's File) throughout,
+// so that a second report to the same --out is refused.
 func Build(opts Options) (*Summary, error) {
 	start := time.Now()
 	if opts.Run == "" {
@@ -92,6 +94,11 @@ func Build(opts Options) (*Summary, error) {
 		return nil, fmt.Errorf("report: %w", setting.Invalid("Out", strconv.Quote(opts.Out), "must name an .html file"))
 	}
 	htmlPath, figDir, sumPath := Paths(opts.Out)
+	l, err := lock.File(htmlPath)
+	if err != nil {
+		return nil, fmt.Errorf("report: %w", err)
+	}
+	defer l.Release()
 	if err := checkOldSummary(sumPath); err != nil {
 		return nil, err
 	}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/explaind/explaind/epkfile"
 	"github.com/explaind/explaind/history"
+	"github.com/explaind/explaind/internal/lock"
 	"github.com/explaind/explaind/npy"
 	"github.com/explaind/explaind/train"
 )
@@ -399,6 +400,19 @@ func TestBuildBadInput(t *testing.T) {
 	os.WriteFile(data, []byte(`{"precious": true}`), 0o644)
 	if _, err := Build(Options{Run: run, Out: filepath.Join(root, "data.html")}); err == nil || !strings.Contains(err.Error(), "not a report summary") {
 		t.Errorf("existing data.json: %v", err)
+	}
+	// A report another writer is writing to the same file.
+	held, err := lock.File(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Release()
+	want := fmt.Sprintf("report: another explaind process (PID %d) is writing to %s; wait for it to finish or stop it", os.Getpid(), out)
+	if _, err := Build(Options{Run: run, Out: out}); err == nil || err.Error() != want {
+		t.Errorf("a locked --out: %v; want %q", err, want)
+	}
+	if _, err := os.Stat(out); !os.IsNotExist(err) {
+		t.Errorf("a refused report wrote %s: %v", out, err)
 	}
 }
 

@@ -19,9 +19,9 @@ import (
 	"github.com/explaind/explaind/data"
 	"github.com/explaind/explaind/history"
 	"github.com/explaind/explaind/internal/atomicfile"
+	"github.com/explaind/explaind/internal/lock"
 	"github.com/explaind/explaind/internal/progress"
 	"github.com/explaind/explaind/tensor"
-	"github.com/schollz/progressbar/v3"
 )
 
 // MetricsFile and SummaryFile are written into the run directory.
@@ -81,7 +81,8 @@ type Options struct {
 // Train runs a new training job into dir. It stops when the epochs are
 // done, when the configured accuracy criterion is met, or when ctx is
 // cancelled (Ctrl-C): then it writes a checkpoint and returns a summary
-// with Done false, and Resume continues the run.
+// with Done false, and Resume continues the run. It holds dir's lock
+// (internal/lock) throughout: a second process writing dir is refused.
 func Train[T tensor.Float](ctx context.Context, dir string, cfg Config, opt Options) (*Summary, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -90,6 +91,11 @@ func Train[T tensor.Float](ctx context.Context, dir string, cfg Config, opt Opti
 	if err != nil {
 		return nil, err
 	}
+	l, err := lock.Dir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("train: %w", err)
+	}
+	defer l.Release()
 	rec, err := history.Create[T](dir, j.sess, history.Options{
 		Config: cfg.Marshal(), Datasets: j.datasets(), CheckpointEvery: cfg.CheckpointEvery,
 		Overwrite: opt.Overwrite, Software: opt.Software,
@@ -112,8 +118,14 @@ func Train[T tensor.Float](ctx context.Context, dir string, cfg Config, opt Opti
 	return j.run(ctx, dir, rec, opt)
 }
 
-// Resume continues an interrupted run in dir from its last checkpoint.
+// Resume continues an interrupted run in dir from its last checkpoint,
+// holding dir's lock as Train does.
 func Resume[T tensor.Float](ctx context.Context, dir string, opt Options) (*Summary, error) {
+	l, err := lock.Dir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("train: %w", err)
+	}
+	defer l.Release()
 	m, cfg, err := readRun(dir)
 	if err != nil {
 		return nil, err
@@ -280,10 +292,9 @@ func (j *job[T]) run(ctx context.Context, dir string, rec *history.Recorder[T], 
 		return nil, err
 	}
 	rec.OnCheckpoint = func(int) error { return writeMetrics(filepath.Join(dir, MetricsFile), j.metrics) }
-	var bar *progressbar.ProgressBar
+	var bar *progress.Bar
 	if opt.Progress != nil {
-		bar = progress.New(opt.Progress, cfg.Epochs*spe, "training", progressbar.OptionSetItsString("steps"), progressbar.OptionShowIts())
-		bar.Set(rec.Steps())
+		bar = progress.New(opt.Progress, cfg.Epochs*spe, rec.Steps(), "training", "steps")
 	}
 	sum := &Summary{Task: cfg.Task, PerfectStep: -1, Software: opt.Software}
 	for _, m := range j.metrics {
@@ -434,11 +445,12 @@ func ReadMetrics(dir string) ([]EpochMetrics, error) {
 	return out, nil
 }
 
-// dirSize returns the bytes of the regular files under dir.
+// dirSize returns the bytes of the regular files under dir, lock files
+// aside.
 func dirSize(dir string) int64 {
 	var n int64
 	filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
-		if err == nil && d.Type().IsRegular() {
+		if err == nil && d.Type().IsRegular() && !lock.IsLockFile(d.Name()) {
 			if fi, err := d.Info(); err == nil {
 				n += fi.Size()
 			}

@@ -15,6 +15,7 @@ import (
 	"github.com/explaind/explaind/experiments/swap"
 	"github.com/explaind/explaind/explain/job"
 	"github.com/explaind/explaind/history"
+	"github.com/explaind/explaind/internal/lock"
 	"github.com/explaind/explaind/internal/progress"
 	"github.com/explaind/explaind/report"
 	"github.com/explaind/explaind/train"
@@ -121,6 +122,11 @@ func runDemo(ctx context.Context, cmd *cobra.Command, out string, plan demoPlan,
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return fmt.Errorf("demo: --out: %w", err)
 	}
+	l, err := lock.Dir(out)
+	if err != nil {
+		return fmt.Errorf("demo: --out: %w", err)
+	}
+	defer l.Release()
 	dirs := struct{ run, epk, comp, swap, report string }{
 		filepath.Join(out, "run"), filepath.Join(out, "epk"), filepath.Join(out, "components"),
 		filepath.Join(out, "swap"), filepath.Join(out, "report.html"),

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/explaind/explaind/history"
+	"github.com/explaind/explaind/internal/lock"
 	"github.com/explaind/explaind/internal/testrun"
 )
 
@@ -104,5 +106,49 @@ func TestBadFlags(t *testing.T) {
 	}
 	if _, err := os.Stat(dir); err == nil {
 		t.Error("a refused command left a run directory behind")
+	}
+}
+
+// TestOneWriterPerRun: while another process writes a run, resuming it is
+// refused with that process's PID, and verify checks the run but leaves
+// its stamp alone; a demo into a directory being written is refused.
+func TestOneWriterPerRun(t *testing.T) {
+	dir := testrun.Copy(t, trainTestRun(t, "modulo", tiny...))
+	stamp := filepath.Join(dir, history.StampFile)
+	os.Remove(stamp)
+	held, err := lock.Dir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("another explaind process (PID %d) is writing to %s; wait for it to finish or stop it", os.Getpid(), dir)
+	if _, err := run("train", "--resume", dir, "--quiet"); err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("train --resume of a locked run: %v; want %q", err, want)
+	}
+	out, err := run("verify", "--quiet", dir)
+	if err != nil || !strings.Contains(out, "all 6 steps") || !strings.Contains(out, "not stamped: "+want) {
+		t.Errorf("verify of a run being written: %v\n%s", err, out)
+	}
+	if _, err := os.Stat(stamp); !os.IsNotExist(err) {
+		t.Errorf("verify stamped a run being written: %v", err)
+	}
+	held.Release()
+	if out, err := run("verify", "--quiet", dir); err != nil || strings.Contains(out, "not stamped") {
+		t.Errorf("verify of a free run: %v\n%s", err, out)
+	}
+	if _, err := os.Stat(stamp); err != nil {
+		t.Errorf("verify did not stamp a free run: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, lock.Name)); !os.IsNotExist(err) {
+		t.Errorf("verify left its lock file: %v", err)
+	}
+
+	demo := t.TempDir()
+	held, err = lock.Dir(demo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Release()
+	if _, err := run("demo", "--quiet", "--out", demo); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("demo: --out: another explaind process (PID %d) is writing to %s", os.Getpid(), demo)) {
+		t.Errorf("demo into a locked --out: %v", err)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"syscall"
 
 	"github.com/explaind/explaind/history"
+	"github.com/explaind/explaind/internal/lock"
 	"github.com/explaind/explaind/internal/progress"
 	"github.com/explaind/explaind/train"
 	"github.com/spf13/cobra"
@@ -169,8 +170,21 @@ func newVerifyCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "verify RUN",
 		Short: "Replay a recorded run and check every step against its recorded hash",
-		Args:  cobra.ExactArgs(1),
+		Long: `Replay a recorded run and check every step against its recorded hash,
+then stamp the run (verified.json) so that later EPK jobs of this
+executable can skip their pre-flight replay.
+
+verify only reads the run, but it writes the stamp only under the run's
+lock, which it takes, if it can, before it opens the run and holds until it
+is done; meanwhile a train --resume of the run is refused, naming verify's
+PID. A run another process is writing is verified as it stands but not
+stamped.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			// The lock is taken before the run is read, so that a run that
+			// verifies is the run stamped.
+			l, lockErr := lock.Dir(args[0])
+			defer l.Release()
 			o, err := train.Open[float32](args[0])
 			if err != nil {
 				return err
@@ -184,7 +198,9 @@ func newVerifyCmd() *cobra.Command {
 			if err := r.Verify(step); err != nil {
 				return err
 			}
-			if err := history.WriteStamp(args[0], n, "replayed", buildInfo()); err != nil {
+			if lockErr != nil {
+				fmt.Fprintf(cmd.ErrOrStderr(), "note: the run verified but is not stamped: %v\n", lockErr)
+			} else if err := history.WriteStamp(args[0], n, "replayed", buildInfo()); err != nil {
 				fmt.Fprintf(cmd.ErrOrStderr(), "note: the run verified but its stamp was not written: %v\n", err)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s: all %d steps and %d checkpoints reproduce bit for bit\n", args[0], n, len(r.Manifest().Checkpoints))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/csv"
 	"encoding/json"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"github.com/explaind/explaind/epkfile"
 	"github.com/explaind/explaind/experiments/expio/expiotest"
 	"github.com/explaind/explaind/history"
+	"github.com/explaind/explaind/internal/lock"
 	"github.com/explaind/explaind/internal/testrun"
 	"github.com/explaind/explaind/npy"
 	"github.com/explaind/explaind/train"
@@ -347,6 +349,16 @@ func TestDo(t *testing.T) {
 	}
 	if _, err := os.Stat(bad); err == nil {
 		t.Error("a refused command left its output directory")
+	}
+	// An --out another writer holds.
+	held, err := lock.Dir(bad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Release()
+	want := fmt.Sprintf("components: --out: another explaind process (PID %d) is writing to %s; wait for it to finish or stop it", os.Getpid(), bad)
+	if _, err := Do(context.Background(), Options{Run: run, EPK: epk, Out: bad}); err == nil || err.Error() != want {
+		t.Errorf("a locked --out: %v; want %q", err, want)
 	}
 }
 

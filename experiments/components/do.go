@@ -120,6 +120,11 @@ func Do(ctx context.Context, opts Options) (*Summary, error) {
 	if err != nil {
 		return nil, err
 	}
+	l, err := expio.LockOut(use.Command, opts.Out)
+	if err != nil {
+		return nil, err
+	}
+	defer l.Release()
 	ss, err := readSamples(c)
 	if err != nil {
 		return nil, err

@@ -10,14 +10,16 @@
 // runs it as its command does, from Options.Run (and an EPK output) into
 // the directory Options.Out. Do checks the options and inputs first, so a
 // mistaken command line fails before any work and before Out is created;
-// it then computes, stopping soon after ctx is cancelled, and writes the
+// it then takes Out's lock (LockOut), so that a second process writing the
+// same Out is refused, computes, stopping soon after ctx is cancelled,
+// and writes the
 // outputs, each file atomically and summary.json last, so a directory with
 // a summary.json holds every file that summary names. An interrupted Do
 // returns an error made by Interrupted that says what it left: prune and
 // components, whose results are only whole, write nothing; swap and
 // retrain write the results so far, their summary saying "complete":
 // false, and return that summary too. Writing, once begun, is not
-// interrupted.
+// interrupted. An Out that Do created and left empty is removed again.
 //
 //   - WriteJSON and WriteCSV write a summary and a table;
 //   - LinePlot draws lines over a common x axis, each with an optional
@@ -41,6 +43,7 @@ import (
 	"strconv"
 
 	"github.com/explaind/explaind/internal/atomicfile"
+	"github.com/explaind/explaind/internal/lock"
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/plotutil"
@@ -65,6 +68,17 @@ type interrupted struct {
 
 func (e *interrupted) Error() string { return e.msg }
 func (e *interrupted) Unwrap() error { return e.err }
+
+// LockOut takes the lock of the output directory out (internal/lock) for
+// the experiment named command, creating out; Release gives it up and
+// removes out again if it made it and nothing was written.
+func LockOut(command, out string) (*lock.Lock, error) {
+	l, err := lock.Dir(out)
+	if err != nil {
+		return nil, fmt.Errorf("%s: --out: %w", command, err)
+	}
+	return l, nil
+}
 
 // WriteJSON writes v as indented JSON to path, atomically.
 func WriteJSON(path string, v any) error {

@@ -101,6 +101,11 @@ func Do(ctx context.Context, opts Options) (*Summary, error) {
 	if err != nil {
 		return nil, err
 	}
+	l, err := expio.LockOut(use.Command, opts.Out)
+	if err != nil {
+		return nil, err
+	}
+	defer l.Release()
 	var s *Summary
 	if c.Manifest.Dtype == "float64" {
 		s, err = do[float64](ctx, &opts, c)

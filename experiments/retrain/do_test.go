@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/explaind/explaind/experiments/expio/expiotest"
 	"github.com/explaind/explaind/experiments/retrain"
+	"github.com/explaind/explaind/internal/lock"
 )
 
 // TestDo: Do on the run's directory writes the complete result and
@@ -32,6 +34,18 @@ func TestDo(t *testing.T) {
 	}
 	if after, _ := os.ReadFile(filepath.Join(out, retrain.SummaryFile)); !bytes.Equal(after, old) {
 		t.Error("Do of a finished job rewrote its summary")
+	}
+	if _, err := os.Stat(filepath.Join(out, lock.Name)); !os.IsNotExist(err) {
+		t.Errorf("the lock file outlives Do: %v", err)
+	}
+	held, err := lock.Dir(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Release()
+	want := fmt.Sprintf("retrain: --out: another explaind process (PID %d) is writing to %s", os.Getpid(), out)
+	if _, err := retrain.Do(context.Background(), opt); err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("Do into a locked --out: %v; want %q", err, want)
 	}
 }
 

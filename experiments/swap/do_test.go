@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/explaind/explaind/experiments/expio/expiotest"
 	"github.com/explaind/explaind/experiments/swap"
+	"github.com/explaind/explaind/internal/lock"
 )
 
 // TestDoIsRunThenWrite: Do on the run's directory writes the files that
@@ -26,6 +28,18 @@ func TestDoIsRunThenWrite(t *testing.T) {
 	if _, err := os.Stat(bad); err == nil {
 		t.Error("a refused Do created its output directory")
 	}
+	held, err := lock.Dir(bad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	refusal := fmt.Sprintf("swap: --out: another explaind process (PID %d) is writing to %s; wait for it to finish or stop it", os.Getpid(), bad)
+	if _, err := swap.Do(context.Background(), swap.Options{Run: r.Dir, Out: bad, Every: 10}); err == nil || err.Error() != refusal {
+		t.Errorf("Do into a locked --out: %v; want %q", err, refusal)
+	}
+	if entries, _ := os.ReadDir(bad); len(entries) != 1 {
+		t.Errorf("a refused Do wrote into the locked --out: %v", entries)
+	}
+	held.Release()
 	opt := swap.Options{Run: r.Dir, Out: filepath.Join(root, "do"), Software: "test", Every: 10}
 	s, err := swap.Do(context.Background(), opt)
 	if err != nil || !s.Complete {

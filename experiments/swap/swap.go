@@ -417,6 +417,11 @@ func Do(ctx context.Context, opts Options) (*Summary, error) {
 	if err != nil {
 		return nil, err
 	}
+	l, err := expio.LockOut(Command, opts.Out)
+	if err != nil {
+		return nil, err
+	}
+	defer l.Release()
 	res, runErr := Run(ctx, r, opts)
 	if res == nil {
 		return nil, runErr

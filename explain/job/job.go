@@ -25,6 +25,7 @@ import (
 	"github.com/explaind/explaind/explain"
 	"github.com/explaind/explaind/history"
 	"github.com/explaind/explaind/internal/atomicfile"
+	"github.com/explaind/explaind/internal/lock"
 	"github.com/explaind/explaind/setting"
 	"github.com/explaind/explaind/tensor"
 )
@@ -180,6 +181,11 @@ func run[T, E tensor.Float](ctx context.Context, o Options, m *history.Manifest)
 	}
 	fp := epkfile.RunFingerprint(m)
 	key := jobKey(o, fp, idx, q)
+	l, err := lock.Dir(o.Out)
+	if err != nil {
+		return nil, err
+	}
+	defer l.Release()
 	resume, err := resumeState(o, key)
 	if err != nil {
 		return nil, err
@@ -303,7 +309,7 @@ func resumeState(o Options, key string) (*explain.State, error) {
 	}
 	f, err := os.Open(statePath(o.Out))
 	if err != nil {
-		if entries, err := os.ReadDir(o.Out); err == nil && len(entries) > 0 {
+		if entries, err := lock.ReadDir(o.Out); err == nil && len(entries) > 0 {
 			return nil, setting.Errorf("%s exists and is not an EPK output of this job; choose another %v", o.Out, setting.Name("Out"))
 		}
 		return nil, nil
@@ -329,6 +335,11 @@ func resumeState(o Options, key string) (*explain.State, error) {
 // early. A run stamped as reproducing under this executable (it trained the
 // run, or replayed it before) skips that replay; the pass still checks every
 // step's hash.
+//
+// The job only reads the run, without its lock; it writes the stamp only
+// if it can take the run's lock at once and the run's recorded steps are
+// still the ones it replayed, so a process training the run is neither
+// waited for nor disturbed, and a run replaced meanwhile is not stamped.
 func preflight[T tensor.Float](ctx context.Context, o Options, replay *history.Replay[T], to int) error {
 	covered, why, err := history.StampCovers(o.Run, to, o.Software)
 	if err != nil {
@@ -346,8 +357,26 @@ func preflight[T tensor.Float](ctx context.Context, o Options, replay *history.R
 	if err := replay.Forward(0, to, func(*history.StepView[T]) error { return ctx.Err() }); err != nil {
 		return fmt.Errorf("the run %s does not replay (run `explaind verify %s`): %w", o.Run, o.Run, err)
 	}
-	if err := history.WriteStamp(o.Run, to, "replayed", o.Software); err != nil && o.Log != nil {
+	if err := stamp(o.Run, to, o.Software, epkfile.RunFingerprint(replay.Manifest())); err != nil && o.Log != nil {
 		fmt.Fprintf(o.Log, "note: the run replayed but its stamp was not written: %v\n", err)
 	}
 	return nil
+}
+
+// stamp writes the run's stamp (history.WriteStamp) for its first steps
+// steps, under the run's lock, if the run's fingerprint is still fp.
+func stamp(run string, steps int, software, fp string) error {
+	l, err := lock.Dir(run)
+	if err != nil {
+		return err
+	}
+	defer l.Release()
+	m, err := history.ReadManifest(run)
+	if err != nil {
+		return err
+	}
+	if epkfile.RunFingerprint(m) != fp {
+		return fmt.Errorf("%s changed while it was replayed", run)
+	}
+	return history.WriteStamp(run, steps, "replayed", software)
 }
