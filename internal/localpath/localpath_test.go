@@ -1,0 +1,49 @@
+package localpath_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/explaind/explaind/internal/localpath"
+)
+
+func TestCheck(t *testing.T) {
+	parent := t.TempDir()
+	dir := filepath.Join(parent, "out")
+	for _, d := range []string{dir, filepath.Join(dir, "sub")} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, f := range []string{filepath.Join(parent, "secret"), filepath.Join(dir, "a.npy")} {
+		if err := os.WriteFile(f, []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	links := map[string]string{
+		"out.npy":     "../secret",                     // relative, climbs out
+		"abs.npy":     filepath.Join(parent, "secret"), // absolute target
+		"in.npy":      "a.npy",                         // stays inside
+		"sub/up.npy":  "../a.npy",                      // climbs, but stays inside
+		"outdir":      parent,                          // a directory outside
+		"dangling.np": "../missing",                    // points outside at nothing
+	}
+	for name, target := range links {
+		if err := os.Symlink(target, filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, name := range []string{"a.npy", "in.npy", "sub/up.npy", "missing.npy", "sub/missing.npy"} {
+		if err := localpath.Check(dir, name); err != nil {
+			t.Errorf("Check(%q): %v, want nil", name, err)
+		}
+	}
+	for _, name := range []string{"../secret", "/etc/passwd", "", "sub/../../secret", "out.npy", "abs.npy", "outdir/secret", "dangling.np"} {
+		err := localpath.Check(dir, name)
+		if err == nil || !strings.Contains(err.Error(), "not a path inside "+dir) || !strings.Contains(err.Error(), name) {
+			t.Errorf("Check(%q): %v, want an error naming it and saying it is not inside %s", name, err, dir)
+		}
+	}
+}
