@@ -225,6 +225,32 @@ func (r *Replay[T]) VerifyTo(to int, after func(step int) error) error {
 	return nil
 }
 
+// CheckCheckpoints refuses a run whose manifest records that it diverged
+// and loads each checkpoint of the steps 0..to, checking that it holds
+// finite values and parameters that hash to the manifest's record. It
+// reads each file once and replays nothing: the check of a run whose steps
+// are known to reproduce (a verification stamp) but whose files may not be
+// what the stamp saw.
+func (r *Replay[T]) CheckCheckpoints(to int) error {
+	if to < 0 || to > len(r.m.Steps) {
+		return fmt.Errorf("history: step %d is outside the run's 0..%d", to, len(r.m.Steps))
+	}
+	if err := r.m.checkConverged(r.dir); err != nil {
+		return err
+	}
+	for _, c := range r.m.Checkpoints {
+		if c.Step > to {
+			break
+		}
+		r.pos = -1
+		if err := loadCheckpoint(r.dir, r.m, c, r.st); err != nil {
+			return err
+		}
+		r.pos = c.Step
+	}
+	return nil
+}
+
 // compareCheckpoint checks a checkpoint file against the stepper's state.
 func compareCheckpoint[T tensor.Float](dir string, c Checkpoint, st Stepper[T]) error {
 	path := filepath.Join(dir, c.File)

@@ -322,17 +322,22 @@ func resumeState(o Options, key string) (*explain.State, error) {
 	return s.State, nil
 }
 
-// preflight replays the steps 0:to and checks them against their recorded
-// hashes before any work, so that a run that fails verification is refused
-// early. A run stamped as reproducing under this executable (it trained the
-// run, or replayed it before) skips that replay; the pass still checks every
-// step's hash.
+// preflight verifies the steps 0:to before any work (history's VerifyTo:
+// every step against its recorded hash, every checkpoint against the
+// replayed state, no divergence, nothing NaN or infinite), so that a run
+// that fails verification is refused early. A run stamped as reproducing
+// under this executable (it trained the run, or replayed it before) skips
+// that replay, but not the check of its checkpoints and of its stop reason
+// (history's CheckCheckpoints); the pass still checks every step's hash.
 func preflight[T tensor.Float](ctx context.Context, o Options, replay *history.Replay[T], to int) error {
 	covered, why, err := history.StampCovers(o.Run, to, o.Software)
 	if err != nil {
 		return err
 	}
 	if covered {
+		if err := replay.CheckCheckpoints(to); err != nil {
+			return fmt.Errorf("the run %s fails verification despite its stamp %s: %w", o.Run, history.StampFile, err)
+		}
 		if o.Log != nil {
 			fmt.Fprintf(o.Log, "%s: skipping the pre-flight replay\n", why)
 		}
@@ -341,7 +346,7 @@ func preflight[T tensor.Float](ctx context.Context, o Options, replay *history.R
 	if o.Log != nil {
 		fmt.Fprintf(o.Log, "replaying steps 0:%d to check them against their recorded hashes first (%s)\n", to, why)
 	}
-	if err := replay.Forward(0, to, func(*history.StepView[T]) error { return ctx.Err() }); err != nil {
+	if err := replay.VerifyTo(to, func(int) error { return ctx.Err() }); err != nil {
 		return fmt.Errorf("the run %s does not replay (run `explaind verify %s`): %w", o.Run, o.Run, err)
 	}
 	if err := history.WriteStamp(o.Run, to, "replayed", o.Software); err != nil && o.Log != nil {
