@@ -19,6 +19,8 @@
 // false, and return that summary too. Writing, once begun, is not
 // interrupted.
 //
+//   - ReadOutput reads a file of an output directory back, never one
+//     outside it;
 //   - WriteJSON and WriteCSV write a summary and a table;
 //   - LinePlot draws lines over a common x axis, each with an optional
 //     shaded band (say the minimum and maximum over seeds);
@@ -41,6 +43,7 @@ import (
 	"strconv"
 
 	"github.com/explaind/explaind/internal/atomicfile"
+	"github.com/explaind/explaind/internal/localpath"
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/plotutil"
@@ -65,6 +68,14 @@ type interrupted struct {
 
 func (e *interrupted) Error() string { return e.msg }
 func (e *interrupted) Unwrap() error { return e.err }
+
+// ReadOutput reads the file name of an experiment's output directory dir
+// (its summary.json, retrain's progress.json), refusing a name that leads
+// out of dir (absolute, "..", or a symbolic link pointing elsewhere)
+// before reading anything. A missing file's error wraps fs.ErrNotExist.
+func ReadOutput(dir, name string) ([]byte, error) {
+	return localpath.ReadFile(dir, name)
+}
 
 // WriteJSON writes v as indented JSON to path, atomically.
 func WriteJSON(path string, v any) error {

@@ -43,3 +43,12 @@ func Check(dir, name string) error {
 	}
 	return nil
 }
+
+// ReadFile reads the file name of dir after Check. Its errors are those of
+// Check and of os.ReadFile (a missing file's wraps fs.ErrNotExist).
+func ReadFile(dir, name string) ([]byte, error) {
+	if err := Check(dir, name); err != nil {
+		return nil, err
+	}
+	return os.ReadFile(filepath.Join(dir, name))
+}

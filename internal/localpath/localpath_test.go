@@ -1,6 +1,8 @@
 package localpath_test
 
 import (
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -45,5 +47,31 @@ func TestCheck(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "not a path inside "+dir) || !strings.Contains(err.Error(), name) {
 			t.Errorf("Check(%q): %v, want an error naming it and saying it is not inside %s", name, err, dir)
 		}
+	}
+}
+
+func TestReadFile(t *testing.T) {
+	parent := t.TempDir()
+	dir := filepath.Join(parent, "out")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(parent, "secret"), []byte("secret"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "summary.json"), []byte("{}"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("../secret", filepath.Join(dir, "progress.json")); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := localpath.ReadFile(dir, "summary.json"); err != nil || string(b) != "{}" {
+		t.Errorf("ReadFile(summary.json) = %q, %v", b, err)
+	}
+	if b, err := localpath.ReadFile(dir, "progress.json"); err == nil || !strings.Contains(err.Error(), `"progress.json" is not a path inside`) {
+		t.Errorf("ReadFile of a link leading out = %q, %v; want an error naming it", b, err)
+	}
+	if _, err := localpath.ReadFile(dir, "missing.json"); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("ReadFile of a missing file: %v, want fs.ErrNotExist", err)
 	}
 }
