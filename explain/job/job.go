@@ -24,6 +24,7 @@ import (
 	"github.com/explaind/explaind/explain"
 	"github.com/explaind/explaind/history"
 	"github.com/explaind/explaind/internal/atomicfile"
+	"github.com/explaind/explaind/internal/localpath"
 	"github.com/explaind/explaind/tensor"
 )
 
@@ -135,7 +136,10 @@ type saved struct {
 	State *explain.State
 }
 
-func statePath(out string) string { return filepath.Join(out, ".epk-state.gob") }
+// stateFile is the job state's file name in the output directory.
+const stateFile = ".epk-state.gob"
+
+func statePath(out string) string { return filepath.Join(out, stateFile) }
 
 func run[T, E tensor.Float](ctx context.Context, o Options, m *history.Manifest) (*Summary, error) {
 	start := time.Now()
@@ -291,8 +295,13 @@ func quadrature[E tensor.Float](o Options, path epk.PathModel[E]) (epk.Quadratur
 // resumeState checks the output directory and returns the saved state of
 // an unfinished job with key, nil when the job starts afresh. A finished
 // output is not overwritten, nor a directory that is not an EPK output of
-// this job.
+// this job, nor one whose manifest or state is a link leading out of it.
 func resumeState(o Options, key string) (*explain.State, error) {
+	for _, name := range []string{"manifest.json", stateFile} {
+		if err := localpath.Check(o.Out, name); err != nil {
+			return nil, fmt.Errorf("the output directory's %s: %v", name, err)
+		}
+	}
 	if old, err := os.ReadFile(filepath.Join(o.Out, "manifest.json")); err == nil {
 		var om epkfile.Manifest
 		if json.Unmarshal(old, &om) == nil && om.Complete {

@@ -146,3 +146,34 @@ func TestPreflightRefusesCorruptRuns(t *testing.T) {
 		}
 	}
 }
+
+// TestOutputLinksOut: an output directory whose manifest.json or job state
+// is a symbolic link leading out of it is refused before either is read,
+// naming the file, and nothing is written there.
+func TestOutputLinksOut(t *testing.T) {
+	run := tinyRun(t)
+	for _, name := range []string{"manifest.json", ".epk-state.gob"} {
+		parent := t.TempDir()
+		out := filepath.Join(parent, "out")
+		if err := os.Mkdir(out, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		outside := filepath.Join(parent, "elsewhere")
+		if err := os.WriteFile(outside, []byte("not the job's"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(outside, filepath.Join(out, name)); err != nil {
+			t.Fatal(err)
+		}
+		_, err := job.Run(context.Background(), job.Options{Run: run, Out: out})
+		if err == nil || !strings.Contains(err.Error(), `"`+name+`" is not a path inside `+out) {
+			t.Errorf("%s linked out: got %v, want an error naming it", name, err)
+		}
+		if entries, _ := os.ReadDir(out); len(entries) != 1 {
+			t.Errorf("%s linked out: the refused job wrote into the output directory (%d entries)", name, len(entries))
+		}
+		if b, _ := os.ReadFile(outside); string(b) != "not the job's" {
+			t.Errorf("%s linked out: the file outside changed", name)
+		}
+	}
+}

@@ -21,14 +21,17 @@ import (
 // in the sense of filepath.IsLocal (not absolute, not empty, no ".."
 // climbing above dir) and, with every symbolic link along it resolved,
 // still inside dir. A name that does not exist yet is judged by its text
-// and its existing parents only, so a reader reports a missing file in its
-// own words. The error says what name is and why it is refused; callers
+// and its existing parents only (and a missing dir holds no link), so a
+// reader reports a missing file in its own words. The error says what name is and why it is refused; callers
 // add which file named it.
 func Check(dir, name string) error {
 	if !filepath.IsLocal(name) {
 		return fmt.Errorf("%q is not a path inside %s", name, dir)
 	}
 	root, err := os.OpenRoot(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil // nothing inside to lead out
+	}
 	if err != nil {
 		return err
 	}

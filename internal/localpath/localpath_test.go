@@ -75,3 +75,16 @@ func TestReadFile(t *testing.T) {
 		t.Errorf("ReadFile of a missing file: %v, want fs.ErrNotExist", err)
 	}
 }
+
+func TestMissingDirectory(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "none")
+	if err := localpath.Check(dir, "a.npy"); err != nil {
+		t.Errorf("Check in a missing directory: %v", err)
+	}
+	if err := localpath.Check(dir, "../a.npy"); err == nil {
+		t.Error("Check in a missing directory accepts ../a.npy")
+	}
+	if _, err := localpath.ReadFile(dir, "a.npy"); !errors.Is(err, fs.ErrNotExist) || !strings.Contains(err.Error(), filepath.Join(dir, "a.npy")) {
+		t.Errorf("ReadFile in a missing directory: %v, want fs.ErrNotExist naming the file", err)
+	}
+}
