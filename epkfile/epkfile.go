@@ -24,6 +24,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -31,6 +32,7 @@ import (
 
 	"github.com/explaind/explaind/history"
 	"github.com/explaind/explaind/internal/atomicfile"
+	"github.com/explaind/explaind/internal/localpath"
 	"github.com/explaind/explaind/npy"
 	"github.com/explaind/explaind/tensor"
 )
@@ -130,7 +132,9 @@ type Output struct {
 // finished.
 var ErrIncomplete = errors.New("the EPK job that writes this output has not finished")
 
-// Open reads DIR/manifest.json.
+// Open reads DIR/manifest.json. It refuses a manifest that stores an
+// array outside DIR (an absolute file name, "..", a symbolic link leading
+// out) before any array is read.
 func Open(dir string) (*Output, error) {
 	raw, err := os.ReadFile(filepath.Join(dir, "manifest.json"))
 	if err != nil {
@@ -148,6 +152,11 @@ func Open(dir string) (*Output, error) {
 	}
 	if !o.Manifest.Complete {
 		return nil, fmt.Errorf("%s: %w; rerun the same `explaind epk` command to resume it", dir, ErrIncomplete)
+	}
+	for _, name := range slices.Sorted(maps.Keys(o.Manifest.Arrays)) {
+		if err := localpath.Check(dir, o.Manifest.Arrays[name].File); err != nil {
+			return nil, fmt.Errorf("%s: array %q: %v", filepath.Join(dir, "manifest.json"), name, err)
+		}
 	}
 	return o, nil
 }
@@ -231,6 +240,9 @@ func NewWriter(dir string, m Manifest) (*Writer, error) {
 // Write stores an array (float32, float64 or int64 values) and records it.
 func Write[E float32 | float64 | int64](w *Writer, name string, data []E, info ArrayInfo) error {
 	info.File = FileName(name)
+	if err := localpath.Check(w.Dir, info.File); err != nil {
+		return fmt.Errorf("epkfile: array %q: %v", name, err)
+	}
 	path := filepath.Join(w.Dir, info.File)
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
@@ -254,6 +266,9 @@ func Write[E float32 | float64 | int64](w *Writer, name string, data []E, info A
 // WriteFloat32 stores float64 values as a float32 array and records it.
 func WriteFloat32(w *Writer, name string, data []float64, info ArrayInfo) error {
 	info.File = FileName(name)
+	if err := localpath.Check(w.Dir, info.File); err != nil {
+		return fmt.Errorf("epkfile: array %q: %v", name, err)
+	}
 	path := filepath.Join(w.Dir, info.File)
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err

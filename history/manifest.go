@@ -29,6 +29,7 @@ import (
 	"path/filepath"
 
 	"github.com/explaind/explaind/internal/atomicfile"
+	"github.com/explaind/explaind/internal/localpath"
 )
 
 // FormatVersion is the manifest format this package writes and reads.
@@ -135,7 +136,8 @@ func ReadManifest(dir string) (*Manifest, error) {
 }
 
 // validate checks the manifest's internal consistency and that its
-// checkpoint files exist, as regular files inside dir.
+// checkpoint files exist, as regular files inside dir (no symbolic link
+// along their names leads out of it).
 func (m *Manifest) validate(dir string) error {
 	if m.Format != FormatVersion {
 		return fmt.Errorf("format version %d, this explaind reads version %d", m.Format, FormatVersion)
@@ -161,6 +163,9 @@ func (m *Manifest) validate(dir string) error {
 		if !filepath.IsLocal(c.File) {
 			return fmt.Errorf("checkpoint %q of step %d is not a path inside the run directory", c.File, c.Step)
 		}
+		if err := localpath.Check(dir, c.File); err != nil {
+			return fmt.Errorf("checkpoint of step %d: %v", c.Step, err)
+		}
 		st, err := os.Stat(filepath.Join(dir, c.File))
 		if err != nil {
 			return fmt.Errorf("checkpoint %s of step %d is missing: %v", c.File, c.Step, err)
@@ -173,6 +178,28 @@ func (m *Manifest) validate(dir string) error {
 		if r.Hash == "" {
 			return fmt.Errorf("step %d has no parameter hash", s)
 		}
+	}
+	return nil
+}
+
+// DivergedReason is the StopReason of a run stopped because its loss
+// became NaN or infinite at step (0-based). Verify refuses such a run, and
+// a verification stamp does not cover it.
+func DivergedReason(step int) string { return fmt.Sprintf("diverged at step %d", step) }
+
+// Diverged reports whether the manifest records that the run diverged
+// (its StopReason is DivergedReason), and at which step.
+func (m *Manifest) Diverged() (step int, ok bool) {
+	if _, err := fmt.Sscanf(m.StopReason, "diverged at step %d", &step); err != nil || DivergedReason(step) != m.StopReason {
+		return 0, false
+	}
+	return step, true
+}
+
+// checkConverged refuses a run that diverged; dir names it.
+func (m *Manifest) checkConverged(dir string) error {
+	if step, ok := m.Diverged(); ok {
+		return fmt.Errorf("history: %s: the run diverged at step %d (its manifest's stop_reason is %q): its states are not a trained model to verify or explain; train it again with a lower learning rate", filepath.Join(dir, ManifestFile), step, m.StopReason)
 	}
 	return nil
 }

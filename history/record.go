@@ -285,6 +285,16 @@ func loadCheckpoint[T tensor.Float](dir string, m *Manifest, c Checkpoint, st St
 	if err := st.Optimizer().LoadState(st.Params(), state); err != nil {
 		return fmt.Errorf("history: checkpoint of step %d (%s): %w", c.Step, path, err)
 	}
+	for _, p := range st.Params() {
+		if err := checkFinite(path, c.Step, "param/"+p.Name, p.Value.Data); err != nil {
+			return err
+		}
+	}
+	for k, v := range state {
+		if err := checkFinite(path, c.Step, "optim/"+k, v.Data); err != nil {
+			return err
+		}
+	}
 	if got, want := ParamHash(st.Params()), m.Hash(c.Step); got != want {
 		return fmt.Errorf("history: checkpoint %s does not match the manifest: its parameters hash to %s, the manifest records %s for step %d (the file was modified or belongs to another run)", path, got, want, c.Step)
 	}
@@ -303,6 +313,24 @@ func checkParams[T tensor.Float](m *Manifest, params []*nn.Param[T]) error {
 	}
 	if d := dtypeName[T](); d != m.Dtype {
 		return fmt.Errorf("history: the run was trained in %s; replay it in %s, not %s", m.Dtype, m.Dtype, d)
+	}
+	return nil
+}
+
+// firstNonFinite returns the index of the first NaN or infinite value.
+func firstNonFinite[T tensor.Float](data []T) (int, bool) {
+	for i, v := range data {
+		if x := float64(v); math.IsNaN(x) || math.IsInf(x, 0) {
+			return i, true
+		}
+	}
+	return 0, false
+}
+
+// checkFinite refuses a checkpoint tensor holding a NaN or an infinity.
+func checkFinite[T tensor.Float](path string, step int, name string, data []T) error {
+	if i, ok := firstNonFinite(data); ok {
+		return fmt.Errorf("history: checkpoint %s (step %d) holds %v in %q at element %d: the run diverged or the file is corrupt", path, step, data[i], name, i)
 	}
 	return nil
 }

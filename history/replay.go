@@ -80,6 +80,12 @@ func (r *Replay[T]) advance(from int) error {
 		r.pos = -1
 		return fmt.Errorf("history: replaying step %d: %w", s, err)
 	}
+	for _, p := range r.st.Params() {
+		if i, ok := firstNonFinite(p.Value.Data); ok {
+			r.pos = -1
+			return fmt.Errorf("history: step %d makes parameter %s %v at element %d: the run diverged, and a state that is not finite cannot be explained", s, p.Name, p.Value.Data[i], i)
+		}
+	}
 	if got := ParamHash(r.st.Params()); got != r.m.Steps[s].Hash {
 		r.pos = -1
 		return &MismatchError{Step: s, Got: got, Want: r.m.Steps[s].Hash, Checkpoint: from}
@@ -175,17 +181,39 @@ func (r *Replay[T]) Backward(from, to int, visit func(*StepView[T]) error) error
 // returns the first problem found, if any; progress, if non-nil, is called
 // after each step.
 func (r *Replay[T]) Verify(progress func(step int)) error {
+	return r.VerifyTo(len(r.m.Steps), func(step int) error {
+		if progress != nil {
+			progress(step)
+		}
+		return nil
+	})
+}
+
+// VerifyTo is Verify of the steps 0..to−1 and of the checkpoints of the
+// steps 1..to. It calls after, if non-nil, after each step, and stops with
+// its error. A run whose manifest records that it diverged
+// (Manifest.Diverged) is refused before any replay, and so is a step that
+// makes a parameter NaN or infinite, or a checkpoint that holds one.
+func (r *Replay[T]) VerifyTo(to int, after func(step int) error) error {
+	if to < 0 || to > len(r.m.Steps) {
+		return fmt.Errorf("history: step %d is outside the run's 0..%d", to, len(r.m.Steps))
+	}
+	if err := r.m.checkConverged(r.dir); err != nil {
+		return err
+	}
 	r.pos = -1
 	if err := r.Seek(0); err != nil {
 		return err
 	}
 	next := 1 // index of the next checkpoint to compare
-	for r.pos < len(r.m.Steps) {
+	for r.pos < to {
 		if err := r.advance(0); err != nil {
 			return err
 		}
-		if progress != nil {
-			progress(r.pos)
+		if after != nil {
+			if err := after(r.pos); err != nil {
+				return err
+			}
 		}
 		for next < len(r.m.Checkpoints) && r.m.Checkpoints[next].Step == r.pos {
 			if err := compareCheckpoint(r.dir, r.m.Checkpoints[next], r.st); err != nil {
@@ -193,6 +221,32 @@ func (r *Replay[T]) Verify(progress func(step int)) error {
 			}
 			next++
 		}
+	}
+	return nil
+}
+
+// CheckCheckpoints refuses a run whose manifest records that it diverged
+// and loads each checkpoint of the steps 0..to, checking that it holds
+// finite values and parameters that hash to the manifest's record. It
+// reads each file once and replays nothing: the check of a run whose steps
+// are known to reproduce (a verification stamp) but whose files may not be
+// what the stamp saw.
+func (r *Replay[T]) CheckCheckpoints(to int) error {
+	if to < 0 || to > len(r.m.Steps) {
+		return fmt.Errorf("history: step %d is outside the run's 0..%d", to, len(r.m.Steps))
+	}
+	if err := r.m.checkConverged(r.dir); err != nil {
+		return err
+	}
+	for _, c := range r.m.Checkpoints {
+		if c.Step > to {
+			break
+		}
+		r.pos = -1
+		if err := loadCheckpoint(r.dir, r.m, c, r.st); err != nil {
+			return err
+		}
+		r.pos = c.Step
 	}
 	return nil
 }

@@ -41,28 +41,29 @@ type Stamp struct {
 }
 
 // currentStamp hashes the run's files and the running executable.
-func currentStamp(dir string, steps int, how, software string) (*Stamp, error) {
+// It also returns the manifest it read.
+func currentStamp(dir string, steps int, how, software string) (*Stamp, *Manifest, error) {
 	exe, err := os.Executable()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	s := &Stamp{Steps: steps, How: how, Software: software, Checkpoints: map[string]string{}}
 	if s.Executable, err = fileSHA256(exe); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if s.Manifest, err = fileSHA256(filepath.Join(dir, ManifestFile)); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	m, err := ReadManifest(dir)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	for _, c := range m.Checkpoints {
 		if s.Checkpoints[c.File], err = fileSHA256(filepath.Join(dir, c.File)); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
-	return s, nil
+	return s, m, nil
 }
 
 func fileSHA256(path string) (string, error) {
@@ -83,7 +84,7 @@ func fileSHA256(path string) (string, error) {
 // how is "trained" or "replayed". An existing stamp of this executable that
 // covers more steps is kept.
 func WriteStamp(dir string, steps int, how, software string) error {
-	s, err := currentStamp(dir, steps, how, software)
+	s, _, err := currentStamp(dir, steps, how, software)
 	if err != nil {
 		return fmt.Errorf("history: stamping %s: %w", dir, err)
 	}
@@ -134,9 +135,12 @@ func StampCovers(dir string, steps int, software string) (bool, string, error) {
 	if err != nil {
 		return false, fmt.Sprintf("its verification stamp is unreadable (%v)", err), nil
 	}
-	cur, err := currentStamp(dir, steps, old.How, software)
+	cur, m, err := currentStamp(dir, steps, old.How, software)
 	if err != nil {
 		return false, "", fmt.Errorf("history: checking the stamp of %s: %w", dir, err)
+	}
+	if step, diverged := m.Diverged(); diverged {
+		return false, fmt.Sprintf("the run diverged at step %d, which voids its verification stamp", step), nil
 	}
 	switch {
 	case old.Executable != cur.Executable || old.Software != cur.Software:

@@ -21,6 +21,8 @@
 // false, and return that summary too. Writing, once begun, is not
 // interrupted. An Out that Do created and left empty is removed again.
 //
+//   - ReadOutput reads a file of an output directory back, never one
+//     outside it;
 //   - WriteJSON and WriteCSV write a summary and a table;
 //   - LinePlot draws lines over a common x axis, each with an optional
 //     shaded band (say the minimum and maximum over seeds);
@@ -43,7 +45,9 @@ import (
 	"strconv"
 
 	"github.com/explaind/explaind/internal/atomicfile"
+	"github.com/explaind/explaind/internal/localpath"
 	"github.com/explaind/explaind/internal/lock"
+	"github.com/explaind/explaind/setting"
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/plotutil"
@@ -75,9 +79,17 @@ func (e *interrupted) Unwrap() error { return e.err }
 func LockOut(command, out string) (*lock.Lock, error) {
 	l, err := lock.Dir(out)
 	if err != nil {
-		return nil, fmt.Errorf("%s: --out: %w", command, err)
+		return nil, setting.Errorf("%s: %v: %w", command, setting.Name("Out"), err)
 	}
 	return l, nil
+}
+
+// ReadOutput reads the file name of an experiment's output directory dir
+// (its summary.json, retrain's progress.json), refusing a name that leads
+// out of dir (absolute, "..", or a symbolic link pointing elsewhere)
+// before reading anything. A missing file's error wraps fs.ErrNotExist.
+func ReadOutput(dir, name string) ([]byte, error) {
+	return localpath.ReadFile(dir, name)
 }
 
 // WriteJSON writes v as indented JSON to path, atomically.

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"strings"
 
@@ -126,7 +125,7 @@ func SaveProgress(dir string, run *expio.Run, opt Options, res *Result) error {
 // ReadSummary reads dir's SummaryFile.
 func ReadSummary(dir string) (*Summary, error) {
 	path := filepath.Join(dir, SummaryFile)
-	b, err := os.ReadFile(path)
+	b, err := expio.ReadOutput(dir, SummaryFile)
 	if err != nil {
 		return nil, err
 	}
@@ -147,7 +146,7 @@ func ReadSummary(dir string) (*Summary, error) {
 func Resume(dir string, run *expio.Run, opt Options) ([]Row, error) {
 	want := KeyOf(run, opt)
 	path := filepath.Join(dir, ProgressFile)
-	b, err := os.ReadFile(path)
+	b, err := expio.ReadOutput(dir, ProgressFile)
 	if errors.Is(err, fs.ErrNotExist) {
 		s, err := ReadSummary(dir)
 		if errors.Is(err, fs.ErrNotExist) {

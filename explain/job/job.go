@@ -25,6 +25,7 @@ import (
 	"github.com/explaind/explaind/explain"
 	"github.com/explaind/explaind/history"
 	"github.com/explaind/explaind/internal/atomicfile"
+	"github.com/explaind/explaind/internal/localpath"
 	"github.com/explaind/explaind/internal/lock"
 	"github.com/explaind/explaind/setting"
 	"github.com/explaind/explaind/tensor"
@@ -138,7 +139,10 @@ type saved struct {
 	State *explain.State
 }
 
-func statePath(out string) string { return filepath.Join(out, ".epk-state.gob") }
+// stateFile is the job state's file name in the output directory.
+const stateFile = ".epk-state.gob"
+
+func statePath(out string) string { return filepath.Join(out, stateFile) }
 
 func run[T, E tensor.Float](ctx context.Context, o Options, m *history.Manifest) (*Summary, error) {
 	start := time.Now()
@@ -299,8 +303,13 @@ func quadrature[E tensor.Float](o Options, path epk.PathModel[E]) (epk.Quadratur
 // resumeState checks the output directory and returns the saved state of
 // an unfinished job with key, nil when the job starts afresh. A finished
 // output is not overwritten, nor a directory that is not an EPK output of
-// this job.
+// this job, nor one whose manifest or state is a link leading out of it.
 func resumeState(o Options, key string) (*explain.State, error) {
+	for _, name := range []string{"manifest.json", stateFile} {
+		if err := localpath.Check(o.Out, name); err != nil {
+			return nil, fmt.Errorf("the output directory's %s: %v", name, err)
+		}
+	}
 	if old, err := os.ReadFile(filepath.Join(o.Out, "manifest.json")); err == nil {
 		var om epkfile.Manifest
 		if json.Unmarshal(old, &om) == nil && om.Complete {
@@ -330,11 +339,13 @@ func resumeState(o Options, key string) (*explain.State, error) {
 	return s.State, nil
 }
 
-// preflight replays the steps 0:to and checks them against their recorded
-// hashes before any work, so that a run that fails verification is refused
-// early. A run stamped as reproducing under this executable (it trained the
-// run, or replayed it before) skips that replay; the pass still checks every
-// step's hash.
+// preflight verifies the steps 0:to before any work (history's VerifyTo:
+// every step against its recorded hash, every checkpoint against the
+// replayed state, no divergence, nothing NaN or infinite), so that a run
+// that fails verification is refused early. A run stamped as reproducing
+// under this executable (it trained the run, or replayed it before) skips
+// that replay, but not the check of its checkpoints and of its stop reason
+// (history's CheckCheckpoints); the pass still checks every step's hash.
 //
 // The job only reads the run, without its lock; it writes the stamp only
 // if it can take the run's lock at once and the run's recorded steps are
@@ -346,6 +357,9 @@ func preflight[T tensor.Float](ctx context.Context, o Options, replay *history.R
 		return err
 	}
 	if covered {
+		if err := replay.CheckCheckpoints(to); err != nil {
+			return fmt.Errorf("the run %s fails verification despite its stamp %s: %w", o.Run, history.StampFile, err)
+		}
 		if o.Log != nil {
 			fmt.Fprintf(o.Log, "%s: skipping the pre-flight replay\n", why)
 		}
@@ -354,7 +368,7 @@ func preflight[T tensor.Float](ctx context.Context, o Options, replay *history.R
 	if o.Log != nil {
 		fmt.Fprintf(o.Log, "replaying steps 0:%d to check them against their recorded hashes first (%s)\n", to, why)
 	}
-	if err := replay.Forward(0, to, func(*history.StepView[T]) error { return ctx.Err() }); err != nil {
+	if err := replay.VerifyTo(to, func(int) error { return ctx.Err() }); err != nil {
 		return fmt.Errorf("the run %s does not replay (run `explaind verify %s`): %w", o.Run, o.Run, err)
 	}
 	if err := stamp(o.Run, to, o.Software, epkfile.RunFingerprint(replay.Manifest())); err != nil && o.Log != nil {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/explaind/explaind/epk"
@@ -202,8 +203,11 @@ func writeKernel(a *arrays, preset string, r *explain.Result) error {
 		"the weight-decay term per class, summed over test samples")
 }
 
-// write stores the output directory and its summary.
-func write(o Options, split string, fp string, idx, labels []int, q epk.Quadrature, out *explain.Output) (*Summary, error) {
+// write stores the output directory and its summary. If a file cannot be
+// written (a full disk, say), it removes the files it wrote before and
+// returns the error: the directory is left as the job found it (empty, or
+// holding the job's last saved state), so rerunning the job resumes it.
+func write(o Options, split string, fp string, idx, labels []int, q epk.Quadrature, out *explain.Output) (_ *Summary, err error) {
 	X, C := out.Samples, out.Classes
 	w, err := epkfile.NewWriter(o.Out, epkfile.Manifest{
 		Software: o.Software, Created: time.Now().UTC().Format(time.RFC3339),
@@ -215,6 +219,12 @@ func write(o Options, split string, fp string, idx, labels []int, q epk.Quadratu
 	if err != nil {
 		return nil, err
 	}
+	defer func() {
+		if err != nil {
+			removePartial(o.Out, w)
+			err = fmt.Errorf("%w; the output's files written so far were removed: rerun the same job to write it (it resumes from its saved state, if any)", err)
+		}
+	}()
 	a := &arrays{w: w, out: out}
 	if err := a.writeTestSet(split, idx, labels); err != nil {
 		return nil, err
@@ -244,6 +254,24 @@ func write(o Options, split string, fp string, idx, labels []int, q epk.Quadratu
 	}
 	os.Remove(statePath(o.Out))
 	return s, nil
+}
+
+// removePartial removes the files of an output that write did not finish:
+// its arrays, its summary and the folders they made, when empty.
+func removePartial(dir string, w *epkfile.Writer) {
+	var folders []string
+	for _, info := range w.Manifest.Arrays {
+		os.Remove(filepath.Join(dir, info.File))
+		for f := filepath.Dir(info.File); f != "."; f = filepath.Dir(f) {
+			folders = append(folders, f)
+		}
+	}
+	os.Remove(filepath.Join(dir, "summary.json"))
+	// Deeper folders first; a folder that still holds something stays.
+	slices.SortFunc(folders, func(a, b string) int { return len(b) - len(a) })
+	for _, f := range folders {
+		os.Remove(filepath.Join(dir, f))
+	}
 }
 
 func paramAxes(shape []int) []string {

@@ -24,7 +24,7 @@ func Write(path string, write func(io.Writer) error) (err error) {
 			os.Remove(tmp.Name())
 		}
 	}()
-	bw := bufio.NewWriterSize(tmp, 1<<20)
+	bw := bufio.NewWriterSize(faulty(path, tmp), 1<<20)
 	if err = write(bw); err != nil {
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
