@@ -356,9 +356,9 @@ func TestDo(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer held.Release()
-	want := fmt.Sprintf("components: --out: another explaind process (PID %d) is writing to %s; wait for it to finish or stop it", os.Getpid(), bad)
+	want := fmt.Sprintf("components: another explaind process (PID %d) is writing to %s; wait for it to finish or stop it", os.Getpid(), bad)
 	if _, err := Do(context.Background(), Options{Run: run, EPK: epk, Out: bad}); err == nil || err.Error() != want {
-		t.Errorf("a locked --out: %v; want %q", err, want)
+		t.Errorf("a locked output directory: %v; want %q", err, want)
 	}
 }
 

@@ -47,7 +47,6 @@ import (
 	"github.com/explaind/explaind/internal/atomicfile"
 	"github.com/explaind/explaind/internal/localpath"
 	"github.com/explaind/explaind/internal/lock"
-	"github.com/explaind/explaind/setting"
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/plotutil"
@@ -79,7 +78,7 @@ func (e *interrupted) Unwrap() error { return e.err }
 func LockOut(command, out string) (*lock.Lock, error) {
 	l, err := lock.Dir(out)
 	if err != nil {
-		return nil, setting.Errorf("%s: %v: %w", command, setting.Name("Out"), err)
+		return nil, fmt.Errorf("%s: %w", command, err)
 	}
 	return l, nil
 }

@@ -43,9 +43,9 @@ func TestDo(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer held.Release()
-	want := fmt.Sprintf("retrain: --out: another explaind process (PID %d) is writing to %s", os.Getpid(), out)
+	want := fmt.Sprintf("retrain: another explaind process (PID %d) is writing to %s", os.Getpid(), out)
 	if _, err := retrain.Do(context.Background(), opt); err == nil || !strings.Contains(err.Error(), want) {
-		t.Errorf("Do into a locked --out: %v; want %q", err, want)
+		t.Errorf("Do into a locked output directory: %v; want %q", err, want)
 	}
 }
 

@@ -32,9 +32,9 @@ func TestDoIsRunThenWrite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	refusal := fmt.Sprintf("swap: --out: another explaind process (PID %d) is writing to %s; wait for it to finish or stop it", os.Getpid(), bad)
+	refusal := fmt.Sprintf("swap: another explaind process (PID %d) is writing to %s; wait for it to finish or stop it", os.Getpid(), bad)
 	if _, err := swap.Do(context.Background(), swap.Options{Run: r.Dir, Out: bad, Every: 10}); err == nil || err.Error() != refusal {
-		t.Errorf("Do into a locked --out: %v; want %q", err, refusal)
+		t.Errorf("Do into a locked output directory: %v; want %q", err, refusal)
 	}
 	if entries, _ := os.ReadDir(bad); len(entries) != 1 {
 		t.Errorf("a refused Do wrote into the locked --out: %v", entries)
