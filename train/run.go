@@ -126,15 +126,8 @@ func Resume[T tensor.Float](ctx context.Context, dir string, opt Options) (*Summ
 		return nil, fmt.Errorf("train: %w", err)
 	}
 	defer l.Release()
-	m, cfg, err := readRun(dir)
+	j, err := reopen[T](dir)
 	if err != nil {
-		return nil, err
-	}
-	j, err := newJob[T](cfg)
-	if err != nil {
-		return nil, err
-	}
-	if err := j.checkDatasets(m); err != nil {
 		return nil, err
 	}
 	rec, err := history.Resume[T](dir, j.sess)
@@ -166,6 +159,21 @@ type Opened[T tensor.Float] struct {
 // Open rebuilds a recorded run for replay: the model, optimizer and data
 // from the manifest's configuration, checked against its fingerprints.
 func Open[T tensor.Float](dir string) (*Opened[T], error) {
+	j, err := reopen[T](dir)
+	if err != nil {
+		return nil, err
+	}
+	r, err := history.Open[T](dir, j.sess)
+	if err != nil {
+		return nil, err
+	}
+	return &Opened[T]{Replay: r, Session: j.sess, Config: j.cfg, Data: j.data}, nil
+}
+
+// reopen rebuilds the job of the recorded run in dir from its manifest's
+// configuration, with its datasets checked against the recorded
+// fingerprints.
+func reopen[T tensor.Float](dir string) (*job[T], error) {
 	m, cfg, err := readRun(dir)
 	if err != nil {
 		return nil, err
@@ -177,11 +185,7 @@ func Open[T tensor.Float](dir string) (*Opened[T], error) {
 	if err := j.checkDatasets(m); err != nil {
 		return nil, err
 	}
-	r, err := history.Open[T](dir, j.sess)
-	if err != nil {
-		return nil, err
-	}
-	return &Opened[T]{Replay: r, Session: j.sess, Config: cfg, Data: j.data}, nil
+	return j, nil
 }
 
 // ManifestConfig returns the training configuration a run's manifest

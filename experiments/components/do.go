@@ -88,9 +88,8 @@ var use = expio.EPKUse{
 // check validates the options and reads the run's manifest and the EPK
 // output's, so that a mistaken command line fails before any work.
 func check(opts *Options) (*expio.EPKRun, error) {
-	if opts.Run == "" || opts.EPK == "" || opts.Out == "" {
-		return nil, setting.Errorf("components: name the run (%v), the EPK output (%v) and the output directory (%v)",
-			setting.Name("Run"), setting.Name("EPK"), setting.Name("Out"))
+	if err := use.Named(opts.Run, opts.EPK, opts.Out); err != nil {
+		return nil, err
 	}
 	if opts.Top == 0 {
 		opts.Top = DefaultTop

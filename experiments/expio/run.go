@@ -1,6 +1,7 @@
 package expio
 
 import (
+	"github.com/explaind/explaind/internal/lock"
 	"github.com/explaind/explaind/setting"
 
 	"fmt"
@@ -233,4 +234,36 @@ type EPKSource struct {
 // Source returns the EPKSource of the run and EPK output r holds.
 func (r *EPKRun) Source() EPKSource {
 	return EPKSource{Run: r.Dir, EPK: r.EPK.Dir, RunFingerprint: epkfile.RunFingerprint(r.Manifest)}
+}
+
+// Named checks that an experiment reading a run and an EPK output was
+// given all three of run, epk and out, naming the settings otherwise.
+func (u EPKUse) Named(run, epk, out string) error {
+	if run == "" || epk == "" || out == "" {
+		return setting.Errorf("%s: name the run (%v), the EPK output (%v) and the output directory (%v)",
+			u.Command, setting.Name("Run"), setting.Name("EPK"), setting.Name("Out"))
+	}
+	return nil
+}
+
+// Start does what an experiment on a run of task does before its work:
+// it checks that an output directory out is named and that check (the
+// options' own validation) passes, opens the run (OpenRun) and takes the
+// output's lock (LockOut), which the caller releases.
+func Start(command, task, run, out string, check func() error) (*Run, *lock.Lock, error) {
+	if out == "" {
+		return nil, nil, setting.Errorf("%s: name the output directory (%v)", command, setting.Name("Out"))
+	}
+	if err := check(); err != nil {
+		return nil, nil, err
+	}
+	r, err := OpenRun(command, run, task)
+	if err != nil {
+		return nil, nil, err
+	}
+	l, err := LockOut(command, out)
+	if err != nil {
+		return nil, nil, err
+	}
+	return r, l, nil
 }

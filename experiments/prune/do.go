@@ -1,7 +1,6 @@
 package prune
 
 import (
-	"github.com/explaind/explaind/setting"
 
 	"bytes"
 	"context"
@@ -72,9 +71,8 @@ var use = expio.EPKUse{
 // output's: every error a mistaken command line can provoke comes from here,
 // before any work.
 func check(opts *Options) (*expio.EPKRun, error) {
-	if opts.Run == "" || opts.EPK == "" || opts.Out == "" {
-		return nil, setting.Errorf("prune: name the run (%v), the EPK output (%v) and the output directory (%v)",
-			setting.Name("Run"), setting.Name("EPK"), setting.Name("Out"))
+	if err := use.Named(opts.Run, opts.EPK, opts.Out); err != nil {
+		return nil, err
 	}
 	if err := opts.Config.Check(); err != nil {
 		return nil, err

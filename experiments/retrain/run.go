@@ -365,17 +365,7 @@ func Summarize(run *expio.Run, opt Options, res *Result, software string) (*Summ
 // returns their summary (Complete false) with an error saying how to
 // resume.
 func Do(ctx context.Context, opts Options) (*Summary, error) {
-	if opts.Out == "" {
-		return nil, setting.Errorf("%s: name the output directory (%v)", Command, setting.Name("Out"))
-	}
-	if err := opts.Check(); err != nil {
-		return nil, err
-	}
-	r, err := expio.OpenRun(Command, opts.Run, "modulo")
-	if err != nil {
-		return nil, err
-	}
-	l, err := expio.LockOut(Command, opts.Out)
+	r, l, err := expio.Start(Command, "modulo", opts.Run, opts.Out, opts.Check)
 	if err != nil {
 		return nil, err
 	}
