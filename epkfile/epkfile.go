@@ -130,9 +130,11 @@ type Output struct {
 // finished.
 var ErrIncomplete = errors.New("the EPK job that writes this output has not finished")
 
-// Open reads DIR/manifest.json.
+// Open reads DIR/manifest.json. Every array it lists must be stored in a
+// file inside DIR (a relative path that does not climb out of it).
 func Open(dir string) (*Output, error) {
-	raw, err := os.ReadFile(filepath.Join(dir, "manifest.json"))
+	path := filepath.Join(dir, "manifest.json")
+	raw, err := os.ReadFile(path)
 	if err != nil {
 		if os.IsNotExist(err) {
 			return nil, fmt.Errorf("%s is not an EPK output (no manifest.json); create one with `explaind epk --run RUN --out %s`", dir, dir)
@@ -141,13 +143,18 @@ func Open(dir string) (*Output, error) {
 	}
 	o := &Output{Dir: dir}
 	if err := json.Unmarshal(raw, &o.Manifest); err != nil {
-		return nil, fmt.Errorf("%s/manifest.json: %w", dir, err)
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	if o.Manifest.Format != Format {
-		return nil, fmt.Errorf("%s: EPK output format %d, this explaind reads format %d", dir, o.Manifest.Format, Format)
+		return nil, fmt.Errorf("%s: EPK output format %d, this explaind reads format %d", path, o.Manifest.Format, Format)
 	}
 	if !o.Manifest.Complete {
-		return nil, fmt.Errorf("%s: %w; rerun the same `explaind epk` command to resume it", dir, ErrIncomplete)
+		return nil, fmt.Errorf("%s: %w; rerun the same `explaind epk` command to resume it", path, ErrIncomplete)
+	}
+	for name, info := range o.Manifest.Arrays {
+		if !filepath.IsLocal(info.File) {
+			return nil, fmt.Errorf("%s: array %q is stored in %q, not a file inside the output", path, name, info.File)
+		}
 	}
 	return o, nil
 }
