@@ -136,7 +136,8 @@ var ErrIncomplete = errors.New("the EPK job that writes this output has not fini
 // array outside DIR (an absolute file name, "..", a symbolic link leading
 // out) before any array is read.
 func Open(dir string) (*Output, error) {
-	raw, err := os.ReadFile(filepath.Join(dir, "manifest.json"))
+	path := filepath.Join(dir, "manifest.json")
+	raw, err := os.ReadFile(path)
 	if err != nil {
 		if os.IsNotExist(err) {
 			return nil, fmt.Errorf("%s is not an EPK output (no manifest.json); create one with `explaind epk --run RUN --out %s`", dir, dir)
@@ -145,17 +146,17 @@ func Open(dir string) (*Output, error) {
 	}
 	o := &Output{Dir: dir}
 	if err := json.Unmarshal(raw, &o.Manifest); err != nil {
-		return nil, fmt.Errorf("%s/manifest.json: %w", dir, err)
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	if o.Manifest.Format != Format {
-		return nil, fmt.Errorf("%s: EPK output format %d, this explaind reads format %d", dir, o.Manifest.Format, Format)
+		return nil, fmt.Errorf("%s: EPK output format %d, this explaind reads format %d", path, o.Manifest.Format, Format)
 	}
 	if !o.Manifest.Complete {
-		return nil, fmt.Errorf("%s: %w; rerun the same `explaind epk` command to resume it", dir, ErrIncomplete)
+		return nil, fmt.Errorf("%s: %w; rerun the same `explaind epk` command to resume it", path, ErrIncomplete)
 	}
 	for _, name := range slices.Sorted(maps.Keys(o.Manifest.Arrays)) {
 		if err := localpath.Check(dir, o.Manifest.Arrays[name].File); err != nil {
-			return nil, fmt.Errorf("%s: array %q: %v", filepath.Join(dir, "manifest.json"), name, err)
+			return nil, fmt.Errorf("%s: array %q: %v", path, name, err)
 		}
 	}
 	return o, nil

@@ -144,7 +144,7 @@ func (c *Config) Validate() error {
 		if m.TrainSize < 1 || m.ValSize < 0 {
 			return bad("Modulo.TrainSize", nil, "%d training and %d validation samples; want ≥ 1 and ≥ 0", m.TrainSize, m.ValSize)
 		}
-		if n := data.NumModuloPairs(m.P); m.TrainSize+m.ValSize > n {
+		if n := data.NumModuloPairs(m.P); m.TrainSize > n || m.ValSize > n-m.TrainSize { // TrainSize+ValSize may overflow
 			return bad("Modulo.TrainSize", nil, "%d + %d validation samples exceed the %d pairs that exist for p = %d", m.TrainSize, m.ValSize, n, m.P)
 		}
 		if m.DModel < 1 || m.Heads < 1 || m.DModel%m.Heads != 0 || m.MLP < 1 {

@@ -189,12 +189,16 @@ func reopen[T tensor.Float](dir string) (*job[T], error) {
 }
 
 // ManifestConfig returns the training configuration a run's manifest
-// records (history.Manifest.Config, written by Train). Its error does not
-// name the run; callers add the directory.
+// records (history.Manifest.Config, written by Train), checked by
+// Validate as Train checked it. Its error does not name the run; callers
+// add the directory.
 func ManifestConfig(m *history.Manifest) (*Config, error) {
 	var c Config
 	if err := json.Unmarshal(m.Config, &c); err != nil {
 		return nil, fmt.Errorf("the manifest's configuration is unreadable: %v", err)
+	}
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("the manifest's configuration is invalid: %v", err)
 	}
 	return &c, nil
 }

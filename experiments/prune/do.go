@@ -1,7 +1,6 @@
 package prune
 
 import (
-
 	"bytes"
 	"context"
 	"encoding/csv"

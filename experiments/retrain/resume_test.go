@@ -18,7 +18,7 @@ import (
 // resumeJob is a job of 3 checkpoints (100, 50, 0) × 2 parts × 2 seeds on
 // the tiny run, its validation set replaced by the training set so that
 // the rows reach the target after differing numbers of epochs.
-func resumeJob(t *testing.T) (*expio.Run, retrain.Options) {
+func resumeJob(t testing.TB) (*expio.Run, retrain.Options) {
 	r := tinyRun(t)
 	r.Data = memorized(r)
 	return r, retrain.Options{Parts: []string{retrain.Attention, retrain.Outer}, Stride: 50, MaxEpochs: 40, Seeds: 2}

@@ -26,7 +26,7 @@ func TestMain(m *testing.M) { testrun.Main(m) }
 // the pure-Go build; float rounding differs between GEMM backends, and
 // such a small run's path with it); its validation samples stay unlearned,
 // as p = 7 is too small to generalize.
-func tinyRun(t *testing.T) *expio.Run {
+func tinyRun(t testing.TB) *expio.Run {
 	return expiotest.OpenTinyModuloRun(t, retrain.Command, 10, 100, 25)
 }
 

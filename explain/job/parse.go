@@ -47,7 +47,8 @@ func ParseQuadrature(s string, tol float64, switches bool) (epk.Quadrature, erro
 	return epk.Quadrature{}, setting.Invalid("Quadrature", strconv.Quote(s), "want adaptive, exact:K, midpoint:K or gauss:K")
 }
 
-// ParseBytes parses a size such as 512MiB, 8GiB, 2GB or 1000000.
+// ParseBytes parses a size such as 512MiB, 8GiB, 2GB or 1000000: a
+// number ≥ 0 of bytes, below 2⁶³ once multiplied by its unit.
 func ParseBytes(s string) (int64, error) {
 	s = strings.TrimSpace(s)
 	if s == "" || s == "0" {
@@ -69,7 +70,9 @@ func ParseBytes(s string) (int64, error) {
 		}
 	}
 	v, err := strconv.ParseFloat(s, 64)
-	if err != nil || v < 0 || math.IsInf(v, 0) {
+	// !(v*mul < 2⁶³) rejects NaN and sizes beyond int64 as well, which the
+	// conversion would turn into a negative limit.
+	if err != nil || v < 0 || !(v*mul < math.MaxInt64) {
 		return 0, fmt.Errorf("invalid size %q (for example 512MiB or 8GiB)", s)
 	}
 	return int64(v * mul), nil
