@@ -1,10 +1,12 @@
 package report
 
 import (
+	"errors"
 	"fmt"
+	"github.com/explaind/explaind/internal/localpath"
 	"image/color"
+	"io/fs"
 	"math"
-	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -142,7 +144,7 @@ func epkSection(n int, o *epkfile.Output) (*section, []*Figure, error) {
 // validation arrays. It is nil when there is neither.
 func validationTable(e epkData) (*table, error) {
 	path := filepath.Join(e.o.Dir, "summary.json")
-	raw, err := os.ReadFile(path)
+	raw, err := localpath.ReadFile(e.o.Dir, "summary.json")
 	if err == nil {
 		fs, err := flatFields(raw)
 		if err != nil {
@@ -154,7 +156,7 @@ func validationTable(e epkData) (*table, error) {
 			"kl_div", "max_completeness_residual", "wall_seconds", "peak_rss_bytes"}
 		return &table{Title: "Validation (summary.json)", Rows: reorder(fs, order)}, nil
 	}
-	if !os.IsNotExist(err) {
+	if !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("report: %w", err)
 	}
 	if !e.has("model", "epk", "test_labels") {

@@ -3,8 +3,11 @@ package report
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"github.com/explaind/explaind/internal/localpath"
 	"image/png"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -36,7 +39,7 @@ func readExperiment(dir string) (*experiment, error) {
 		return nil, fmt.Errorf("report: experiment directory: %w", err)
 	}
 	e := &experiment{dir: dir}
-	raw, err := os.ReadFile(filepath.Join(dir, "summary.json"))
+	raw, err := localpath.ReadFile(dir, "summary.json")
 	switch {
 	case err == nil:
 		var b bytes.Buffer
@@ -50,7 +53,7 @@ func readExperiment(dir string) (*experiment, error) {
 		if json.Unmarshal(raw, &c) == nil && c.Complete != nil && !*c.Complete {
 			e.incomplete = true
 		}
-	case !os.IsNotExist(err):
+	case !errors.Is(err, fs.ErrNotExist):
 		return nil, fmt.Errorf("report: %w", err)
 	}
 	var names []string

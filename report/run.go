@@ -1,9 +1,10 @@
 package report
 
 import (
+	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
+	"github.com/explaind/explaind/internal/localpath"
+	"io/fs"
 	"strconv"
 
 	"github.com/explaind/explaind/epkfile"
@@ -51,9 +52,9 @@ func runSection(dir string, m *history.Manifest) (*section, []*Figure, error) {
 		}
 		s.Tables = append(s.Tables, &table{Title: "Configuration", Rows: cfg})
 	}
-	raw, err := os.ReadFile(filepath.Join(dir, train.SummaryFile))
+	raw, err := localpath.ReadFile(dir, train.SummaryFile)
 	switch {
-	case os.IsNotExist(err):
+	case errors.Is(err, fs.ErrNotExist):
 		s.Notes = append(s.Notes, "The run has no summary.json (training has not finished).")
 	case err != nil:
 		return nil, nil, fmt.Errorf("report: %w", err)
