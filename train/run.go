@@ -299,7 +299,6 @@ func (j *job[T]) run(ctx context.Context, dir string, rec *history.Recorder[T], 
 	if err != nil {
 		return nil, err
 	}
-	rec.OnCheckpoint = func(int) error { return writeMetrics(filepath.Join(dir, MetricsFile), j.metrics) }
 	var bar *progress.Bar
 	if opt.Progress != nil {
 		bar = progress.New(opt.Progress, cfg.Epochs*spe, rec.Steps(), "training", "steps")
@@ -311,14 +310,58 @@ func (j *job[T]) run(ctx context.Context, dir string, rec *history.Recorder[T], 
 		}
 	}
 	stop := ""
-	for epoch := rec.Steps() / spe; epoch < cfg.Epochs && stop == ""; epoch++ {
-		t0 := time.Now()
-		batches, err := j.epochBatches(epoch)
-		if err != nil {
+	// The epoch being trained, its start, and its batch losses and
+	// accuracies summed over its stepped steps.
+	var (
+		epoch, stepped  int
+		lossSum, accSum float64
+		t0              time.Time
+		batches         [][]int
+	)
+	// endEpoch appends the metrics of the epoch that ends at the current
+	// step, once, from its batches' sums.
+	endEpoch := func(lossSum, accSum float64, done int) error {
+		step := rec.Steps()
+		if n := len(j.metrics); n > 0 && j.metrics[n-1].Step == step {
+			return nil
+		}
+		m := EpochMetrics{Epoch: epoch, Step: step, LR: sched.LR(step - 1)}
+		var err error
+		if cfg.BatchSize == 0 {
+			m.TrainEval = "full"
+			if m.TrainLoss, m.TrainAcc, err = Evaluate(j.sess.Model, j.data.Train, opt.EvalChunk); err != nil {
+				return err
+			}
+		} else {
+			m.TrainEval = "batches"
+			m.TrainLoss, m.TrainAcc = lossSum/float64(done), accSum/float64(done)
+		}
+		if m.ValLoss, m.ValAcc, err = Evaluate(j.sess.Model, j.data.Val, opt.EvalChunk); err != nil {
+			return err
+		}
+		m.Seconds = time.Since(t0).Seconds()
+		j.metrics = append(j.metrics, m)
+		return nil
+	}
+	// A checkpoint at the last step of an epoch (written inside rec.Step,
+	// before the step's loss is summed) first adds that epoch's metrics,
+	// so that the metrics file is never behind the manifest: a resume
+	// from that checkpoint starts with the next epoch and would otherwise
+	// lose them.
+	rec.OnCheckpoint = func(step int) error {
+		if l := j.sess.LastLoss; batches != nil && step == epoch*spe+len(batches) && !math.IsNaN(l) && !math.IsInf(l, 0) {
+			if err := endEpoch(lossSum+l, accSum+j.sess.LastAccuracy, stepped+1); err != nil {
+				return err
+			}
+		}
+		return writeMetrics(filepath.Join(dir, MetricsFile), j.metrics)
+	}
+	for epoch = rec.Steps() / spe; epoch < cfg.Epochs && stop == ""; epoch++ {
+		t0 = time.Now()
+		if batches, err = j.epochBatches(epoch); err != nil {
 			return nil, err
 		}
-		var lossSum, accSum float64
-		done := 0
+		lossSum, accSum, stepped = 0, 0, 0
 		for i := rec.Steps() - epoch*spe; i < len(batches); i++ {
 			step := epoch*spe + i
 			n := len(batches[i])
@@ -334,7 +377,7 @@ func (j *job[T]) run(ctx context.Context, dir string, rec *history.Recorder[T], 
 			}
 			lossSum += j.sess.LastLoss
 			accSum += j.sess.LastAccuracy
-			done++
+			stepped++
 			if bar != nil {
 				bar.Add(1)
 			}
@@ -343,24 +386,13 @@ func (j *job[T]) run(ctx context.Context, dir string, rec *history.Recorder[T], 
 				break
 			}
 		}
-		if stop != "" && done < len(batches) {
+		if stop != "" && stepped < len(batches) {
 			break // a partial epoch gets no metrics line
 		}
-		m := EpochMetrics{Epoch: epoch, Step: rec.Steps(), LR: sched.LR(rec.Steps() - 1)}
-		if cfg.BatchSize == 0 {
-			m.TrainEval = "full"
-			if m.TrainLoss, m.TrainAcc, err = Evaluate(j.sess.Model, j.data.Train, opt.EvalChunk); err != nil {
-				return nil, err
-			}
-		} else {
-			m.TrainEval = "batches"
-			m.TrainLoss, m.TrainAcc = lossSum/float64(done), accSum/float64(done)
-		}
-		if m.ValLoss, m.ValAcc, err = Evaluate(j.sess.Model, j.data.Val, opt.EvalChunk); err != nil {
+		if err := endEpoch(lossSum, accSum, stepped); err != nil {
 			return nil, err
 		}
-		m.Seconds = time.Since(t0).Seconds()
-		j.metrics = append(j.metrics, m)
+		m := j.metrics[len(j.metrics)-1]
 		if bar != nil {
 			bar.Describe(fmt.Sprintf("epoch %d: loss %.4f, train %.1f%%, val %.1f%%", epoch+1, m.TrainLoss, 100*m.TrainAcc, 100*m.ValAcc))
 		}
