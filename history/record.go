@@ -1,8 +1,6 @@
 package history
 
 import (
-	"github.com/explaind/explaind/setting"
-
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -16,9 +14,11 @@ import (
 	"time"
 
 	"github.com/explaind/explaind/gemm"
+	"github.com/explaind/explaind/internal/atomicfile"
 	"github.com/explaind/explaind/internal/lock"
 	"github.com/explaind/explaind/nn"
 	"github.com/explaind/explaind/optim"
+	"github.com/explaind/explaind/setting"
 	"github.com/explaind/explaind/tensor"
 	"github.com/explaind/explaind/weights"
 )
@@ -117,7 +117,16 @@ type Options struct {
 // the initial state, writing checkpoint 0 and the manifest. An existing
 // non-empty dir (lock files, internal/lock, aside) is refused unless
 // opts.Overwrite is set.
+//
+// A directory holding only what a Create killed before its first manifest
+// wrote (an empty checkpoints folder, or one with checkpoint 0 alone) is
+// no run yet: it is cleared and the run created afresh.
 func Create[T tensor.Float](dir string, st Stepper[T], opts Options) (*Recorder[T], error) {
+	if abortedCreate(dir) {
+		if err := lock.RemoveContents(dir); err != nil {
+			return nil, fmt.Errorf("history: cannot clear %s, left by an interrupted start: %w", dir, err)
+		}
+	}
 	if entries, err := lock.ReadDir(dir); err == nil && len(entries) > 0 {
 		if !opts.Overwrite {
 			return nil, setting.Errorf("history: %s already exists and is not empty; choose another directory or set %v to replace it", dir, setting.Name("Overwrite"))
@@ -160,6 +169,27 @@ func Create[T tensor.Float](dir string, st Stepper[T], opts Options) (*Recorder[
 		return nil, err
 	}
 	return r, nil
+}
+
+// abortedCreate reports whether dir holds exactly what a Create killed
+// before writing the manifest leaves: a checkpoints folder that is empty or
+// holds checkpoint 0 alone (temporary files of killed writers and lock
+// files aside), and nothing else.
+func abortedCreate(dir string) bool {
+	entries, err := lock.ReadDir(dir)
+	if err != nil || len(entries) != 1 || entries[0].Name() != "checkpoints" || !entries[0].IsDir() {
+		return false
+	}
+	sub, err := os.ReadDir(filepath.Join(dir, "checkpoints"))
+	if err != nil {
+		return false
+	}
+	for _, e := range sub {
+		if e.Name() != filepath.Base(CheckpointName(0)) && !atomicfile.IsTemp(e.Name()) {
+			return false
+		}
+	}
+	return true
 }
 
 // Resume reopens an interrupted run: it loads the last checkpoint into the

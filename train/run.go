@@ -103,16 +103,8 @@ func Train[T tensor.Float](ctx context.Context, dir string, cfg Config, opt Opti
 	if err != nil {
 		return nil, err
 	}
-	if j.data.ModuloTrain != nil {
-		if err := os.MkdirAll(filepath.Join(dir, "splits"), 0o755); err != nil {
-			return nil, err
-		}
-		if err := j.data.ModuloTrain.WriteCSV(filepath.Join(dir, "splits", "train.csv")); err != nil {
-			return nil, err
-		}
-		if err := j.data.ModuloVal.WriteCSV(filepath.Join(dir, "splits", "val.csv")); err != nil {
-			return nil, err
-		}
+	if err := j.writeSplits(dir, false); err != nil {
+		return nil, err
 	}
 	j.fresh = true
 	return j.run(ctx, dir, rec, opt)
@@ -132,6 +124,10 @@ func Resume[T tensor.Float](ctx context.Context, dir string, opt Options) (*Summ
 	}
 	rec, err := history.Resume[T](dir, j.sess)
 	if err != nil {
+		return nil, err
+	}
+	// A start killed after its first manifest but before the splits.
+	if err := j.writeSplits(dir, true); err != nil {
 		return nil, err
 	}
 	ms, err := ReadMetrics(dir)
@@ -173,6 +169,33 @@ func Open[T tensor.Float](dir string) (*Opened[T], error) {
 // reopen rebuilds the job of the recorded run in dir from its manifest's
 // configuration, with its datasets checked against the recorded
 // fingerprints.
+// writeSplits writes a modulo run's train and validation splits to
+// dir/splits/{train,val}.csv (other tasks have none); with missingOnly,
+// only the files that are missing. The splits follow from the
+// configuration alone, so a rewritten file equals the one a run started
+// without interruption wrote.
+func (j *job[T]) writeSplits(dir string, missingOnly bool) error {
+	if j.data.ModuloTrain == nil {
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "splits"), 0o755); err != nil {
+		return err
+	}
+	for _, f := range []struct {
+		name  string
+		split *data.ModuloSplit
+	}{{"train.csv", j.data.ModuloTrain}, {"val.csv", j.data.ModuloVal}} {
+		path := filepath.Join(dir, "splits", f.name)
+		if _, err := os.Stat(path); missingOnly && err == nil {
+			continue
+		}
+		if err := f.split.WriteCSV(path); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func reopen[T tensor.Float](dir string) (*job[T], error) {
 	m, cfg, err := readRun(dir)
 	if err != nil {

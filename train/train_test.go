@@ -95,6 +95,50 @@ func TestInterruptedRunResumes(t *testing.T) {
 	}
 }
 
+// TestKilledStartRestarts leaves a run directory as kill -9 leaves it at
+// two moments of a start: before the first manifest (checkpoint 0 and a
+// temporary file of the manifest only), which a plain rerun of train
+// starts afresh, and before the splits, which a resume writes.
+func TestKilledStartRestarts(t *testing.T) {
+	whole := testrun.Train[float32](t, tinyModulo())
+	dir := filepath.Join(t.TempDir(), "run")
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := train.Train[float32](ctx, dir, tinyModulo(), train.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	// Before the first manifest: keep checkpoint 0, a manifest temporary.
+	for _, f := range []string{history.ManifestFile, "splits", "metrics.jsonl", "summary.json", history.CheckpointName(1)} {
+		os.RemoveAll(filepath.Join(dir, f))
+	}
+	if err := os.WriteFile(filepath.Join(dir, "."+history.ManifestFile+".tmp-123"), []byte("{"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := train.Train[float32](context.Background(), dir, tinyModulo(), train.Options{}); err != nil {
+		t.Fatalf("rerun after a start killed before its manifest: %v", err)
+	}
+	if a, b := finalHash(t, whole), finalHash(t, dir); a != b {
+		t.Fatalf("restarted run ends at %s, uninterrupted at %s", b, a)
+	}
+	// Before the splits: a resume writes them, equal to an uninterrupted run's.
+	want, err := os.ReadFile(filepath.Join(dir, "splits", "val.csv"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir2 := filepath.Join(t.TempDir(), "run")
+	if _, err := train.Train[float32](ctx, dir2, tinyModulo(), train.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	os.RemoveAll(filepath.Join(dir2, "splits"))
+	if _, err := train.Resume[float32](context.Background(), dir2, train.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(filepath.Join(dir2, "splits", "val.csv"))
+	if err != nil || string(got) != string(want) {
+		t.Fatalf("resume wrote splits/val.csv %q (%v), want %q", got, err, want)
+	}
+}
+
 // TestFailedWriteLeavesAConsistentRun makes a checkpoint impossible to write
 // (its name is taken by a directory, as a full disk fails a write): training
 // fails, but the manifest still names only complete checkpoints, and the

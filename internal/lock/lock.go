@@ -25,6 +25,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/explaind/explaind/internal/atomicfile"
 )
 
 // Name is the lock file of a directory.
@@ -61,9 +63,20 @@ func (e *HeldError) Error() string {
 }
 
 // Dir locks the directory dir for writing, creating it (and its parents)
-// if needed.
+// if needed. As the one writer of dir, the holder then owns what earlier
+// writers left half-done: Dir removes the temporary files of writers
+// killed mid-write (atomicfile.RemoveTemps), so that a resume finds dir
+// as the killed writer's last completed write left it.
 func Dir(dir string) (*Lock, error) {
-	return acquire(dir, filepath.Join(dir, Name), dir)
+	l, err := acquire(dir, filepath.Join(dir, Name), dir)
+	if err != nil {
+		return nil, err
+	}
+	if err := atomicfile.RemoveTemps(dir); err != nil {
+		l.Release()
+		return nil, err
+	}
+	return l, nil
 }
 
 // File locks the file path for writing (its directory is created if
