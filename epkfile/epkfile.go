@@ -106,6 +106,11 @@ type Manifest struct {
 	TensorShapes [][]int  `json:"tensor_shapes"`
 	// Arrays describes every array, by name.
 	Arrays map[string]ArrayInfo `json:"arrays"`
+	// Job identifies the job that wrote the output (a hash of the run's
+	// fingerprint, the presets, the test samples, the steps, the
+	// quadrature and the precision): rerunning a finished job finds its
+	// output by it instead of computing it again.
+	Job string `json:"job,omitempty"`
 	// Complete is set once every array has been written.
 	Complete bool `json:"complete"`
 }

@@ -191,6 +191,9 @@ func run[T, E tensor.Float](ctx context.Context, o Options, m *history.Manifest)
 	}
 	defer l.Release()
 	resume, err := resumeState(o, key)
+	if errors.Is(err, errFinished) {
+		return finished(o)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -231,7 +234,7 @@ func run[T, E tensor.Float](ctx context.Context, o Options, m *history.Manifest)
 		}
 		return nil, err
 	}
-	return write(o, split, fp, idx, test.Labels, q, out)
+	return write(o, key, split, fp, idx, test.Labels, q, out)
 }
 
 // canonicalPresets checks the presets named and returns them in the order
@@ -300,6 +303,29 @@ func quadrature[E tensor.Float](o Options, path epk.PathModel[E]) (epk.Quadratur
 	return ParseQuadrature(o.Quadrature, tol, switches)
 }
 
+// errFinished is resumeState's answer for an output this very job
+// finished (a rerun after a kill that came once the output was complete).
+var errFinished = errors.New("the job's output is complete")
+
+// finished returns the summary of the job's finished output in o.Out,
+// removing the state file a kill between the manifest and its removal
+// left behind.
+func finished(o Options) (*Summary, error) {
+	raw, err := os.ReadFile(filepath.Join(o.Out, "summary.json"))
+	if err != nil {
+		return nil, fmt.Errorf("%s holds this job's finished output but no summary: %v; remove the directory to run the job again", o.Out, err)
+	}
+	var s Summary
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return nil, fmt.Errorf("%s/summary.json is unreadable (%v); remove the directory to run the job again", o.Out, err)
+	}
+	os.Remove(statePath(o.Out))
+	if o.Log != nil {
+		fmt.Fprintf(o.Log, "%s already holds this job's finished output: nothing to do\n", o.Out)
+	}
+	return &s, nil
+}
+
 // resumeState checks the output directory and returns the saved state of
 // an unfinished job with key, nil when the job starts afresh. A finished
 // output is not overwritten, nor a directory that is not an EPK output of
@@ -313,6 +339,9 @@ func resumeState(o Options, key string) (*explain.State, error) {
 	if old, err := os.ReadFile(filepath.Join(o.Out, "manifest.json")); err == nil {
 		var om epkfile.Manifest
 		if json.Unmarshal(old, &om) == nil && om.Complete {
+			if om.Job == key {
+				return nil, errFinished
+			}
 			return nil, setting.Errorf("%s already holds a finished EPK output; choose another %v or remove it", o.Out, setting.Name("Out"))
 		}
 	}

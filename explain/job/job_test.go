@@ -99,7 +99,8 @@ func TestOutputDirectory(t *testing.T) {
 	run := tinyRun(t)
 	root := t.TempDir()
 	finished := filepath.Join(root, "finished")
-	if _, err := job.Run(context.Background(), job.Options{Run: run, Out: finished, TestSize: 2}); err != nil {
+	first, err := job.Run(context.Background(), job.Options{Run: run, Out: finished, TestSize: 2})
+	if err != nil {
 		t.Fatal(err)
 	}
 	stranger := filepath.Join(root, "stranger")
@@ -113,12 +114,21 @@ func TestOutputDirectory(t *testing.T) {
 		}
 	}
 	before := tree(t, root)
-	for _, c := range []struct{ dir, want string }{
-		{finished, finished + " already holds a finished EPK output; choose another Out or remove it"},
-		{stranger, stranger + " exists and is not an EPK output of this job; choose another Out"},
-		{broken, filepath.Join(broken, ".epk-state.gob") + ": the saved job state is unreadable"},
+	// The same job again (a rerun after a kill that came once the output
+	// was complete) finds its output and returns its summary.
+	again, err := job.Run(context.Background(), job.Options{Run: run, Out: finished, TestSize: 2})
+	if err != nil || !reflect.DeepEqual(again, first) {
+		t.Errorf("rerun of a finished job: %+v, %v; want its summary %+v", again, err, first)
+	}
+	for _, c := range []struct {
+		dir, want string
+		size      int
+	}{
+		{finished, finished + " already holds a finished EPK output; choose another Out or remove it", 3},
+		{stranger, stranger + " exists and is not an EPK output of this job; choose another Out", 2},
+		{broken, filepath.Join(broken, ".epk-state.gob") + ": the saved job state is unreadable", 2},
 	} {
-		if _, err := job.Run(context.Background(), job.Options{Run: run, Out: c.dir, TestSize: 2}); err == nil || !strings.Contains(err.Error(), c.want) {
+		if _, err := job.Run(context.Background(), job.Options{Run: run, Out: c.dir, TestSize: c.size}); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("--out %s: %v, want an error mentioning %q", c.dir, err, c.want)
 		}
 	}

@@ -207,14 +207,14 @@ func writeKernel(a *arrays, preset string, r *explain.Result) error {
 // written (a full disk, say), it removes the files it wrote before and
 // returns the error: the directory is left as the job found it (empty, or
 // holding the job's last saved state), so rerunning the job resumes it.
-func write(o Options, split string, fp string, idx, labels []int, q epk.Quadrature, out *explain.Output) (_ *Summary, err error) {
+func write(o Options, key, split string, fp string, idx, labels []int, q epk.Quadrature, out *explain.Output) (_ *Summary, err error) {
 	X, C := out.Samples, out.Classes
 	w, err := epkfile.NewWriter(o.Out, epkfile.Manifest{
 		Software: o.Software, Created: time.Now().UTC().Format(time.RFC3339),
 		Run: o.Run, RunFingerprint: fp, Presets: o.Presets, Steps: [2]int{out.From, out.To},
 		Precision: o.Precision, Quadrature: o.Quadrature, Tol: q.Tol,
 		Test: epkfile.TestSet{Split: split, Count: X}, Classes: C,
-		Tensors: out.TensorNames, TensorShapes: out.TensorShapes,
+		Tensors: out.TensorNames, TensorShapes: out.TensorShapes, Job: key,
 	})
 	if err != nil {
 		return nil, err
