@@ -30,7 +30,7 @@ vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt would change:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 
 test: vet
-	@tags=$$(scripts/setup.sh); \
+	@tags=$$(scripts/setup.sh test); \
 	if [ -n "$$tags" ]; then echo "== go test -tags $$tags ./..."; $(GO) test -tags "$$tags" -count=1 ./... || exit 1; fi; \
 	echo "== go test ./... (pure Go)"; $(GO) test -count=1 ./...
 	@$(MAKE) --no-print-directory race

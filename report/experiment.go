@@ -83,6 +83,10 @@ func readExperiment(dir string) (*experiment, error) {
 	return e, nil
 }
 
+// expFigureFile is the name under which the report copies the PNG name
+// of experiment n (from 1) into its figures folder.
+func expFigureFile(n int, name string) string { return fmt.Sprintf("exp%d_%s", n, name) }
+
 // experimentSection shows an experiment directory: its summary.json
 // pretty-printed and each of its PNG figures. n numbers the experiment
 // (from 1) in the page.

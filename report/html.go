@@ -77,7 +77,8 @@ func renderPage(p *page) ([]byte, error) {
 }
 
 // pageTemplate is the whole page: styles inline, no scripts, no external
-// resources.
+// resources. A section's figures are small multiples in a grid, each a
+// link to its full-size file.
 const pageTemplate = `<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -102,6 +103,9 @@ figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { font-size: 0.92em; color: #444; max-width: 60em; }
 figcaption a { color: #336; }
 .note { color: #8a5a00; font-size: 0.92em; }
+.grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(320px, 1fr)); gap: 0.5em 1.5em; }
+.grid figure { margin: 0.6em 0 1em; }
+.grid figcaption { font-size: 0.85em; }
 </style>
 </head>
 <body>
@@ -137,13 +141,17 @@ figcaption a { color: #336; }
 <h3>{{.Title}}</h3>
 <pre>{{.Text}}</pre>
 {{- end}}
+{{- if .Figures}}
+<div class="figures{{if gt (len .Figures) 1}} grid{{end}}">
 {{- range .Figures}}
 <figure id="{{.ID}}">
 <h3>{{.Title}}</h3>
-<img {{.Src}} alt="{{.Title}}">
+{{if .PNGHref}}<a href="{{.PNGHref}}" title="open at full size">{{end}}<img {{.Src}} alt="{{.Title}}">{{if .PNGHref}}</a>{{end}}
 <figcaption>{{.Caption}}
-{{- if .SVGHref}} Files: <a href="{{.PNGHref}}">PNG</a>, <a href="{{.SVGHref}}">SVG</a>.{{end}}</figcaption>
+{{- if .SVGHref}} Files: <a href="{{.PNGHref}}">PNG</a>, <a href="{{.SVGHref}}">SVG</a>.{{else if .PNGHref}} <a href="{{.PNGHref}}">Full size</a>.{{end}}</figcaption>
 </figure>
+{{- end}}
+</div>
 {{- end}}
 </section>
 {{- end}}

@@ -1,8 +1,6 @@
 package report
 
 import (
-	"github.com/explaind/explaind/setting"
-
 	"encoding/json"
 	"fmt"
 	"net/url"
@@ -16,6 +14,8 @@ import (
 	"github.com/explaind/explaind/history"
 	"github.com/explaind/explaind/internal/atomicfile"
 	"github.com/explaind/explaind/internal/lock"
+	"github.com/explaind/explaind/setting"
+	"github.com/explaind/explaind/train"
 )
 
 // SummaryFormat identifies a report's summary file (Summary.Format).
@@ -155,7 +155,12 @@ func Build(opts Options) (*Summary, error) {
 		figs = append(figs, fs...)
 	}
 
-	s, fs, err := runSection(opts.Run, m)
+	ms, err := train.ReadMetrics(opts.Run)
+	if err != nil {
+		return nil, fmt.Errorf("report: %w", err)
+	}
+	add("findings", "", nil, findingsSection(opts.Run, m, ms, outs, exps), nil)
+	s, fs, err := runSection(opts.Run, m, ms)
 	if err != nil {
 		return nil, err
 	}
@@ -167,8 +172,11 @@ func Build(opts Options) (*Summary, error) {
 		}
 		add("epk", o.Dir, o.Manifest.Presets, s, fs)
 	}
+	var expSections []*section
 	for i, e := range exps {
-		add("experiment", e.dir, nil, experimentSection(i+1, e), nil)
+		es := experimentSection(i+1, e)
+		expSections = append(expSections, es)
+		add("experiment", e.dir, nil, es, nil)
 	}
 
 	if err := os.MkdirAll(figDir, 0o755); err != nil {
@@ -177,6 +185,17 @@ func Build(opts Options) (*Summary, error) {
 	for _, f := range figs {
 		if err := f.WriteFiles(figDir); err != nil {
 			return nil, fmt.Errorf("report: %w", err)
+		}
+	}
+	// The experiments' PNGs are copied beside the report's figures, so
+	// that a click on a small figure opens it at full size.
+	for i, e := range exps {
+		for j, im := range e.pngs {
+			name := expFigureFile(i+1, im.name)
+			if err := atomicfile.WriteBytes(filepath.Join(figDir, name), im.data); err != nil {
+				return nil, fmt.Errorf("report: %w", err)
+			}
+			expSections[i].Figures[j].PNGHref = url.PathEscape(filepath.Base(figDir)) + "/" + url.PathEscape(name)
 		}
 	}
 	html, err := renderPage(pg)

@@ -313,9 +313,26 @@ func TestBuild(t *testing.T) {
 	if err := json.Unmarshal(b, &disk); err != nil || disk.Format != SummaryFormat || disk.Figures != sum.Figures {
 		t.Fatalf("report.json: %v, %+v", err, disk)
 	}
-	if len(disk.Sections) != 4 || disk.Sections[0].Kind != "run" || disk.Sections[1].Kind != "epk" || disk.Sections[3].Kind != "experiment" {
+	if len(disk.Sections) != 5 || disk.Sections[0].Kind != "findings" || disk.Sections[1].Kind != "run" || disk.Sections[2].Kind != "epk" || disk.Sections[4].Kind != "experiment" {
 		t.Fatalf("sections %+v", disk.Sections)
 	}
+	// The findings come first: the milestones and each EPK output's agreement.
+	if i, j := strings.Index(html, `id="findings"`), strings.Index(html, `id="run"`); i < 0 || j < i {
+		t.Errorf("the findings section is not the page's first (at %d, the run's at %d)", i, j)
+	}
+	for _, want := range []string{"memorized (training accuracy", "grokked (validation accuracy", "EPK 1 (" + filepath.Join(root, "epk-all") + ")", "argmax agreement"} {
+		if !strings.Contains(html, want) {
+			t.Errorf("the findings do not show %q", want)
+		}
+	}
+	// An experiment's figure opens at full size from the copy beside the report's figures.
+	if !strings.Contains(html, `<a href="report_figures/exp1_curve.png"`) {
+		t.Error("the experiment's figure is not a link to its full-size copy")
+	}
+	if b, err := os.ReadFile(filepath.Join(root, "out", "report_figures", "exp1_curve.png")); err != nil || !bytes.HasPrefix(b, []byte("\x89PNG")) {
+		t.Errorf("the experiment's figure was not copied: %v", err)
+	}
+	disk.Sections = disk.Sections[1:]
 	if n := len(disk.Sections[1].Figures); n != 10 {
 		t.Errorf("the full EPK output got %d figures (%v), want 10", n, disk.Sections[1].Figures)
 	}
@@ -573,7 +590,7 @@ func TestBuildBareRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.Figures != 0 || len(s.Sections) != 1 || len(s.Sections[0].Notes) != 2 {
+	if s.Figures != 0 || len(s.Sections) != 2 || s.Sections[0].Kind != "findings" || len(s.Sections[1].Notes) != 2 {
 		t.Errorf("summary %+v", s)
 	}
 	b, _ := os.ReadFile(filepath.Join(root, "r.html"))

@@ -13,8 +13,8 @@ import (
 )
 
 // runSection describes the run: its manifest, configuration, summary and
-// training curves.
-func runSection(dir string, m *history.Manifest) (*section, []*Figure, error) {
+// training curves (from its metrics ms).
+func runSection(dir string, m *history.Manifest, ms []train.EpochMetrics) (*section, []*Figure, error) {
 	s := &section{ID: "run", Title: "Training run " + dir}
 	info := []field{
 		{"directory", dir},
@@ -64,10 +64,6 @@ func runSection(dir string, m *history.Manifest) (*section, []*Figure, error) {
 			return nil, nil, fmt.Errorf("report: %s/%s: %v", dir, train.SummaryFile, err)
 		}
 		s.Tables = append(s.Tables, &table{Title: "Summary (summary.json)", Rows: sum})
-	}
-	ms, err := train.ReadMetrics(dir)
-	if err != nil {
-		return nil, nil, fmt.Errorf("report: %w", err)
 	}
 	if len(ms) == 0 {
 		s.Notes = append(s.Notes, "The run has no training metrics (metrics.jsonl is missing or empty).")

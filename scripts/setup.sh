@@ -2,11 +2,18 @@
 # Installs what explaind needs on a fresh Debian machine and prints the Go
 # build tags to use: "openblas" when OpenBLAS is available, nothing otherwise.
 # Safe to run repeatedly; it installs only what is missing, and only as root.
+#
+#   scripts/setup.sh        what the demo needs (OpenBLAS, Fashion-MNIST)
+#   scripts/setup.sh test   and what the tests need besides: Chromium, for
+#                           the test that renders the report in a browser
 set -euo pipefail
 
 need=()
 [ -e /usr/include/x86_64-linux-gnu/cblas.h ] || [ -e /usr/include/cblas.h ] || [ -e /usr/include/openblas/cblas.h ] || need+=(libopenblas-dev)
 [ -d /usr/share/datasets/fashion-mnist ] || need+=(dataset-fashion-mnist)
+if [ "${1:-}" = test ]; then
+  command -v chromium >/dev/null || need+=(chromium)
+fi
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "setup: installing ${need[*]}" >&2

@@ -311,19 +311,15 @@ var errFinished = errors.New("the job's output is complete")
 // removing the state file a kill between the manifest and its removal
 // left behind.
 func finished(o Options) (*Summary, error) {
-	raw, err := os.ReadFile(filepath.Join(o.Out, "summary.json"))
+	s, err := ReadSummary(o.Out)
 	if err != nil {
-		return nil, fmt.Errorf("%s holds this job's finished output but no summary: %v; remove the directory to run the job again", o.Out, err)
-	}
-	var s Summary
-	if err := json.Unmarshal(raw, &s); err != nil {
-		return nil, fmt.Errorf("%s/summary.json is unreadable (%v); remove the directory to run the job again", o.Out, err)
+		return nil, fmt.Errorf("%w; it holds this job's finished output otherwise: remove the directory to run the job again", err)
 	}
 	os.Remove(statePath(o.Out))
 	if o.Log != nil {
 		fmt.Fprintf(o.Log, "%s already holds this job's finished output: nothing to do\n", o.Out)
 	}
-	return &s, nil
+	return s, nil
 }
 
 // resumeState checks the output directory and returns the saved state of

@@ -1,12 +1,16 @@
 package job
 
 import (
+	"encoding/json"
+	"fmt"
 	"math"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
 	"github.com/explaind/explaind/explain"
+	"github.com/explaind/explaind/internal/localpath"
 )
 
 // summarize computes the validation statistics of the reference's script:
@@ -105,4 +109,17 @@ func PeakRSS() int64 {
 		}
 	}
 	return 0
+}
+
+// ReadSummary reads DIR/summary.json, the summary of a finished job.
+func ReadSummary(dir string) (*Summary, error) {
+	raw, err := localpath.ReadFile(dir, "summary.json")
+	if err != nil {
+		return nil, err
+	}
+	var s Summary
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return nil, fmt.Errorf("%s: %v", filepath.Join(dir, "summary.json"), err)
+	}
+	return &s, nil
 }
