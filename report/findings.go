@@ -2,7 +2,9 @@ package report
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"math"
 	"strconv"
 
@@ -44,7 +46,11 @@ func findingsSection(run string, m *history.Manifest, ms []train.EpochMetrics, o
 		for i, o := range outs {
 			sum, err := job.ReadSummary(o.Dir)
 			if err != nil {
-				t.Rows = append(t.Rows, field{fmt.Sprintf("EPK %d (%s)", i+1, o.Dir), "no summary: " + err.Error()})
+				why := err.Error()
+				if errors.Is(err, fs.ErrNotExist) {
+					why = "the output has no summary.json; its section shows the statistics computed from its arrays"
+				}
+				t.Rows = append(t.Rows, field{fmt.Sprintf("EPK %d (%s)", i+1, o.Dir), why})
 				continue
 			}
 			tol := "no tolerance: a fixed rule"
