@@ -56,10 +56,20 @@ var demoDefaults = func() demoPlan {
 	return demoPlan{Train: c, TestSize: 32, SwapEvery: 10}
 }
 
+// paperPlan returns the demo's plan at the paper's scale (demo --paper):
+// the run of `explaind train modulo` with its defaults (p = 113, 4000
+// training and 2000 validation pairs, trained until training and
+// validation accuracy both reach 100 %), the EPK of all 2000 validation
+// samples over every step, and the swap experiment on every 10th step.
+func paperPlan() demoPlan {
+	c := train.ModuloDefaults()
+	return demoPlan{Train: c, TestSize: c.Modulo.ValSize, SwapEvery: 10}
+}
+
 func newDemoCmd() *cobra.Command {
 	plan := demoDefaults()
 	var out string
-	var quiet bool
+	var quiet, paper bool
 	cmd := &cobra.Command{
 		Use:   "demo",
 		Short: "End-to-end demo: train a modulo model until it groks, explain it with the EPK, run the experiments, write the report",
@@ -84,11 +94,32 @@ under --out DIR:
   5. DIR/report.html     the HTML report of all of it (figures in
                          DIR/report_figures, summary in DIR/report.json)
 
+With --paper, the same stages run at the paper's scale: the run of
+'explaind train modulo' with its defaults (p = 113, 4000 training and 2000
+validation pairs, until 100% training and validation accuracy) and the EPK
+of all 2000 validation samples over every step; see the README for the
+time and memory this takes.
+
 Rerunning the demo on the same DIR reuses the stages that finished and
 resumes an interrupted training run or EPK job (Ctrl-C stops after the
 current step and saves the state).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if paper {
+				// The paper's scale, but the flags given explicitly win.
+				p := paperPlan()
+				f := cmd.Flags()
+				if !f.Changed("test-size") {
+					plan.TestSize = p.TestSize
+				}
+				if !f.Changed("swap-every") {
+					plan.SwapEvery = p.SwapEvery
+				}
+				plan.Train = p.Train
+				if !f.Changed("out") {
+					out = "out/paper"
+				}
+			}
 			if plan.TestSize < 2 {
 				return fmt.Errorf("invalid --test-size %d: the components stage compares at least 2 samples", plan.TestSize)
 			}
@@ -105,6 +136,7 @@ current step and saves the state).`,
 	f.IntVar(&plan.TestSize, "test-size", plan.TestSize, "validation samples the EPK explains (8 per label, in split order)")
 	f.IntVar(&plan.SwapEvery, "swap-every", plan.SwapEvery, "stride of the swap experiment's steps")
 	f.BoolVar(&quiet, "quiet", false, "no progress bars")
+	f.BoolVar(&paper, "paper", false, "the paper's whole modulo analysis instead: the p = 113 run until it groks and the EPK of all 2000 validation samples (default --out out/paper)")
 	return cmd
 }
 
@@ -130,6 +162,12 @@ func runDemo(ctx context.Context, cmd *cobra.Command, out string, plan demoPlan,
 	dirs := struct{ run, epk, comp, swap, report string }{
 		filepath.Join(out, "run"), filepath.Join(out, "epk"), filepath.Join(out, "components"),
 		filepath.Join(out, "swap"), filepath.Join(out, "report.html"),
+	}
+	// The test samples follow from the configuration alone: a --test-size
+	// the split cannot serve is refused before any work.
+	idx, err := demoTestIndices(plan.Train, plan.TestSize, demoPerLabel)
+	if err != nil {
+		return err
 	}
 	var stages []demoStage
 	stage := func(i int, name, dir, what string) func(reused bool) {
@@ -163,10 +201,6 @@ func runDemo(ctx context.Context, cmd *cobra.Command, out string, plan demoPlan,
 
 	// 2. The EPK.
 	done = stage(2, "epk", dirs.epk, fmt.Sprintf("the exact path kernel over all %d steps on %d validation samples, %d per label (presets %v)", s.Steps, plan.TestSize, demoPerLabel, demoPresets))
-	idx, err := demoTestIndices(plan.Train, plan.TestSize, demoPerLabel)
-	if err != nil {
-		return err
-	}
 	es, reused, err := demoEPK(ctx, cmd, dirs.run, dirs.epk, m, idx, quiet)
 	if err != nil {
 		return err

@@ -180,3 +180,21 @@ func TestDemoTestIndices(t *testing.T) {
 	}
 	t.Logf("labels %v, %d same-label pairs", count, pairs)
 }
+
+// TestDemoPaperPlan checks that --paper takes the paper's settings (the
+// 2000-sample validation split of p = 113) and that a test size the split
+// cannot serve is refused before any work.
+func TestDemoPaperPlan(t *testing.T) {
+	p := paperPlan()
+	if p.Train.Modulo.P != 113 || p.Train.Modulo.ValSize != 2000 || p.TestSize != 2000 || train.AccuracyTarget(p.Train.StopAccuracy) != 1 {
+		t.Errorf("paper plan %+v (modulo %+v)", p, p.Train.Modulo)
+	}
+	dir := filepath.Join(t.TempDir(), "paper")
+	out, err := run("demo", "--paper", "--out", dir, "--test-size", "2001", "--quiet")
+	if err == nil || !strings.Contains(err.Error(), "the validation split has 2000 samples") {
+		t.Fatalf("demo --paper --test-size 2001: %v, want the split's size in the error\n%s", err, out)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "run")); err == nil {
+		t.Error("the refused demo started training")
+	}
+}
