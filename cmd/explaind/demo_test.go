@@ -186,7 +186,7 @@ func TestDemoTestIndices(t *testing.T) {
 // cannot serve is refused before any work.
 func TestDemoPaperPlan(t *testing.T) {
 	p := paperPlan()
-	if p.Train.Modulo.P != 113 || p.Train.Modulo.ValSize != 2000 || p.TestSize != 2000 || train.AccuracyTarget(p.Train.StopAccuracy) != 1 {
+	if p.Train.Modulo.P != 113 || p.Train.Modulo.ValSize != 2000 || p.TestSize != 2000 || train.AccuracyTarget(p.Train.StopAccuracy) != 0.99 {
 		t.Errorf("paper plan %+v (modulo %+v)", p, p.Train.Modulo)
 	}
 	dir := filepath.Join(t.TempDir(), "paper")
