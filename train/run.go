@@ -395,7 +395,7 @@ func (j *job[T]) run(ctx context.Context, dir string, rec *history.Recorder[T], 
 			}
 			if l := j.sess.LastLoss; math.IsNaN(l) || math.IsInf(l, 0) {
 				rec.OnCheckpoint = nil // NaN metrics cannot be written; without this the manifest would not record the divergence (history.DivergedReason)
-				rec.Close(false, fmt.Sprintf("diverged at step %d", step))
+				rec.Close(false, history.DivergedReason(step))
 				return nil, setting.Errorf("train: the loss became %v at step %d: training diverged; lower %v (now %g)", l, step, setting.Name("Optimizer.LR"), cfg.Optimizer.LR)
 			}
 			lossSum += j.sess.LastLoss
