@@ -4,19 +4,20 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
-	"math"
+	"os"
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/explaind/explaind/epkfile"
 	"github.com/explaind/explaind/explain/job"
-	"github.com/explaind/explaind/gemm"
 	"github.com/explaind/explaind/internal/testrun"
 	"github.com/explaind/explaind/shard"
-	"github.com/explaind/explaind/tensor"
 )
 
 // mergePresets are the presets the sharding tests compute.
@@ -43,125 +44,11 @@ func runShards(t *testing.T, o job.Options, root string, n int) []string {
 	return dirs
 }
 
-// summedBound is the bound this file holds the arrays summed over test
-// samples of a merge to, relative to the largest magnitude of the array:
-// float64 sums that differ in the order of their additions. A float32 run's
-// data kernel multiplies in float32, so that its shards' partial kernels
-// are rounded to float32 before the merge adds them: it is held to
-// float32KernelBound.
-const (
-	summedBound        = 1e-12
-	float32KernelBound = 1e-6
-)
-
-// bitwise reports whether the arrays per test sample of a merge are to
-// equal the unsharded job's bit for bit: with a matrix-product backend
-// whose rows of a product do not depend on the number of rows (gonum).
-// OpenBLAS picks its kernels by the size of a product, so that a test
-// sample evaluated in a shard's smaller batch may differ in its last bits;
-// those arrays are then held to summedBound (float64) or 2⁻²³ (float32),
-// relative to their largest magnitude.
-var bitwise = gemm.Default().Name() != "openblas"
-
-// compareMerged compares the merged output got with the unsharded job's
-// output want: the same manifest but for its creation time, arrays per test
-// sample bit for bit, arrays summed over test samples within bound
-// (relative to their largest magnitude; the kernel within kernelBound), and
-// the same summary statistics within bound. It returns the largest
-// relative differences of the summed arrays and of the arrays per sample.
-func compareMerged(t *testing.T, want, got string, kernelBound float64) (worst, perSample float64) {
-	t.Helper()
-	a, b := testrun.OpenEPK(t, want), testrun.OpenEPK(t, got)
-	ma, mb := a.Manifest, b.Manifest
-	mb.Created = ma.Created
-	if !reflect.DeepEqual(ma, mb) {
-		ja, _ := json.MarshalIndent(ma, "", " ")
-		jb, _ := json.MarshalIndent(mb, "", " ")
-		t.Errorf("merged manifest differs from the unsharded one:\n%s\nwant\n%s", jb, ja)
-	}
-	for name, info := range ma.Arrays {
-		if info.Dtype == "int64" {
-			x, err1 := a.Ints(name)
-			y, err2 := b.Ints(name)
-			if err1 != nil || err2 != nil || !slices.Equal(x, y) {
-				t.Errorf("%s: merged %v (%v), unsharded %v (%v)", name, y, err2, x, err1)
-			}
-			continue
-		}
-		x, y := array(t, a, name), array(t, b, name)
-		if len(x) != len(y) {
-			t.Errorf("%s: merged %d values, unsharded %d", name, len(y), len(x))
-			continue
-		}
-		d, n := tensor.MaxAbsDiff(y, x)
-		rel := d / math.Max(n, 1e-300)
-		if slices.Contains(info.Axes, "test") {
-			if bitwise {
-				for i := range x {
-					if math.Float64bits(x[i]) != math.Float64bits(y[i]) {
-						t.Errorf("%s[%d]: merged %v, unsharded %v: per-sample arrays differ", name, i, y[i], x[i])
-						break
-					}
-				}
-				continue
-			}
-			bound := summedBound
-			if info.Dtype == "float32" {
-				bound = 0x1p-23
-			}
-			if !(rel <= bound) {
-				t.Errorf("%s: merged differs from unsharded by %.3g relative (max |.| %.3g), bound %g", name, rel, n, bound)
-			}
-			perSample = math.Max(perSample, rel)
-			continue
-		}
-		bound := summedBound
-		if name == "kernel" {
-			bound = kernelBound
-		} else {
-			worst = math.Max(worst, rel)
-		}
-		if !(rel <= bound) {
-			t.Errorf("%s: merged differs from unsharded by %.3g relative (max |.| %.3g), bound %g", name, rel, n, bound)
-		}
-		if rel > 0 {
-			t.Logf("%s (%s, summed over test samples): max relative difference %.3g", name, info.Dtype, rel)
-		}
-	}
-	sa, sb := testrun.EPKSummary(t, want), testrun.EPKSummary(t, got)
-	for k, va := range sa {
-		switch k {
-		case "wall_seconds", "peak_rss_bytes":
-			continue
-		}
-		vb := sb[k]
-		if x, ok := va.(float64); ok {
-			y, _ := vb.(float64)
-			bound := summedBound * math.Max(1, math.Abs(x))
-			if k == "kernel_residual" {
-				bound = kernelBound
-			}
-			if !(math.Abs(x-y) <= bound) {
-				t.Errorf("summary %s: merged %v, unsharded %v", k, vb, va)
-			}
-			continue
-		}
-		if !reflect.DeepEqual(va, vb) {
-			t.Errorf("summary %s: merged %v, unsharded %v", k, vb, va)
-		}
-	}
-	if len(sa) != len(sb) {
-		t.Errorf("summary keys: merged %d, unsharded %d", len(sb), len(sa))
-	}
-	t.Logf("kernel residual: merged %v, unsharded %v", sb["kernel_residual"], sa["kernel_residual"])
-	return worst, perSample
-}
-
 // TestMergeEqualsWhole: a job split into 4 shards (8 test samples, two
 // per shard) and merged equals the unsharded job; so does one split into
 // 3 (blocks of 2, 3 and 3), merged in another order: for the float32 tiny
 // run and for the same run trained in float64, whose data kernel is
-// computed in float64 and so held to summedBound.
+// computed in float64 and so held to testrun.MergeBound.
 func TestMergeEqualsWhole(t *testing.T) {
 	c := testrun.Modulo(tinyS, 4)
 	c.Optimizer.LR = 0.01
@@ -170,8 +57,8 @@ func TestMergeEqualsWhole(t *testing.T) {
 		run         string
 		kernelBound float64
 	}{
-		{"float32", tinyRun(t), float32KernelBound},
-		{"float64", testrun.Train[float64](t, c), summedBound},
+		{"float32", tinyRun(t), testrun.Float32KernelBound},
+		{"float64", testrun.Train[float64](t, c), testrun.MergeBound},
 	} {
 		t.Run(r.name, func(t *testing.T) { testMergeEqualsWhole(t, r.run, r.kernelBound) })
 	}
@@ -201,9 +88,324 @@ func testMergeEqualsWhole(t *testing.T, run string, kernelBound float64) {
 			if s.TestSamples != tinyX || s.Shard != "" {
 				t.Errorf("merged summary: %d test samples, shard %q", s.TestSamples, s.Shard)
 			}
-			worst, perSample := compareMerged(t, o.Out, merged, kernelBound)
+			worst, perSample := testrun.SameMerged(t, o.Out, merged, kernelBound)
 			t.Logf("%d shards: largest relative difference of the summed arrays but the kernel %.3g, of the arrays per sample %.3g (bitwise: %v)",
-				n, worst, perSample, bitwise)
+				n, worst, perSample, testrun.Bitwise)
 		})
+	}
+}
+
+// TestShardOptions: a bad shard is refused before any work, naming the
+// problem, without creating the output directory.
+func TestShardOptions(t *testing.T) {
+	run := tinyRun(t)
+	out := filepath.Join(t.TempDir(), "out")
+	for _, c := range []struct {
+		shard shard.Shard
+		size  int
+		want  string
+	}{
+		{shard.Shard{Index: 4, Count: 4}, 0, "invalid Shard: shard 4/4: the index must be 0 … 3 (shards count from 0)"},
+		{shard.Shard{Index: -1, Count: 4}, 0, "invalid Shard: shard -1/4: the index must be 0 … 3"},
+		{shard.Shard{Index: 0, Count: -2}, 0, "invalid Shard: shard 0/-2: the count must be 1 … "},
+		{shard.Shard{Index: 0, Count: tinyX + 1}, 0, "invalid Shard 0/9: the job has 8 test samples: 9 shards of 8 items: each shard needs at least one; use at most 8 shards"},
+		{shard.Shard{Index: 2, Count: 3}, 2, "invalid Shard 2/3: the job has 2 test samples"},
+	} {
+		_, err := job.Run(context.Background(), job.Options{Run: run, Out: out, Shard: c.shard, TestSize: c.size})
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("shard %+v of %d samples: %v, want an error mentioning %q", c.shard, c.size, err, c.want)
+		}
+		if _, err := os.Stat(out); err == nil {
+			t.Errorf("shard %+v: a refused job created its output directory", c.shard)
+			os.RemoveAll(out)
+		}
+	}
+}
+
+// TestShardRecord: a shard output records its shard, its block of the
+// job's test samples, their indices and the whole job's key, and keeps
+// the sums over test samples in float64; the key of the whole job is the
+// Job of its unsharded output, and a shard's own key is its own.
+func TestShardRecord(t *testing.T) {
+	run := tinyRun(t)
+	root := t.TempDir()
+	o := job.Options{Run: run, Presets: []string{epkfile.Kernel, epkfile.Pruning, epkfile.Components}, Quadrature: "midpoint:2",
+		TestIndices: []int{7, 1, 4, 2, 6}}
+	o.Out = filepath.Join(root, "whole")
+	if _, err := job.Run(context.Background(), o); err != nil {
+		t.Fatal(err)
+	}
+	shards := runShards(t, o, root, 2)
+	whole := testrun.OpenEPK(t, o.Out).Manifest
+	if whole.Shard != nil {
+		t.Errorf("the unsharded output records a shard %+v", whole.Shard)
+	}
+	blocks := [][2]int{{0, 2}, {2, 5}}
+	keys := map[string]bool{whole.Job: true}
+	for i, dir := range shards {
+		m := testrun.OpenEPK(t, dir).Manifest
+		want := &epkfile.Shard{Index: i, Count: 2, Samples: blocks[i], Of: 5, TestIndices: o.TestIndices[blocks[i][0]:blocks[i][1]],
+			WholeJob: whole.Job}
+		if !reflect.DeepEqual(m.Shard, want) {
+			t.Errorf("shard %d records %+v, want %+v", i, m.Shard, want)
+		}
+		if m.Test.Count != blocks[i][1]-blocks[i][0] || keys[m.Job] {
+			t.Errorf("shard %d: %d test samples, key %s (seen: %v)", i, m.Test.Count, m.Job, keys[m.Job])
+		}
+		keys[m.Job] = true
+		for name, info := range m.Arrays {
+			summed := !slices.Contains(info.Axes, "test") && info.Dtype != "int64" && name != "step_max_completeness"
+			if wd := whole.Arrays[name].Dtype; summed && (info.Dtype != "float64" || wd != "float32" && name != "kernel_reg") {
+				t.Errorf("%s of shard %d: %s (unsharded %s), want float64 partial sums", name, i, info.Dtype, wd)
+			}
+			if !summed && info.Dtype != whole.Arrays[name].Dtype {
+				t.Errorf("%s of shard %d: %s, unsharded %s", name, i, info.Dtype, whole.Arrays[name].Dtype)
+			}
+		}
+	}
+}
+
+// TestMergeRefuses: a merge of shards that are not all of one finished
+// job, or that do not cover it exactly once, is refused before it writes,
+// naming the shard and the problem.
+func TestMergeRefuses(t *testing.T) {
+	run := tinyRun(t)
+	c := testrun.Modulo(tinyS, 4)
+	c.Optimizer.LR = 0.01
+	run64 := testrun.Train[float64](t, c)
+	root := t.TempDir()
+	o := job.Options{Run: run, Quadrature: "midpoint:2"}
+	four := runShards(t, o, filepath.Join(root, "four"), 4)
+	two := runShards(t, o, filepath.Join(root, "two"), 2)
+	shardOf := func(name string, edit func(o *job.Options)) string {
+		so := o
+		edit(&so)
+		so.Out = filepath.Join(root, name)
+		if _, err := job.Run(context.Background(), so); err != nil {
+			t.Fatal(err)
+		}
+		return so.Out
+	}
+	set := func(s shard.Shard) func(o *job.Options) { return func(o *job.Options) { o.Shard = s } }
+	otherRun := shardOf("other-run", func(o *job.Options) { o.Run, o.Shard = run64, shard.Shard{Index: 1, Count: 4} })
+	otherRule := shardOf("other-rule", func(o *job.Options) { o.Quadrature, o.Shard = "midpoint:3", shard.Shard{Index: 1, Count: 4} })
+	otherSamples := shardOf("other-samples", func(o *job.Options) {
+		o.TestIndices, o.Shard = []int{0, 1, 2, 3, 4, 5, 7, 6}, shard.Shard{Index: 1, Count: 4}
+	})
+	whole := shardOf("whole", set(shard.Shard{}))
+	// Another build: the same shard, its manifest saying so.
+	otherBuild := filepath.Join(root, "other-build")
+	copyDir(t, four[1], otherBuild)
+	editManifest(t, otherBuild, func(m map[string]any) { m["software"] = "explaind v9" })
+	// An interrupted shard.
+	interrupted := filepath.Join(root, "interrupted")
+	ctx, cancel := context.WithCancel(context.Background())
+	io := o
+	io.Out, io.Shard, io.CheckpointEvery = interrupted, shard.Shard{Index: 1, Count: 4}, time.Nanosecond
+	io.Progress = func(done, _ int) {
+		if done == 2 {
+			cancel()
+		}
+	}
+	if _, err := job.Run(ctx, io); err == nil {
+		t.Fatal("the interrupted shard finished")
+	}
+	stranger := filepath.Join(root, "stranger")
+	if err := os.MkdirAll(stranger, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(root, "merged")
+	for _, c := range []struct {
+		name   string
+		shards []string
+		want   string
+	}{
+		{"another run", []string{four[0], otherRun, four[2], four[3]}, "shard " + otherRun + " explains another run than shard " + four[0]},
+		{"another build", []string{four[0], otherBuild, four[2], four[3]}, "shard " + otherBuild + ` was computed by another build than shard ` + four[0] + ` ("explaind v9", not "")`},
+		{"other settings", []string{four[0], otherRule, four[2], four[3]}, "shard " + otherRule + " has other settings than shard " + four[0] + ": quadrature midpoint:3, not midpoint:2"},
+		{"another job", []string{four[0], otherSamples, four[2], four[3]}, "shard " + otherSamples + " belongs to another job than shard " + four[0]},
+		{"duplicate", []string{four[0], four[1], four[2], four[1], four[3]}, "shard " + four[1] + " duplicates shard " + four[1] + " (both are shard 1/4)"},
+		{"overlap", []string{two[0], four[1], four[2], four[3]}, "shard " + four[1] + " (shard 1/4, test samples 2:4) overlaps shard " + two[0] + " (shard 0/2, test samples 0:4)"},
+		{"missing", []string{four[2], four[0]}, "missing shards: 1, 3 of 4 (test samples 2:4, 6:8 of 8)"},
+		{"uncovered", []string{two[0], four[3]}, "the shards leave test samples 4:6 of 8 uncovered"},
+		{"interrupted", []string{four[0], interrupted, four[2], four[3]}, "shard " + interrupted + ": the EPK job that writes this output has not finished: it holds the saved state of an interrupted job"},
+		{"not an output", []string{four[0], stranger}, "shard " + stranger + ": " + stranger + " is not an EPK output"},
+		{"whole job", []string{whole}, whole + " is the output of a whole EPK job, not of a shard"},
+		{"none", nil, "name the shard outputs to merge"},
+	} {
+		s, err := job.Merge(out, c.shards, nil)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want an error mentioning %q", c.name, err, c.want)
+		}
+		if c.name == "interrupted" && !errors.Is(err, epkfile.ErrIncomplete) {
+			t.Errorf("%s: %v is not epkfile.ErrIncomplete", c.name, err)
+		}
+		if s != nil {
+			t.Errorf("%s: a summary with the error", c.name)
+		}
+		if _, err := os.Stat(out); err == nil {
+			t.Errorf("%s: a refused merge created its output directory", c.name)
+			os.RemoveAll(out)
+		}
+	}
+	if _, err := job.Merge(four[0], four, nil); err == nil || !strings.Contains(err.Error(), "the shard "+four[0]+" is the output directory: choose another Out") {
+		t.Errorf("merging into a shard: %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(stranger, "notes.txt"), []byte("mine"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := job.Merge(stranger, four, nil); err == nil || !strings.Contains(err.Error(), stranger+" exists and is not an output of this merge; choose another Out") {
+		t.Errorf("merging into a directory that holds something else: %v", err)
+	}
+}
+
+// TestMergeRerun: a merge that failed midway (its manifest not written,
+// as a kill would leave it) is rerun by the same call; a rerun of a
+// finished merge returns its summary; a merge of other shards into it is
+// refused. A shard interrupted and resumed merges like one that was not.
+func TestMergeRerun(t *testing.T) {
+	run := tinyRun(t)
+	root := t.TempDir()
+	o := job.Options{Run: run, Presets: []string{epkfile.Grokking, epkfile.Kernel}, Quadrature: "midpoint:2", TestSize: 6}
+	o.Out = filepath.Join(root, "whole")
+	if _, err := job.Run(context.Background(), o); err != nil {
+		t.Fatal(err)
+	}
+	// Shard 1 of 3, interrupted after two steps, then resumed; a rerun of
+	// the finished shard returns its summary.
+	so := o
+	so.Shard, so.Out, so.CheckpointEvery = shard.Shard{Index: 1, Count: 3}, filepath.Join(root, "shard-1"), time.Nanosecond
+	ctx, cancel := context.WithCancel(context.Background())
+	so.Progress = func(done, _ int) {
+		if done == 2 {
+			cancel()
+		}
+	}
+	if _, err := job.Run(ctx, so); err == nil || !strings.Contains(err.Error(), "interrupted") {
+		t.Fatalf("interrupted shard: %v", err)
+	}
+	so.Progress = nil
+	var log bytes.Buffer
+	so.Log = &log
+	first, err := job.Run(context.Background(), so)
+	if err != nil || !strings.Contains(log.String(), "resuming the job in "+so.Out+" after 2 of 6 steps") {
+		t.Fatalf("resumed shard: %v; log %q", err, log.String())
+	}
+	log.Reset()
+	again, err := job.Run(context.Background(), so)
+	if err != nil || !reflect.DeepEqual(again, first) || !strings.Contains(log.String(), "nothing to do") {
+		t.Errorf("rerun of the finished shard: %+v, %v, log %q; want its summary %+v", again, err, log.String(), first)
+	}
+	shards := runShards(t, o, root, 3)
+	shards[1] = so.Out
+
+	merged := filepath.Join(root, "merged")
+	restore := failNth(filepath.Join(merged, "manifest.json"), 1)
+	_, err = job.Merge(merged, shards, nil)
+	restore()
+	if err == nil {
+		t.Fatal("the merge whose manifest failed to be written succeeded")
+	}
+	if _, err := epkfile.Open(merged); err == nil {
+		t.Fatal("the failed merge left an output that opens")
+	}
+	if _, err := job.Merge(merged, shards[:2], nil); err == nil {
+		t.Error("merging too few shards into the failed merge's directory succeeded")
+	}
+	log.Reset()
+	s, err := job.Merge(merged, shards, &log)
+	if err != nil || !strings.Contains(log.String(), "holds an unfinished merge of these shards") {
+		t.Fatalf("rerun of the failed merge: %v; log %q", err, log.String())
+	}
+	testrun.SameMerged(t, o.Out, merged, testrun.Float32KernelBound)
+	if entries, _ := os.ReadDir(merged); slices.ContainsFunc(entries, func(e os.DirEntry) bool { return strings.HasPrefix(e.Name(), ".epk-") }) {
+		t.Errorf("the finished merge left its marks: %v", entries)
+	}
+	log.Reset()
+	reversed := slices.Clone(shards)
+	slices.Reverse(reversed)
+	again, err = job.Merge(merged, reversed, &log)
+	if err != nil || !reflect.DeepEqual(again, s) || !strings.Contains(log.String(), "nothing to do") {
+		t.Errorf("rerun of the finished merge: %+v, %v, log %q; want its summary %+v", again, err, log.String(), s)
+	}
+	other := runShards(t, job.Options{Run: run, Quadrature: "midpoint:2"}, filepath.Join(root, "other"), 2)
+	if _, err := job.Merge(merged, other, nil); err == nil || !strings.Contains(err.Error(), merged+" already holds a finished EPK output; choose another Out") {
+		t.Errorf("merging other shards into a finished merge: %v", err)
+	}
+}
+
+// TestShardEnvNote: a job without a shard run as a task of a Slurm job
+// array or of a Kubernetes Indexed Job says so in its log and computes
+// the whole job; with a shard it says nothing.
+func TestShardEnvNote(t *testing.T) {
+	run := tinyRun(t)
+	root := t.TempDir()
+	for _, c := range []struct {
+		env  map[string]string
+		want string
+	}{
+		{map[string]string{"SLURM_ARRAY_TASK_ID": "2", "SLURM_ARRAY_TASK_COUNT": "4"}, "this is task 2 of a Slurm job array of 4, but no shard is set, so it computes the whole job"},
+		{map[string]string{"JOB_COMPLETION_INDEX": "1"}, "this is index 1 of a Kubernetes Indexed Job, but no shard is set, so it computes the whole job"},
+	} {
+		for _, k := range []string{"SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "JOB_COMPLETION_INDEX"} {
+			t.Setenv(k, c.env[k])
+		}
+		for _, sh := range []shard.Shard{{}, {Index: 1, Count: 2}} {
+			var log bytes.Buffer
+			out := filepath.Join(root, fmt.Sprintf("%d-%s", len(c.env), strings.ReplaceAll(sh.String(), "/", "of")))
+			s, err := job.Run(context.Background(), job.Options{Run: run, Out: out, TestSize: 4, Quadrature: "midpoint:1", Shard: sh, Log: &log})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := strings.Contains(log.String(), c.want); got != sh.IsZero() {
+				t.Errorf("shard %q: log %q, want the note %v", sh, log.String(), sh.IsZero())
+			}
+			if want := 4 / max(sh.Count, 1); s.TestSamples != want {
+				t.Errorf("shard %q: %d test samples, want %d", sh, s.TestSamples, want)
+			}
+		}
+	}
+}
+
+// copyDir copies the files of the directory src into dst.
+func copyDir(t *testing.T, src, dst string) {
+	t.Helper()
+	err := filepath.WalkDir(src, func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, path)
+		if d.IsDir() {
+			return os.MkdirAll(filepath.Join(dst, rel), 0o755)
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(dst, rel), b, 0o644)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// editManifest edits the manifest.json of the output dir as generic JSON.
+func editManifest(t *testing.T, dir string, edit func(m map[string]any)) {
+	t.Helper()
+	path := filepath.Join(dir, "manifest.json")
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(raw, &m); err != nil {
+		t.Fatal(err)
+	}
+	edit(m)
+	if raw, err = json.Marshal(m); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, raw, 0o644); err != nil {
+		t.Fatal(err)
 	}
 }
