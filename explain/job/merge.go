@@ -111,6 +111,18 @@ func Merge(out string, shards []string, log io.Writer) (*Summary, error) {
 	return s, nil
 }
 
+// IsOutput reports whether dir holds an EPK output (complete or not) or
+// the saved state of an unfinished EPK job: what Merge takes for a shard,
+// or refuses as an unfinished one.
+func IsOutput(dir string) bool {
+	if _, err := os.Stat(statePath(dir)); err == nil {
+		return true
+	}
+	raw, err := os.ReadFile(filepath.Join(dir, "manifest.json"))
+	var m epkfile.Manifest
+	return err == nil && json.Unmarshal(raw, &m) == nil && m.Format == epkfile.Format && m.RunFingerprint != "" && m.Arrays != nil
+}
+
 // openShard opens the finished shard output dir with its summary.
 func openShard(dir, out string) (*part, error) {
 	if a, b := filepath.Clean(dir), filepath.Clean(out); a == b || sameDir(a, b) {
