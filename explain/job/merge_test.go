@@ -3,7 +3,6 @@ package job_test
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -95,33 +94,6 @@ func testMergeEqualsWhole(t *testing.T, run string, kernelBound float64) {
 	}
 }
 
-// TestShardOptions: a bad shard is refused before any work, naming the
-// problem, without creating the output directory.
-func TestShardOptions(t *testing.T) {
-	run := tinyRun(t)
-	out := filepath.Join(t.TempDir(), "out")
-	for _, c := range []struct {
-		shard shard.Shard
-		size  int
-		want  string
-	}{
-		{shard.Shard{Index: 4, Count: 4}, 0, "invalid Shard: shard 4/4: the index must be 0 … 3 (shards count from 0)"},
-		{shard.Shard{Index: -1, Count: 4}, 0, "invalid Shard: shard -1/4: the index must be 0 … 3"},
-		{shard.Shard{Index: 0, Count: -2}, 0, "invalid Shard: shard 0/-2: the count must be 1 … "},
-		{shard.Shard{Index: 0, Count: tinyX + 1}, 0, "invalid Shard 0/9: the job has 8 test samples: 9 shards of 8 items: each shard needs at least one; use at most 8 shards"},
-		{shard.Shard{Index: 2, Count: 3}, 2, "invalid Shard 2/3: the job has 2 test samples"},
-	} {
-		_, err := job.Run(context.Background(), job.Options{Run: run, Out: out, Shard: c.shard, TestSize: c.size})
-		if err == nil || !strings.Contains(err.Error(), c.want) {
-			t.Errorf("shard %+v of %d samples: %v, want an error mentioning %q", c.shard, c.size, err, c.want)
-		}
-		if _, err := os.Stat(out); err == nil {
-			t.Errorf("shard %+v: a refused job created its output directory", c.shard)
-			os.RemoveAll(out)
-		}
-	}
-}
-
 // TestShardRecord: a shard output records its shard, its block of the
 // job's test samples, their indices and the whole job's key, and keeps
 // the sums over test samples in float64; the key of the whole job is the
@@ -194,9 +166,8 @@ func TestMergeRefuses(t *testing.T) {
 	})
 	whole := shardOf("whole", set(shard.Shard{}))
 	// Another build: the same shard, its manifest saying so.
-	otherBuild := filepath.Join(root, "other-build")
-	copyDir(t, four[1], otherBuild)
-	editManifest(t, otherBuild, func(m map[string]any) { m["software"] = "explaind v9" })
+	otherBuild := testrun.Copy(t, four[1])
+	editRunManifest(t, otherBuild, func(m map[string]any) { m["software"] = "explaind v9" })
 	// An interrupted shard.
 	interrupted := filepath.Join(root, "interrupted")
 	ctx, cancel := context.WithCancel(context.Background())
@@ -364,48 +335,5 @@ func TestShardEnvNote(t *testing.T) {
 				t.Errorf("shard %q: %d test samples, want %d", sh, s.TestSamples, want)
 			}
 		}
-	}
-}
-
-// copyDir copies the files of the directory src into dst.
-func copyDir(t *testing.T, src, dst string) {
-	t.Helper()
-	err := filepath.WalkDir(src, func(path string, d os.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(src, path)
-		if d.IsDir() {
-			return os.MkdirAll(filepath.Join(dst, rel), 0o755)
-		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		return os.WriteFile(filepath.Join(dst, rel), b, 0o644)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-}
-
-// editManifest edits the manifest.json of the output dir as generic JSON.
-func editManifest(t *testing.T, dir string, edit func(m map[string]any)) {
-	t.Helper()
-	path := filepath.Join(dir, "manifest.json")
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var m map[string]any
-	if err := json.Unmarshal(raw, &m); err != nil {
-		t.Fatal(err)
-	}
-	edit(m)
-	if raw, err = json.Marshal(m); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, raw, 0o644); err != nil {
-		t.Fatal(err)
 	}
 }
