@@ -47,25 +47,30 @@ func runShards(t *testing.T, o job.Options, root string, n int) []string {
 // per shard) and merged equals the unsharded job; so does one split into
 // 3 (blocks of 2, 3 and 3), merged in another order: for the float32 tiny
 // run and for the same run trained in float64, whose data kernel is
-// computed in float64 and so held to testrun.MergeBound.
+// computed in float64 and so held to testrun.MergeBound; and with the
+// reference preset's arrays per test sample and class (on the float64
+// run, whose merged kernel_residual is the shards' largest: see Merge).
 func TestMergeEqualsWhole(t *testing.T) {
 	c := testrun.Modulo(tinyS, 4)
 	c.Optimizer.LR = 0.01
+	run64 := testrun.Train[float64](t, c)
 	for _, r := range []struct {
 		name        string
 		run         string
+		presets     []string
 		kernelBound float64
 	}{
-		{"float32", tinyRun(t), testrun.Float32KernelBound},
-		{"float64", testrun.Train[float64](t, c), testrun.MergeBound},
+		{"float32", tinyRun(t), mergePresets, testrun.Float32KernelBound},
+		{"float64", run64, mergePresets, testrun.MergeBound},
+		{"reference", run64, []string{epkfile.Reference}, testrun.MergeBound},
 	} {
-		t.Run(r.name, func(t *testing.T) { testMergeEqualsWhole(t, r.run, r.kernelBound) })
+		t.Run(r.name, func(t *testing.T) { testMergeEqualsWhole(t, r.run, r.presets, r.kernelBound) })
 	}
 }
 
-func testMergeEqualsWhole(t *testing.T, run string, kernelBound float64) {
+func testMergeEqualsWhole(t *testing.T, run string, presets []string, kernelBound float64) {
 	root := t.TempDir()
-	o := job.Options{Run: run, Presets: mergePresets, Quadrature: "midpoint:3"}
+	o := job.Options{Run: run, Presets: presets, Quadrature: "midpoint:3"}
 	o.Out = filepath.Join(root, "whole")
 	if _, err := job.Run(context.Background(), o); err != nil {
 		t.Fatal(err)
