@@ -81,6 +81,26 @@ type TestSet struct {
 	Count int `json:"count"`
 }
 
+// Shard is the manifest's record of a shard output: part Index of Count
+// of a job whose test samples are split into contiguous blocks (package
+// shard). Its arrays are those of the whole job restricted to the block,
+// except that arrays summed over test samples hold the block's partial
+// sums in float64, whatever the whole job stores, so that a merge of the
+// shards rounds once.
+type Shard struct {
+	Index int `json:"index"`
+	Count int `json:"count"`
+	// Samples is the block [lo, hi) of the whole job's Of test samples
+	// (positions in its test_indices) that the shard covers, and
+	// TestIndices are their indices in the split.
+	Samples     [2]int `json:"samples"`
+	Of          int    `json:"of"`
+	TestIndices []int  `json:"test_indices"`
+	// WholeJob is the key of the whole job (the Job of its unsharded
+	// output); Manifest.Job is the shard's own.
+	WholeJob string `json:"whole_job"`
+}
+
 // Manifest is DIR/manifest.json.
 type Manifest struct {
 	Format   int    `json:"format"`
@@ -111,6 +131,9 @@ type Manifest struct {
 	// quadrature and the precision): rerunning a finished job finds its
 	// output by it instead of computing it again.
 	Job string `json:"job,omitempty"`
+	// Shard is set in the output of one shard of a job split over its
+	// test samples (nil: the whole job).
+	Shard *Shard `json:"shard,omitempty"`
 	// Complete is set once every array has been written.
 	Complete bool `json:"complete"`
 }

@@ -14,12 +14,13 @@ import (
 	"github.com/explaind/explaind/epkfile"
 	"github.com/explaind/explaind/explain/job"
 	"github.com/explaind/explaind/internal/progress"
+	"github.com/explaind/explaind/shard"
 	"github.com/spf13/cobra"
 )
 
 func newEPKCmd() *cobra.Command {
 	var o job.Options
-	var presets, indices, steps, memory string
+	var presets, indices, steps, memory, shardFlag string
 	var quiet bool
 	var profile string
 	cmd := &cobra.Command{
@@ -45,8 +46,15 @@ Outputs in DIR: one .npy file per array, manifest.json describing each
 (shape, axes, units) and summary.json with the validation statistics.
 An interrupted job saves its state; rerun the same command to resume.
 
+--shard I/N computes shard I (0 … N-1) of N of the job: the I-th of N
+contiguous blocks of its test samples (after --test-size or
+--test-indices), of sizes within one of each other. Its output is a
+complete EPK output of those samples that records the shard; join the N
+shards' outputs with explaind merge. Each shard resumes like any job.
+
   explaind epk --run runs/modulo --out runs/modulo-epk --preset validation,grokking,components
-  explaind epk --run runs/modulo --out bench --steps 0:20 --test-size 4 --quadrature midpoint:10 --preset kernel,components`,
+  explaind epk --run runs/modulo --out bench --steps 0:20 --test-size 4 --quadrature midpoint:10 --preset kernel,components
+  explaind epk --run runs/modulo --out shards/2 --preset validation,grokking --shard 2/8`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var err error
@@ -71,6 +79,9 @@ An interrupted job saves its state; rerun the same command to resume.
 				if o.TestSize != 0 {
 					return fmt.Errorf("give --test-size or --test-indices, not both")
 				}
+			}
+			if o.Shard, err = shard.Parse(shardFlag); err != nil {
+				return fmt.Errorf("invalid --shard: %w", err)
 			}
 			if o.From, o.To, err = job.ParseSteps(steps); err != nil {
 				return err
@@ -121,6 +132,7 @@ An interrupted job saves its state; rerun the same command to resume.
 	f.StringVar(&o.Precision, "precision", "float64", "evaluation precision: float32 or float64")
 	f.StringVar(&steps, "steps", "", "range of training steps FROM:TO (default: all)")
 	f.StringVar(&memory, "memory", "", "memory ceiling for the job's arrays, e.g. 8GiB (default: none)")
+	f.StringVar(&shardFlag, "shard", "", "compute shard I/N of the job (0 ≤ I < N): the I-th of N blocks of its test samples; join the shards with explaind merge")
 	f.IntVar(&o.Chunk, "chunk", 256, "test samples evaluated together")
 	f.DurationVar(&o.CheckpointEvery, "save-every", 10*time.Minute, "how often the job's state is saved for resuming")
 	f.BoolVar(&quiet, "quiet", false, "no progress bar")

@@ -21,6 +21,7 @@ import (
 	"github.com/explaind/explaind/epkfile"
 	"github.com/explaind/explaind/history"
 	"github.com/explaind/explaind/internal/lock"
+	"github.com/explaind/explaind/internal/testrun"
 )
 
 // sigkillChildEnv, when set in a process's environment, makes the test
@@ -118,6 +119,25 @@ func TestSIGKILLResume(t *testing.T) {
 		func(name string, n int) []float64 { return mags[name] }, nil)
 
 	epkVolatile := map[string][]string{"summary.json": {"wall_seconds", "peak_rss_bytes"}, "manifest.json": {"created"}}
+	// A sharded job: shard 1 of 4 is killed and rerun, then merged with
+	// the other three (killed and rerun too) into the unsharded job's
+	// output, which the test checks after the cases.
+	shardArgs := func(i int, out string) []string {
+		return []string{"epk", "--quiet", "--run", epkRun, "--out", out, "--preset", "validation,grokking,components,kernel,pruning",
+			"--quadrature", "midpoint:2", "--save-every", "1ns", "--shard", fmt.Sprintf("%d/4", i)}
+	}
+	unsharded := filepath.Join(root, "unsharded")
+	args := shardArgs(0, unsharded)
+	if msg, err := run(args[:len(args)-2]...); err != nil { // without --shard
+		t.Fatalf("the unsharded job: %v\n%s", err, msg)
+	}
+	shards := []string{"", filepath.Join(root, "epk-shard", "got"), "", ""}
+	for _, i := range []int{0, 2, 3} {
+		shards[i] = filepath.Join(root, fmt.Sprint("shard-", i))
+		if msg, err := run(shardArgs(i, shards[i])...); err != nil {
+			t.Fatalf("shard %d: %v\n%s", i, err, msg)
+		}
+	}
 	cases := []sigkillCase{{
 		name: "train",
 		args: func(out string) []string {
@@ -139,6 +159,14 @@ func TestSIGKILLResume(t *testing.T) {
 			return []string{"epk", "--quiet", "--run", epkRun, "--out", out, "--preset", "kernel", "--quadrature", "midpoint:2", "--save-every", "1ns"}
 		},
 		volatile: epkVolatile,
+	}, {
+		name:     "epk-shard",
+		args:     func(out string) []string { return shardArgs(1, out) },
+		volatile: epkVolatile,
+	}, {
+		name:     "merge",
+		args:     func(out string) []string { return append([]string{"merge", "--out", out}, shards...) },
+		volatile: map[string][]string{"summary.json": {"peak_rss_bytes"}, "manifest.json": {"created"}},
 	}, {
 		name: "retrain",
 		args: func(out string) []string {
@@ -197,6 +225,7 @@ func TestSIGKILLResume(t *testing.T) {
 			sigkillCompare(t, want, got, c)
 		})
 	}
+	testrun.SameMerged(t, unsharded, filepath.Join(root, "merge", "got"), testrun.Float32KernelBound)
 }
 
 // sigkillCompare checks that the directories want and got hold the same

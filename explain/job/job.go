@@ -28,6 +28,7 @@ import (
 	"github.com/explaind/explaind/internal/localpath"
 	"github.com/explaind/explaind/internal/lock"
 	"github.com/explaind/explaind/setting"
+	"github.com/explaind/explaind/shard"
 	"github.com/explaind/explaind/tensor"
 )
 
@@ -41,6 +42,12 @@ type Options struct {
 	// (0: all); TestIndices, if set, name them instead.
 	TestSize    int
 	TestIndices []int
+	// Shard, if set, is the part of the job this process computes: the
+	// block Shard.Range of the test samples selected by TestSize or
+	// TestIndices (package shard). Its output is a complete output of
+	// those samples that records the shard (epkfile.Shard); Merge joins
+	// the shards' outputs into the whole job's.
+	Shard shard.Shard
 	// Quadrature is "adaptive" (default), "exact:K", "midpoint:K" or
 	// "gauss:K"; Tol the tolerance of adaptive and exact (0: 1e-6 in
 	// float64, 1e-4 in float32).
@@ -98,12 +105,23 @@ type Summary struct {
 	WallSeconds        float64 `json:"wall_seconds"`
 	PeakRSSBytes       int64   `json:"peak_rss_bytes"`
 	Software           string  `json:"software"`
+	// Shard is the shard ("i/n") of a shard output's summary, whose
+	// statistics are over the shard's test samples.
+	Shard string `json:"shard,omitempty"`
 }
 
 // Run executes the job (or resumes it) and returns its summary.
 func Run(ctx context.Context, o Options) (*Summary, error) {
 	if o.Run == "" || o.Out == "" {
 		return nil, setting.Errorf("name the run (%v) and the output directory (%v)", setting.Name("Run"), setting.Name("Out"))
+	}
+	if err := o.Shard.Check(); err != nil {
+		return nil, setting.Errorf("invalid %v: %w", setting.Name("Shard"), err)
+	}
+	if o.Shard.IsZero() && o.Log != nil {
+		if note := shard.Env(); note != "" {
+			fmt.Fprintln(o.Log, note)
+		}
 	}
 	m, err := history.ReadManifest(o.Run)
 	if err != nil {
@@ -126,10 +144,23 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 }
 
 // jobKey identifies a job for resuming: the same run, presets, test set,
-// steps, rule and precision.
+// steps, rule and precision. The test set is the whole job's: shards of
+// one job share its key (shardKey tells them apart).
 func jobKey(o Options, fp string, idx []int, q epk.Quadrature) string {
 	h := sha256.New()
 	fmt.Fprintf(h, "%s|%v|%v|%d:%d|%+v|%s", fp, o.Presets, idx, o.From, o.To, q, o.Precision)
+	return hex.EncodeToString(h.Sum(nil)[:12])
+}
+
+// shardKey identifies shard s of the job whole: the key a shard output
+// records as its Job, so that a rerun of the shard resumes it and no other
+// job (nor another shard) takes it for its own.
+func shardKey(whole string, s shard.Shard) string {
+	if s.IsZero() {
+		return whole
+	}
+	h := sha256.New()
+	fmt.Fprintf(h, "%s|shard %d/%d", whole, s.Index, s.Count)
 	return hex.EncodeToString(h.Sum(nil)[:12])
 }
 
@@ -158,10 +189,15 @@ func run[T, E tensor.Float](ctx context.Context, o Options, m *history.Manifest)
 	if err != nil {
 		return nil, err
 	}
-	split, idx, err := testIndices(tr, o)
+	split, all, err := testIndices(tr, o)
 	if err != nil {
 		return nil, err
 	}
+	lo, hi, err := o.Shard.Range(len(all))
+	if err != nil {
+		return nil, setting.Invalid("Shard", o.Shard, "the job has %d test samples: %v", len(all), err)
+	}
+	idx := all[lo:hi]
 	test, err := tr.Data.Val.Subset(idx)
 	if err != nil {
 		return nil, err
@@ -184,7 +220,13 @@ func run[T, E tensor.Float](ctx context.Context, o Options, m *history.Manifest)
 		o.Quadrature = "adaptive"
 	}
 	fp := epkfile.RunFingerprint(m)
-	key := jobKey(o, fp, idx, q)
+	whole := jobKey(o, fp, all, q)
+	key := shardKey(whole, o.Shard)
+	var record *epkfile.Shard
+	if !o.Shard.IsZero() {
+		record = &epkfile.Shard{Index: o.Shard.Index, Count: o.Shard.Count, Samples: [2]int{lo, hi}, Of: len(all),
+			TestIndices: idx, WholeJob: whole}
+	}
 	l, err := lock.Dir(o.Out)
 	if err != nil {
 		return nil, err
@@ -234,7 +276,7 @@ func run[T, E tensor.Float](ctx context.Context, o Options, m *history.Manifest)
 		}
 		return nil, err
 	}
-	return write(o, key, split, fp, idx, test.Labels, q, out)
+	return write(o, target{key: key, split: split, fp: fp, idx: idx, labels: test.Labels, tol: q.Tol, shard: record}, out)
 }
 
 // canonicalPresets checks the presets named and returns them in the order

@@ -20,6 +20,7 @@ import (
 	"github.com/explaind/explaind/epkfile"
 	"github.com/explaind/explaind/explain/job"
 	"github.com/explaind/explaind/internal/testrun"
+	"github.com/explaind/explaind/shard"
 )
 
 func TestMain(m *testing.M) { testrun.Main(m) }
@@ -74,6 +75,13 @@ func TestOptionsErrors(t *testing.T) {
 		{"too many points", func(o *job.Options) { o.Quadrature = "gauss:300" }, "300 quadrature points, want 1..256"},
 		{"memory", func(o *job.Options) { o.MaxBytes = 1 << 10 }, "over the memory ceiling of"},
 		{"kernel from a later step", func(o *job.Options) { o.Presets, o.From = []string{epkfile.Kernel}, 2 }, "start at step 0"},
+		{"shard index", func(o *job.Options) { o.Shard = shard.Shard{Index: 4, Count: 4} }, "invalid Shard: shard 4/4: the index must be 0 … 3 (shards count from 0)"},
+		{"negative shard", func(o *job.Options) { o.Shard = shard.Shard{Index: -1, Count: 4} }, "invalid Shard: shard -1/4: the index must be 0 … 3"},
+		{"shard count", func(o *job.Options) { o.Shard = shard.Shard{Index: 0, Count: -2} }, "invalid Shard: shard 0/-2: the count must be 1 … "},
+		{"more shards than samples", func(o *job.Options) { o.Shard = shard.Shard{Index: 0, Count: tinyX + 1} },
+			"invalid Shard 0/9: the job has 8 test samples: 9 shards of 8 items: each shard needs at least one; use at most 8 shards"},
+		{"more shards than selected samples", func(o *job.Options) { o.Shard, o.TestSize = shard.Shard{Index: 2, Count: 3}, 2 },
+			"invalid Shard 2/3: the job has 2 test samples"},
 	}
 	for _, c := range cases {
 		o := job.Options{Run: run, Out: out}

@@ -8,41 +8,54 @@ import (
 	"slices"
 	"time"
 
-	"github.com/explaind/explaind/epk"
 	"github.com/explaind/explaind/epkfile"
 	"github.com/explaind/explaind/explain"
 	"github.com/explaind/explaind/internal/atomicfile"
+	"github.com/explaind/explaind/shard"
 )
 
 // logProb is the units of every EPK array.
 const logProb = "log-probability"
 
 // output is one query of a preset and the arrays its result is written as.
+//
+// A query that keeps the test axis has a result per test sample: Merge
+// concatenates the shards' results along that axis. A query that does not
+// keep it sums over the test samples (the absolute value of the pruning
+// preset is taken per sample, before that sum): Merge adds the shards'
+// results, which shard outputs store in float64 (arrays.partial).
 type output struct {
 	preset string
 	query  explain.Query
-	write  writer
+	format
 }
 
-// writer stores the result of one of a preset's queries.
-type writer func(a *arrays, preset string, r *explain.Result) error
+// A format stores the result of one of a preset's queries as arrays and
+// reads it back from an output directory: write's inverse, which gives
+// the result's values as stored (float32 arrays to float32 rounding), in
+// explain's layout with the Axes, Shape, Tensors and TensorNames write
+// uses.
+type format struct {
+	write func(a *arrays, preset string, r *explain.Result) error
+	read  func(o *epkfile.Output, q explain.Query) (*explain.Result, error)
+}
 
 // outputs lists the presets' queries (validation needs none: every job
 // reports its Validation), in the order of epkfile.Presets.
 var outputs = []output{
 	{epkfile.Grokking, explain.Query{Name: "step_tensor", Keep: explain.Step | explain.Test | explain.Tensor,
-		Classes: explain.TrueClass, Part: explain.Model}, writeStepTensor},
+		Classes: explain.TrueClass, Part: explain.Model}, stepTensor},
 	{epkfile.Grokking, explain.Query{Name: "step_data", Keep: explain.Step | explain.Test,
-		Classes: explain.TrueClass, Part: explain.Data}, writeStepPart},
+		Classes: explain.TrueClass, Part: explain.Data}, stepPart},
 	{epkfile.Grokking, explain.Query{Name: "step_reg", Keep: explain.Step | explain.Test,
-		Classes: explain.TrueClass, Part: explain.Reg}, writeStepPart},
+		Classes: explain.TrueClass, Part: explain.Reg}, stepPart},
 	{epkfile.Grokking, explain.Query{Name: "step_resid", Keep: explain.Step | explain.Test,
-		Classes: explain.TrueClass, Part: explain.Resid}, writeStepPart},
+		Classes: explain.TrueClass, Part: explain.Resid}, stepPart},
 	{epkfile.Components, explain.Query{Name: "scores", Keep: explain.Param | explain.Test, Part: explain.Update},
 		perTensor([]string{"test"}, "each test sample's class-summed per-parameter score Σ_s Σ_c φ_s(x)[c, :] ⊙ Δθ_s.")},
 	{epkfile.Pruning, explain.Query{Name: "importance", Keep: explain.Param, Abs: true, Part: explain.Update},
 		perTensor(nil, "per-parameter importance Σ_{x,c} |Σ_s φ_s(x)[c, :] ⊙ Δθ_s| over the test samples.")},
-	{epkfile.Kernel, explain.Query{Name: "kernel", Keep: explain.Train | explain.Class, Part: explain.Data}, writeKernel},
+	{epkfile.Kernel, explain.Query{Name: "kernel", Keep: explain.Train | explain.Class, Part: explain.Data}, kernel},
 	{epkfile.Reference, explain.Query{Name: "scores_class", Keep: explain.Param | explain.Test | explain.Class,
 		Part: explain.Update},
 		perTensor([]string{"test", "class"}, "per-parameter scores per test sample and class Σ_s φ_s(x)[c, :] ⊙ Δθ_s "+
@@ -69,6 +82,9 @@ func queries(presets []string) []explain.Query {
 type arrays struct {
 	w   *epkfile.Writer
 	out *explain.Output
+	// partial is set while a shard output's sums over test samples are
+	// written: put32 then stores float64 (see epkfile.Shard).
+	partial bool
 }
 
 // put stores float64 values (log-probabilities) of a preset.
@@ -77,8 +93,14 @@ func (a *arrays) put(name, preset string, data []float64, shape []int, axes []st
 		Description: desc})
 }
 
-// put32 stores values like put, as float32.
+// put32 stores values like put, as float32; a shard's partial sums as
+// float64.
 func (a *arrays) put32(name, preset string, data []float64, shape []int, axes []string, desc string) error {
+	if a.partial {
+		return epkfile.Write(a.w, name, data, epkfile.ArrayInfo{Shape: shape, Axes: axes, Units: logProb, Preset: preset,
+			Description: desc + " Stored as float64: this shard's partial sum, which a merge of the shards adds up " +
+				"and stores as float32."})
+	}
 	return epkfile.WriteFloat32(a.w, name, data, epkfile.ArrayInfo{Shape: shape, Axes: axes, Units: logProb, Preset: preset,
 		Description: desc + " Stored as float32."})
 }
@@ -108,40 +130,90 @@ func (a *arrays) writeTestSet(split string, idx, labels []int) error {
 		Description: "labels of the test samples"})
 }
 
+// validationArrays are the validation preset's [X, C] arrays: the
+// fields of explain.Validation, and the prediction epk (field nil) made
+// of them.
+var validationArrays = []struct {
+	name  string
+	field func(v *explain.Validation) *[]float64
+	desc  string
+}{
+	{"f0", func(v *explain.Validation) *[]float64 { return &v.Start }, "the model's output f(θ_FROM; x)"},
+	{"model", func(v *explain.Validation) *[]float64 { return &v.Model }, "the model's output f(θ_TO; x)"},
+	{"epk", nil, "the kernel machine's prediction f0 + data + reg + resid"},
+	{"data", func(v *explain.Validation) *[]float64 { return &v.Data }, "the summed contributions of the updates' data (gradient) parts"},
+	{"reg", func(v *explain.Validation) *[]float64 { return &v.Reg }, "the summed contributions of the updates' weight-decay parts"},
+	{"resid", func(v *explain.Validation) *[]float64 { return &v.Resid }, "the summed contributions of the update-reconstruction residuals"},
+	{"quad_residual", func(v *explain.Validation) *[]float64 { return &v.Quad }, "the summed quadrature (completeness) residuals: epk − model"},
+}
+
+// The validation preset's per-step arrays: step_max_completeness [S] is a
+// maximum over test samples, step_change [S, X] per test sample.
+const (
+	stepMaxCompleteness = "step_max_completeness"
+	stepChange          = "step_change"
+)
+
 // writeValidation stores the validation preset's arrays.
 func (a *arrays) writeValidation() error {
 	v, X, C, S := a.out.Validation, a.out.Samples, a.out.Classes, a.steps()
-	epkPred := make([]float64, X*C)
-	for i := range epkPred {
-		epkPred[i] = v.Start[i] + v.Data[i] + v.Reg[i] + v.Resid[i]
-	}
 	xc, axc := []int{X, C}, []string{"test", "class"}
-	for _, r := range []struct {
-		name string
-		data []float64
-		desc string
-	}{
-		{"f0", v.Start, "the model's output f(θ_FROM; x)"},
-		{"model", v.Model, "the model's output f(θ_TO; x)"},
-		{"epk", epkPred, "the kernel machine's prediction f0 + data + reg + resid"},
-		{"data", v.Data, "the summed contributions of the updates' data (gradient) parts"},
-		{"reg", v.Reg, "the summed contributions of the updates' weight-decay parts"},
-		{"resid", v.Resid, "the summed contributions of the update-reconstruction residuals"},
-		{"quad_residual", v.Quad, "the summed quadrature (completeness) residuals: epk − model"},
-	} {
-		if err := a.put(r.name, epkfile.Validation, r.data, xc, axc, r.desc); err != nil {
+	for _, r := range validationArrays {
+		var data []float64
+		if r.field != nil {
+			data = *r.field(&v)
+		} else {
+			data = make([]float64, X*C)
+			for i := range data {
+				data[i] = v.Start[i] + v.Data[i] + v.Reg[i] + v.Resid[i]
+			}
+		}
+		if err := a.put(r.name, epkfile.Validation, data, xc, axc, r.desc); err != nil {
 			return err
 		}
 	}
-	if err := a.put("step_max_completeness", epkfile.Validation, v.StepMaxCompleteness, []int{S}, []string{"step"},
+	if err := a.put(stepMaxCompleteness, epkfile.Validation, v.StepMaxCompleteness, []int{S}, []string{"step"},
 		"each step's max |Σ contributions − (f(θ_{s+1}) − f(θ_s))| over test samples and classes"); err != nil {
 		return err
 	}
-	return a.put("step_change", epkfile.Validation, v.StepChange, []int{S, X}, []string{"step", "test"},
-		"f_y(θ_{s+1}) − f_y(θ_s) of each sample's true class y")
+	return a.put(stepChange, epkfile.Validation, v.StepChange, []int{S, X}, []string{"step", "test"},
+		"f_y(θ_{s+1}) − f_y(θ_s) of each sample's true class")
 }
 
-// writeStepTensor stores step_tensor [S, X, T] as [S, T, X].
+// readValidation reads the arrays writeValidation stores back into a
+// Validation (all but StepMaxChange, which no array holds, and MaxResid and
+// Nodes, which the summary holds).
+func readValidation(o *epkfile.Output) (explain.Validation, error) {
+	var v explain.Validation
+	X, C, S := o.Manifest.Test.Count, o.Manifest.Classes, o.Manifest.Steps[1]-o.Manifest.Steps[0]
+	read := func(name string, shape ...int) ([]float64, error) {
+		a, err := o.Array(name)
+		if err != nil {
+			return nil, err
+		}
+		if !slices.Equal(a.Shape, shape) {
+			return nil, fmt.Errorf("%s: array %s has shape %v, want %v", o.Dir, name, a.Shape, shape)
+		}
+		return a.Data, nil
+	}
+	var err error
+	for _, r := range validationArrays {
+		if r.field != nil {
+			if *r.field(&v), err = read(r.name, X, C); err != nil {
+				return v, err
+			}
+		}
+	}
+	if v.StepMaxCompleteness, err = read(stepMaxCompleteness, S); err != nil {
+		return v, err
+	}
+	v.StepChange, err = read(stepChange, S, X)
+	return v, err
+}
+
+// stepTensor stores step_tensor [S, X, T] as [S, T, X].
+var stepTensor = format{writeStepTensor, readStepTensor}
+
 func writeStepTensor(a *arrays, preset string, r *explain.Result) error {
 	S, X, T := a.steps(), a.out.Samples, len(a.out.TensorNames)
 	d := make([]float64, len(r.Data))
@@ -157,7 +229,30 @@ func writeStepTensor(a *arrays, preset string, r *explain.Result) error {
 			"tensor names in the manifest's tensors.")
 }
 
-// writeStepPart stores a part's contributions per step [S, X].
+// readStepTensor reads step_tensor [S, T, X] back as [S, X, T].
+func readStepTensor(o *epkfile.Output, q explain.Query) (*explain.Result, error) {
+	a, err := o.Array(q.Name)
+	if err != nil {
+		return nil, err
+	}
+	if len(a.Shape) != 3 {
+		return nil, fmt.Errorf("%s: array %s has shape %v, want [step, tensor, test]", o.Dir, q.Name, a.Shape)
+	}
+	S, T, X := a.Shape[0], a.Shape[1], a.Shape[2]
+	d := make([]float64, len(a.Data))
+	for s := 0; s < S; s++ {
+		for x := 0; x < X; x++ {
+			for t := 0; t < T; t++ {
+				d[(s*X+x)*T+t] = a.Data[(s*T+t)*X+x]
+			}
+		}
+	}
+	return &explain.Result{Query: q, Axes: []string{"step", "test", "tensor"}, Shape: []int{S, X, T}, Data: d}, nil
+}
+
+// stepPart stores a part's contributions per step [S, X].
+var stepPart = format{writeStepPart, readWhole}
+
 func writeStepPart(a *arrays, preset string, r *explain.Result) error {
 	return a.put(r.Query.Name, preset, r.Data, []int{a.steps(), a.out.Samples}, []string{"step", "test"},
 		"the "+r.Query.Part.String()+" part's contribution to the true class's log-probability per step")
@@ -165,7 +260,11 @@ func writeStepPart(a *arrays, preset string, r *explain.Result) error {
 
 // perTensor stores a per-parameter result as one array per tensor,
 // NAME/<tensor>, whose leading axes are lead.
-func perTensor(lead []string, desc string) writer {
+func perTensor(lead []string, desc string) format {
+	return format{writePerTensor(lead, desc), readPerTensor(lead)}
+}
+
+func writePerTensor(lead []string, desc string) func(a *arrays, preset string, r *explain.Result) error {
 	return func(a *arrays, preset string, r *explain.Result) error {
 		for t, arr := range r.Tensors {
 			axes := append(append([]string(nil), lead...), paramAxes(arr.Shape[len(lead):])...)
@@ -177,17 +276,56 @@ func perTensor(lead []string, desc string) writer {
 	}
 }
 
+// readPerTensor reads the arrays NAME/<tensor> of every tensor of the
+// output, whose leading axes are lead.
+func readPerTensor(lead []string) func(o *epkfile.Output, q explain.Query) (*explain.Result, error) {
+	return func(o *epkfile.Output, q explain.Query) (*explain.Result, error) {
+		r := &explain.Result{Query: q, Axes: slices.Clone(lead), TensorNames: o.Manifest.Tensors}
+		for t, name := range o.Manifest.Tensors {
+			a, err := o.Array(q.Name + "/" + name)
+			if err != nil {
+				return nil, err
+			}
+			if len(a.Shape) < len(lead) || !slices.Equal(a.Shape[len(lead):], o.Manifest.TensorShapes[t]) ||
+				t > 0 && !slices.Equal(a.Shape[:len(lead)], r.Shape) {
+				return nil, fmt.Errorf("%s: array %s/%s has shape %v, want %v followed by the tensor's shape %v",
+					o.Dir, q.Name, name, a.Shape, lead, o.Manifest.TensorShapes[t])
+			}
+			r.Shape = a.Shape[:len(lead)]
+			r.Tensors = append(r.Tensors, a)
+		}
+		return r, nil
+	}
+}
+
 // whole stores a result as one array with its own axes.
-func whole(desc string) writer {
+func whole(desc string) format {
+	return format{writeWhole(desc), readWhole}
+}
+
+func writeWhole(desc string) func(a *arrays, preset string, r *explain.Result) error {
 	return func(a *arrays, preset string, r *explain.Result) error {
 		return a.put32(r.Query.Name, preset, r.Data, r.Shape, r.Axes, desc)
 	}
 }
 
+// readWhole reads a result stored as one array with its own axes.
+func readWhole(o *epkfile.Output, q explain.Query) (*explain.Result, error) {
+	a, err := o.Array(q.Name)
+	if err != nil {
+		return nil, err
+	}
+	return &explain.Result{Query: q, Axes: slices.Clone(o.Manifest.Arrays[q.Name].Axes), Shape: a.Shape, Data: a.Data}, nil
+}
+
+// kernel stores the data kernel; kernel_reg, which it writes from the
+// validation's reg, is no result of its own to read.
+var kernel = format{writeKernel, readWhole}
+
 // writeKernel stores the data kernel [C, N] and the weight-decay term per
 // class that completes it, kernel_reg [C].
 func writeKernel(a *arrays, preset string, r *explain.Result) error {
-	err := whole("the data kernel: each training sample's contribution to each class's log-probability, "+
+	err := writeWhole("the data kernel: each training sample's contribution to each class's log-probability, "+
 		"summed over test samples and steps.")(a, preset, r)
 	if err != nil {
 		return err
@@ -203,18 +341,36 @@ func writeKernel(a *arrays, preset string, r *explain.Result) error {
 		"the weight-decay term per class, summed over test samples")
 }
 
+// target is what an output records besides the job's options and
+// results.
+type target struct {
+	// key is the output's Job, fp the run's fingerprint.
+	key, fp string
+	// split, idx and labels are the test samples: their split, their
+	// indices in it and their labels.
+	split       string
+	idx, labels []int
+	// tol is the quadrature's tolerance.
+	tol float64
+	// shard is the shard record of a shard output (nil: none).
+	shard *epkfile.Shard
+	// peakRSS is the peak memory the summary reports (0: this
+	// process's).
+	peakRSS int64
+}
+
 // write stores the output directory and its summary. If a file cannot be
 // written (a full disk, say), it removes the files it wrote before and
 // returns the error: the directory is left as the job found it (empty, or
 // holding the job's last saved state), so rerunning the job resumes it.
-func write(o Options, key, split string, fp string, idx, labels []int, q epk.Quadrature, out *explain.Output) (_ *Summary, err error) {
+func write(o Options, t target, out *explain.Output) (_ *Summary, err error) {
 	X, C := out.Samples, out.Classes
 	w, err := epkfile.NewWriter(o.Out, epkfile.Manifest{
 		Software: o.Software, Created: time.Now().UTC().Format(time.RFC3339),
-		Run: o.Run, RunFingerprint: fp, Presets: o.Presets, Steps: [2]int{out.From, out.To},
-		Precision: o.Precision, Quadrature: o.Quadrature, Tol: q.Tol,
-		Test: epkfile.TestSet{Split: split, Count: X}, Classes: C,
-		Tensors: out.TensorNames, TensorShapes: out.TensorShapes, Job: key,
+		Run: o.Run, RunFingerprint: t.fp, Presets: o.Presets, Steps: [2]int{out.From, out.To},
+		Precision: o.Precision, Quadrature: o.Quadrature, Tol: t.tol,
+		Test: epkfile.TestSet{Split: t.split, Count: X}, Classes: C,
+		Tensors: out.TensorNames, TensorShapes: out.TensorShapes, Job: t.key, Shard: t.shard,
 	})
 	if err != nil {
 		return nil, err
@@ -226,7 +382,7 @@ func write(o Options, key, split string, fp string, idx, labels []int, q epk.Qua
 		}
 	}()
 	a := &arrays{w: w, out: out}
-	if err := a.writeTestSet(split, idx, labels); err != nil {
+	if err := a.writeTestSet(t.split, t.idx, t.labels); err != nil {
 		return nil, err
 	}
 	if err := a.writeValidation(); err != nil {
@@ -234,17 +390,24 @@ func write(o Options, key, split string, fp string, idx, labels []int, q epk.Qua
 	}
 	for _, r := range out.Results {
 		if op, ok := outputOf(r.Query.Name); ok {
+			a.partial = t.shard != nil && op.query.Keep&explain.Test == 0
 			if err := op.write(a, op.preset, r); err != nil {
 				return nil, err
 			}
 		}
 	}
-	s := summarize(out.Validation, labels, X, C)
+	s := summarize(out.Validation, t.labels, X, C)
 	s.Run, s.Presets, s.Steps, s.TestSamples, s.Classes = o.Run, o.Presets, [2]int{out.From, out.To}, X, C
-	s.Quadrature, s.Tol, s.Precision, s.Software = o.Quadrature, q.Tol, o.Precision, o.Software
+	s.Quadrature, s.Tol, s.Precision, s.Software = o.Quadrature, t.tol, o.Precision, o.Software
 	s.KernelResidual, s.NodesPerSampleStep = out.KernelResidual, out.Validation.Nodes
 	s.WallSeconds = out.Wall.Seconds()
-	s.PeakRSSBytes = PeakRSS()
+	s.PeakRSSBytes = t.peakRSS
+	if s.PeakRSSBytes == 0 {
+		s.PeakRSSBytes = PeakRSS()
+	}
+	if t.shard != nil {
+		s.Shard = shard.Shard{Index: t.shard.Index, Count: t.shard.Count}.String()
+	}
 	raw, _ := json.MarshalIndent(s, "", "  ")
 	if err := atomicfile.WriteBytes(filepath.Join(o.Out, "summary.json"), append(raw, '\n')); err != nil {
 		return nil, err

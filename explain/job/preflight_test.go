@@ -47,7 +47,8 @@ func editCheckpoint(t *testing.T, run string, step int, prefix string, edit func
 	}
 }
 
-// editRunManifest applies edit to the tiny run's manifest.json.
+// editRunManifest applies edit to the manifest.json of the tiny run, or
+// of another directory run (an EPK output's).
 func editRunManifest(t *testing.T, run string, edit func(m map[string]any)) {
 	t.Helper()
 	path := filepath.Join(run, history.ManifestFile)
