@@ -16,6 +16,7 @@ import (
 	"github.com/explaind/explaind/experiments/expio"
 	"github.com/explaind/explaind/experiments/expio/expiotest"
 	"github.com/explaind/explaind/experiments/retrain"
+	"github.com/explaind/explaind/internal/testrun"
 	"github.com/explaind/explaind/shard"
 )
 
@@ -301,16 +302,14 @@ func TestMergeRefuses(t *testing.T) {
 		t.Error("IsShard false for a shard whose task started but finished no row")
 	}
 	refused("started shard", []string{shards[0], started, shards[2]}, "is unfinished: 0 of its 4 retrainings done")
-	noSummary := filepath.Join(root, "no-summary")
-	copyDir(t, shards[1], noSummary)
+	noSummary := testrun.Copy(t, shards[1])
 	if err := os.Remove(filepath.Join(noSummary, retrain.SummaryFile)); err != nil {
 		t.Fatal(err)
 	}
 	refused("shard without summary", []string{shards[0], noSummary, shards[2]}, "shard 1/3 ("+noSummary+") is unfinished: its rows are done but summary.json was not written")
 
 	// Rows that are not the shard's.
-	forged := filepath.Join(root, "forged")
-	copyDir(t, shards[1], forged)
+	forged := testrun.Copy(t, shards[1])
 	var p retrain.Progress
 	b, _ := os.ReadFile(filepath.Join(forged, retrain.ProgressFile))
 	if err := json.Unmarshal(b, &p); err != nil {
@@ -344,8 +343,11 @@ func TestMergeRefuses(t *testing.T) {
 	var log bytes.Buffer
 	merged := filepath.Join(root, "threads-merged")
 	s, err := retrain.Merge(merged, []string{threads, filepath.Join(root, "threads1"), filepath.Join(root, "threads2")}, &log)
-	if err != nil || s.Software != "explaind (devel), go, gemm backend x, 3 threads" || !strings.Contains(log.String(), "ran with other threads") {
-		t.Errorf("shards differing in threads only: %v, software %q, log %q", err, s.Software, &log)
+	if err != nil {
+		t.Fatalf("shards differing in threads only: %v", err)
+	}
+	if s.Software != "explaind (devel), go, gemm backend x, 3 threads" || !strings.Contains(log.String(), "ran with other threads") {
+		t.Errorf("shards differing in threads only: software %q, log %q", s.Software, &log)
 	}
 }
 
@@ -399,26 +401,5 @@ func TestShardResume(t *testing.T) {
 	bad.Shard = shard.Shard{Index: 3, Count: 3}
 	if err := bad.Check(); err == nil || !strings.Contains(err.Error(), "Shard") {
 		t.Errorf("Check of shard 3/3: %v", err)
-	}
-}
-
-// copyDir copies the files of src into a new directory dst.
-func copyDir(t *testing.T, src, dst string) {
-	t.Helper()
-	if err := os.MkdirAll(dst, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	es, err := os.ReadDir(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range es {
-		b, err := os.ReadFile(filepath.Join(src, e.Name()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dst, e.Name()), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
 	}
 }
