@@ -5,11 +5,13 @@ import (
 
 	"github.com/explaind/explaind/experiments/retrain"
 	"github.com/explaind/explaind/internal/progress"
+	"github.com/explaind/explaind/shard"
 	"github.com/spf13/cobra"
 )
 
 func newRetrainCmd() *cobra.Command {
 	var quiet bool
+	var shardFlag string
 	opt := retrain.Options{Parts: retrain.Parts(), Stride: 100, MaxEpochs: 500, Seeds: 5, EvalChunk: 2048}
 	cmd := &cobra.Command{
 		Use:   "retrain --run RUN --out DIR",
@@ -31,9 +33,31 @@ rewritten after every retraining. Rerunning the same command (same run, same
 --parts, --stride, --max-checkpoints, --max-epochs, --target and --seeds)
 after an interruption, even a kill, resumes after the last retraining done;
 the results are those of an uninterrupted job. A DIR holding the result of
-another run or other settings is refused.`,
+another run or other settings is refused.
+
+--shard I/N computes shard I (0 ... N-1) of N of the job's retrainings, for
+a cluster's job array: each task writes a complete shard output (its own
+DIR, which records the shard and resumes like a whole job), and
+` + "`explaind merge --out DIR SHARD_DIR...`" + ` joins the finished shards into exactly
+what the unsharded job writes. The retrainings are split into N contiguous
+blocks, of sizes within one, of the job's (checkpoint, part, seed) rows in
+bit-reversed order of their place in the job: every shard gets early and
+late checkpoints, every part and every seed alike, so the shards take about
+equally long. In a Slurm array (--array=0-N-1) pass
+--shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT; in a Kubernetes
+Indexed Job --shard $JOB_COMPLETION_INDEX/N. Without --shard a task of an
+array computes the whole job (and says so).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			var err error
+			if opt.Shard, err = shard.Parse(shardFlag); err != nil {
+				return fmt.Errorf("retrain: --shard: %w", err)
+			}
+			if shardFlag == "" {
+				if note := shard.Env(); note != "" {
+					fmt.Fprintf(cmd.ErrOrStderr(), "retrain: %s (--shard I/N)\n", note)
+				}
+			}
 			opt.Software, opt.Log = buildInfo(), cmd.ErrOrStderr()
 			opt.Progress = progress.Func(progressTo(cmd, quiet), "retrain: retrainings")
 			ctx, cancel := stopExperimentOnSignal(cmd, "after this epoch (the unfinished retraining is dropped) and writing the results so far")
@@ -44,6 +68,10 @@ another run or other settings is refused.`,
 			}
 			if s.Reused {
 				fmt.Fprintf(cmd.OutOrStdout(), "retrain: already done: %s holds the complete results of this run with these settings; nothing rewritten\n", opt.Out)
+				return nil
+			}
+			if s.Shard != nil {
+				fmt.Fprintf(cmd.OutOrStdout(), "retrain: %s written to %s; once every shard is done, `explaind merge --out DIR SHARD_DIR...` joins them\n", s.Shard.Describe(), opt.Out)
 				return nil
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "retrain: results written to %s\n", opt.Out)
@@ -60,6 +88,7 @@ another run or other settings is refused.`,
 	f.Float64Var(&opt.Target, "target", 1, "accuracy (a fraction) training and validation must both reach")
 	f.IntVar(&opt.Seeds, "seeds", opt.Seeds, "re-initialization seeds (0 .. N-1)")
 	f.IntVar(&opt.EvalChunk, "eval-chunk", opt.EvalChunk, "samples per forward pass (0: all at once)")
+	f.StringVar(&shardFlag, "shard", "", "compute only shard I/N (0-based) of the retrainings, for a job array; join the shards with explaind merge")
 	f.BoolVar(&quiet, "quiet", false, "no progress bar")
 	cmd.MarkFlagRequired("run")
 	cmd.MarkFlagRequired("out")

@@ -3,10 +3,12 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -101,4 +103,117 @@ func TestRetrainResume(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestRetrainShards: `explaind retrain --shard I/3` for I = 0, 1, 2, shard
+// 1 killed with SIGKILL after some but not all of its retrainings and
+// rerun, merged (retrain.Merge, what `explaind merge` runs for retrain
+// shards) equals the unsharded job's output byte for byte; bad --shard
+// values and more shards than retrainings are refused before any work; a
+// task of a job array without --shard says so and computes the whole job.
+func TestRetrainShards(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts and kills an explaind process")
+	}
+	root := t.TempDir()
+	dir := swapTestRun(t)
+	args := func(out string, more ...string) []string {
+		return append([]string{"retrain", "--run", dir, "--out", out, "--stride", "1", "--max-epochs", "20", "--seeds", "2", "--parts", "outer,attention", "--quiet"}, more...)
+	}
+	want := filepath.Join(root, "whole")
+	if msg, err := run(args(want)...); err != nil {
+		t.Fatalf("unsharded: %v\n%s", err, msg)
+	}
+	var whole retrain.Progress
+	if b, err := os.ReadFile(filepath.Join(want, retrain.ProgressFile)); err != nil || json.Unmarshal(b, &whole) != nil || whole.Total != 28 {
+		t.Fatalf("unsharded progress: %v, total %d; want 7 checkpoints × 2 parts × 2 seeds", err, whole.Total)
+	}
+
+	// Job-array tasks without --shard: a note, and the whole job.
+	t.Setenv("SLURM_ARRAY_TASK_ID", "2")
+	t.Setenv("SLURM_ARRAY_TASK_COUNT", "4")
+	if msg, err := run(args(want)...); err != nil || !strings.Contains(msg, "task 2 of a Slurm job array of 4, but no shard is set") || !strings.Contains(msg, "(--shard I/N)") || !strings.Contains(msg, "already done") {
+		t.Errorf("Slurm array task without --shard: %v\n%s", err, msg)
+	}
+	os.Unsetenv("SLURM_ARRAY_TASK_ID")
+	os.Unsetenv("SLURM_ARRAY_TASK_COUNT")
+
+	for _, c := range []struct{ shard, want string }{
+		{"4/4", "the index must be 0 … 3"},
+		{"0/0", "the count must be 1"},
+		{"a/b", "want I/N with whole numbers"},
+		{"3", "want I/N"},
+		{"-1/3", "the index must be 0 … 2"},
+		{"28/29", "the job has 28 retrainings (7 checkpoints × 2 parts × 2 seeds): invalid --shard 28/29: 29 shards of 28 items: each shard needs at least one; use at most 28 shards"},
+	} {
+		out := filepath.Join(root, "bad")
+		msg, err := run(args(out, "--shard", c.shard)...)
+		if err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "--shard") {
+			t.Errorf("--shard %s: %v, want an error mentioning --shard and %q\n%s", c.shard, err, c.want, msg)
+		}
+		if _, err := os.Stat(out); !os.IsNotExist(err) {
+			t.Errorf("--shard %s: %s was created", c.shard, out)
+		}
+	}
+
+	shards := []string{filepath.Join(root, "s0"), filepath.Join(root, "s1"), filepath.Join(root, "s2")}
+	for i, out := range shards {
+		if i == 1 {
+			killMidway(t, root, args(out, "--shard", "1/3"), out)
+		}
+		msg, err := run(args(out, "--shard", fmt.Sprintf("%d/3", i))...)
+		if err != nil || !strings.Contains(msg, fmt.Sprintf("shard %d/3 (", i)) || !strings.Contains(msg, "of 28 retrainings) written to "+out) {
+			t.Fatalf("shard %d/3: %v\n%s", i, err, msg)
+		}
+		if i == 1 && !strings.Contains(msg, "retrain: resuming: ") {
+			t.Errorf("shard 1/3 after the kill did not resume:\n%s", msg)
+		}
+	}
+	merged := filepath.Join(root, "merged")
+	var log bytes.Buffer
+	if _, err := retrain.Merge(merged, shards, &log); err != nil {
+		t.Fatalf("merge: %v\n%s", err, &log)
+	}
+	got, wantFiles := retrainTestFiles(t, merged), retrainTestFiles(t, want)
+	for f, w := range wantFiles {
+		if !bytes.Equal(got[f], w) {
+			t.Errorf("%s merged from the shards differs from the unsharded job's:\n%s\nwant\n%s", f, got[f], w)
+		}
+	}
+}
+
+// killMidway starts `explaind ARGS` (a retrain shard writing into out)
+// and kills it with SIGKILL as soon as its progress file holds some but
+// not all of its rows; it fails the test if five tries finish first.
+func killMidway(t *testing.T, dir string, args []string, out string) {
+	t.Helper()
+	for try := 0; try < 5; try++ {
+		if err := os.RemoveAll(out); err != nil {
+			t.Fatal(err)
+		}
+		cmd, log := sigkillCommand(t, dir, args)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		exited := make(chan error, 1)
+		go func() { exited <- cmd.Wait() }()
+		for {
+			select {
+			case err := <-exited:
+				t.Logf("try %d: %v finished before the kill (%v)\n%s", try+1, args, err, log)
+			case <-time.After(500 * time.Microsecond):
+				var p retrain.Progress
+				b, err := os.ReadFile(filepath.Join(out, retrain.ProgressFile))
+				if err != nil || json.Unmarshal(b, &p) != nil || p.Shard == nil || p.Complete || len(p.Rows) == 0 {
+					continue
+				}
+				cmd.Process.Signal(syscall.SIGKILL)
+				err = <-exited
+				t.Logf("killed %v after %d of %d rows: %v", args, len(p.Rows), len(p.Shard.Rows), err)
+				return
+			}
+			break
+		}
+	}
+	t.Fatalf("%v finished five times before it could be killed midway", args)
 }

@@ -31,11 +31,12 @@ type Settings struct {
 	Seeds          int      `json:"seeds"`
 }
 
-// Key identifies the rows of a job: the run, by its fingerprint, and the
-// settings.
+// Key identifies the rows of a job: the run, by its fingerprint, the
+// settings and, for a shard output, the shard.
 type Key struct {
 	RunFingerprint string `json:"run_fingerprint"`
 	Settings
+	Shard *ShardRecord `json:"shard,omitempty"`
 }
 
 // KeyOf returns the key of the job opt describes on run, with opt's
@@ -43,7 +44,13 @@ type Key struct {
 func KeyOf(run *expio.Run, opt Options) Key {
 	k := Key{RunFingerprint: run.Fingerprint, Settings: Settings{Parts: opt.Parts, Stride: opt.Stride,
 		MaxCheckpoints: opt.MaxCheckpoints, MaxEpochs: opt.MaxEpochs, Target: opt.Target, Seeds: opt.Seeds}}
-	return k.normalized()
+	k = k.normalized()
+	if !opt.Shard.IsZero() {
+		total := len(Checkpoints(run.Steps(), opt.Stride, opt.MaxCheckpoints)) * len(k.Parts) * opt.Seeds
+		rows, _ := ShardRows(total, opt.Shard) // Run refuses a shard without rows first
+		k.Shard = shardRecord(opt.Shard, total, rows)
+	}
+	return k
 }
 
 func (k Key) normalized() Key {
@@ -75,6 +82,10 @@ func (k Key) settingsDiff(want Key) (format string, args []any) {
 		args = append(args, setting.Name("Target"), expio.Float(k.Target), expio.Float(want.Target))
 	}
 	add("Seeds", k.Seeds, want.Seeds)
+	if !sameShard(k.Shard, want.Shard) {
+		d = append(d, "%v %s there, %s here")
+		args = append(args, setting.Name("Shard"), shardName(k.Shard), shardName(want.Shard))
+	}
 	return strings.Join(d, "; "), args
 }
 
@@ -87,7 +98,9 @@ type Progress struct {
 	Run string `json:"run"`
 	Key
 	// Checkpoints lists the sampled checkpoint steps; Total is the number
-	// of retrainings of the job.
+	// of retrainings of the job (of the whole job when Shard is set; Rows
+	// then are the shard's, in Plan order, and Complete says that all of
+	// the shard's are done).
 	Checkpoints []int `json:"checkpoints"`
 	Total       int   `json:"total"`
 	Complete    bool  `json:"complete"`
@@ -112,17 +125,30 @@ func Plan(checkpoints []int, parts []string, seeds int) []Row {
 // SaveProgress writes res as dir's ProgressFile, atomically: a reader, or
 // a later Resume after a crash, sees the previous file or the new one.
 func SaveProgress(dir string, run *expio.Run, opt Options, res *Result) error {
+	return saveProgress(dir, progressOf(run, opt, res))
+}
+
+// progressOf returns the progress record of res, a result of the job opt
+// describes on run.
+func progressOf(run *expio.Run, opt Options, res *Result) *Progress {
 	k := KeyOf(run, opt)
-	k.Parts = res.Parts
-	p := Progress{Command: Command, Run: run.Dir, Key: k, Checkpoints: res.Checkpoints,
+	k.Parts, k.Shard = res.Parts, res.Shard
+	return &Progress{Command: Command, Run: run.Dir, Key: k, Checkpoints: res.Checkpoints,
 		Total: len(res.Checkpoints) * len(res.Parts) * opt.Seeds, Complete: res.Complete, Rows: res.Rows}
+}
+
+func saveProgress(dir string, p *Progress) error {
 	if p.Rows == nil {
-		p.Rows = []Row{}
+		q := *p
+		q.Rows = []Row{}
+		p = &q
 	}
 	return expio.WriteJSON(filepath.Join(dir, ProgressFile), p)
 }
 
-// ReadSummary reads dir's SummaryFile.
+// ReadSummary reads dir's SummaryFile. Its Settings.Optimizer holds the
+// run's optimizer settings as they were written (a *json.RawMessage), so
+// that the summary writes back to the same JSON.
 func ReadSummary(dir string) (*Summary, error) {
 	path := filepath.Join(dir, SummaryFile)
 	b, err := expio.ReadOutput(dir, SummaryFile)
@@ -130,6 +156,7 @@ func ReadSummary(dir string) (*Summary, error) {
 		return nil, err
 	}
 	var s Summary
+	s.Settings.Optimizer = new(json.RawMessage)
 	if err := json.Unmarshal(b, &s); err != nil {
 		return nil, fmt.Errorf("%s is not a %s summary: %v", path, Command, err)
 	}
@@ -137,7 +164,8 @@ func ReadSummary(dir string) (*Summary, error) {
 }
 
 // Resume returns the rows of the job opt describes on run that dir holds
-// already (from its ProgressFile), checked to be the first rows of Plan;
+// already (from its ProgressFile), checked to be the first rows of Plan
+// (of the shard's rows of Plan, ShardRows, when Options.Shard is set);
 // none when dir, or its ProgressFile, does not exist. When dir holds the
 // result of another run or of other settings (in its ProgressFile or,
 // lacking one, its SummaryFile) it returns an error that names the
@@ -158,7 +186,7 @@ func Resume(dir string, run *expio.Run, opt Options) ([]Row, error) {
 		if s.Command != "" && s.Command != Command {
 			return nil, setting.Errorf("%s: %v %s holds the results of explaind %s; choose another %v", Command, outSetting, dir, s.Command, outSetting)
 		}
-		had := Key{RunFingerprint: s.RunFingerprint, Settings: s.Settings.Settings}
+		had := Key{RunFingerprint: s.RunFingerprint, Settings: s.Settings.Settings, Shard: s.Shard}
 		// Without a progress file (a result of an older explaind) nothing
 		// can be reused, but the result is no less worth keeping.
 		return nil, mismatch(dir, s.Run, had.normalized(), want, run.Dir)
@@ -176,7 +204,7 @@ func Resume(dir string, run *expio.Run, opt Options) ([]Row, error) {
 	if err := mismatch(dir, p.Run, p.Key.normalized(), want, run.Dir); err != nil {
 		return nil, err
 	}
-	plan := Plan(Checkpoints(run.Steps(), opt.Stride, opt.MaxCheckpoints), want.Parts, opt.Seeds)
+	plan := (&Result{Checkpoints: Checkpoints(run.Steps(), opt.Stride, opt.MaxCheckpoints), Parts: want.Parts, Shard: want.Shard}).todo(opt.Seeds)
 	if len(p.Rows) > len(plan) {
 		return nil, setting.Errorf("%s: %v %s: %s holds %d rows, the job has %d; delete it to start over", Command, outSetting, dir, path, len(p.Rows), len(plan))
 	}

@@ -29,6 +29,14 @@
 //
 // The outcome counts epochs: 0 when the model is already at the target
 // before any training, −1 when it does not get there within MaxEpochs.
+//
+// A job's retrainings can be spread over the tasks of a cluster's job
+// array: Options.Shard i/n runs the retrainings ShardRows assigns to shard
+// i (n contiguous blocks of the job's rows in bit-reversed order, so that
+// every shard gets early and late checkpoints alike), into an output of
+// its own that records the shard and resumes like the whole job's; Merge
+// joins the finished shards' outputs into the files the unsharded job
+// writes, byte for byte.
 package retrain
 
 import (

@@ -2,6 +2,7 @@ package retrain
 
 import (
 	"github.com/explaind/explaind/setting"
+	"github.com/explaind/explaind/shard"
 
 	"context"
 	"fmt"
@@ -60,6 +61,12 @@ type Options struct {
 	Out string
 	// Log, if set, receives a line saying how many rows Run resumed.
 	Log io.Writer
+	// Shard, if set, restricts the job to one shard of its retrainings
+	// for a cluster's job array (ShardRows says which): Out then holds a
+	// shard output, which records the shard (ShardRecord) and resumes
+	// like a whole job's, and Merge joins the outputs of all shards into
+	// the output of the whole job. The zero Shard is the whole job.
+	Shard shard.Shard
 }
 
 // Check validates the options, naming the first bad value's field (a
@@ -93,6 +100,9 @@ func (o *Options) Check() error {
 	case o.EvalChunk < 0:
 		return fmt.Errorf("%s: %w", Command, setting.Invalid("EvalChunk", o.EvalChunk, "want ≥ 0 (0: all samples at once)"))
 	}
+	if err := o.Shard.Check(); err != nil {
+		return fmt.Errorf("%s: %w", Command, setting.Invalid("Shard", o.Shard.String(), "%w", err))
+	}
 	return nil
 }
 
@@ -119,10 +129,27 @@ type Result struct {
 	// Reused is the number of leading rows loaded from Options.Out
 	// instead of retrained.
 	Reused int `json:"-"`
+	// Shard says which retrainings of the job a shard's result holds
+	// (Options.Shard); nil for the whole job.
+	Shard *ShardRecord `json:"-"`
+}
+
+// todo returns the retrainings of res's job that res is to hold: the
+// whole Plan, or the shard's rows of it.
+func (res *Result) todo(seeds int) []Row {
+	plan := Plan(res.Checkpoints, res.Parts, seeds)
+	if res.Shard == nil {
+		return plan
+	}
+	out := make([]Row, len(res.Shard.Rows))
+	for i, k := range res.Shard.Rows {
+		out[i] = plan[k]
+	}
+	return out
 }
 
 // Run performs the experiment on an opened modulo run, in the order of
-// Plan. With Options.Out set it first resumes the rows done there (see
+// Plan (only the retrainings of Options.Shard, if set). With Options.Out set it first resumes the rows done there (see
 // Options.Out), and saves its progress there after every retraining. When
 // ctx is cancelled it stops after the current epoch, drops the unfinished
 // retraining and returns what it has (Complete false) with ctx's error.
@@ -139,7 +166,14 @@ func Run(ctx context.Context, run *expio.Run, opt Options) (*Result, error) {
 		return nil, fmt.Errorf("%s: %w", Command, setting.Invalid("Run", run.Dir, "the run has no validation samples"))
 	}
 	res := &Result{Checkpoints: Checkpoints(run.Steps(), opt.Stride, opt.MaxCheckpoints), Parts: opt.Parts}
-	plan := Plan(res.Checkpoints, opt.Parts, opt.Seeds)
+	total := len(res.Checkpoints) * len(res.Parts) * opt.Seeds
+	rows, err := ShardRows(total, opt.Shard)
+	if err != nil {
+		return nil, fmt.Errorf("%s: the job has %d retrainings (%d checkpoints × %d parts × %d seeds): %w",
+			Command, total, len(res.Checkpoints), len(res.Parts), opt.Seeds, err)
+	}
+	res.Shard = shardRecord(opt.Shard, total, rows)
+	plan := res.todo(opt.Seeds)
 	if opt.Out != "" {
 		done, err := Resume(opt.Out, run, opt)
 		if err != nil {
@@ -149,10 +183,21 @@ func Run(ctx context.Context, run *expio.Run, opt Options) (*Result, error) {
 			return nil, fmt.Errorf("%s: %w", Command, setting.Invalid("Out", nil, "%w", err))
 		}
 		res.Rows, res.Reused = slices.Clone(done), len(done)
+		if res.Shard != nil && len(done) == 0 {
+			// A shard output says what it is from the start: Merge and
+			// IsShard recognize a shard whose task has not finished a
+			// retraining yet.
+			if err := SaveProgress(opt.Out, run, opt, res); err != nil {
+				return nil, err
+			}
+		}
 		if opt.Log != nil && len(done) > 0 {
 			what := fmt.Sprintf("resuming: %d of %d retrainings already done", len(done), len(plan))
 			if len(done) == len(plan) {
 				what = fmt.Sprintf("all %d retrainings already done", len(plan))
+			}
+			if res.Shard != nil {
+				what += " of shard " + res.Shard.Shard().String()
 			}
 			fmt.Fprintf(opt.Log, "%s: %s (%s)\n", Command, what, filepath.Join(opt.Out, ProgressFile))
 		}
@@ -287,7 +332,9 @@ type Summary struct {
 	RunFingerprint string `json:"run_fingerprint"`
 	Software       string `json:"software"`
 	Complete       bool   `json:"complete"`
-	Settings       struct {
+	// Shard is set in the summary of a shard output (Options.Shard).
+	Shard    *ShardRecord `json:"shard,omitempty"`
+	Settings struct {
 		// Settings holds the options the rows depend on (parts,
 		// stride, max_checkpoints, max_epochs, target_accuracy, seeds).
 		Settings
@@ -311,7 +358,7 @@ type Summary struct {
 // Summarize returns the summary of a result.
 func Summarize(run *expio.Run, opt Options, res *Result, software string) (*Summary, error) {
 	s := &Summary{Command: Command, Run: run.Dir, RunFingerprint: run.Fingerprint, Software: software,
-		Complete: res.Complete, FinalStep: run.Steps(), Checkpoints: res.Checkpoints, Points: Points(res, opt.MaxEpochs),
+		FinalStep: run.Steps(), Checkpoints: res.Checkpoints,
 		Files: []string{SummaryFile, CSVFile, FigureBase + ".png", FigureBase + ".svg", ProgressFile},
 		Definition: "for each checkpoint step s, part and seed: the part drawn afresh (PyTorch's default initialization, seeded), the rest loaded from the state before step s, " +
 			"then trained full batch with the run's optimizer settings from a fresh optimizer state; epochs = the first epoch after which training and validation accuracy both reach target_accuracy " +
@@ -322,11 +369,6 @@ func Summarize(run *expio.Run, opt Options, res *Result, software string) (*Summ
 	st.Optimizer, st.Schedule = run.Config.Optimizer, run.Config.Schedule
 	st.PartParams = map[string][]string{}
 	for _, part := range res.Parts {
-		groups, err := PartGroups(part)
-		if err != nil {
-			return nil, err
-		}
-		h := PartSummary{Part: part, Groups: groups, LatestUnreached: -1}
 		for _, p := range run.Session.Params() {
 			in, err := InPart(part, p.Name)
 			if err != nil {
@@ -336,6 +378,24 @@ func Summarize(run *expio.Run, opt Options, res *Result, software string) (*Summ
 				st.PartParams[part] = append(st.PartParams[part], p.Name)
 			}
 		}
+	}
+	s.Shard = res.Shard
+	if err := s.tally(res); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// tally sets the summary's Points and Headline, those of its rows, from
+// res (its rows, parts and completeness) and the summary's settings.
+func (s *Summary) tally(res *Result) error {
+	s.Complete, s.Points, s.Headline = res.Complete, Points(res, s.Settings.MaxEpochs), nil
+	for _, part := range res.Parts {
+		groups, err := PartGroups(part)
+		if err != nil {
+			return err
+		}
+		h := PartSummary{Part: part, Groups: groups, LatestUnreached: -1}
 		var sum float64
 		for _, r := range res.Rows {
 			if r.Part != part {
@@ -354,7 +414,7 @@ func Summarize(run *expio.Run, opt Options, res *Result, software string) (*Summ
 		}
 		s.Headline = append(s.Headline, h)
 	}
-	return s, nil
+	return nil
 }
 
 // Do runs `explaind retrain`: it opens the modulo run opts.Run, retrains
@@ -375,7 +435,7 @@ func Do(ctx context.Context, opts Options) (*Summary, error) {
 		return nil, runErr
 	}
 	if res.Complete && res.Reused == len(res.Rows) {
-		if s, err := ReadSummary(opts.Out); err == nil && s.Complete && s.RunFingerprint == r.Fingerprint {
+		if s, err := ReadSummary(opts.Out); err == nil && s.Complete && s.RunFingerprint == r.Fingerprint && sameShard(s.Shard, res.Shard) {
 			s.Reused = true
 			return s, nil
 		}
@@ -384,11 +444,11 @@ func Do(ctx context.Context, opts Options) (*Summary, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := write(opts.Out, r, opts, res, sum); err != nil {
+	if err := write(opts.Out, progressOf(r, opts, res), res, sum); err != nil {
 		return nil, err
 	}
 	if runErr != nil {
-		total := len(Plan(res.Checkpoints, res.Parts, opts.Seeds))
+		total := len(res.todo(opts.Seeds))
 		return sum, expio.Interrupted(runErr, "%s: interrupted after %d of %d retrainings; the results so far are in %s (summary.json says \"complete\": false): rerun the same command to resume",
 			Command, len(res.Rows), total, opts.Out)
 	}
@@ -407,14 +467,17 @@ func Write(dir string, run *expio.Run, opt Options, res *Result, software string
 	if err != nil {
 		return err
 	}
-	return write(dir, run, opt, res, sum)
+	return write(dir, progressOf(run, opt, res), res, sum)
 }
 
-// write is Write with the summary made.
-func write(dir string, run *expio.Run, opt Options, res *Result, sum *Summary) error {
-	if err := SaveProgress(dir, run, opt, res); err != nil {
+// write is Write with the progress record and the summary made; the
+// settings come from the summary. Merge writes the whole job's result
+// with it too.
+func write(dir string, prog *Progress, res *Result, sum *Summary) error {
+	if err := saveProgress(dir, prog); err != nil {
 		return err
 	}
+	opt := &sum.Settings
 	header := []string{"checkpoint", "part", "seed", "epochs", "reached", "train_epochs", "val_epochs", "epochs_run",
 		"init_train_acc", "init_val_acc", "train_acc", "val_acc", "diverged"}
 	rows := make([][]string, len(res.Rows))
