@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/explaind/explaind/experiments/retrain"
 	"github.com/explaind/explaind/explain/job"
 	"github.com/spf13/cobra"
 )
@@ -25,6 +26,10 @@ concatenated in test order, arrays summed over test samples (kernel,
 kernel_reg, importance) are added up from the shards' float64 partial
 sums, and summary.json is recomputed over all test samples, with the
 shards' summed wall time and largest peak memory.
+
+Retrain outputs (explaind retrain --shard): the rows of the shards are
+put back in the unsharded job's order, and the CSV, summary and figures
+are written as the unsharded job writes them.
 
 The merge refuses shards of different runs, builds, settings or jobs,
 duplicate or overlapping shards, missing shards (it names them), an
@@ -46,10 +51,10 @@ command; rerunning a finished merge prints its summary.
 			switch outputKind(shards[0]) {
 			case "epk":
 				s, err = job.Merge(out, shards, cmd.ErrOrStderr())
-			// TODO(lead): retrain's shards. Detect them in outputKind and
-			// add: case "retrain": s, err = retrain.Merge(out, shards, …).
+			case "retrain":
+				s, err = retrain.Merge(out, shards, cmd.ErrOrStderr())
 			default:
-				return fmt.Errorf("%s is not the output of a sharded job that explaind merges (an EPK output of explaind epk --shard)", shards[0])
+				return fmt.Errorf("%s is not the output of a sharded job that explaind merges (an EPK output of explaind epk --shard or a retrain output of explaind retrain --shard)", shards[0])
 			}
 			if err != nil {
 				return err
@@ -66,10 +71,14 @@ command; rerunning a finished merge prints its summary.
 
 // outputKind returns the kind of the output of a sharded job in dir, by
 // which merge joins it: "epk" for an EPK output or an unfinished EPK job
-// (job.IsOutput), "" for none that merge knows.
+// (job.IsOutput), "retrain" for a shard of a retrain job
+// (retrain.IsShard), "" for none that merge knows.
 func outputKind(dir string) string {
-	if job.IsOutput(dir) {
+	switch {
+	case job.IsOutput(dir):
 		return "epk"
+	case retrain.IsShard(dir):
+		return "retrain"
 	}
 	return ""
 }

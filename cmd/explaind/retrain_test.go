@@ -107,8 +107,8 @@ func TestRetrainResume(t *testing.T) {
 
 // TestRetrainShards: `explaind retrain --shard I/3` for I = 0, 1, 2, shard
 // 1 killed with SIGKILL after some but not all of its retrainings and
-// rerun, merged (retrain.Merge, what `explaind merge` runs for retrain
-// shards) equals the unsharded job's output byte for byte; bad --shard
+// rerun, merged by `explaind merge` (given the shards in reverse order)
+// equals the unsharded job's output byte for byte; bad --shard
 // values and more shards than retrainings are refused before any work; a
 // task of a job array without --shard says so and computes the whole job.
 func TestRetrainShards(t *testing.T) {
@@ -170,9 +170,13 @@ func TestRetrainShards(t *testing.T) {
 		}
 	}
 	merged := filepath.Join(root, "merged")
-	var log bytes.Buffer
-	if _, err := retrain.Merge(merged, shards, &log); err != nil {
-		t.Fatalf("merge: %v\n%s", err, &log)
+	// The shards in reverse order: merge puts the rows back in the job's.
+	margs := []string{"merge", "--out", merged}
+	for i := len(shards) - 1; i >= 0; i-- {
+		margs = append(margs, shards[i])
+	}
+	if msg, err := run(margs...); err != nil || !strings.Contains(msg, "3 shards merged into "+merged) {
+		t.Fatalf("explaind merge: %v\n%s", err, msg)
 	}
 	got, wantFiles := retrainTestFiles(t, merged), retrainTestFiles(t, want)
 	for f, w := range wantFiles {
