@@ -115,13 +115,21 @@ func TestHoldLock(t *testing.T) {
 	if dir == "" {
 		t.Skip("the child process of TestKilledHolderDoesNotBlock")
 	}
-	if _, err := Dir(dir); err != nil {
+	l, err := Dir(dir)
+	if err != nil {
 		fmt.Println("error:", err)
 		os.Exit(1)
 	}
+	// The lock stays reachable: an unreachable Lock's file is closed by
+	// the garbage collector, which releases the flock (a loaded machine
+	// made that happen before the parent's check).
+	childLock = l
 	fmt.Println("locked")
 	select {}
 }
+
+// childLock keeps TestHoldLock's lock reachable until the process dies.
+var childLock *Lock
 
 func TestKilledHolderDoesNotBlock(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "run")
