@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -43,7 +44,8 @@ func slurmStart(t *testing.T) []string {
 	if dir == "" {
 		dir = filepath.Join(os.TempDir(), "explaind-slurm")
 	}
-	env := append(os.Environ(), "SLURM_CONF="+filepath.Join(dir, "slurm.conf"), "EXPLAIND_SLURM_POLL=0.5")
+	env := append(os.Environ(), "SLURM_CONF="+filepath.Join(dir, "slurm.conf"), "EXPLAIND_SLURM_POLL=0.5",
+		"EXPLAIND_THREADS=", "OPENBLAS_NUM_THREADS=") // empty is unset for the job scripts
 	if err := exec.Command(script, "status", dir).Run(); err == nil {
 		t.Logf("using the Slurm cluster already running from %s", dir)
 		return env
@@ -554,5 +556,107 @@ func TestSlurmDiff(t *testing.T) {
 		case c.want != "" && (len(diffs) != 1 || !strings.Contains(diffs[0], c.want)):
 			t.Errorf("%s: differences %q, want one naming %s", c.name, diffs, c.want)
 		}
+	}
+}
+
+// TestKubernetesJobs runs the pods of deploy/k8s's Indexed Job and merge
+// Job as their manifests say, here, without Kubernetes or the image: the
+// container's command and args (with /data a temporary directory and the
+// stand-in slurmShim as explaind), JOB_COMPLETION_INDEX 0 … completions−1
+// and the thread count from the CPU limit. Each pod runs its shard into
+// OUT.shards/III; the merge gets them all, in order. The manifests agree
+// on the output and the shard count with each other, and on the scripts'
+// path with the Dockerfile. Without an index the shard script refuses.
+func TestKubernetesJobs(t *testing.T) {
+	read := func(path string) string {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	shards, merge, docker := read("../../deploy/k8s/epk-shards.yaml"), read("../../deploy/k8s/merge.yaml"), read("../../Dockerfile")
+	// field returns the submatches of re in the manifest text s.
+	field := func(s, re string) []string {
+		m := regexp.MustCompile(re).FindStringSubmatch(s)
+		if m == nil {
+			t.Fatalf("no match of %s", re)
+		}
+		return m[1:]
+	}
+	n, err := strconv.Atoi(field(shards, `(?m)^\s+completions: (\d+)`)[0])
+	if err != nil || n < 1 {
+		t.Fatalf("completions %d (%v)", n, err)
+	}
+	if !strings.Contains(shards, "completionMode: Indexed") {
+		t.Error("the shards' Job is not an Indexed Job")
+	}
+	yamlList := func(s string) []string { // a flow sequence of plain and "quoted" scalars
+		var out []string
+		for _, f := range strings.Split(s, ", ") {
+			out = append(out, strings.Trim(f, `"`))
+		}
+		return out
+	}
+	cmd := field(shards, `(?m)^\s+command: \[(\S+)\]`)[0]
+	args := yamlList(field(shards, `(?m)^\s+args: \[(.*)\]`)[0])
+	mcmd := field(merge, `(?m)^\s+command: \[(\S+)\]`)[0]
+	margs := yamlList(field(merge, `(?m)^\s+args: \[(.*)\]`)[0])
+	if len(args) < 4 || args[3] != strconv.Itoa(n) {
+		t.Fatalf("the shards' args %q: want KIND RUN OUT N FLAGS… with N = completions = %d", args, n)
+	}
+	if !slices.Equal(margs, []string{args[2], args[3]}) {
+		t.Errorf("the merge's args %q, want OUT N = %q", margs, args[2:4])
+	}
+	dest := field(docker, `(?m)^COPY deploy/slurm/shard.sbatch deploy/slurm/merge.sbatch (\S+)/$`)[0]
+	if cmd != dest+"/shard.sbatch" || mcmd != dest+"/merge.sbatch" {
+		t.Errorf("the Jobs run %s and %s; the Dockerfile puts the scripts in %s", cmd, mcmd, dest)
+	}
+
+	root := t.TempDir()
+	shim := filepath.Join(root, "shim")
+	if err := os.WriteFile(shim, []byte(slurmShim), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	data := filepath.Join(root, "data")
+	local := func(a []string) []string {
+		var out []string
+		for _, s := range a {
+			out = append(out, strings.Replace(s, "/data/", data+"/", 1))
+		}
+		return out
+	}
+	pod := func(script string, args []string, env ...string) ([]byte, error) {
+		c := exec.Command(filepath.Join("../../deploy/slurm", filepath.Base(script)), local(args)...)
+		// Empty is unset for the scripts: no index, thread settings or
+		// explaind of the test's environment leaks into the pods.
+		c.Env = append(os.Environ(), "SLURM_ARRAY_TASK_ID=", "JOB_COMPLETION_INDEX=", "EXPLAIND_THREADS=", "OPENBLAS_NUM_THREADS=",
+			"EXPLAIND="+shim, "SHIM_FAIL="+filepath.Join(root, "never"))
+		c.Env = append(c.Env, env...)
+		return c.CombinedOutput()
+	}
+	if msg, err := pod(cmd, args); err == nil || !strings.Contains(string(msg), "JOB_COMPLETION_INDEX") {
+		t.Errorf("a shard without an index: %v\n%s", err, msg)
+	}
+	for i := range n {
+		if msg, err := pod(cmd, args, "JOB_COMPLETION_INDEX="+strconv.Itoa(i), "EXPLAIND_THREADS=2"); err != nil {
+			t.Fatalf("pod %d: %v\n%s", i, err, msg)
+		}
+	}
+	if msg, err := pod(mcmd, margs); err != nil {
+		t.Fatalf("merge: %v\n%s", err, msg)
+	}
+	got, err := os.ReadFile(filepath.Join(local(args[2:3])[0], "merged"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want strings.Builder
+	l := local(args)
+	for i := range n {
+		fmt.Fprintf(&want, "%s --run %s --out %s.shards/%03d --shard %d/%d %s | GOMAXPROCS=2 OPENBLAS_NUM_THREADS=1\n",
+			l[0], l[1], l[2], i, i, n, strings.Join(l[4:], " "))
+	}
+	if string(got) != want.String() {
+		t.Errorf("the merge saw\n%s\nwant\n%s", got, want.String())
 	}
 }
