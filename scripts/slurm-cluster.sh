@@ -119,7 +119,7 @@ done
 [ ${#missing[@]} = 0 ] || die "missing ${missing[*]}: install them with apt-get install slurm-wlm munge"
 id munge >/dev/null 2>&1 || die "no user munge (Debian's munge package creates it): apt-get install munge"
 
-mkdir -p "$dir" "$dir/state" "$dir/spool" "$m"
+mkdir -p "$dir" "$dir/state" "$dir/spool" "$m" 2>/dev/null || die "cannot create the cluster's directory $dir"
 chmod 0755 "$dir"
 # munged wants its directory owned by munge and searchable by all (the
 # socket), its key readable by munge alone.
