@@ -5,7 +5,9 @@
 #
 #   scripts/setup.sh        what the demo needs (OpenBLAS, Fashion-MNIST)
 #   scripts/setup.sh test   and what the tests need besides: Chromium, for
-#                           the test that renders the report in a browser
+#                           the test that renders the report in a browser,
+#                           and Slurm with munge, for the test that runs the
+#                           job scripts of deploy/slurm on a one-node cluster
 set -euo pipefail
 
 need=()
@@ -13,6 +15,8 @@ need=()
 [ -d /usr/share/datasets/fashion-mnist ] || need+=(dataset-fashion-mnist)
 if [ "${1:-}" = test ]; then
   command -v chromium >/dev/null || need+=(chromium)
+  command -v slurmctld >/dev/null || [ -x /usr/sbin/slurmctld ] || need+=(slurm-wlm)
+  command -v munged >/dev/null || [ -x /usr/sbin/munged ] || need+=(munge)
 fi
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
