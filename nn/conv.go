@@ -128,9 +128,10 @@ func (l *Conv2d[T]) OutShape(in []int) ([]int, error) {
 }
 
 type convState[T tensor.Float] struct {
-	x *tensor.Dense[T]
-	y *tensor.Dense[T] // the output, kept for the fused ReLU's mask
-	g convGeom
+	x    *tensor.Dense[T]
+	y    *tensor.Dense[T] // the output, kept for the fused ReLU's mask
+	g    convGeom
+	path convPath[T] // the path x was evaluated on (zero for Forward)
 }
 
 // outOp is how the forward product is written out: copied, or with the
@@ -157,18 +158,34 @@ func (l *Conv2d[T]) input(x *tensor.Dense[T]) (convGeom, error) {
 	return g, nil
 }
 
-// Forward computes y[b] = W ⋆ x[b], as W·cols per chunk of samples.
+// Forward computes y[b] = W ⋆ x[b], as W·cols per chunk of samples: the
+// path rule (PathForward) at θ.
 func (l *Conv2d[T]) Forward(x *tensor.Dense[T]) (*tensor.Dense[T], State, error) {
+	return l.forward(x, convPath[T]{})
+}
+
+// forward is PathForward on the path cp (Forward for its zero value): with
+// a direction ΔW it stacks [W; ΔW] into one [2·O, C·KH·KW] matrix, so that
+// one product with each chunk's cols gives W ⋆ x and ΔW ⋆ x, and writes
+// y[b] = W ⋆ x[b] + t_b·(ΔW ⋆ x[b]).
+func (l *Conv2d[T]) forward(x *tensor.Dense[T], cp convPath[T]) (*tensor.Dense[T], State, error) {
 	g, err := l.input(x)
 	if err != nil {
 		return nil, nil, err
 	}
 	y := tensor.New[T](g.b, g.o, g.ho, g.wo)
 	op := l.outOp()
-	convolve(g, x.Data, g.b, l.Weight.Value.Data, g.o, func(b0, nb int, out []T, par bool) {
-		scatterPlanes(par, out, nb, g.pos, g.o, y.Data, b0, 1, op)
-	})
-	return y, &convState[T]{x: x, y: y, g: g}, nil
+	w := l.Weight.Value.Data
+	if !cp.moves() {
+		convolve(g, x.Data, g.b, w, g.o, func(b0, nb int, out []T, par bool) {
+			scatterPlanes(par, out, nb, g.pos, g.o, y.Data, b0, 1, op)
+		})
+	} else {
+		convolve(g, x.Data, g.b, cp.stack(w), 2*g.o, func(b0, nb int, out []T, par bool) {
+			scatterPathPlanes(par, out, nb, g.pos, g.o, y.Data, b0, cp.t, 1, op)
+		})
+	}
+	return y, &convState[T]{x: x, y: y, g: g, path: cp}, nil
 }
 
 // Backward: with dY_r [O, H'·W'] the r-th cotangent row (masked by the
@@ -180,11 +197,18 @@ func (l *Conv2d[T]) Forward(x *tensor.Dense[T]) (*tensor.Dense[T], State, error)
 // Summed mode first adds up a sample's K cotangents, since cols_b is shared.
 // For stride 1, dx_r is computed as the convolution of dY_r with the
 // flipped kernel, and with K = 1 that convolution's unfolding of dY also
-// gives dW (transposedBackward), so x is not unfolded again.
+// gives dW (transposedBackward), so x is not unfolded again. For a state
+// from PathForward, Backward is PathBackward: W is W + t_b ΔW in dx_r.
 func (l *Conv2d[T]) Backward(st State, dy *tensor.Dense[T], gr *Grads[T], needDx bool) (*tensor.Dense[T], error) {
+	return l.backward("Backward", st, dy, gr, nil, needDx)
+}
+
+// backward is Backward, and PathBackwardGrouped for non-nil grp (gr then
+// holds PerRow buffers over grp's groups).
+func (l *Conv2d[T]) backward(method string, st State, dy *tensor.Dense[T], gr *Grads[T], grp *rowGroups, needDx bool) (*tensor.Dense[T], error) {
 	s, ok := st.(*convState[T])
 	if !ok {
-		return nil, fmt.Errorf("nn.Conv2d(%s): Backward got a state from another layer", l.Weight.Name)
+		return nil, fmt.Errorf("nn.Conv2d(%s): %s got a state from another layer", l.Weight.Name, method)
 	}
 	g := s.g
 	if dy == nil {
@@ -197,7 +221,17 @@ func (l *Conv2d[T]) Backward(st State, dy *tensor.Dense[T], gr *Grads[T], needDx
 	if len(dy.Data) != tensor.Numel(dy.Shape) {
 		return nil, fmt.Errorf("nn.Conv2d(%s): cotangent has %d values for shape %v", l.Weight.Name, len(dy.Data), dy.Shape)
 	}
-	gw, err := gr.checkBuf(l.Weight, g.b*k)
+	rows := g.b * k
+	if grp != nil {
+		if err := grp.check(g.b); err != nil {
+			return nil, fmt.Errorf("nn.Conv2d(%s): %s: %w", l.Weight.Name, method, err)
+		}
+		if gr != nil && gr.Mode != PerRow {
+			return nil, fmt.Errorf("nn.Conv2d(%s): %s needs PerRow gradient buffers", l.Weight.Name, method)
+		}
+		rows = grp.n * k
+	}
+	gw, err := gr.checkBuf(l.Weight, rows)
 	if err != nil {
 		return nil, err
 	}
@@ -216,22 +250,32 @@ func (l *Conv2d[T]) Backward(st State, dy *tensor.Dense[T], gr *Grads[T], needDx
 	if needDx {
 		dx = tensor.New[T](g.b*k, g.c, g.h, g.w)
 	}
+	w, cp := l.Weight.Value.Data, s.path
 	gt, transposable := g.transposed()
-	if needDx && gw != nil && gr.Mode == Summed && k == 1 && transposable && 4*g.h*g.w <= 5*g.pos {
+	if needDx && gw != nil && grp == nil && gr.Mode == Summed && k == 1 && transposable && 4*g.h*g.w <= 5*g.pos {
 		// One unfolding of dy serves both products (see transposedBackward).
-		transposedBackward(g, gt, s.x.Data, dyData, l.Weight.Value.Data, dx.Data, gw.Data)
+		transposedBackward(g, gt, s.x.Data, dyData, cp.flipped(w, g), cp.t, dx.Data, gw.Data)
 		return dx, nil
 	}
 	if needDx {
 		if transposable {
-			convolve(gt, dyData, g.b*k, flipKernel(l.Weight.Value.Data, g), g.c, func(r0, nr int, out []T, par bool) {
+			wt := cp.flipped(w, g)
+			convolve(gt, dyData, g.b*k, wt, len(wt)/gt.ck, func(r0, nr int, out []T, par bool) {
+				if cp.moves() {
+					scatterPathPlanes(par, out, nr, g.h*g.w, g.c, dx.Data, r0, cp.t, k, scatterCopy)
+					return
+				}
 				scatterPlanes(par, out, nr, g.h*g.w, g.c, dx.Data, r0, 1, scatterCopy)
 			})
 		} else {
-			foldCotangents(g, dyData, g.b*k, l.Weight.Value.Data, dx.Data)
+			foldCotangents(g, dyData, g.b*k, w, cp, k, dx.Data)
 		}
 	}
-	if gw != nil {
+	switch {
+	case gw == nil:
+	case grp != nil:
+		weightGradGrouped(g, s.x.Data, dyData, k, grp, gw.Data)
+	default:
 		weightGrad(g, s.x.Data, dyData, k, gr.Mode == Summed, gw.Data)
 	}
 	return dx, nil
@@ -239,8 +283,16 @@ func (l *Conv2d[T]) Backward(st State, dy *tensor.Dense[T], gr *Grads[T], needDx
 
 // JVP: dy_m = W ⋆ dx_m + dW_m ⋆ x. The parameter part stacks [W; dW_1; …;
 // dW_M] into one [(M+1)·O, C·KH·KW] matrix, so a single product with each
-// chunk's cols gives y and all M tangents.
+// chunk's cols gives y and all M tangents. It is PathJVP at θ.
 func (l *Conv2d[T]) JVP(x, dx *tensor.Dense[T], t *Tangents[T]) (*tensor.Dense[T], *tensor.Dense[T], error) {
+	return l.jvp(x, dx, convPath[T]{}, t)
+}
+
+// jvp is PathJVP on the path cp (JVP for its zero value). With a direction
+// ΔW, W + t_b ΔW takes W's place: the stack is [W; ΔW; dW_1; …; dW_M],
+// and the input tangents are convolved with [W; ΔW], their rows of sample
+// b combined with t_b.
+func (l *Conv2d[T]) jvp(x, dx *tensor.Dense[T], cp convPath[T], t *Tangents[T]) (*tensor.Dense[T], *tensor.Dense[T], error) {
 	g, err := l.input(x)
 	if err != nil {
 		return nil, nil, err
@@ -260,27 +312,41 @@ func (l *Conv2d[T]) JVP(x, dx *tensor.Dense[T], t *Tangents[T]) (*tensor.Dense[T
 	dy := tensor.New[T](g.b*m, g.o, g.ho, g.wo)
 	w := l.Weight.Value.Data
 	op := l.outOp()
+	// The primal part of the stack: [W] or, on a path, [W; ΔW].
+	wp, np := w, 1
+	if cp.moves() {
+		wp, np = cp.stack(w), 2
+	}
+	primal := func(b0, nb int, out []T, par bool) {
+		if np == 2 {
+			scatterPathPlanes(par, out, nb, g.pos, g.o, y.Data, b0, cp.t, 1, op)
+			return
+		}
+		scatterPlanes(par, out, nb, g.pos, g.o, y.Data, b0, 1, op)
+	}
 	if dW == nil {
-		convolve(g, x.Data, g.b, w, g.o, func(b0, nb int, out []T, par bool) {
-			scatterPlanes(par, out, nb, g.pos, g.o, y.Data, b0, 1, op)
-		})
+		convolve(g, x.Data, g.b, wp, np*g.o, primal)
 	} else {
-		stack := make([]T, 0, (m+1)*len(w))
-		stack = append(append(stack, w...), dW.Data...)
-		convolve(g, x.Data, g.b, stack, (m+1)*g.o, func(b0, nb int, out []T, par bool) {
+		stack := make([]T, 0, len(wp)+len(dW.Data))
+		stack = append(append(stack, wp...), dW.Data...)
+		convolve(g, x.Data, g.b, stack, (m+np)*g.o, func(b0, nb int, out []T, par bool) {
 			n := nb * g.pos
-			scatterPlanes(par, out[:g.o*n], nb, g.pos, g.o, y.Data, b0, 1, op)
-			// Rows (mm+1)·O … of out hold tangent mm for every sample of the
-			// chunk: sample b0+j, tangent mm goes to dy row (b0+j)·M + mm.
+			primal(b0, nb, out[:np*g.o*n], par)
+			// Rows (mm+np)·O … of out hold tangent mm for every sample of
+			// the chunk: sample b0+j, tangent mm goes to dy row (b0+j)·M + mm.
 			for mm := 0; mm < m; mm++ {
-				scatterPlanes(par, out[(mm+1)*g.o*n:(mm+2)*g.o*n], nb, g.pos, g.o, dy.Data[mm*g.o*g.pos:], b0, m, scatterAdd)
+				scatterPlanes(par, out[(mm+np)*g.o*n:(mm+np+1)*g.o*n], nb, g.pos, g.o, dy.Data[mm*g.o*g.pos:], b0, m, scatterAdd)
 			}
 		})
 	}
 	if dx != nil {
 		// Row b·M + mm of dx is an image of its own; rows of a chunk are
 		// disjoint from other chunks' rows, so the accumulation is safe.
-		convolve(g, dx.Data, g.b*m, w, g.o, func(r0, nr int, out []T, par bool) {
+		convolve(g, dx.Data, g.b*m, wp, np*g.o, func(r0, nr int, out []T, par bool) {
+			if np == 2 {
+				scatterPathPlanes(par, out, nr, g.pos, g.o, dy.Data, r0, cp.t, m, scatterAdd)
+				return
+			}
 			scatterPlanes(par, out, nr, g.pos, g.o, dy.Data, r0, 1, scatterAdd)
 		})
 	}

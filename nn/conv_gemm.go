@@ -81,19 +81,29 @@ func weightGrad[T tensor.Float](g convGeom, x, dy []T, k int, summed bool, gw []
 }
 
 // foldCotangents adds fold(Wᵀ dY_r) into dx for the n cotangent rows of dy:
-// the general input cotangent, for strides other than 1.
-func foldCotangents[T tensor.Float](g convGeom, dy []T, n int, w []T, dx []T) {
-	nb, workers := chunkPlan(n, g.pos*(g.ck+g.o))
+// the general input cotangent, for strides other than 1. On a path (cp
+// moves) W is W + t_b ΔW for the row's sample b = r/per; the product is
+// then one GEMM over a doubled inner dimension,
+// [W; ΔW]ᵀ · [dY; t_b dY] = Wᵀ dY + t_b ΔWᵀ dY.
+func foldCotangents[T tensor.Float](g convGeom, dy []T, n int, w []T, cp convPath[T], per int, dx []T) {
+	inner := g.o // rows of the stacked cotangents
+	if cp.moves() {
+		w, inner = cp.stack(w), 2*g.o
+	}
+	nb, workers := chunkPlan(n, g.pos*(g.ck+inner))
 	dyall := make([][]T, workers)
 	dcols := make([][]T, workers)
 	for i := range dyall {
-		dyall[i] = getScratch[T](g.o * g.pos * nb)
+		dyall[i] = getScratch[T](inner * g.pos * nb)
 		dcols[i] = getScratch[T](g.ck * g.pos * nb)
 	}
 	forChunks(n, nb, workers, func(wk, r0, cnt int, par bool) {
 		nc := cnt * g.pos
 		gatherPlanes(par, dy, r0, cnt, 1, g.pos, g.o, dyall[wk][:g.o*nc])
-		chunkGemm(par, true, false, g.ck, nc, g.o, 1, w, g.ck, dyall[wk], nc, 0, dcols[wk], nc)
+		if inner > g.o {
+			scaledPlanes(dyall[wk][:g.o*nc], dyall[wk][g.o*nc:2*g.o*nc], cnt, g.pos, g.o, cp.t, r0, per)
+		}
+		chunkGemm(par, true, false, g.ck, nc, inner, 1, w, g.ck, dyall[wk], nc, 0, dcols[wk], nc)
 		col2im(par, g, dcols[wk][:g.ck*nc], dx, r0, cnt)
 	})
 	for i := range dyall {
@@ -111,27 +121,33 @@ func foldCotangents[T tensor.Float](g convGeom, dy []T, n int, w []T, dx []T) {
 //
 // since both sum dy[o, p − (i, j) + pad]·x[c, p] over input positions p.
 // This spares the unfolding of x when the input and output have about as
-// many positions.
-func transposedBackward[T tensor.Float](g, gt convGeom, x, dy, w, dx, gw []T) {
-	wt := flipKernel(w, g)
+// many positions. wt is flipKernel(W), [C, O·KH·KW], or on a path
+// [flip(W); flip(ΔW)] with the positions t of the samples (nil otherwise):
+// dx of sample b is then the first product plus t_b times the second.
+func transposedBackward[T tensor.Float](g, gt convGeom, x, dy, wt []T, t []float64, dx, gw []T) {
 	hw := g.h * g.w
 	kk := g.kh * g.kw
 	size := g.c * g.o * kk
-	nb, workers := chunkPlan(g.b, hw*(gt.ck+2*g.c))
+	rows := len(wt) / gt.ck // C, or 2·C on a path
+	nb, workers := chunkPlan(g.b, hw*(gt.ck+rows+g.c))
 	cols := make([][]T, workers)
 	out := make([][]T, workers)
 	acc := make([][]T, workers)
 	for i := range cols {
 		cols[i] = getScratch[T](gt.ck * hw * nb)
-		out[i] = getScratch[T](g.c * hw * nb)
+		out[i] = getScratch[T](rows * hw * nb)
 		acc[i] = getScratch[T](size)
 		clear(acc[i])
 	}
 	forChunks(g.b, nb, workers, func(wk, b0, cnt int, par bool) {
 		n := cnt * hw
 		im2col(par, gt, dy, b0, cnt, cols[wk][:gt.ck*n])
-		chunkGemm(par, false, false, g.c, n, gt.ck, 1, wt, gt.ck, cols[wk], n, 0, out[wk], n)
-		scatterPlanes(par, out[wk][:g.c*n], cnt, hw, g.c, dx, b0, 1, scatterCopy)
+		chunkGemm(par, false, false, rows, n, gt.ck, 1, wt, gt.ck, cols[wk], n, 0, out[wk], n)
+		if rows > g.c {
+			scatterPathPlanes(par, out[wk][:rows*n], cnt, hw, g.c, dx, b0, t, 1, scatterCopy)
+		} else {
+			scatterPlanes(par, out[wk][:g.c*n], cnt, hw, g.c, dx, b0, 1, scatterCopy)
+		}
 		gatherPlanes(par, x, b0, cnt, 1, hw, g.c, out[wk][:g.c*n])
 		chunkGemm(par, false, true, g.c, gt.ck, n, 1, out[wk], n, cols[wk], n, 1, acc[wk], gt.ck)
 	})
