@@ -165,9 +165,7 @@ func (l *Conv2d[T]) Forward(x *tensor.Dense[T]) (*tensor.Dense[T], State, error)
 }
 
 // forward is PathForward on the path cp (Forward for its zero value): with
-// a direction ΔW it stacks [W; ΔW] into one [2·O, C·KH·KW] matrix, so that
-// one product with each chunk's cols gives W ⋆ x and ΔW ⋆ x, and writes
-// y[b] = W ⋆ x[b] + t_b·(ΔW ⋆ x[b]).
+// a direction ΔW, y[b] = (W + t_b ΔW) ⋆ x[b] (see convolveAt).
 func (l *Conv2d[T]) forward(x *tensor.Dense[T], cp convPath[T]) (*tensor.Dense[T], State, error) {
 	g, err := l.input(x)
 	if err != nil {
@@ -181,8 +179,8 @@ func (l *Conv2d[T]) forward(x *tensor.Dense[T], cp convPath[T]) (*tensor.Dense[T
 			scatterPlanes(par, out, nb, g.pos, g.o, y.Data, b0, 1, op)
 		})
 	} else {
-		convolve(g, x.Data, g.b, cp.stack(w), 2*g.o, func(b0, nb int, out []T, par bool) {
-			scatterPathPlanes(par, out, nb, g.pos, g.o, y.Data, b0, cp.t, 1, op)
+		convolveAt(g, x.Data, g.b, w, cp, 1, nil, func(idx []int, out []T, par bool) {
+			scatterPlanesAt(par, out, idx, g.pos, g.o, y.Data, 1, op)
 		})
 	}
 	return y, &convState[T]{x: x, y: y, g: g, path: cp}, nil
@@ -252,21 +250,22 @@ func (l *Conv2d[T]) backward(method string, st State, dy *tensor.Dense[T], gr *G
 	}
 	w, cp := l.Weight.Value.Data, s.path
 	gt, transposable := g.transposed()
-	if needDx && gw != nil && grp == nil && gr.Mode == Summed && k == 1 && transposable && 4*g.h*g.w <= 5*g.pos {
+	if needDx && gw != nil && grp == nil && gr.Mode == Summed && k == 1 && transposable && !cp.moves() && 4*g.h*g.w <= 5*g.pos {
 		// One unfolding of dy serves both products (see transposedBackward).
-		transposedBackward(g, gt, s.x.Data, dyData, cp.flipped(w, g), cp.t, dx.Data, gw.Data)
+		transposedBackward(g, gt, s.x.Data, dyData, w, dx.Data, gw.Data)
 		return dx, nil
 	}
 	if needDx {
 		if transposable {
-			wt := cp.flipped(w, g)
-			convolve(gt, dyData, g.b*k, wt, len(wt)/gt.ck, func(r0, nr int, out []T, par bool) {
-				if cp.moves() {
-					scatterPathPlanes(par, out, nr, g.h*g.w, g.c, dx.Data, r0, cp.t, k, scatterCopy)
-					return
-				}
-				scatterPlanes(par, out, nr, g.h*g.w, g.c, dx.Data, r0, 1, scatterCopy)
-			})
+			if cp.moves() {
+				convolveAt(gt, dyData, g.b*k, flipKernel(w, g), convPath[T]{dw: flipKernel(cp.dw, g), t: cp.t}, k, nil, func(idx []int, out []T, par bool) {
+					scatterPlanesAt(par, out, idx, g.h*g.w, g.c, dx.Data, 1, scatterCopy)
+				})
+			} else {
+				convolve(gt, dyData, g.b*k, flipKernel(w, g), g.c, func(r0, nr int, out []T, par bool) {
+					scatterPlanes(par, out, nr, g.h*g.w, g.c, dx.Data, r0, 1, scatterCopy)
+				})
+			}
 		} else {
 			foldCotangents(g, dyData, g.b*k, w, cp, k, dx.Data)
 		}
@@ -289,9 +288,8 @@ func (l *Conv2d[T]) JVP(x, dx *tensor.Dense[T], t *Tangents[T]) (*tensor.Dense[T
 }
 
 // jvp is PathJVP on the path cp (JVP for its zero value). With a direction
-// ΔW, W + t_b ΔW takes W's place: the stack is [W; ΔW; dW_1; …; dW_M],
-// and the input tangents are convolved with [W; ΔW], their rows of sample
-// b combined with t_b.
+// ΔW, W + t_b ΔW takes W's place (see convolveAt), for the input and for
+// the input tangents of sample b.
 func (l *Conv2d[T]) jvp(x, dx *tensor.Dense[T], cp convPath[T], t *Tangents[T]) (*tensor.Dense[T], *tensor.Dense[T], error) {
 	g, err := l.input(x)
 	if err != nil {
@@ -312,43 +310,52 @@ func (l *Conv2d[T]) jvp(x, dx *tensor.Dense[T], cp convPath[T], t *Tangents[T]) 
 	dy := tensor.New[T](g.b*m, g.o, g.ho, g.wo)
 	w := l.Weight.Value.Data
 	op := l.outOp()
-	// The primal part of the stack: [W] or, on a path, [W; ΔW].
-	wp, np := w, 1
-	if cp.moves() {
-		wp, np = cp.stack(w), 2
-	}
-	primal := func(b0, nb int, out []T, par bool) {
-		if np == 2 {
-			scatterPathPlanes(par, out, nb, g.pos, g.o, y.Data, b0, cp.t, 1, op)
-			return
-		}
-		scatterPlanes(par, out, nb, g.pos, g.o, y.Data, b0, 1, op)
-	}
-	if dW == nil {
-		convolve(g, x.Data, g.b, wp, np*g.o, primal)
-	} else {
-		stack := make([]T, 0, len(wp)+len(dW.Data))
-		stack = append(append(stack, wp...), dW.Data...)
-		convolve(g, x.Data, g.b, stack, (m+np)*g.o, func(b0, nb int, out []T, par bool) {
-			n := nb * g.pos
-			primal(b0, nb, out[:np*g.o*n], par)
-			// Rows (mm+np)·O … of out hold tangent mm for every sample of
-			// the chunk: sample b0+j, tangent mm goes to dy row (b0+j)·M + mm.
-			for mm := 0; mm < m; mm++ {
-				scatterPlanes(par, out[(mm+np)*g.o*n:(mm+np+1)*g.o*n], nb, g.pos, g.o, dy.Data[mm*g.o*g.pos:], b0, m, scatterAdd)
+	// emitAt writes a chunk's products for the images idx: the outputs, then
+	// in rows (mm+1)·O … tangent mm of every image (image b, tangent mm goes
+	// to dy row b·M + mm) when tangents is set.
+	emitAt := func(tangents bool) func(idx []int, out []T, par bool) {
+		return func(idx []int, out []T, par bool) {
+			n := len(idx) * g.pos
+			scatterPlanesAt(par, out[:g.o*n], idx, g.pos, g.o, y.Data, 1, op)
+			for mm := 0; tangents && mm < m; mm++ {
+				scatterPlanesAt(par, out[(mm+1)*g.o*n:(mm+2)*g.o*n], idx, g.pos, g.o, dy.Data[mm*g.o*g.pos:], m, scatterAdd)
 			}
-		})
+		}
+	}
+	// emit is emitAt for the consecutive images b0 … b0+nb−1 of convolve.
+	emit := func(tangents bool) func(b0, nb int, out []T, par bool) {
+		return func(b0, nb int, out []T, par bool) {
+			n := nb * g.pos
+			scatterPlanes(par, out[:g.o*n], nb, g.pos, g.o, y.Data, b0, 1, op)
+			for mm := 0; tangents && mm < m; mm++ {
+				scatterPlanes(par, out[(mm+1)*g.o*n:(mm+2)*g.o*n], nb, g.pos, g.o, dy.Data[mm*g.o*g.pos:], b0, m, scatterAdd)
+			}
+		}
+	}
+	switch {
+	case cp.moves() && dW == nil:
+		convolveAt(g, x.Data, g.b, w, cp, 1, nil, emitAt(false))
+	case cp.moves():
+		convolveAt(g, x.Data, g.b, w, cp, 1, dW.Data, emitAt(true))
+	case dW == nil:
+		convolve(g, x.Data, g.b, w, g.o, emit(false))
+	default:
+		stack := make([]T, 0, (m+1)*len(w))
+		stack = append(append(stack, w...), dW.Data...)
+		convolve(g, x.Data, g.b, stack, (m+1)*g.o, emit(true))
 	}
 	if dx != nil {
 		// Row b·M + mm of dx is an image of its own; rows of a chunk are
 		// disjoint from other chunks' rows, so the accumulation is safe.
-		convolve(g, dx.Data, g.b*m, wp, np*g.o, func(r0, nr int, out []T, par bool) {
-			if np == 2 {
-				scatterPathPlanes(par, out, nr, g.pos, g.o, dy.Data, r0, cp.t, m, scatterAdd)
-				return
-			}
-			scatterPlanes(par, out, nr, g.pos, g.o, dy.Data, r0, 1, scatterAdd)
-		})
+		if cp.moves() {
+			convolveAt(g, dx.Data, g.b*m, w, cp, m, nil, func(idx []int, out []T, par bool) {
+				scatterPlanesAt(par, out, idx, g.pos, g.o, dy.Data, 1, scatterAdd)
+			})
+		} else {
+			convolve(g, dx.Data, g.b*m, w, g.o, func(r0, nr int, out []T, par bool) {
+				scatterPlanes(par, out, nr, g.pos, g.o, dy.Data, r0, 1, scatterAdd)
+			})
+		}
 	}
 	if l.ReLU {
 		maskRowsPositive(dy.Data, dy.Data, y.Data, g.o*g.pos, m)

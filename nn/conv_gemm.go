@@ -121,33 +121,27 @@ func foldCotangents[T tensor.Float](g convGeom, dy []T, n int, w []T, cp convPat
 //
 // since both sum dy[o, p − (i, j) + pad]·x[c, p] over input positions p.
 // This spares the unfolding of x when the input and output have about as
-// many positions. wt is flipKernel(W), [C, O·KH·KW], or on a path
-// [flip(W); flip(ΔW)] with the positions t of the samples (nil otherwise):
-// dx of sample b is then the first product plus t_b times the second.
-func transposedBackward[T tensor.Float](g, gt convGeom, x, dy, wt []T, t []float64, dx, gw []T) {
+// many positions.
+func transposedBackward[T tensor.Float](g, gt convGeom, x, dy, w, dx, gw []T) {
+	wt := flipKernel(w, g)
 	hw := g.h * g.w
 	kk := g.kh * g.kw
 	size := g.c * g.o * kk
-	rows := len(wt) / gt.ck // C, or 2·C on a path
-	nb, workers := chunkPlan(g.b, hw*(gt.ck+rows+g.c))
+	nb, workers := chunkPlan(g.b, hw*(gt.ck+2*g.c))
 	cols := make([][]T, workers)
 	out := make([][]T, workers)
 	acc := make([][]T, workers)
 	for i := range cols {
 		cols[i] = getScratch[T](gt.ck * hw * nb)
-		out[i] = getScratch[T](rows * hw * nb)
+		out[i] = getScratch[T](g.c * hw * nb)
 		acc[i] = getScratch[T](size)
 		clear(acc[i])
 	}
 	forChunks(g.b, nb, workers, func(wk, b0, cnt int, par bool) {
 		n := cnt * hw
 		im2col(par, gt, dy, b0, cnt, cols[wk][:gt.ck*n])
-		chunkGemm(par, false, false, rows, n, gt.ck, 1, wt, gt.ck, cols[wk], n, 0, out[wk], n)
-		if rows > g.c {
-			scatterPathPlanes(par, out[wk][:rows*n], cnt, hw, g.c, dx, b0, t, 1, scatterCopy)
-		} else {
-			scatterPlanes(par, out[wk][:g.c*n], cnt, hw, g.c, dx, b0, 1, scatterCopy)
-		}
+		chunkGemm(par, false, false, g.c, n, gt.ck, 1, wt, gt.ck, cols[wk], n, 0, out[wk], n)
+		scatterPlanes(par, out[wk][:g.c*n], cnt, hw, g.c, dx, b0, 1, scatterCopy)
 		gatherPlanes(par, x, b0, cnt, 1, hw, g.c, out[wk][:g.c*n])
 		chunkGemm(par, false, true, g.c, gt.ck, n, 1, out[wk], n, cols[wk], n, 1, acc[wk], gt.ck)
 	})

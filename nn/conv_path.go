@@ -3,6 +3,7 @@ package nn
 import (
 	"fmt"
 	"runtime"
+	"sort"
 	"sync"
 
 	"github.com/explaind/explaind/internal/parallel"
@@ -26,16 +27,6 @@ func (cp convPath[T]) stack(w []T) []T {
 	return append(append(s, w...), cp.dw...)
 }
 
-// flipped returns the weight of the transposed convolution (flipKernel):
-// [C, O·KH·KW], or on a path [flip(W); flip(ΔW)], [2·C, O·KH·KW].
-func (cp convPath[T]) flipped(w []T, g convGeom) []T {
-	wt := flipKernel(w, g)
-	if !cp.moves() {
-		return wt
-	}
-	return append(wt, flipKernel(cp.dw, g)...)
-}
-
 // pathOf checks the path p against a batch of b samples and returns the
 // convolution's view of it.
 func (l *Conv2d[T]) pathOf(p *Path[T], b int) (convPath[T], error) {
@@ -49,9 +40,11 @@ func (l *Conv2d[T]) pathOf(p *Path[T], b int) (convPath[T], error) {
 	return convPath[T]{dw: dw.Data, t: p.T}, nil
 }
 
-// PathForward computes y[b] = (W + t_b ΔW) ⋆ x[b] for every sample b, as
-// W ⋆ x[b] + t_b·(ΔW ⋆ x[b]) from one GEMM of the stacked [W; ΔW] with each
-// chunk's unfolded input, and applies the fused ReLU. Its state serves
+// PathForward computes y[b] = (W + t_b ΔW) ⋆ x[b] for every sample b, all
+// samples in one pass: each chunk's unfolded input is multiplied, per run
+// of samples at one position, by W + tΔW (or, where runs are short, by the
+// stacked [W; ΔW], the halves combined with each t_b; see convolveAt), and
+// the fused ReLU applied. Its state serves
 // PathBackward and PathBackwardGrouped (and Backward, which is
 // PathBackward for it). A nil path is Forward.
 func (l *Conv2d[T]) PathForward(x *tensor.Dense[T], p *Path[T]) (*tensor.Dense[T], State, error) {
@@ -68,9 +61,10 @@ func (l *Conv2d[T]) PathForward(x *tensor.Dense[T], p *Path[T]) (*tensor.Dense[T
 // PathBackward is Backward at each sample's path point: the weight
 // gradients (dY_r cols_bᵀ, with dY_r masked by the fused ReLU at the path
 // point) do not depend on the weight, and
-// dx_r = fold((W + t_b ΔW)ᵀ dY_r) = fold(Wᵀ dY_r) + t_b fold(ΔWᵀ dY_r), for
-// stride 1 one convolution of dY_r with [flip(W); flip(ΔW)], otherwise one
-// GEMM of [W; ΔW]ᵀ with [dY_r; t_b dY_r].
+// dx_r = fold((W + t_b ΔW)ᵀ dY_r), for stride 1 the convolution of dY_r with
+// flip(W + t_b ΔW) (as in PathForward), otherwise
+// fold(Wᵀ dY_r) + t_b fold(ΔWᵀ dY_r), one GEMM of [W; ΔW]ᵀ with
+// [dY_r; t_b dY_r].
 func (l *Conv2d[T]) PathBackward(st State, dy *tensor.Dense[T], g *Grads[T], needDx bool) (*tensor.Dense[T], error) {
 	return l.backward("PathBackward", st, dy, g, nil, needDx)
 }
@@ -93,9 +87,9 @@ func (l *Conv2d[T]) PathBackwardGrouped(st State, dy *tensor.Dense[T], g *Grads[
 
 // PathJVP is JVP at each sample's path point:
 // y = (W + t_b ΔW) ⋆ x and dy_m = (W + t_b ΔW) ⋆ dx_m + dW_m ⋆ x (then the
-// fused ReLU's mask), from one GEMM of the stacked [W; ΔW; dW_1; …; dW_M]
-// with each chunk's unfolded input and one of [W; ΔW] with the unfolded
-// input tangents.
+// fused ReLU's mask): each chunk's unfolded input is multiplied by
+// W + t_b ΔW as in PathForward and by the stacked [dW_1; …; dW_M], its
+// unfolded input tangents by W + t_b ΔW.
 func (l *Conv2d[T]) PathJVP(x, dx *tensor.Dense[T], p *Path[T], t *Tangents[T]) (*tensor.Dense[T], *tensor.Dense[T], error) {
 	if x == nil {
 		return nil, nil, fmt.Errorf("nn.Conv2d(%s): nil input", l.Weight.Name)
@@ -107,32 +101,139 @@ func (l *Conv2d[T]) PathJVP(x, dx *tensor.Dense[T], p *Path[T], t *Tangents[T]) 
 	return l.jvp(x, dx, cp, t)
 }
 
-// scatterPathPlanes is scatterPlanes for a path product: out is
-// [2·O, nb·P], rows 0 … O−1 the product with W and rows O … 2·O−1 the
-// product with ΔW, and image j of the chunk, row b0+j of dst (laid out
-// [.., O, P]), gets out_W + t·out_ΔW with t = t[(b0+j)/per] (per rows per
-// sample), copied, added or through a ReLU.
-func scatterPathPlanes[T tensor.Float](par bool, out []T, nb, pos, o int, dst []T, b0 int, t []float64, per int, op scatterOp) {
-	n := nb * pos
-	maybeParallel(par, nb, o*pos, func(lo, hi int) {
-		for j := lo; j < hi; j++ {
-			tv := T(t[(b0+j)/per])
-			base := (b0 + j) * o * pos
-			for oo := 0; oo < o; oo++ {
-				a := out[oo*n+j*pos : oo*n+(j+1)*pos]
-				d := out[(o+oo)*n+j*pos : (o+oo)*n+(j+1)*pos]
-				dd := dst[base+oo*pos : base+(oo+1)*pos]
-				if op == scatterAdd {
+// pathRunCols is the fewest columns (images × output positions) per run
+// of images at one position for which convolveAt multiplies the run by its
+// own W + tΔW; shorter runs make GEMMs too small, and a chunk of them is
+// multiplied by the stacked [W; ΔW] instead, at twice the operations.
+const pathRunCols = 64
+
+// pathChunkElems bounds the scratch of one of convolveAt's chunks (256K
+// elements, 1 MB in float32), well below convolve's: on a path a chunk is
+// several GEMMs, each reading the unfolded input again.
+const pathChunkElems = 1 << 18
+
+// convolveAt is convolve on a path: image i of the n images of x is
+// convolved with W + t·ΔW, t = cp.t[i/per], and with the extra rows (a
+// [E, C·KH·KW] matrix shared by all images, such as JVP's tangent
+// directions). The images are taken in the order of their positions
+// (stably), so that images at one position are neighbours; emit gets each
+// chunk's products [O + E, nb·H'·W'], as from convolve, with idx[j] the
+// image of column block j. Within a chunk, a run of images at one position
+// whose columns fill a GEMM is multiplied by W + tΔW, formed as the generic
+// path forms it (θ + tΔθ in T arithmetic), at the plain rule's cost;
+// otherwise the chunk is multiplied by [W; ΔW] and the two halves combined
+// with each image's t. The extra rows take one more product per chunk.
+func convolveAt[T tensor.Float](g convGeom, x []T, n int, w []T, cp convPath[T], per int, extra []T, emit func(idx []int, out []T, par bool)) {
+	r0, re := len(w)/g.ck, len(extra)/g.ck
+	rows := r0 + re
+	order := make([]int, n)
+	for i := range order {
+		order[i] = i
+	}
+	tOf := func(i int) float64 { return cp.t[i/per] }
+	sort.SliceStable(order, func(a, b int) bool { return tOf(order[a]) < tOf(order[b]) })
+	xs := x
+	for i, o := range order {
+		if o != i {
+			// Gather the images in position order.
+			img := len(x) / n
+			xs = getScratch[T](len(x))
+			defer putScratch(xs)
+			parallel.ForCost(n, img, func(lo, hi int) {
+				for j := lo; j < hi; j++ {
+					copy(xs[j*img:(j+1)*img], x[order[j]*img:(order[j]+1)*img])
+				}
+			})
+			break
+		}
+	}
+	tAt := func(j int) float64 { return tOf(order[j]) }
+	nb, workers := chunkPlan(n, (g.ck+rows)*g.pos)
+	// Chunks whose unfolded input stays in cache while it is multiplied.
+	nb = max(1, min(nb, pathChunkElems/((g.ck+rows)*g.pos)))
+	stack := cp.stack(w)
+	type scratch struct{ cols, out, tmp, wt []T }
+	sc := make([]scratch, workers)
+	for i := range sc {
+		// tmp, for the stacked products, is taken when first needed.
+		sc[i] = scratch{cols: getScratch[T](g.ck * g.pos * nb), out: getScratch[T](rows * g.pos * nb), wt: getScratch[T](len(w))}
+	}
+	forChunks(n, nb, workers, func(wk, b0, cnt int, par bool) {
+		s := &sc[wk]
+		nc := cnt * g.pos
+		im2col(par, g, xs, b0, cnt, s.cols[:g.ck*nc])
+		out := s.out[:rows*nc]
+		runs := 1
+		for j := 1; j < cnt; j++ {
+			if tAt(b0+j) != tAt(b0+j-1) {
+				runs++
+			}
+		}
+		if nc >= pathRunCols*runs {
+			for lo := 0; lo < cnt; {
+				tv, hi := tAt(b0+lo), lo+1
+				for hi < cnt && tAt(b0+hi) == tv {
+					hi++
+				}
+				t := T(tv)
+				for i, v := range w {
+					s.wt[i] = v + t*cp.dw[i]
+				}
+				chunkGemm(par, false, false, r0, (hi-lo)*g.pos, g.ck, 1, s.wt, g.ck, s.cols[lo*g.pos:], nc, 0, out[lo*g.pos:], nc)
+				lo = hi
+			}
+		} else {
+			if s.tmp == nil {
+				s.tmp = getScratch[T](2 * r0 * g.pos * nb)
+			}
+			tmp := s.tmp[:2*r0*nc]
+			chunkGemm(par, false, false, 2*r0, nc, g.ck, 1, stack, g.ck, s.cols, nc, 0, tmp, nc)
+			for j := 0; j < cnt; j++ {
+				t := T(tAt(b0 + j))
+				for o := 0; o < r0; o++ {
+					a := tmp[o*nc+j*g.pos : o*nc+(j+1)*g.pos]
+					d := tmp[(r0+o)*nc+j*g.pos : (r0+o)*nc+(j+1)*g.pos]
+					dst := out[o*nc+j*g.pos : o*nc+(j+1)*g.pos]
 					for i, v := range a {
-						dd[i] += v + tv*d[i]
+						dst[i] = v + t*d[i]
 					}
-					continue
 				}
-				for i, v := range a {
-					dd[i] = v + tv*d[i]
-				}
-				if op == scatterReLU {
-					relu(dd, dd)
+			}
+		}
+		if re > 0 {
+			chunkGemm(par, false, false, re, nc, g.ck, 1, extra, g.ck, s.cols, nc, 0, out[r0*nc:], nc)
+		}
+		emit(order[b0:b0+cnt], out, par)
+	})
+	for _, s := range sc {
+		putScratch(s.cols)
+		putScratch(s.out)
+		if s.tmp != nil {
+			putScratch(s.tmp)
+		}
+		putScratch(s.wt)
+	}
+}
+
+// scatterPlanesAt is scatterPlanes for the images idx of a chunk: column
+// block j of out goes to dst[idx[j]·stride].
+func scatterPlanesAt[T tensor.Float](par bool, out []T, idx []int, pos, o int, dst []T, stride int, op scatterOp) {
+	n := len(idx) * pos
+	maybeParallel(par, len(idx), o*pos, func(lo, hi int) {
+		for j := lo; j < hi; j++ {
+			base := idx[j] * stride * o * pos
+			for oo := 0; oo < o; oo++ {
+				src := out[oo*n+j*pos : oo*n+(j+1)*pos]
+				d := dst[base+oo*pos : base+(oo+1)*pos]
+				switch op {
+				case scatterAdd:
+					for i, v := range src {
+						d[i] += v
+					}
+				case scatterReLU:
+					relu(d, src)
+				default:
+					copy(d, src)
 				}
 			}
 		}
@@ -187,7 +288,7 @@ func weightGradGrouped[T tensor.Float](g convGeom, x, dy []T, k int, grp *rowGro
 	if g.b*per < 8*parallel.MinWork {
 		workers = 1 // too little work to spread
 	}
-	nb := max(1, min(g.b, convChunkElems/max(per, 1)))
+	nb := max(1, min(g.b, pathChunkElems/max(per, 1)))
 	private := make([][]T, workers)
 	var wg sync.WaitGroup
 	for w := 0; w < workers; w++ {

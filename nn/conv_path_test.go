@@ -189,20 +189,33 @@ func dotF(a, b []float64) float64 {
 // and rectangular sizes, the folded and the transposed input cotangent),
 // with and without the fused ReLU, the path rules match the plain rules
 // evaluated sample by sample at θ + t_b ΔW (checkPathLayer) and finite
-// differences of PathForward (checkPathFD).
+// differences of PathForward (checkPathFD), with a position per sample
+// (short runs: the stacked [W; ΔW] products) and with 8 samples at two
+// positions (runs long enough for products with W + tΔW).
 func TestConv2dPathRules(t *testing.T) {
 	rng := rand.New(rand.NewPCG(81, 82))
 	for _, c := range convCases {
 		for _, fused := range []bool{false, true} {
-			t.Run(fmt.Sprintf("%v_relu%v", c, fused), func(t *testing.T) {
-				l := nn.NewConv2dRect[float64]("conv", c.in, c.out, c.kh, c.kw, c.stride, c.pad)
-				l.ReLU = fused
-				initParams(rng, l)
-				b := c.b + 1 // at least two positions
-				x := randInput(rng, b, c.in, c.h, c.w)
-				checkPathLayer(t, rng, l, x, randInput(rng, b*c.m, c.in, c.h, c.w), c.k, c.m)
-				checkPathFD(t, rng, l, x, randPath(rng, l.Params(), b), c.k, c.m)
-			})
+			for _, shared := range []bool{false, true} {
+				t.Run(fmt.Sprintf("%v_relu%v_shared%v", c, fused, shared), func(t *testing.T) {
+					l := nn.NewConv2dRect[float64]("conv", c.in, c.out, c.kh, c.kw, c.stride, c.pad)
+					l.ReLU = fused
+					initParams(rng, l)
+					b := c.b + 1 // at least two positions
+					var ts []float64
+					if shared {
+						b = 8
+						ts = []float64{0.3, 0.3, 0.3, 0.3, 0.3, 0.8, 0.8, 0.8}
+					}
+					x := randInput(rng, b, c.in, c.h, c.w)
+					checkPathLayerAt(t, rng, l, x, randInput(rng, b*c.m, c.in, c.h, c.w), c.k, c.m, ts)
+					p := randPath(rng, l.Params(), b)
+					if ts != nil {
+						copy(p.T, ts)
+					}
+					checkPathFD(t, rng, l, x, p, c.k, c.m)
+				})
+			}
 		}
 	}
 }
