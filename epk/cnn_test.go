@@ -67,9 +67,13 @@ func cnnRunAt(t testing.TB, path string) (*run, *models.ResNet9[float64]) {
 // (of scale down to 1e-7) far worse. Hence 1e-9 here, not the modulo
 // oracle's 1e-11, which needs the CNN's switches (ReLU inputs and max-pool
 // winners) located as the modulo model's are.
-func checkCNNOracleSubset(t *testing.T, path string) {
+func checkCNNOracleSubset(t *testing.T, path string) { checkCNNOracleSubsetOn(t, path, genericCNNPath) }
+
+// checkCNNOracleSubsetOn is checkCNNOracleSubset with the model in the
+// path form form gives.
+func checkCNNOracleSubsetOn(t *testing.T, path string, form cnnPathForm) {
 	r, m := cnnRunAt(t, path)
-	model := epk.LayerPath[float64](m)
+	model := form(m)
 	ev, err := epk.NewEvaluator(model, epk.Options{Quadrature: epk.Quadrature{Rule: epk.Adaptive, Points: 4}})
 	if err != nil {
 		t.Fatal(err)
@@ -106,10 +110,10 @@ func TestCNNOracleFull(t *testing.T) {
 	if os.Getenv("EXPLAIND_EPK_FULL") == "" {
 		t.Skip("takes minutes; set EXPLAIND_EPK_FULL=1 to run")
 	}
-	fixtures.EachOracle(t, models.ResNet9Arch, checkCNNOracleFull)
+	fixtures.EachOracle(t, models.ResNet9Arch, func(t *testing.T, path string) { checkCNNOracleFull(t, path, genericCNNPath) })
 }
 
-func checkCNNOracleFull(t *testing.T, path string) {
+func checkCNNOracleFull(t *testing.T, path string, form cnnPathForm) {
 	r, m := cnnRunAt(t, path)
 	f := r.f
 	for s, u := range r.ups {
@@ -117,7 +121,7 @@ func checkCNNOracleFull(t *testing.T, path string) {
 			t.Errorf("step %d: update-reconstruction residual %.3g, want ≤ 1e-15 in float64", s, u.MaxResid)
 		}
 	}
-	model := epk.LayerPath[float64](m)
+	model := form(m)
 	ev, err := epk.NewEvaluator(model, epk.Options{Quadrature: epk.Quadrature{Rule: epk.Adaptive, Points: 4, Tol: 1e-13}, PerTensor: true})
 	if err != nil {
 		t.Fatal(err)

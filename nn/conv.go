@@ -128,9 +128,10 @@ func (l *Conv2d[T]) OutShape(in []int) ([]int, error) {
 }
 
 type convState[T tensor.Float] struct {
-	x *tensor.Dense[T]
-	y *tensor.Dense[T] // the output, kept for the fused ReLU's mask
-	g convGeom
+	x    *tensor.Dense[T]
+	y    *tensor.Dense[T] // the output, kept for the fused ReLU's mask
+	g    convGeom
+	path convPath[T] // the path x was evaluated on (zero for Forward)
 }
 
 // outOp is how the forward product is written out: copied, or with the
@@ -157,18 +158,32 @@ func (l *Conv2d[T]) input(x *tensor.Dense[T]) (convGeom, error) {
 	return g, nil
 }
 
-// Forward computes y[b] = W ⋆ x[b], as W·cols per chunk of samples.
+// Forward computes y[b] = W ⋆ x[b], as W·cols per chunk of samples: the
+// path rule (PathForward) at θ.
 func (l *Conv2d[T]) Forward(x *tensor.Dense[T]) (*tensor.Dense[T], State, error) {
+	return l.forward(x, convPath[T]{})
+}
+
+// forward is PathForward on the path cp (Forward for its zero value): with
+// a direction ΔW, y[b] = (W + t_b ΔW) ⋆ x[b] (see convolveAt).
+func (l *Conv2d[T]) forward(x *tensor.Dense[T], cp convPath[T]) (*tensor.Dense[T], State, error) {
 	g, err := l.input(x)
 	if err != nil {
 		return nil, nil, err
 	}
 	y := tensor.New[T](g.b, g.o, g.ho, g.wo)
 	op := l.outOp()
-	convolve(g, x.Data, g.b, l.Weight.Value.Data, g.o, func(b0, nb int, out []T, par bool) {
-		scatterPlanes(par, out, nb, g.pos, g.o, y.Data, b0, 1, op)
-	})
-	return y, &convState[T]{x: x, y: y, g: g}, nil
+	w := l.Weight.Value.Data
+	if !cp.moves() {
+		convolve(g, x.Data, g.b, w, g.o, func(b0, nb int, out []T, par bool) {
+			scatterPlanes(par, out, nb, g.pos, g.o, y.Data, b0, 1, op)
+		})
+	} else {
+		convolveAt(g, x.Data, g.b, w, cp, 1, nil, func(idx []int, out []T, par bool) {
+			scatterPlanesAt(par, out, idx, g.pos, g.o, y.Data, 1, op)
+		})
+	}
+	return y, &convState[T]{x: x, y: y, g: g, path: cp}, nil
 }
 
 // Backward: with dY_r [O, H'·W'] the r-th cotangent row (masked by the
@@ -180,11 +195,18 @@ func (l *Conv2d[T]) Forward(x *tensor.Dense[T]) (*tensor.Dense[T], State, error)
 // Summed mode first adds up a sample's K cotangents, since cols_b is shared.
 // For stride 1, dx_r is computed as the convolution of dY_r with the
 // flipped kernel, and with K = 1 that convolution's unfolding of dY also
-// gives dW (transposedBackward), so x is not unfolded again.
+// gives dW (transposedBackward), so x is not unfolded again. For a state
+// from PathForward, Backward is PathBackward: W is W + t_b ΔW in dx_r.
 func (l *Conv2d[T]) Backward(st State, dy *tensor.Dense[T], gr *Grads[T], needDx bool) (*tensor.Dense[T], error) {
+	return l.backward("Backward", st, dy, gr, nil, needDx)
+}
+
+// backward is Backward, and PathBackwardGrouped for non-nil grp (gr then
+// holds PerRow buffers over grp's groups).
+func (l *Conv2d[T]) backward(method string, st State, dy *tensor.Dense[T], gr *Grads[T], grp *rowGroups, needDx bool) (*tensor.Dense[T], error) {
 	s, ok := st.(*convState[T])
 	if !ok {
-		return nil, fmt.Errorf("nn.Conv2d(%s): Backward got a state from another layer", l.Weight.Name)
+		return nil, fmt.Errorf("nn.Conv2d(%s): %s got a state from another layer", l.Weight.Name, method)
 	}
 	g := s.g
 	if dy == nil {
@@ -197,7 +219,17 @@ func (l *Conv2d[T]) Backward(st State, dy *tensor.Dense[T], gr *Grads[T], needDx
 	if len(dy.Data) != tensor.Numel(dy.Shape) {
 		return nil, fmt.Errorf("nn.Conv2d(%s): cotangent has %d values for shape %v", l.Weight.Name, len(dy.Data), dy.Shape)
 	}
-	gw, err := gr.checkBuf(l.Weight, g.b*k)
+	rows := g.b * k
+	if grp != nil {
+		if err := grp.check(g.b); err != nil {
+			return nil, fmt.Errorf("nn.Conv2d(%s): %s: %w", l.Weight.Name, method, err)
+		}
+		if gr != nil && gr.Mode != PerRow {
+			return nil, fmt.Errorf("nn.Conv2d(%s): %s needs PerRow gradient buffers", l.Weight.Name, method)
+		}
+		rows = grp.n * k
+	}
+	gw, err := gr.checkBuf(l.Weight, rows)
 	if err != nil {
 		return nil, err
 	}
@@ -216,22 +248,33 @@ func (l *Conv2d[T]) Backward(st State, dy *tensor.Dense[T], gr *Grads[T], needDx
 	if needDx {
 		dx = tensor.New[T](g.b*k, g.c, g.h, g.w)
 	}
+	w, cp := l.Weight.Value.Data, s.path
 	gt, transposable := g.transposed()
-	if needDx && gw != nil && gr.Mode == Summed && k == 1 && transposable && 4*g.h*g.w <= 5*g.pos {
+	if needDx && gw != nil && grp == nil && gr.Mode == Summed && k == 1 && transposable && !cp.moves() && 4*g.h*g.w <= 5*g.pos {
 		// One unfolding of dy serves both products (see transposedBackward).
-		transposedBackward(g, gt, s.x.Data, dyData, l.Weight.Value.Data, dx.Data, gw.Data)
+		transposedBackward(g, gt, s.x.Data, dyData, w, dx.Data, gw.Data)
 		return dx, nil
 	}
 	if needDx {
 		if transposable {
-			convolve(gt, dyData, g.b*k, flipKernel(l.Weight.Value.Data, g), g.c, func(r0, nr int, out []T, par bool) {
-				scatterPlanes(par, out, nr, g.h*g.w, g.c, dx.Data, r0, 1, scatterCopy)
-			})
+			if cp.moves() {
+				convolveAt(gt, dyData, g.b*k, flipKernel(w, g), convPath[T]{dw: flipKernel(cp.dw, g), t: cp.t}, k, nil, func(idx []int, out []T, par bool) {
+					scatterPlanesAt(par, out, idx, g.h*g.w, g.c, dx.Data, 1, scatterCopy)
+				})
+			} else {
+				convolve(gt, dyData, g.b*k, flipKernel(w, g), g.c, func(r0, nr int, out []T, par bool) {
+					scatterPlanes(par, out, nr, g.h*g.w, g.c, dx.Data, r0, 1, scatterCopy)
+				})
+			}
 		} else {
-			foldCotangents(g, dyData, g.b*k, l.Weight.Value.Data, dx.Data)
+			foldCotangents(g, dyData, g.b*k, w, cp, k, dx.Data)
 		}
 	}
-	if gw != nil {
+	switch {
+	case gw == nil:
+	case grp != nil:
+		weightGradGrouped(g, s.x.Data, dyData, k, grp, gw.Data)
+	default:
 		weightGrad(g, s.x.Data, dyData, k, gr.Mode == Summed, gw.Data)
 	}
 	return dx, nil
@@ -239,8 +282,15 @@ func (l *Conv2d[T]) Backward(st State, dy *tensor.Dense[T], gr *Grads[T], needDx
 
 // JVP: dy_m = W ⋆ dx_m + dW_m ⋆ x. The parameter part stacks [W; dW_1; …;
 // dW_M] into one [(M+1)·O, C·KH·KW] matrix, so a single product with each
-// chunk's cols gives y and all M tangents.
+// chunk's cols gives y and all M tangents. It is PathJVP at θ.
 func (l *Conv2d[T]) JVP(x, dx *tensor.Dense[T], t *Tangents[T]) (*tensor.Dense[T], *tensor.Dense[T], error) {
+	return l.jvp(x, dx, convPath[T]{}, t)
+}
+
+// jvp is PathJVP on the path cp (JVP for its zero value). With a direction
+// ΔW, W + t_b ΔW takes W's place (see convolveAt), for the input and for
+// the input tangents of sample b.
+func (l *Conv2d[T]) jvp(x, dx *tensor.Dense[T], cp convPath[T], t *Tangents[T]) (*tensor.Dense[T], *tensor.Dense[T], error) {
 	g, err := l.input(x)
 	if err != nil {
 		return nil, nil, err
@@ -260,29 +310,52 @@ func (l *Conv2d[T]) JVP(x, dx *tensor.Dense[T], t *Tangents[T]) (*tensor.Dense[T
 	dy := tensor.New[T](g.b*m, g.o, g.ho, g.wo)
 	w := l.Weight.Value.Data
 	op := l.outOp()
-	if dW == nil {
-		convolve(g, x.Data, g.b, w, g.o, func(b0, nb int, out []T, par bool) {
-			scatterPlanes(par, out, nb, g.pos, g.o, y.Data, b0, 1, op)
-		})
-	} else {
-		stack := make([]T, 0, (m+1)*len(w))
-		stack = append(append(stack, w...), dW.Data...)
-		convolve(g, x.Data, g.b, stack, (m+1)*g.o, func(b0, nb int, out []T, par bool) {
+	// emitAt writes a chunk's products for the images idx: the outputs, then
+	// in rows (mm+1)·O … tangent mm of every image (image b, tangent mm goes
+	// to dy row b·M + mm) when tangents is set.
+	emitAt := func(tangents bool) func(idx []int, out []T, par bool) {
+		return func(idx []int, out []T, par bool) {
+			n := len(idx) * g.pos
+			scatterPlanesAt(par, out[:g.o*n], idx, g.pos, g.o, y.Data, 1, op)
+			for mm := 0; tangents && mm < m; mm++ {
+				scatterPlanesAt(par, out[(mm+1)*g.o*n:(mm+2)*g.o*n], idx, g.pos, g.o, dy.Data[mm*g.o*g.pos:], m, scatterAdd)
+			}
+		}
+	}
+	// emit is emitAt for the consecutive images b0 … b0+nb−1 of convolve.
+	emit := func(tangents bool) func(b0, nb int, out []T, par bool) {
+		return func(b0, nb int, out []T, par bool) {
 			n := nb * g.pos
 			scatterPlanes(par, out[:g.o*n], nb, g.pos, g.o, y.Data, b0, 1, op)
-			// Rows (mm+1)·O … of out hold tangent mm for every sample of the
-			// chunk: sample b0+j, tangent mm goes to dy row (b0+j)·M + mm.
-			for mm := 0; mm < m; mm++ {
+			for mm := 0; tangents && mm < m; mm++ {
 				scatterPlanes(par, out[(mm+1)*g.o*n:(mm+2)*g.o*n], nb, g.pos, g.o, dy.Data[mm*g.o*g.pos:], b0, m, scatterAdd)
 			}
-		})
+		}
+	}
+	switch {
+	case cp.moves() && dW == nil:
+		convolveAt(g, x.Data, g.b, w, cp, 1, nil, emitAt(false))
+	case cp.moves():
+		convolveAt(g, x.Data, g.b, w, cp, 1, dW.Data, emitAt(true))
+	case dW == nil:
+		convolve(g, x.Data, g.b, w, g.o, emit(false))
+	default:
+		stack := make([]T, 0, (m+1)*len(w))
+		stack = append(append(stack, w...), dW.Data...)
+		convolve(g, x.Data, g.b, stack, (m+1)*g.o, emit(true))
 	}
 	if dx != nil {
 		// Row b·M + mm of dx is an image of its own; rows of a chunk are
 		// disjoint from other chunks' rows, so the accumulation is safe.
-		convolve(g, dx.Data, g.b*m, w, g.o, func(r0, nr int, out []T, par bool) {
-			scatterPlanes(par, out, nr, g.pos, g.o, dy.Data, r0, 1, scatterAdd)
-		})
+		if cp.moves() {
+			convolveAt(g, dx.Data, g.b*m, w, cp, m, nil, func(idx []int, out []T, par bool) {
+				scatterPlanesAt(par, out, idx, g.pos, g.o, dy.Data, 1, scatterAdd)
+			})
+		} else {
+			convolve(g, dx.Data, g.b*m, w, g.o, func(r0, nr int, out []T, par bool) {
+				scatterPlanes(par, out, nr, g.pos, g.o, dy.Data, r0, 1, scatterAdd)
+			})
+		}
 	}
 	if l.ReLU {
 		maskRowsPositive(dy.Data, dy.Data, y.Data, g.o*g.pos, m)

@@ -81,19 +81,29 @@ func weightGrad[T tensor.Float](g convGeom, x, dy []T, k int, summed bool, gw []
 }
 
 // foldCotangents adds fold(Wᵀ dY_r) into dx for the n cotangent rows of dy:
-// the general input cotangent, for strides other than 1.
-func foldCotangents[T tensor.Float](g convGeom, dy []T, n int, w []T, dx []T) {
-	nb, workers := chunkPlan(n, g.pos*(g.ck+g.o))
+// the general input cotangent, for strides other than 1. On a path (cp
+// moves) W is W + t_b ΔW for the row's sample b = r/per; the product is
+// then one GEMM over a doubled inner dimension,
+// [W; ΔW]ᵀ · [dY; t_b dY] = Wᵀ dY + t_b ΔWᵀ dY.
+func foldCotangents[T tensor.Float](g convGeom, dy []T, n int, w []T, cp convPath[T], per int, dx []T) {
+	inner := g.o // rows of the stacked cotangents
+	if cp.moves() {
+		w, inner = cp.stack(w), 2*g.o
+	}
+	nb, workers := chunkPlan(n, g.pos*(g.ck+inner))
 	dyall := make([][]T, workers)
 	dcols := make([][]T, workers)
 	for i := range dyall {
-		dyall[i] = getScratch[T](g.o * g.pos * nb)
+		dyall[i] = getScratch[T](inner * g.pos * nb)
 		dcols[i] = getScratch[T](g.ck * g.pos * nb)
 	}
 	forChunks(n, nb, workers, func(wk, r0, cnt int, par bool) {
 		nc := cnt * g.pos
 		gatherPlanes(par, dy, r0, cnt, 1, g.pos, g.o, dyall[wk][:g.o*nc])
-		chunkGemm(par, true, false, g.ck, nc, g.o, 1, w, g.ck, dyall[wk], nc, 0, dcols[wk], nc)
+		if inner > g.o {
+			scaledPlanes(dyall[wk][:g.o*nc], dyall[wk][g.o*nc:2*g.o*nc], cnt, g.pos, g.o, cp.t, r0, per)
+		}
+		chunkGemm(par, true, false, g.ck, nc, inner, 1, w, g.ck, dyall[wk], nc, 0, dcols[wk], nc)
 		col2im(par, g, dcols[wk][:g.ck*nc], dx, r0, cnt)
 	})
 	for i := range dyall {

@@ -29,6 +29,13 @@ func rowsOf(a *tensor.Dense[float64], lo, hi int) *tensor.Dense[float64] {
 // put), so absent directions are covered too.
 func checkPathLayer(t *testing.T, rng *rand.Rand, l pathLayer, x, dx *tensor.Dense[float64], k, m int) {
 	t.Helper()
+	checkPathLayerAt(t, rng, l, x, dx, k, m, nil)
+}
+
+// checkPathLayerAt is checkPathLayer at the positions ts (random ones for
+// nil ts).
+func checkPathLayerAt(t *testing.T, rng *rand.Rand, l pathLayer, x, dx *tensor.Dense[float64], k, m int, ts []float64) {
+	t.Helper()
 	const tol = 1e-12
 	params := l.Params()
 	b := x.Shape[0]
@@ -48,6 +55,9 @@ func checkPathLayer(t *testing.T, rng *rand.Rand, l pathLayer, x, dx *tensor.Den
 	p.T[0] = 0
 	if b > 1 {
 		p.T[1] = 1
+	}
+	if ts != nil {
+		copy(p.T, ts)
 	}
 	restore := func() {
 		for i, prm := range params {
