@@ -40,6 +40,8 @@ var outputs = []output{
 		Classes: explain.TrueClass, Part: explain.Resid}, writeStepPart},
 	{epkfile.Components, explain.Query{Name: "scores", Keep: explain.Param | explain.Test, Part: explain.Update},
 		perTensor([]string{"test"}, "each test sample's class-summed per-parameter score Σ_s Σ_c φ_s(x)[c, :] ⊙ Δθ_s.")},
+	{epkfile.History, explain.Query{Name: "history", Keep: explain.Test | explain.Group, Part: explain.Update,
+		Gram: DefaultSnapshotEvery}, writeHistory},
 	{epkfile.Pruning, explain.Query{Name: "importance", Keep: explain.Param, Abs: true, Part: explain.Update},
 		perTensor(nil, "per-parameter importance Σ_{x,c} |Σ_s φ_s(x)[c, :] ⊙ Δθ_s| over the test samples.")},
 	{epkfile.Kernel, explain.Query{Name: "kernel", Keep: explain.Train | explain.Class, Part: explain.Data}, writeKernel},
@@ -184,6 +186,28 @@ func whole(desc string) writer {
 	}
 }
 
+// writeHistory stores the snapshot steps history_steps [K] and the Gram
+// matrices history_gram [K, G, X, X].
+func writeHistory(a *arrays, preset string, r *explain.Result) error {
+	K := len(r.Steps)
+	steps := make([]int64, K)
+	for k, s := range r.Steps {
+		steps[k] = int64(s)
+	}
+	if err := epkfile.Write(a.w, "history_steps", steps, epkfile.ArrayInfo{Shape: []int{K}, Axes: []string{"snapshot"},
+		Units: "step", Preset: preset, Description: fmt.Sprintf("the snapshot steps s_k (every %dth step after FROM, and TO): "+
+			"snapshot k holds the scores of the steps [FROM, s_k)", r.Query.Gram)}); err != nil {
+		return err
+	}
+	return epkfile.WriteFloat32(a.w, "history_gram", r.Data, epkfile.ArrayInfo{Shape: r.Shape, Axes: r.Axes,
+		Units: "log-probability²", Preset: preset, Labels: map[string][]string{"group": r.Labels},
+		Description: "per snapshot and layer group g, the Gram matrix G_g[x, x'] = <e_g(x), e_g(x')> of the test samples' " +
+			"class-summed per-parameter scores e(x) = Σ_{s<s_k} Σ_c φ_s(x)[c, :] ⊙ Δθ_s (the components preset's scores " +
+			"over [FROM, s_k)) restricted to the group's tensors; the diagonal holds the squared norms, so the cosine " +
+			"similarity is G[x, x'] / sqrt(G[x, x] G[x', x']). Groups (labels): models.GroupOf of each tensor, then \"all\", " +
+			"every tensor. Stored as float32."})
+}
+
 // writeKernel stores the data kernel [C, N] and the weight-decay term per
 // class that completes it, kernel_reg [C].
 func writeKernel(a *arrays, preset string, r *explain.Result) error {
@@ -241,6 +265,7 @@ func write(o Options, key, split string, fp string, idx, labels []int, q epk.Qua
 	}
 	s := summarize(out.Validation, labels, X, C)
 	s.Run, s.Presets, s.Steps, s.TestSamples, s.Classes = o.Run, o.Presets, [2]int{out.From, out.To}, X, C
+	s.TestSplit = split
 	s.Quadrature, s.Tol, s.Precision, s.Software = o.Quadrature, q.Tol, o.Precision, o.Software
 	s.KernelResidual, s.NodesPerSampleStep = out.KernelResidual, out.Validation.Nodes
 	s.WallSeconds = out.Wall.Seconds()
