@@ -51,8 +51,8 @@ const (
 	// History stores, at every snapshot step, each layer group's Gram
 	// matrix of the components preset's scores accumulated up to it.
 	History = "history"
-	Pruning    = "pruning"
-	Kernel     = "kernel"
+	Pruning = "pruning"
+	Kernel  = "kernel"
 	// Reference writes the reference implementation's outputs for parity
 	// runs: per-parameter scores per test sample and class, and the data
 	// kernel per test sample, class and training sample.
