@@ -613,6 +613,9 @@ func TestEPKBadInput(t *testing.T) {
 		{[]string{"--steps", "2:6", "--preset", "kernel"}, "start at step 0"},
 		{[]string{"--preset", "nope"}, `invalid --preset "nope"`},
 		{[]string{"--preset", "validation,nope"}, `invalid --preset "nope"`},
+		{[]string{"--preset", "history", "--snapshot-every", "0"}, "invalid --snapshot-every 0: want a snapshot interval of at least 1 step"},
+		{[]string{"--snapshot-every", "10"}, "add --preset history"},
+		{[]string{"--test-split", "bogus"}, `invalid --test-split "bogus": this run's splits are val and train`},
 		{[]string{"--run", filepath.Join(root, "nothing")}, "nothing"},
 	}
 	for _, c := range cases {
