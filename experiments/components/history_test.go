@@ -231,4 +231,3 @@ func testrunOpen(t *testing.T, dir string) *epkfile.Output {
 	}
 	return o
 }
-
