@@ -43,9 +43,10 @@ func (e *gramEval[E]) bytes(p, elem int64) int64 {
 	g := int64(e.feature.params.size)
 	k := int64(len(snapshotSteps(e.feature.q.Gram, e.from, e.to)))
 	// The running scores, one snapshot's float64 Grams and one tensor's
-	// product while it is taken, every snapshot in float32, and their
-	// float64 result at the end.
-	return e.feature.bytes(p, elem) + (g+1)*x*x*8 + k*g*x*x*(4+8)
+	// product while it is taken, and every snapshot in float32. (A
+	// checkpoint of the job's state copies the snapshots once more, in
+	// float64, while it is written.)
+	return e.feature.bytes(p, elem) + (g+1)*x*x*8 + k*g*x*x*4
 }
 
 func (e *gramEval[E]) allocate() { e.feature.allocate() }
@@ -88,13 +89,9 @@ func (e *gramEval[E]) snapshot(end int) {
 
 func (e *gramEval[E]) result() *Result {
 	p, X := e.feature.params, e.feature.dims.samples
-	r := &Result{Query: e.feature.q, Axes: []string{"snapshot", p.name, "test", "test"},
+	return &Result{Query: e.feature.q, Axes: []string{"snapshot", p.name, "test", "test"},
 		Shape: []int{len(e.steps), p.size, X, X}, Labels: p.labels, Steps: append([]int(nil), e.steps...),
-		Data: make([]float64, len(e.grams))}
-	for i, v := range e.grams {
-		r.Data[i] = float64(v)
-	}
-	return r
+		Data32: e.grams}
 }
 
 // save stores the running scores as a Feature query's accumulators and

@@ -92,7 +92,7 @@ func TestGramSnapshots(t *testing.T) {
 				t.Fatal(err)
 			}
 			want := gramOf(o2.Results[0], groups, X)
-			got := r.Data[k*G*X*X : (k+1)*G*X*X]
+			got := r.Data32[k*G*X*X : (k+1)*G*X*X]
 			for g := range groups {
 				w, gg := want[g*X*X:(g+1)*X*X], got[g*X*X:(g+1)*X*X]
 				big := 0.0
@@ -103,7 +103,7 @@ func TestGramSnapshots(t *testing.T) {
 					t.Fatalf("snapshot %d: the whole model's Gram matrix is zero", end)
 				}
 				for i := range w {
-					if d := math.Abs(gg[i] - w[i]); !(d <= 2e-7*math.Abs(w[i])+1e-12*big) {
+					if d := math.Abs(float64(gg[i]) - w[i]); !(d <= 2e-7*math.Abs(w[i])+1e-12*big) {
 						t.Fatalf("%d:%d snapshot at %d, group %s, entry %d: %g, want %g (from a job over %d:%d)",
 							c.from, c.to, end, groups[g].Name, i, gg[i], w[i], c.from, end)
 					}
@@ -148,7 +148,7 @@ func TestGramSnapshotsResume(t *testing.T) {
 		t.Fatal(err)
 	}
 	a, b := res.Results[0], full.Results[0]
-	if !slices.Equal(a.Steps, b.Steps) || !slices.Equal(a.Data, b.Data) || len(a.Data) == 0 {
+	if !slices.Equal(a.Steps, b.Steps) || !slices.Equal(a.Data32, b.Data32) || len(a.Data32) == 0 {
 		t.Errorf("resumed snapshots at %v differ from %v (or are empty)", a.Steps, b.Steps)
 	}
 }

@@ -199,13 +199,13 @@ func writeHistory(a *arrays, preset string, r *explain.Result) error {
 			"snapshot k holds the scores of the steps [FROM, s_k)", r.Query.Gram)}); err != nil {
 		return err
 	}
-	return epkfile.WriteFloat32(a.w, "history_gram", r.Data, epkfile.ArrayInfo{Shape: r.Shape, Axes: r.Axes,
+	return epkfile.Write(a.w, "history_gram", r.Data32, epkfile.ArrayInfo{Shape: r.Shape, Axes: r.Axes,
 		Units: "log-probability²", Preset: preset, Labels: map[string][]string{"group": r.Labels},
 		Description: "per snapshot and layer group g, the Gram matrix G_g[x, x'] = <e_g(x), e_g(x')> of the test samples' " +
 			"class-summed per-parameter scores e(x) = Σ_{s<s_k} Σ_c φ_s(x)[c, :] ⊙ Δθ_s (the components preset's scores " +
 			"over [FROM, s_k)) restricted to the group's tensors; the diagonal holds the squared norms, so the cosine " +
 			"similarity is G[x, x'] / sqrt(G[x, x] G[x', x']). Groups (labels): models.GroupOf of each tensor, then \"all\", " +
-			"every tensor. Stored as float32."})
+			"every tensor."})
 }
 
 // writeKernel stores the data kernel [C, N] and the weight-decay term per
