@@ -236,8 +236,16 @@ func (j *job[T, E]) plan() error {
 			j.queries = append(j.queries, e)
 			j.sweeps = append(j.sweeps, e)
 		case Snapshots:
-			e := &gramEval[E]{feature: featureEval[E]{q: q, dims: &j.dims, params: params, cot: cot, width: width,
-				rows: &j.rows, sampleRows: j.samples, cotRows: 1}, from: j.spec.From, to: j.spec.To}
+			e := &gramEval[E]{feature: &featureEval[E]{q: q, dims: &j.dims, params: params, cot: cot, width: width,
+				rows: &j.rows, sampleRows: j.samples, cotRows: 1}, q: q, params: params, from: j.spec.From, to: j.spec.To}
+			// An earlier query that accumulates the same per-element scores
+			// (the components preset's) lends them: they are held once.
+			for _, o := range j.queries {
+				if f, ok := o.(*featureEval[E]); ok && f.q.Keep == Param|Test && !f.q.Abs && f.q.Part == q.Part && f.cot == cot {
+					e.feature, e.shared = f, true
+					break
+				}
+			}
 			j.rows.need[cot] = true
 			j.queries = append(j.queries, e)
 			j.snapshots = true

@@ -17,7 +17,16 @@ import (
 // snapshots are kept in float32 ([snapshot, group, test, test]); never
 // the per-element scores of a snapshot.
 type gramEval[E tensor.Float] struct {
-	feature featureEval[E]
+	// feature accumulates the scores; when shared, it is an earlier
+	// query's (keeping Param and Test, of the same part and classes),
+	// which adds each chunk before this one reads it, and this query
+	// neither allocates, adds to, saves nor restores it.
+	feature *featureEval[E]
+	shared  bool
+	// q is the snapshot query (feature.q is another's when shared) and
+	// params its group axis.
+	q      Query
+	params paramAxis
 	// from and to are the job's steps [From, To).
 	from, to int
 	// steps are the snapshot steps taken so far, grams their matrices
@@ -26,7 +35,7 @@ type gramEval[E tensor.Float] struct {
 	grams []float32
 }
 
-func (e *gramEval[E]) query() Query { return e.feature.q }
+func (e *gramEval[E]) query() Query { return e.q }
 
 // snapshotSteps returns the snapshot steps of a query with interval every
 // over the steps [from, to): the multiples of every in (from, to), and to.
@@ -40,23 +49,33 @@ func snapshotSteps(every, from, to int) []int {
 
 func (e *gramEval[E]) bytes(p, elem int64) int64 {
 	x := int64(e.feature.dims.samples)
-	g := int64(e.feature.params.size)
-	k := int64(len(snapshotSteps(e.feature.q.Gram, e.from, e.to)))
+	g := int64(e.params.size)
+	k := int64(len(snapshotSteps(e.q.Gram, e.from, e.to)))
+	var scores int64
+	if !e.shared {
+		scores = e.feature.bytes(p, elem)
+	}
 	// The running scores, one snapshot's float64 Grams and one tensor's
 	// product while it is taken, and every snapshot in float32. (A
 	// checkpoint of the job's state copies the snapshots once more, in
 	// float64, while it is written.)
-	return e.feature.bytes(p, elem) + (g+1)*x*x*8 + k*g*x*x*4
+	return scores + (g+1)*x*x*8 + k*g*x*x*4
 }
 
-func (e *gramEval[E]) allocate() { e.feature.allocate() }
+func (e *gramEval[E]) allocate() {
+	if !e.shared {
+		e.feature.allocate()
+	}
+}
 
 func (e *gramEval[E]) add(c *chunk[E]) {
-	e.feature.add(c)
+	if !e.shared {
+		e.feature.add(c)
+	}
 	if c.hi < e.feature.dims.samples {
 		return // the step's last chunk takes the snapshot
 	}
-	if end := e.from + c.step + 1; end%e.feature.q.Gram == 0 || end == e.to {
+	if end := e.from + c.step + 1; end%e.q.Gram == 0 || end == e.to {
 		e.snapshot(end)
 	}
 }
@@ -64,7 +83,7 @@ func (e *gramEval[E]) add(c *chunk[E]) {
 // snapshot appends the Gram matrices of the scores accumulated so far,
 // those of the steps [from, end).
 func (e *gramEval[E]) snapshot(end int) {
-	d, p := e.feature.dims, e.feature.params
+	d, p := e.feature.dims, e.params
 	X := d.samples
 	g64 := make([]float64, p.size*X*X)
 	prod := make([]float64, X*X)
@@ -88,8 +107,8 @@ func (e *gramEval[E]) snapshot(end int) {
 }
 
 func (e *gramEval[E]) result() *Result {
-	p, X := e.feature.params, e.feature.dims.samples
-	return &Result{Query: e.feature.q, Axes: []string{"snapshot", p.name, "test", "test"},
+	p, X := e.params, e.feature.dims.samples
+	return &Result{Query: e.q, Axes: []string{"snapshot", p.name, "test", "test"},
 		Shape: []int{len(e.steps), p.size, X, X}, Labels: p.labels, Steps: append([]int(nil), e.steps...),
 		Data32: e.grams}
 }
@@ -98,7 +117,10 @@ func (e *gramEval[E]) result() *Result {
 // the snapshots as values: the number K of snapshots, their steps, then
 // their Gram matrices.
 func (e *gramEval[E]) save() queryState {
-	s := e.feature.save()
+	var s queryState
+	if !e.shared {
+		s = e.feature.save()
+	}
 	s.values = make([]float64, 0, 1+len(e.steps)+len(e.grams))
 	s.values = append(s.values, float64(len(e.steps)))
 	for _, st := range e.steps {
@@ -111,16 +133,21 @@ func (e *gramEval[E]) save() queryState {
 }
 
 func (e *gramEval[E]) restore(s queryState) error {
-	if err := e.feature.restore(queryState{tensors: s.tensors}); err != nil {
-		return err
+	if e.shared && len(s.tensors) != 0 {
+		return errStateMismatch(e.q)
 	}
-	X, G := e.feature.dims.samples, e.feature.params.size
+	if !e.shared {
+		if err := e.feature.restore(queryState{tensors: s.tensors}); err != nil {
+			return err
+		}
+	}
+	X, G := e.feature.dims.samples, e.params.size
 	if len(s.values) < 1 {
-		return errStateMismatch(e.feature.q)
+		return errStateMismatch(e.q)
 	}
 	k := int(s.values[0])
 	if k < 0 || len(s.values) != 1+k+k*G*X*X {
-		return errStateMismatch(e.feature.q)
+		return errStateMismatch(e.q)
 	}
 	e.steps = e.steps[:0]
 	for _, v := range s.values[1 : 1+k] {

@@ -77,6 +77,17 @@ func TestGramSnapshots(t *testing.T) {
 		}
 		r := out.Results[0]
 		G := len(groups)
+		// With the components' query first, the snapshots read its
+		// scores instead of their own: the same bits.
+		shared := spec
+		shared.Queries = append([]explain.Query{{Name: "scores", Keep: explain.Param | explain.Test}}, spec.Queries...)
+		o2, err := explain.Run(context.Background(), tr.Source, tr.Model, tr.Path, shared)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r2 := o2.Results[1]; !slices.Equal(r2.Data32, r.Data32) || !slices.Equal(r2.Steps, r.Steps) || r2.Query.Name != "gram" {
+			t.Errorf("%d:%d every %d: the snapshots sharing the components' scores differ", c.from, c.to, c.every)
+		}
 		if !slices.Equal(r.Steps, c.steps) || !slices.Equal(r.Shape, []int{len(c.steps), G, X, X}) {
 			t.Fatalf("%d:%d every %d: snapshots at %v, shape %v; want %v", c.from, c.to, c.every, r.Steps, r.Shape, c.steps)
 		}
@@ -123,8 +134,18 @@ func TestGramSnapshotsResume(t *testing.T) {
 	}
 	test := explain.TestSet[float64]{X: tr.Data.Val.Inputs, Labels: tr.Data.Val.Labels}
 	groups := []explain.TensorGroup{{Name: "dec", Tensors: []string{"decoder.weight"}}}
-	spec := explain.Spec[float64]{Test: test, Quadrature: epk.Quadrature{Rule: epk.Exact, Points: 3}, Groups: groups,
-		Queries: []explain.Query{{Name: "gram", Keep: explain.Test | explain.Group, Gram: 2}}}
+	for _, qs := range [][]explain.Query{
+		{{Name: "gram", Keep: explain.Test | explain.Group, Gram: 2}},
+		{{Name: "scores", Keep: explain.Param | explain.Test}, {Name: "gram", Keep: explain.Test | explain.Group, Gram: 2}},
+	} {
+		gramResume(t, tr, explain.Spec[float64]{Test: test, Quadrature: epk.Quadrature{Rule: epk.Exact, Points: 3}, Groups: groups, Queries: qs})
+	}
+}
+
+// gramResume runs spec whole and interrupted after 3 steps then resumed:
+// the same results.
+func gramResume(t *testing.T, tr *job.TrainRun[float64, float64], spec explain.Spec[float64]) {
+	t.Helper()
 	full, err := explain.Run(context.Background(), tr.Source, tr.Model, tr.Path, spec)
 	if err != nil {
 		t.Fatal(err)
@@ -147,9 +168,13 @@ func TestGramSnapshotsResume(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, b := res.Results[0], full.Results[0]
+	last := len(spec.Queries) - 1
+	a, b := res.Results[last], full.Results[last]
 	if !slices.Equal(a.Steps, b.Steps) || !slices.Equal(a.Data32, b.Data32) || len(a.Data32) == 0 {
 		t.Errorf("resumed snapshots at %v differ from %v (or are empty)", a.Steps, b.Steps)
+	}
+	if last > 0 && !slices.Equal(flatten(res.Results[0]), flatten(full.Results[0])) {
+		t.Error("the resumed scores differ")
 	}
 }
 
