@@ -150,7 +150,7 @@ func checkTrain(opts *Options) (*expio.EPKRun, error) {
 		return nil, err
 	}
 	if sp := tc.EPK.Manifest.Test.Split; sp != "train" {
-		return nil, setting.Errorf("components: the EPK output %s (%v) explains %q samples, not training samples; compute it with `explaind epk --run %s --test-split train --preset components`",
+		return nil, setting.Errorf("components: the EPK output %s (%v) explains %q samples, not training samples; compute one of the run %s with `explaind epk` on the training split (its TestSplit train) and the components preset",
 			opts.TrainEPK, setting.Name("TrainEPK"), sp, opts.Run)
 	}
 	return tc, nil
