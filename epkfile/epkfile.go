@@ -12,6 +12,9 @@
 //	grokking    step_tensor [S, T, X]; step_data, step_reg, step_resid
 //	            [S, X] (all of the true class's log-probability)
 //	components  scores/<tensor> [X, tensor shape...] (summed over classes)
+//	history     history_steps [K], history_gram [K, G, X, X]: at K snapshot
+//	            steps, per layer group, the Gram matrices of the scores
+//	            accumulated up to that step (components' quantity)
 //	pruning     importance/<tensor> [tensor shape...]
 //	kernel      kernel [C, N], kernel_reg [C] (summed over test samples)
 //	reference   scores_class/<tensor> [X, C, tensor shape...],
@@ -45,8 +48,11 @@ const (
 	Validation = "validation"
 	Grokking   = "grokking"
 	Components = "components"
-	Pruning    = "pruning"
-	Kernel     = "kernel"
+	// History stores, at every snapshot step, each layer group's Gram
+	// matrix of the components preset's scores accumulated up to it.
+	History = "history"
+	Pruning = "pruning"
+	Kernel  = "kernel"
 	// Reference writes the reference implementation's outputs for parity
 	// runs: per-parameter scores per test sample and class, and the data
 	// kernel per test sample, class and training sample.
@@ -54,7 +60,7 @@ const (
 )
 
 // Presets lists every preset in the order `explaind epk` runs them.
-var Presets = []string{Validation, Grokking, Components, Pruning, Kernel, Reference}
+var Presets = []string{Validation, Grokking, Components, History, Pruning, Kernel, Reference}
 
 // ArrayInfo describes one array of the output.
 type ArrayInfo struct {
@@ -71,11 +77,15 @@ type ArrayInfo struct {
 	Preset string `json:"preset"`
 	// Description says how the array was computed.
 	Description string `json:"description"`
+	// Labels names the entries of axes that are not plain indices (for
+	// example "group": the layer groups, in order).
+	Labels map[string][]string `json:"labels,omitempty"`
 }
 
 // TestSet says which test samples an output covers.
 type TestSet struct {
-	// Split is the dataset role the samples come from ("val" or "test").
+	// Split is the dataset role the samples come from ("val" or "test",
+	// or "train" for training samples explained as test samples).
 	Split string `json:"split"`
 	// Count is the number of samples (their indices are in test_indices).
 	Count int `json:"count"`

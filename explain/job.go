@@ -66,6 +66,9 @@ type job[T, E tensor.Float] struct {
 	// tensor.
 	rows      featureRows
 	perTensor bool
+	// snapshots is set when a query takes Gram snapshots, which need the
+	// steps in forward order.
+	snapshots bool
 
 	// split splits a step's update into its parts. sgd is the splitter of
 	// an SGD run, whose weight-decay state the job carries from step to
@@ -138,6 +141,10 @@ func newJob[T, E tensor.Float](src Source[T], model nn.Layer[E], path epk.PathMo
 	j.sgd, _ = sp.(*epk.SGDSplitter[E])
 	if len(j.sweeps) > 0 && src.BatchIndices == nil {
 		return nil, errors.New("explain: data attribution needs the source's BatchIndices")
+	}
+	if len(j.sweeps) > 0 && j.snapshots {
+		return nil, errors.New("explain: Gram snapshots are taken going forward over the steps and data attribution " +
+			"sweeps them backward: evaluate them in two jobs")
 	}
 	if len(j.sweeps) > 0 && spec.From != 0 {
 		return nil, fmt.Errorf("explain: data attribution over steps %d:%d would leave the momentum carried in "+
@@ -228,6 +235,20 @@ func (j *job[T, E]) plan() error {
 			j.rows.need[cot] = true
 			j.queries = append(j.queries, e)
 			j.sweeps = append(j.sweeps, e)
+		case Snapshots:
+			e := &gramEval[E]{feature: &featureEval[E]{q: q, dims: &j.dims, params: params, cot: cot, width: width,
+				rows: &j.rows, sampleRows: j.samples, cotRows: 1}, q: q, params: params, from: j.spec.From, to: j.spec.To}
+			// An earlier query that accumulates the same per-element scores
+			// (the components preset's) lends them: they are held once.
+			for _, o := range j.queries {
+				if f, ok := o.(*featureEval[E]); ok && f.q.Keep == Param|Test && !f.q.Abs && f.q.Part == q.Part && f.cot == cot {
+					e.feature, e.shared = f, true
+					break
+				}
+			}
+			j.rows.need[cot] = true
+			j.queries = append(j.queries, e)
+			j.snapshots = true
 		}
 	}
 	j.rows.layout(j.classes)

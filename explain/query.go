@@ -125,6 +125,15 @@ type Query struct {
 	// Bucket is the number of consecutive steps per bucket when Step is
 	// kept (default 1).
 	Bucket int
+	// Gram, when positive, makes the query a snapshot query (kind
+	// Snapshots), which keeps Test and Group: it accumulates each test
+	// sample's per-element scores e_s(x) = Σ_{s' < s} Σ_c φ_{s'}(x)[c, :] ⊙
+	// (part of Δθ_{s'}) over the steps from From, and at every snapshot
+	// step s (the multiples of Gram in (From, To), and To) stores, per
+	// group g, the Gram matrix G_g[x, x'] = <e_s(x)|_g, e_s(x')|_g> of the
+	// scores restricted to the group's tensors. Result.Steps lists the
+	// snapshot steps.
+	Gram int
 }
 
 // Kind is the evaluation a query needs, cheapest first (docs/method.md §2).
@@ -135,10 +144,14 @@ type Kind uint8
 // is kept, else dot products with the feature pass); Feature queries
 // need reverse-mode features per test sample (per element); Sweep queries
 // need the reverse-time data-kernel sweep over training samples.
+// Snapshots queries (Query.Gram) accumulate the feature pass's
+// per-element scores like Feature queries and reduce them to per-group
+// Gram matrices at snapshot steps.
 const (
 	Forward Kind = iota
 	Feature
 	Sweep
+	Snapshots
 )
 
 // kind classifies q and checks that it can be evaluated.
@@ -155,6 +168,15 @@ func (q Query) kind() (Kind, error) {
 	}
 	if q.Part > Model {
 		return 0, fmt.Errorf("query %q: unknown part %d", q.Name, q.Part)
+	}
+	if q.Gram < 0 {
+		return 0, fmt.Errorf("query %q: snapshot interval %d must be positive", q.Name, q.Gram)
+	}
+	if q.Gram > 0 {
+		if k != Test|Group || q.Abs {
+			return 0, fmt.Errorf("query %q takes Gram snapshots: it keeps test and group and nothing else, without an absolute value", q.Name)
+		}
+		return Snapshots, nil
 	}
 	switch {
 	case k&Train != 0:

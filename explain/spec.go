@@ -90,6 +90,12 @@ type Result struct {
 	// Shape followed by the tensor's shape, named by TensorNames.
 	TensorNames []string
 	Tensors     []*tensor.Dense[float64]
+	// Steps are, for snapshot queries (Query.Gram), the step at which
+	// each snapshot was taken: snapshot k holds the scores of the steps
+	// [From, Steps[k]). Their Gram matrices are in Data32, in float32
+	// (Data is nil), to halve what the snapshots hold in memory.
+	Steps  []int
+	Data32 []float32
 }
 
 // Validation compares the kernel machine with the real model over the

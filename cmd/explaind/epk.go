@@ -38,9 +38,15 @@ Presets (comma-separated; validation is always included):
   grokking    per-step and per-tensor contributions to each test sample's
               true-class log-probability
   components  each test sample's class-summed per-parameter scores
+  history     the components scores' Gram matrix per layer group at every
+              --snapshot-every steps (and the last), accumulated up to it
   pruning     per-parameter absolute scores Σ_{x,c} |Σ_s …|
   kernel      the data kernel per class and training sample, summed over
               test samples (needs --steps starting at 0)
+
+--test-split train explains training samples instead of the validation
+(modulo) or test (CNN) split; the validation statistics are then those of
+the training samples.
 
 Outputs in DIR: one .npy file per array, manifest.json describing each
 (shape, axes, units) and summary.json with the validation statistics.
@@ -82,6 +88,12 @@ shards' outputs with explaind merge. Each shard resumes like any job.
 			}
 			if o.Shard, err = shard.Parse(shardFlag); err != nil {
 				return fmt.Errorf("invalid --shard: %w", err)
+			}
+			if o.SnapshotEvery < 1 {
+				return fmt.Errorf("invalid --snapshot-every %d: want a snapshot interval of at least 1 step", o.SnapshotEvery)
+			}
+			if cmd.Flags().Changed("snapshot-every") && !slices.Contains(o.Presets, epkfile.History) {
+				return fmt.Errorf("--snapshot-every sets the history preset's interval: add --preset %s", epkfile.History)
 			}
 			if o.From, o.To, err = job.ParseSteps(steps); err != nil {
 				return err
@@ -127,6 +139,8 @@ shards' outputs with explaind merge. Each shard resumes like any job.
 	f.StringVar(&presets, "preset", "validation", "comma-separated presets: "+strings.Join(epkfile.Presets, ", "))
 	f.IntVar(&o.TestSize, "test-size", 0, "number of test samples, the first of the validation (modulo) or test (CNN) split (0: all)")
 	f.StringVar(&indices, "test-indices", "", "comma-separated indices of test samples in that split (instead of --test-size)")
+	f.StringVar(&o.TestSplit, "test-split", "", "split the test samples are drawn from: train, or the run's evaluation split (default: val for modulo, test for CNN)")
+	f.IntVar(&o.SnapshotEvery, "snapshot-every", job.DefaultSnapshotEvery, "steps between the history preset's snapshots")
 	f.StringVar(&o.Quadrature, "quadrature", "adaptive", "rule for the path integrals: adaptive, exact:K, midpoint:K or gauss:K")
 	f.Float64Var(&o.Tol, "tol", 0, "per-step completeness tolerance of adaptive and exact (0: 1e-6 in float64, 1e-4 in float32)")
 	f.StringVar(&o.Precision, "precision", "float64", "evaluation precision: float32 or float64")

@@ -613,6 +613,9 @@ func TestEPKBadInput(t *testing.T) {
 		{[]string{"--steps", "2:6", "--preset", "kernel"}, "start at step 0"},
 		{[]string{"--preset", "nope"}, `invalid --preset "nope"`},
 		{[]string{"--preset", "validation,nope"}, `invalid --preset "nope"`},
+		{[]string{"--preset", "history", "--snapshot-every", "0"}, "invalid --snapshot-every 0: want a snapshot interval of at least 1 step"},
+		{[]string{"--snapshot-every", "10"}, "add --preset history"},
+		{[]string{"--test-split", "bogus"}, `invalid --test-split "bogus": this run's splits are val and train`},
 		{[]string{"--run", filepath.Join(root, "nothing")}, "nothing"},
 	}
 	for _, c := range cases {
@@ -685,5 +688,57 @@ func TestEPKPreflightStamp(t *testing.T) {
 	}
 	if msg := epk("c"); !strings.Contains(msg, "replayed by this executable") {
 		t.Errorf("the pre-flight replay did not stamp the run:\n%s", msg)
+	}
+}
+
+// TestComponentsHistoryAndTrainSplit runs the component history and the
+// training set's side from the command line: epk with the history preset,
+// epk --test-split train, then components with --train-epk and
+// --history-steps, which writes the new files and names them in its
+// summary.
+func TestComponentsHistoryAndTrainSplit(t *testing.T) {
+	root := t.TempDir()
+	runDir := swapTestRun(t)
+	val, tr, out := filepath.Join(root, "val"), filepath.Join(root, "train"), filepath.Join(root, "components")
+	o, _ := epkTestOutput(t, runDir, val, "--preset", "components,history", "--snapshot-every", "2")
+	if info, ok := o.Manifest.Arrays["history_gram"]; !ok || info.Preset != "history" || o.Manifest.Arrays["history_steps"].Shape[0] != 3 {
+		t.Fatalf("history arrays in the manifest: %+v", o.Manifest.Arrays["history_gram"])
+	}
+	o, s := epkTestOutput(t, runDir, tr, "--preset", "components", "--test-split", "train", "--test-size", "6")
+	if o.Manifest.Test.Split != "train" || s["test_split"] != "train" || s["argmax_agreement"] != 1.0 {
+		t.Errorf("training-split output: manifest split %q, summary %v", o.Manifest.Test.Split, s)
+	}
+	msg, err := run("components", "--quiet", "--run", runDir, "--epk", val, "--train-epk", tr, "--out", out, "--history-steps", "2,6", "--top", "2")
+	if err != nil {
+		t.Fatalf("components: %v\n%s", err, msg)
+	}
+	if !strings.Contains(msg, "component history: 3 snapshots (steps 2 … 6)") || !strings.Contains(msg, "validation against 6 training samples") {
+		t.Errorf("components printed:\n%s", msg)
+	}
+	var cs struct {
+		Files   []string `json:"files"`
+		History struct {
+			Heatmaps []int `json:"heatmaps"`
+		} `json:"history"`
+		Train []struct {
+			Group string  `json:"group"`
+			Match float64 `json:"neighbor_label_match"`
+		} `json:"train"`
+	}
+	readTestJSON(t, filepath.Join(out, "summary.json"), &cs)
+	if !slices.Equal(cs.History.Heatmaps, []int{2, 6}) || len(cs.Train) == 0 {
+		t.Errorf("summary: %+v", cs)
+	}
+	for _, f := range []string{"history.csv", "history_similarity.png", "history_heatmaps.svg", "train_neighbors_all.csv", "train_heatmap_all_by_sum.png"} {
+		if !slices.Contains(cs.Files, f) {
+			t.Errorf("summary.json does not list %s", f)
+		}
+		if _, err := os.Stat(filepath.Join(out, f)); err != nil {
+			t.Error(err)
+		}
+	}
+	if _, err := run("components", "--quiet", "--run", runDir, "--epk", val, "--out", filepath.Join(root, "bad"), "--history-steps", "2,x"); err == nil ||
+		!strings.Contains(err.Error(), "invalid --history-steps") {
+		t.Errorf("--history-steps 2,x: %v", err)
 	}
 }

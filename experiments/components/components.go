@@ -20,6 +20,21 @@
 // computed from it (PCA of the rows of E equals the eigendecomposition of the
 // doubly centred Gram matrix). Groups no wider than X use gonum's stat.PC on
 // the embeddings themselves; the tests check the two agree.
+//
+// Over training (history.go): when the EPK output also holds the history
+// preset, whose snapshots are each group's Gram matrix of the scores
+// accumulated up to a snapshot step, Do writes per group the mean cosine
+// similarity of same-label and different-label pairs at every snapshot,
+// set against the run's grokking phases (Phases), and heatmaps of chosen
+// snapshots as group × step small multiples.
+//
+// The training set's side (trainval.go): given a second EPK output whose
+// test samples are training samples (`explaind epk --test-split train`),
+// Do compares every validation sample with every training sample in each
+// group's embedding: the validation × training cosine matrix (from E_val
+// E_trainᵀ, accumulated one tensor at a time), each validation sample's
+// most and least similar training samples, and how often its nearest
+// training samples share its label.
 package components
 
 import (

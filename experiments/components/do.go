@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 
 	"github.com/explaind/explaind/epkfile"
@@ -34,6 +35,15 @@ type Options struct {
 	// DefaultHistK), Examples the number of example samples (0:
 	// DefaultExamples).
 	HistK, Examples int
+	// HistorySteps are the snapshot steps whose similarity matrices are
+	// drawn when the EPK output has the history preset (none:
+	// DefaultHistoryHeatmaps evenly spaced snapshots).
+	HistorySteps []int
+	// TrainEPK, if set, is a second EPK output of the run with the
+	// components preset on training samples (`explaind epk --test-split
+	// train`): validation samples are then compared with training samples
+	// per group.
+	TrainEPK string
 	// Progress, if set, is called with the work done and the total.
 	Progress func(done, total int)
 }
@@ -72,7 +82,15 @@ type Summary struct {
 	// Ungrouped lists parameters that belong to no layer group (they count
 	// in the whole model only).
 	Ungrouped []string `json:"ungrouped,omitempty"`
-	Files     []string `json:"files"`
+	// History is the component history (EPK outputs with the history
+	// preset).
+	History *HistorySummary `json:"history,omitempty"`
+	// TrainEPK and Train compare validation with training samples
+	// (Options.TrainEPK).
+	TrainEPK     string              `json:"train_epk,omitempty"`
+	TrainSamples int                 `json:"train_samples,omitempty"`
+	Train        []TrainGroupSummary `json:"train,omitempty"`
+	Files        []string            `json:"files"`
 }
 
 // use is what `explaind components` reads: a modulo run and the EPK
@@ -91,6 +109,11 @@ func check(opts *Options) (*expio.EPKRun, error) {
 	if err := use.Named(opts.Run, opts.EPK, opts.Out); err != nil {
 		return nil, err
 	}
+	for _, s := range opts.HistorySteps {
+		if s < 1 {
+			return nil, setting.Invalid("HistorySteps", s, "components: want snapshot steps ≥ 1")
+		}
+	}
 	if opts.Top == 0 {
 		opts.Top = DefaultTop
 	}
@@ -104,7 +127,33 @@ func check(opts *Options) (*expio.EPKRun, error) {
 		return nil, setting.Errorf("components: %v %d and %v %d must be ≥ 1, %v %d ≥ 0",
 			setting.Name("Top"), opts.Top, setting.Name("HistK"), opts.HistK, setting.Name("Examples"), opts.Examples)
 	}
-	return expio.OpenEPK(use, opts.Run, opts.EPK)
+	c, err := expio.OpenEPK(use, opts.Run, opts.EPK)
+	if err != nil {
+		return nil, err
+	}
+	if c.EPK.Manifest.Test.Split == "train" {
+		return nil, setting.Errorf("components: the EPK output %s explains training samples; give it as %v and an output of validation samples as %v",
+			opts.EPK, setting.Name("TrainEPK"), setting.Name("EPK"))
+	}
+	if len(opts.HistorySteps) > 0 {
+		if err := c.EPK.Require(epkfile.History); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+// checkTrain opens the EPK output of training samples, Options.TrainEPK.
+func checkTrain(opts *Options) (*expio.EPKRun, error) {
+	tc, err := expio.OpenEPK(use, opts.Run, opts.TrainEPK)
+	if err != nil {
+		return nil, err
+	}
+	if sp := tc.EPK.Manifest.Test.Split; sp != "train" {
+		return nil, setting.Errorf("components: the EPK output %s (%v) explains %q samples, not training samples; compute one of the run %s with `explaind epk` on the training split (its TestSplit train) and the components preset",
+			opts.TrainEPK, setting.Name("TrainEPK"), sp, opts.Run)
+	}
+	return tc, nil
 }
 
 // Do runs `explaind components`: it checks that the EPK output explains
@@ -124,11 +173,39 @@ func Do(ctx context.Context, opts Options) (*Summary, error) {
 		return nil, err
 	}
 	defer l.Release()
+	var tc *expio.EPKRun
+	if opts.TrainEPK != "" {
+		if tc, err = checkTrain(&opts); err != nil {
+			return nil, err
+		}
+	}
 	ss, err := readSamples(c)
 	if err != nil {
 		return nil, err
 	}
 	n := len(ss.samples)
+	var hist *snapshots
+	var hs *HistorySummary
+	if slices.Contains(c.EPK.Manifest.Presets, epkfile.History) {
+		if hist, err = readHistory(c.EPK, n); err != nil {
+			return nil, err
+		}
+		hs = &HistorySummary{Steps: hist.steps}
+		if hs.Heatmaps, err = heatmapSteps(opts.HistorySteps, hist.steps); err != nil {
+			return nil, err
+		}
+		ms, err := train.ReadMetrics(c.Dir)
+		if err != nil {
+			return nil, err
+		}
+		hs.Phases = Phases(ms, train.AccuracyTarget(c.Config.StopAccuracy), len(c.Manifest.Steps))
+	}
+	var tss *sampleSet
+	if tc != nil {
+		if tss, err = readSplitSamples(tc, "training", c.Config, true); err != nil {
+			return nil, err
+		}
+	}
 	em := c.EPK.Manifest
 	sizes := make([]int, len(em.Tensors))
 	for i, s := range em.TensorShapes {
@@ -143,6 +220,12 @@ func Do(ctx context.Context, opts Options) (*Summary, error) {
 		}
 	}
 	total, done := len(em.Tensors)+len(groups), 0
+	if hs != nil {
+		total++
+	}
+	if tc != nil {
+		total += len(em.Tensors) + 1
+	}
 	tick := func() {
 		done++
 		if opts.Progress != nil {
@@ -156,8 +239,36 @@ func Do(ctx context.Context, opts Options) (*Summary, error) {
 	if err != nil {
 		return nil, err
 	}
+	var cross, nval, ntr map[string][]float64
+	if tc != nil {
+		cross, nval, ntr, err = crossGrams(ctx, c, tc, groups, sizes, n, len(tss.samples), tick)
+		if stop := ctx.Err(); stop != nil && errors.Is(err, stop) {
+			return nil, expio.Interrupted(stop, "components: interrupted; nothing was written to %s", opts.Out)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
 	s.Examples = examples(ss.orders[0], opts.Examples)
-	if err := write(opts.Out, s, groups, e, ss, tick); err != nil {
+	more := func(add func(...string)) error {
+		if hs != nil {
+			if err := writeHistory(opts.Out, hist, hs, groups, ss, add); err != nil {
+				return err
+			}
+			s.History = hs
+			tick()
+		}
+		if tc != nil {
+			tg, err := writeTrainVal(opts.Out, groups, cross, nval, ntr, ss, tss, s.Top, add)
+			if err != nil {
+				return err
+			}
+			s.TrainEPK, s.TrainSamples, s.Train = opts.TrainEPK, len(tss.samples), tg
+			tick()
+		}
+		return nil
+	}
+	if err := write(opts.Out, s, groups, e, ss, tick, more); err != nil {
 		return nil, err
 	}
 	return s, nil
@@ -178,18 +289,28 @@ type sampleSet struct {
 // readSamples returns the validation samples of the EPK output, checked
 // against the run's validation split (phase 1 of Do).
 func readSamples(c *expio.EPKRun) (*sampleSet, error) {
-	d, err := train.LoadData[float64](c.Config)
+	return readSplitSamples(c, "validation", c.Config, false)
+}
+
+// readSplitSamples returns the test samples of the EPK output c, of the
+// run's training split (train) or validation split, checked against it;
+// split names them in errors.
+func readSplitSamples(c *expio.EPKRun, split string, cfg *train.Config, trainSplit bool) (*sampleSet, error) {
+	d, err := train.LoadData[float64](cfg)
 	if err != nil {
 		return nil, err
 	}
 	val := d.ModuloVal
-	idx, err := c.TestSamples("validation", val.Len(), func(x int) int { return val.Pairs[x].Label })
+	if trainSplit {
+		val = d.ModuloTrain
+	}
+	idx, err := c.TestSamples(split, val.Len(), func(x int) int { return val.Pairs[x].Label })
 	if err != nil {
 		return nil, err
 	}
 	n := len(idx)
 	if n < 2 {
-		return nil, fmt.Errorf("components: the EPK output has %d test samples; comparing them needs at least 2", n)
+		return nil, fmt.Errorf("components: the EPK output %s has %d test samples; comparing them needs at least 2", c.EPK.Dir, n)
 	}
 	ss := &sampleSet{samples: make([]Sample, n), p: val.P, labels: make([]int, n), sums: make([]int, n)}
 	for i, x := range idx {
@@ -276,7 +397,7 @@ func accumulate(ctx context.Context, epk *epkfile.Output, groups []Group, sizes 
 // write writes every group's outputs (writeGroup), then samples.csv and
 // last summary.json into dir, filling in s.Groups and s.Files (phase 3 of
 // Do). tick is called after each group.
-func write(dir string, s *Summary, groups []Group, e *embeddings, ss *sampleSet, tick func()) error {
+func write(dir string, s *Summary, groups []Group, e *embeddings, ss *sampleSet, tick func(), more func(add func(...string)) error) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
@@ -304,6 +425,9 @@ func write(dir string, s *Summary, groups []Group, e *embeddings, ss *sampleSet,
 		return err
 	}
 	add(path)
+	if err := more(add); err != nil {
+		return err
+	}
 	s.Files = append(files, "summary.json")
 	return expio.WriteJSON(filepath.Join(dir, "summary.json"), s)
 }

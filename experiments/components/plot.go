@@ -91,44 +91,54 @@ func niceStep(x float64) int {
 // order o (sample o.Perm[0] at the origin), as block means when n exceeds
 // maxPixels.
 func heatmap(sim []float64, n int, o Order, title, base string) ([]string, error) {
-	m := min(n, maxPixels)
+	p, cm := heatmapPlot(sim, n, o, o, title, maxPixels)
+	return withColorBar(p, cm, "cosine similarity", 6.5*vg.Inch, 5.5*vg.Inch, base)
+}
+
+// heatmapPlot returns the plot of the matrix sim (len(rows.Perm) ×
+// len(cols.Perm), row-major with ld values a row) with its rows and
+// columns in the orders rows and cols, as block means beyond side cells
+// on an axis, and its colour map (cosine similarity, −1 … 1).
+func heatmapPlot(sim []float64, ld int, rows, cols Order, title string, side int) (*plot.Plot, palette.ColorMap) {
 	cm := moreland.SmoothBlueRed()
 	cm.SetMin(-1)
 	cm.SetMax(1)
+	ny, nx := len(rows.Perm), len(cols.Perm)
+	my, mx := min(ny, side), min(nx, side)
 	// Small matrices get f×f pixels per cell, so that scaling the image
 	// does not blur the cells.
-	f := max(1, (maxPixels*4/5+m-1)/m)
-	img := image.NewRGBA(image.Rect(0, 0, m*f, m*f))
-	block := func(p int) (int, int) { return p * n / m, (p + 1) * n / m }
-	for py := range m {
-		ylo, yhi := block(py)
-		for px := range m {
-			xlo, xhi := block(px)
+	f := max(1, (side*4/5+max(mx, my)-1)/max(mx, my))
+	img := image.NewRGBA(image.Rect(0, 0, mx*f, my*f))
+	block := func(p, n, m int) (int, int) { return p * n / m, (p + 1) * n / m }
+	for py := range my {
+		ylo, yhi := block(py, ny, my)
+		for px := range mx {
+			xlo, xhi := block(px, nx, mx)
 			s := 0.0
 			for y := ylo; y < yhi; y++ {
-				row := o.Perm[y] * n
+				row := rows.Perm[y] * ld
 				for x := xlo; x < xhi; x++ {
-					s += sim[row+o.Perm[x]]
+					s += sim[row+cols.Perm[x]]
 				}
 			}
 			s /= float64((yhi - ylo) * (xhi - xlo))
 			col := colorAt(cm, s)
 			for dy := range f {
 				for dx := range f {
-					img.Set(px*f+dx, (m-1-py)*f+dy, col)
+					img.Set(px*f+dx, (my-1-py)*f+dy, col)
 				}
 			}
 		}
 	}
 	p := plot.New()
 	p.Title.Text = title
-	p.X.Label.Text = "samples sorted by " + o.Title
-	p.Y.Label.Text = "samples sorted by " + o.Title
-	p.Add(plotter.NewImage(img, 0, 0, float64(n), float64(n)))
-	p.X.Min, p.X.Max, p.Y.Min, p.Y.Max = 0, float64(n), 0, float64(n)
+	p.X.Label.Text = "samples sorted by " + cols.Title
+	p.Y.Label.Text = "samples sorted by " + rows.Title
+	p.Add(plotter.NewImage(img, 0, 0, float64(nx), float64(ny)))
+	p.X.Min, p.X.Max, p.Y.Min, p.Y.Max = 0, float64(nx), 0, float64(ny)
 	p.X.Padding, p.Y.Padding = 0, 0
-	p.X.Tick.Marker, p.Y.Tick.Marker = keyTicks(o.Keys), keyTicks(o.Keys)
-	return withColorBar(p, cm, "cosine similarity", 6.5*vg.Inch, 5.5*vg.Inch, base)
+	p.X.Tick.Marker, p.Y.Tick.Marker = keyTicks(cols.Keys), keyTicks(rows.Keys)
+	return p, cm
 }
 
 // cyclicMap colours a value by its hue, so that a modulus' 0 and p−1 are

@@ -20,6 +20,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/explaind/explaind/data"
 	"github.com/explaind/explaind/epk"
 	"github.com/explaind/explaind/epkfile"
 	"github.com/explaind/explaind/explain"
@@ -27,6 +28,7 @@ import (
 	"github.com/explaind/explaind/internal/atomicfile"
 	"github.com/explaind/explaind/internal/localpath"
 	"github.com/explaind/explaind/internal/lock"
+	"github.com/explaind/explaind/nn"
 	"github.com/explaind/explaind/setting"
 	"github.com/explaind/explaind/shard"
 	"github.com/explaind/explaind/tensor"
@@ -48,6 +50,14 @@ type Options struct {
 	// those samples that records the shard (epkfile.Shard); Merge joins
 	// the shards' outputs into the whole job's.
 	Shard shard.Shard
+	// TestSplit is the split the test samples are drawn from: "" for the
+	// run's evaluation split (the modulo run's "val", the CNN run's
+	// "test"), which may also be named, or "train" to explain training
+	// samples (the validation statistics are then computed on them).
+	TestSplit string
+	// SnapshotEvery is the history preset's snapshot interval in steps
+	// (0: DefaultSnapshotEvery).
+	SnapshotEvery int
 	// Quadrature is "adaptive" (default), "exact:K", "midpoint:K" or
 	// "gauss:K"; Tol the tolerance of adaptive and exact (0: 1e-6 in
 	// float64, 1e-4 in float32).
@@ -72,23 +82,29 @@ type Options struct {
 	Log io.Writer
 }
 
+// DefaultSnapshotEvery is the history preset's snapshot interval when
+// Options.SnapshotEvery is 0.
+const DefaultSnapshotEvery = 50
+
 // Summary is DIR/summary.json.
 type Summary struct {
-	Run             string   `json:"run"`
-	Presets         []string `json:"presets"`
-	Steps           [2]int   `json:"steps"`
-	TestSamples     int      `json:"test_samples"`
-	Classes         int      `json:"classes"`
-	Quadrature      string   `json:"quadrature"`
-	Tol             float64  `json:"tol"`
-	Precision       string   `json:"precision"`
-	ArgmaxAgreement float64  `json:"argmax_agreement"`
-	Accuracy        float64  `json:"accuracy"`
-	ModelAccuracy   float64  `json:"model_accuracy"`
-	MeanAbsDelta    float64  `json:"mean_abs_delta"`
-	MaxAbsDelta     float64  `json:"max_abs_delta"`
-	StdDelta        float64  `json:"std_delta"`
-	KLDiv           float64  `json:"kl_div"`
+	Run         string   `json:"run"`
+	Presets     []string `json:"presets"`
+	Steps       [2]int   `json:"steps"`
+	TestSamples int      `json:"test_samples"`
+	// TestSplit is the split the test samples come from.
+	TestSplit       string  `json:"test_split,omitempty"`
+	Classes         int     `json:"classes"`
+	Quadrature      string  `json:"quadrature"`
+	Tol             float64 `json:"tol"`
+	Precision       string  `json:"precision"`
+	ArgmaxAgreement float64 `json:"argmax_agreement"`
+	Accuracy        float64 `json:"accuracy"`
+	ModelAccuracy   float64 `json:"model_accuracy"`
+	MeanAbsDelta    float64 `json:"mean_abs_delta"`
+	MaxAbsDelta     float64 `json:"max_abs_delta"`
+	StdDelta        float64 `json:"std_delta"`
+	KLDiv           float64 `json:"kl_div"`
 	// MaxCompletenessResidual is the largest per-step completeness
 	// residual |Σ contributions of step s − (f(θ_{s+1}) − f(θ_s))| over
 	// steps, test samples and classes.
@@ -149,6 +165,14 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 func jobKey(o Options, fp string, idx []int, q epk.Quadrature) string {
 	h := sha256.New()
 	fmt.Fprintf(h, "%s|%v|%v|%d:%d|%+v|%s", fp, o.Presets, idx, o.From, o.To, q, o.Precision)
+	// Settings added later enter the key only when they matter, so that
+	// the jobs before them keep their keys.
+	if o.TestSplit == "train" {
+		fmt.Fprintf(h, "|split=%s", o.TestSplit)
+	}
+	if slices.Contains(o.Presets, epkfile.History) {
+		fmt.Fprintf(h, "|snapshot-every=%d", o.SnapshotEvery)
+	}
 	return hex.EncodeToString(h.Sum(nil)[:12])
 }
 
@@ -182,6 +206,12 @@ func run[T, E tensor.Float](ctx context.Context, o Options, m *history.Manifest)
 		return nil, err
 	}
 	o.Presets = presets
+	if o.SnapshotEvery < 0 {
+		return nil, setting.Invalid("SnapshotEvery", o.SnapshotEvery, "the history preset's snapshot interval must be at least 1 step")
+	}
+	if o.SnapshotEvery == 0 {
+		o.SnapshotEvery = DefaultSnapshotEvery
+	}
 	if m.Dtype == "" {
 		return nil, fmt.Errorf("%s: the manifest names no dtype", o.Run)
 	}
@@ -189,16 +219,21 @@ func run[T, E tensor.Float](ctx context.Context, o Options, m *history.Manifest)
 	if err != nil {
 		return nil, err
 	}
-	split, all, err := testIndices(tr, o)
+	split, set, all, err := testIndices(tr, o)
 	if err != nil {
 		return nil, err
+	}
+	o.TestSplit = split
+	if !o.Shard.IsZero() && slices.Contains(o.Presets, epkfile.History) {
+		return nil, setting.Invalid("Shard", o.Shard, "the %s preset's Gram matrices pair every two test samples, so it cannot be sharded; "+
+			"compute it in one job (its cost grows with the samples squared only in the snapshots)", epkfile.History)
 	}
 	lo, hi, err := o.Shard.Range(len(all))
 	if err != nil {
 		return nil, setting.Invalid("Shard", o.Shard, "the job has %d test samples: %v", len(all), err)
 	}
 	idx := all[lo:hi]
-	test, err := tr.Data.Val.Subset(idx)
+	test, err := set.Subset(idx)
 	if err != nil {
 		return nil, err
 	}
@@ -239,8 +274,17 @@ func run[T, E tensor.Float](ctx context.Context, o Options, m *history.Manifest)
 	if err != nil {
 		return nil, err
 	}
+	qs := queries(presets)
+	var groups []explain.TensorGroup
+	for i := range qs {
+		if qs[i].Gram > 0 {
+			qs[i].Gram = o.SnapshotEvery
+			groups = historyGroups(tr.Model)
+		}
+	}
 	spec := explain.Spec[E]{
-		Queries:    queries(presets),
+		Queries:    qs,
+		Groups:     groups,
 		Test:       explain.TestSet[E]{X: test.Inputs, Labels: test.Labels},
 		From:       o.From,
 		To:         to,
@@ -300,20 +344,27 @@ func canonicalPresets(named []string) ([]string, error) {
 }
 
 // testIndices returns the name of the split the test samples come from
-// (the modulo run's validation split, the CNN run's test split) and their
-// indices in it: Options.TestIndices, or the first TestSize samples (0:
-// all).
-func testIndices[T, E tensor.Float](tr *TrainRun[T, E], o Options) (split string, idx []int, err error) {
-	val := tr.Data.Val
+// (Options.TestSplit; by default the modulo run's validation split, the
+// CNN run's test split), that split, and the samples' indices in it:
+// Options.TestIndices, or the first TestSize samples (0: all).
+func testIndices[T, E tensor.Float](tr *TrainRun[T, E], o Options) (split string, val data.Dataset[E], idx []int, err error) {
+	val = tr.Data.Val
 	split = "val"
 	if tr.Config.Task == "cnn" {
 		split = "test"
+	}
+	switch o.TestSplit {
+	case "", split:
+	case "train":
+		split, val = "train", tr.Data.Train
+	default:
+		return "", val, nil, setting.Invalid("TestSplit", strconv.Quote(o.TestSplit), "this run's splits are %s and train", split)
 	}
 	idx = o.TestIndices
 	if idx == nil {
 		n := val.Len()
 		if o.TestSize < 0 || o.TestSize > n {
-			return "", nil, setting.Invalid("TestSize", o.TestSize, "the %s split has %d samples", split, n)
+			return "", val, nil, setting.Invalid("TestSize", o.TestSize, "the %s split has %d samples", split, n)
 		}
 		if o.TestSize > 0 {
 			n = o.TestSize
@@ -324,12 +375,26 @@ func testIndices[T, E tensor.Float](tr *TrainRun[T, E], o Options) (split string
 	}
 	for _, i := range idx {
 		if i < 0 || i >= val.Len() {
-			return "", nil, fmt.Errorf("test index %d is out of range: the %s split has %d samples (0 … %d)",
+			return "", val, nil, fmt.Errorf("test index %d is out of range: the %s split has %d samples (0 … %d)",
 				i, split, val.Len(), val.Len()-1)
 		}
 	}
-	return split, idx, nil
+	return split, val, idx, nil
 }
+
+// historyGroups returns the history preset's groups of the model's
+// tensors: explain.DefaultGroups (models.GroupOf), then "all" with every
+// tensor.
+func historyGroups[E tensor.Float](m nn.Layer[E]) []explain.TensorGroup {
+	var names []string
+	for _, p := range m.Params() {
+		names = append(names, p.Name)
+	}
+	return append(explain.DefaultGroups(names), explain.TensorGroup{Name: HistoryAll, Tensors: names})
+}
+
+// HistoryAll is the history preset's group of every tensor.
+const HistoryAll = "all"
 
 // quadrature returns the rule of Options.Quadrature and Tol (0: 1e-6 in
 // float64, 1e-4 in float32) for the model's path form.

@@ -60,7 +60,7 @@ func TestOptionsErrors(t *testing.T) {
 		{"no output", func(o *job.Options) { o.Out = "" }, "name the run (Run) and the output directory (Out)"},
 		{"missing run", func(o *job.Options) { o.Run = filepath.Join(root, "nothing") }, filepath.Join(root, "nothing")},
 		{"precision", func(o *job.Options) { o.Precision = "float16" }, `invalid Precision "float16": want float32 or float64`},
-		{"preset", func(o *job.Options) { o.Presets = []string{epkfile.Validation, "nope"} }, `unknown preset "nope" (want validation, grokking, components, pruning, kernel, reference)`},
+		{"preset", func(o *job.Options) { o.Presets = []string{epkfile.Validation, "nope"} }, `unknown preset "nope" (want validation, grokking, components, history, pruning, kernel, reference)`},
 		{"negative test size", func(o *job.Options) { o.TestSize = -1 }, "invalid TestSize -1: the val split has 8 samples"},
 		{"test size", func(o *job.Options) { o.TestSize = tinyX + 1 }, "invalid TestSize 9: the val split has 8 samples"},
 		{"test index", func(o *job.Options) { o.TestIndices = []int{0, tinyX} }, "test index 8 is out of range: the val split has 8 samples (0 … 7)"},
@@ -82,6 +82,12 @@ func TestOptionsErrors(t *testing.T) {
 			"invalid Shard 0/9: the job has 8 test samples: 9 shards of 8 items: each shard needs at least one; use at most 8 shards"},
 		{"more shards than selected samples", func(o *job.Options) { o.Shard, o.TestSize = shard.Shard{Index: 2, Count: 3}, 2 },
 			"invalid Shard 2/3: the job has 2 test samples"},
+		{"snapshot interval", func(o *job.Options) { o.Presets, o.SnapshotEvery = []string{epkfile.History}, -1 }, "invalid SnapshotEvery -1"},
+		{"history with kernel", func(o *job.Options) { o.Presets = []string{epkfile.History, epkfile.Kernel} }, "two jobs"},
+		{"test split", func(o *job.Options) { o.TestSplit = "bogus" }, `invalid TestSplit "bogus": this run's splits are val and train`},
+		{"train index", func(o *job.Options) { o.TestSplit, o.TestIndices = "train", []int{99999} }, "the train split has"},
+		{"history in shards", func(o *job.Options) { o.Presets, o.Shard = []string{epkfile.History}, shard.Shard{Index: 0, Count: 2} },
+			"the history preset's Gram matrices pair every two test samples, so it cannot be sharded"},
 	}
 	for _, c := range cases {
 		o := job.Options{Run: run, Out: out}

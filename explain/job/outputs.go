@@ -53,6 +53,8 @@ var outputs = []output{
 		Classes: explain.TrueClass, Part: explain.Resid}, stepPart},
 	{epkfile.Components, explain.Query{Name: "scores", Keep: explain.Param | explain.Test, Part: explain.Update},
 		perTensor([]string{"test"}, "each test sample's class-summed per-parameter score Σ_s Σ_c φ_s(x)[c, :] ⊙ Δθ_s.")},
+	{epkfile.History, explain.Query{Name: "history", Keep: explain.Test | explain.Group, Part: explain.Update,
+		Gram: DefaultSnapshotEvery}, snapshots},
 	{epkfile.Pruning, explain.Query{Name: "importance", Keep: explain.Param, Abs: true, Part: explain.Update},
 		perTensor(nil, "per-parameter importance Σ_{x,c} |Σ_s φ_s(x)[c, :] ⊙ Δθ_s| over the test samples.")},
 	{epkfile.Kernel, explain.Query{Name: "kernel", Keep: explain.Train | explain.Class, Part: explain.Data}, kernel},
@@ -322,6 +324,36 @@ func readWhole(o *epkfile.Output, q explain.Query) (*explain.Result, error) {
 // validation's reg, is no result of its own to read.
 var kernel = format{writeKernel, readWhole}
 
+// snapshots stores the Gram snapshots. They pair every two test samples,
+// so shards cannot hold them and a merge cannot rebuild them: the job
+// refuses the preset with a shard (see run), and reading it for a merge is
+// an error.
+var snapshots = format{writeHistory, func(o *epkfile.Output, q explain.Query) (*explain.Result, error) {
+	return nil, fmt.Errorf("%s: the %s preset's Gram matrices pair test samples of different shards; they cannot be merged", o.Dir, epkfile.History)
+}}
+
+// writeHistory stores the snapshot steps history_steps [K] and the Gram
+// matrices history_gram [K, G, X, X].
+func writeHistory(a *arrays, preset string, r *explain.Result) error {
+	K := len(r.Steps)
+	steps := make([]int64, K)
+	for k, s := range r.Steps {
+		steps[k] = int64(s)
+	}
+	if err := epkfile.Write(a.w, "history_steps", steps, epkfile.ArrayInfo{Shape: []int{K}, Axes: []string{"snapshot"},
+		Units: "step", Preset: preset, Description: fmt.Sprintf("the snapshot steps s_k (every %dth step after FROM, and TO): "+
+			"snapshot k holds the scores of the steps [FROM, s_k)", r.Query.Gram)}); err != nil {
+		return err
+	}
+	return epkfile.Write(a.w, "history_gram", r.Data32, epkfile.ArrayInfo{Shape: r.Shape, Axes: r.Axes,
+		Units: "log-probability²", Preset: preset, Labels: map[string][]string{"group": r.Labels},
+		Description: "per snapshot and layer group g, the Gram matrix G_g[x, x'] = <e_g(x), e_g(x')> of the test samples' " +
+			"class-summed per-parameter scores e(x) = Σ_{s<s_k} Σ_c φ_s(x)[c, :] ⊙ Δθ_s (the components preset's scores " +
+			"over [FROM, s_k)) restricted to the group's tensors; the diagonal holds the squared norms, so the cosine " +
+			"similarity is G[x, x'] / sqrt(G[x, x] G[x', x']). Groups (labels): models.GroupOf of each tensor, then \"all\", " +
+			"every tensor."})
+}
+
 // writeKernel stores the data kernel [C, N] and the weight-decay term per
 // class that completes it, kernel_reg [C].
 func writeKernel(a *arrays, preset string, r *explain.Result) error {
@@ -398,6 +430,7 @@ func write(o Options, t target, out *explain.Output) (_ *Summary, err error) {
 	}
 	s := summarize(out.Validation, t.labels, X, C)
 	s.Run, s.Presets, s.Steps, s.TestSamples, s.Classes = o.Run, o.Presets, [2]int{out.From, out.To}, X, C
+	s.TestSplit = t.split
 	s.Quadrature, s.Tol, s.Precision, s.Software = o.Quadrature, t.tol, o.Precision, o.Software
 	s.KernelResidual, s.NodesPerSampleStep = out.KernelResidual, out.Validation.Nodes
 	s.WallSeconds = out.Wall.Seconds()

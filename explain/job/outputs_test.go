@@ -15,7 +15,7 @@ func TestOutputs(t *testing.T) {
 	for _, q := range queries(epkfile.Presets) {
 		names = append(names, q.Name)
 	}
-	want := []string{"step_tensor", "step_data", "step_reg", "step_resid", "scores", "importance", "kernel", "scores_class", "kernel_full"}
+	want := []string{"step_tensor", "step_data", "step_reg", "step_resid", "scores", "history", "importance", "kernel", "scores_class", "kernel_full"}
 	if !slices.Equal(names, want) {
 		t.Errorf("queries %v, want %v", names, want)
 	}

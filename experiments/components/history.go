@@ -1,0 +1,304 @@
+package components
+
+import (
+	"fmt"
+	"image/color"
+	"math"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/explaind/explaind/epkfile"
+	"github.com/explaind/explaind/experiments/expio"
+	"github.com/explaind/explaind/train"
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/vg"
+	"gonum.org/v1/plot/vg/draw"
+)
+
+// DefaultHistoryHeatmaps is the number of snapshots drawn as heatmaps when
+// Options.HistorySteps names none: evenly spaced over the snapshots, the
+// first and the last included.
+const DefaultHistoryHeatmaps = 4
+
+// Phase is one phase of a grokking run, the steps [From, To).
+type Phase struct {
+	Name string `json:"name"`
+	From int    `json:"from"`
+	To   int    `json:"to"`
+}
+
+// Phases derives the phases of a grokking run from its epoch metrics
+// (metrics.jsonl) and the accuracy it stops at (train.AccuracyTarget of
+// the run's stop accuracy), over the steps [0, end):
+//
+//   - memorization: from step 0 until the training accuracy first reaches
+//     99 % (the step at the end of that epoch);
+//   - circuit formation: from there until the validation accuracy first
+//     reaches the stop accuracy (it rises in this phase);
+//   - cleanup: from there to the end.
+//
+// A phase whose boundary the run never reaches runs to the end, and the
+// phases after it are left out; no metrics, no phases.
+func Phases(ms []train.EpochMetrics, stopAcc float64, end int) []Phase {
+	if len(ms) == 0 {
+		return nil
+	}
+	first := func(from int, ok func(train.EpochMetrics) bool) int {
+		for _, m := range ms {
+			if m.Step >= from && ok(m) {
+				return min(m.Step, end)
+			}
+		}
+		return -1
+	}
+	var out []Phase
+	mem := first(0, func(m train.EpochMetrics) bool { return m.TrainAcc >= 0.99 })
+	if mem < 0 {
+		return []Phase{{"memorization", 0, end}}
+	}
+	out = append(out, Phase{"memorization", 0, mem})
+	grok := first(mem, func(m train.EpochMetrics) bool { return m.ValAcc >= stopAcc })
+	if grok < 0 {
+		return append(out, Phase{"circuit formation", mem, end})
+	}
+	out = append(out, Phase{"circuit formation", mem, grok})
+	if grok < end {
+		out = append(out, Phase{"cleanup", grok, end})
+	}
+	return out
+}
+
+// HistoryPoint is one group's similarity statistics at one snapshot.
+type HistoryPoint struct {
+	Step           int     `json:"step"`
+	Group          string  `json:"group"`
+	Mean           float64 `json:"mean"`
+	SameLabel      float64 `json:"same_label"`
+	DifferentLabel float64 `json:"different_label"`
+	Phase          string  `json:"phase"`
+}
+
+// HistorySummary is the component history's part of summary.json.
+type HistorySummary struct {
+	// Steps are the snapshot steps; Heatmaps those drawn as heatmaps.
+	Steps    []int `json:"steps"`
+	Heatmaps []int `json:"heatmaps"`
+	// Phases are the run's grokking phases (Phases).
+	Phases []Phase `json:"phases"`
+	// Points are the statistics per snapshot and group.
+	Points []HistoryPoint `json:"points"`
+}
+
+// snapshots is the history preset's arrays of an EPK output.
+type snapshots struct {
+	steps  []int
+	groups []string
+	// gram is [len(steps), len(groups), n, n].
+	gram []float64
+}
+
+// readHistory reads the history preset's arrays for n test samples.
+func readHistory(epk *epkfile.Output, n int) (*snapshots, error) {
+	steps, err := epk.Ints("history_steps")
+	if err != nil {
+		return nil, err
+	}
+	groups := epk.Manifest.Arrays["history_gram"].Labels["group"]
+	g, err := epk.Array("history_gram")
+	if err != nil {
+		return nil, err
+	}
+	if !slices.Equal(g.Shape, []int{len(steps), len(groups), n, n}) {
+		return nil, fmt.Errorf("components: history_gram has shape %v, want [%d, %d, %d, %d] (snapshots, groups, samples, samples)",
+			g.Shape, len(steps), len(groups), n, n)
+	}
+	return &snapshots{steps: steps, groups: groups, gram: g.Data}, nil
+}
+
+// at returns the Gram matrix of group name at snapshot k, nil if the
+// history has no such group.
+func (h *snapshots) at(k int, name string, n int) []float64 {
+	g := slices.Index(h.groups, name)
+	if g < 0 {
+		return nil
+	}
+	i := (k*len(h.groups) + g) * n * n
+	return h.gram[i : i+n*n]
+}
+
+// heatmapSteps returns the snapshot steps to draw: the steps named (each
+// must be a snapshot) or DefaultHistoryHeatmaps evenly spaced ones.
+func heatmapSteps(named, steps []int) ([]int, error) {
+	if len(named) > 0 {
+		for _, s := range named {
+			if !slices.Contains(steps, s) {
+				return nil, fmt.Errorf("components: step %d is not a snapshot of the EPK output's history (its snapshots are at %v)", s, steps)
+			}
+		}
+		return named, nil
+	}
+	m := min(DefaultHistoryHeatmaps, len(steps))
+	var out []int
+	for i := range m {
+		k := 0
+		if m > 1 {
+			k = int(math.Round(float64(i*(len(steps)-1)) / float64(m-1)))
+		}
+		if !slices.Contains(out, steps[k]) {
+			out = append(out, steps[k])
+		}
+	}
+	return out, nil
+}
+
+// phaseAt names the phase of step s ("" outside every phase).
+func phaseAt(ps []Phase, s int) string {
+	for _, p := range ps {
+		if s >= p.From && s < p.To || s == p.To && p == ps[len(ps)-1] {
+			return p.Name
+		}
+	}
+	return ""
+}
+
+// writeHistory writes the component history into dir: history.csv (per
+// snapshot and group the mean similarity over pairs, and over same-label
+// and different-label pairs), history_similarity.png/svg (same against
+// different label over the steps, one panel per group, the phases
+// marked) and history_heatmaps.png/svg (group × snapshot small multiples,
+// samples sorted by label). It passes the paths written to add.
+func writeHistory(dir string, h *snapshots, hs *HistorySummary, groups []Group, ss *sampleSet, add func(...string)) error {
+	n := len(ss.samples)
+	var rows [][]string
+	sims := map[[2]int][]float64{} // (snapshot, group) → cosine, for the heatmaps
+	for k, step := range h.steps {
+		for gi, g := range groups {
+			gram := h.at(k, g.Name, n)
+			if gram == nil {
+				continue
+			}
+			sim := Cosine(gram, n)
+			st := Similarities(sim, ss.labels, 0)
+			pt := HistoryPoint{Step: step, Group: g.Name, Mean: st.Mean, SameLabel: st.SameLabel,
+				DifferentLabel: st.DifferentLabel, Phase: phaseAt(hs.Phases, step)}
+			hs.Points = append(hs.Points, pt)
+			rows = append(rows, []string{strconv.Itoa(step), g.Name, expio.Float(pt.Mean), expio.Float(pt.SameLabel),
+				expio.Float(pt.DifferentLabel), expio.Float(pt.SameLabel - pt.DifferentLabel), pt.Phase})
+			if slices.Contains(hs.Heatmaps, step) {
+				sims[[2]int{k, gi}] = sim
+			}
+		}
+	}
+	path := filepath.Join(dir, "history.csv")
+	if err := expio.WriteCSV(path, []string{"step", "group", "mean", "same_label", "different_label", "same_minus_different", "phase"}, rows); err != nil {
+		return err
+	}
+	add(path)
+	var plots []*plot.Plot
+	for _, g := range groups {
+		var x, same, diff []float64
+		for _, p := range hs.Points {
+			if p.Group == g.Name {
+				x, same, diff = append(x, float64(p.Step)), append(same, p.SameLabel), append(diff, p.DifferentLabel)
+			}
+		}
+		if len(x) == 0 {
+			continue
+		}
+		p, err := expio.LinePlot(g.Title+": mean cosine similarity of component embeddings", "step", "cosine similarity",
+			[]expio.Series{{Label: "same label", X: x, Y: same}, {Label: "different label", X: x, Y: diff}})
+		if err != nil {
+			return err
+		}
+		markPhases(p, hs.Phases, slices.Concat(same, diff))
+		plots = append(plots, p)
+	}
+	base := filepath.Join(dir, "history_similarity")
+	if err := expio.SavePlots(base, 7*vg.Inch, 2.6*vg.Inch, plots...); err != nil {
+		return err
+	}
+	add(base+".png", base+".svg")
+	paths, err := historyHeatmaps(sims, h, hs.Heatmaps, groups, ss, filepath.Join(dir, "history_heatmaps"))
+	if err != nil {
+		return err
+	}
+	add(paths...)
+	return nil
+}
+
+// markPhases draws the phase boundaries of ps as vertical lines across
+// the range of ys, each named in the legend.
+func markPhases(p *plot.Plot, ps []Phase, ys []float64) {
+	lo, hi := math.Inf(1), math.Inf(-1)
+	for _, y := range ys {
+		if !math.IsNaN(y) {
+			lo, hi = math.Min(lo, y), math.Max(hi, y)
+		}
+	}
+	if lo > hi {
+		return
+	}
+	grey := []color.Color{color.Gray{100}, color.Gray{160}}
+	for i, ph := range ps[:max(len(ps)-1, 0)] {
+		l, err := plotter.NewLine(plotter.XYs{{X: float64(ph.To), Y: lo}, {X: float64(ph.To), Y: hi}})
+		if err != nil {
+			continue
+		}
+		l.Color = grey[i%2]
+		l.Dashes = []vg.Length{vg.Points(4), vg.Points(3)}
+		p.Add(l)
+		p.Legend.Add(fmt.Sprintf("%s ends (step %d)", ph.Name, ph.To), l)
+	}
+}
+
+// historyHeatmaps draws the cosine matrices sims (by snapshot and group
+// index) as small multiples, a row per group and a column per step of
+// steps, the samples sorted by label.
+func historyHeatmaps(sims map[[2]int][]float64, h *snapshots, steps []int, groups []Group, ss *sampleSet, base string) ([]string, error) {
+	n := len(ss.samples)
+	byLabel := ss.orders[1]
+	var grid [][]*plot.Plot
+	for gi, g := range groups {
+		var row []*plot.Plot
+		for _, step := range steps {
+			k := slices.Index(h.steps, step)
+			sim, ok := sims[[2]int{k, gi}]
+			if !ok {
+				continue
+			}
+			p, _ := heatmapPlot(sim, n, byLabel, byLabel, fmt.Sprintf("%s, step %d", g.Title, step), 160)
+			p.X.Label.Text, p.Y.Label.Text = "", ""
+			if gi == len(groups)-1 {
+				p.X.Label.Text = "sorted by label"
+			}
+			row = append(row, p)
+		}
+		if len(row) > 0 {
+			grid = append(grid, row)
+		}
+	}
+	if len(grid) == 0 {
+		return nil, fmt.Errorf("components: the EPK output's history has none of the groups %s", groupNames(groups))
+	}
+	cell := 2.4 * vg.Inch
+	cols := len(steps)
+	return expio.SaveFigure(base, cell*vg.Length(cols), cell*vg.Length(len(grid)), func(dc draw.Canvas) {
+		tiles := draw.Tiles{Rows: len(grid), Cols: cols, PadX: vg.Points(4), PadY: vg.Points(4)}
+		for r, row := range grid {
+			for c, p := range row {
+				p.Draw(tiles.At(dc, c, r))
+			}
+		}
+	})
+}
+
+func groupNames(gs []Group) string {
+	var s []string
+	for _, g := range gs {
+		s = append(s, g.Name)
+	}
+	return strings.Join(s, ", ")
+}

@@ -1,0 +1,205 @@
+package explain_test
+
+import (
+	"context"
+	"math"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/explaind/explaind/epk"
+	"github.com/explaind/explaind/explain"
+	"github.com/explaind/explaind/explain/job"
+)
+
+// gramOf returns the Gram matrices [G, X, X] of the per-element scores of
+// r (a query keeping Param and Test) restricted to each group, by plain
+// dot products.
+func gramOf(r *explain.Result, groups []explain.TensorGroup, X int) []float64 {
+	out := make([]float64, len(groups)*X*X)
+	for g, gr := range groups {
+		for ti, name := range r.TensorNames {
+			if !slices.Contains(gr.Tensors, name) {
+				continue
+			}
+			d := r.Tensors[ti].Data
+			size := len(d) / X
+			for x := 0; x < X; x++ {
+				for y := 0; y < X; y++ {
+					var s float64
+					for i := 0; i < size; i++ {
+						s += d[x*size+i] * d[y*size+i]
+					}
+					out[(g*X+x)*X+y] += s
+				}
+			}
+		}
+	}
+	return out
+}
+
+// TestGramSnapshots checks each Gram snapshot of a job over FROM:TO
+// against the Gram matrices of the per-element scores of a job over the
+// truncated range FROM:s_k: every entry within float32 rounding (2e-7
+// relative, plus 1e-12 of the matrix's largest entry).
+func TestGramSnapshots(t *testing.T) {
+	dir := tinyRun(t, "adamw", 7)
+	tr, err := job.OpenRun[float64, float64](dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	X := 6
+	idx := []int{0, 1, 2, 3, 4, 5}
+	sub, err := tr.Data.Val.Subset(idx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	test := explain.TestSet[float64]{X: sub.Inputs, Labels: sub.Labels}
+	var names []string
+	for _, p := range tr.Model.Params() {
+		names = append(names, p.Name)
+	}
+	groups := append(explain.DefaultGroups(names), explain.TensorGroup{Name: "all", Tensors: names})
+	q := epk.Quadrature{Rule: epk.Exact, Points: 3, Tol: 1e-9}
+	for _, c := range []struct {
+		from, to, every int
+		steps           []int
+	}{
+		{0, 7, 3, []int{3, 6, 7}},
+		{2, 7, 2, []int{4, 6, 7}},
+		{1, 6, 5, []int{5, 6}},
+	} {
+		spec := explain.Spec[float64]{Test: test, From: c.from, To: c.to, Quadrature: q, Groups: groups, Chunk: 4,
+			Queries: []explain.Query{{Name: "gram", Keep: explain.Test | explain.Group, Gram: c.every}}}
+		out, err := explain.Run(context.Background(), tr.Source, tr.Model, tr.Path, spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := out.Results[0]
+		G := len(groups)
+		// With the components' query first, the snapshots read its
+		// scores instead of their own: the same bits.
+		shared := spec
+		shared.Queries = append([]explain.Query{{Name: "scores", Keep: explain.Param | explain.Test}}, spec.Queries...)
+		o2, err := explain.Run(context.Background(), tr.Source, tr.Model, tr.Path, shared)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r2 := o2.Results[1]; !slices.Equal(r2.Data32, r.Data32) || !slices.Equal(r2.Steps, r.Steps) || r2.Query.Name != "gram" {
+			t.Errorf("%d:%d every %d: the snapshots sharing the components' scores differ", c.from, c.to, c.every)
+		}
+		if !slices.Equal(r.Steps, c.steps) || !slices.Equal(r.Shape, []int{len(c.steps), G, X, X}) {
+			t.Fatalf("%d:%d every %d: snapshots at %v, shape %v; want %v", c.from, c.to, c.every, r.Steps, r.Shape, c.steps)
+		}
+		if r.Labels[G-1] != "all" || r.Axes[1] != "group" {
+			t.Errorf("axes %v labels %v", r.Axes, r.Labels)
+		}
+		for k, end := range c.steps {
+			ref := spec
+			ref.To, ref.Groups = end, nil
+			ref.Queries = []explain.Query{{Name: "scores", Keep: explain.Param | explain.Test}}
+			o2, err := explain.Run(context.Background(), tr.Source, tr.Model, tr.Path, ref)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := gramOf(o2.Results[0], groups, X)
+			got := r.Data32[k*G*X*X : (k+1)*G*X*X]
+			for g := range groups {
+				w, gg := want[g*X*X:(g+1)*X*X], got[g*X*X:(g+1)*X*X]
+				big := 0.0
+				for _, v := range w {
+					big = math.Max(big, math.Abs(v))
+				}
+				if groups[g].Name == "all" && !(big > 0) {
+					t.Fatalf("snapshot %d: the whole model's Gram matrix is zero", end)
+				}
+				for i := range w {
+					if d := math.Abs(float64(gg[i]) - w[i]); !(d <= 2e-7*math.Abs(w[i])+1e-12*big) {
+						t.Fatalf("%d:%d snapshot at %d, group %s, entry %d: %g, want %g (from a job over %d:%d)",
+							c.from, c.to, end, groups[g].Name, i, gg[i], w[i], c.from, end)
+					}
+				}
+			}
+		}
+	}
+}
+
+// TestGramSnapshotsResume interrupts a snapshot job after the first
+// snapshot and resumes it: the same snapshots as without interruption.
+func TestGramSnapshotsResume(t *testing.T) {
+	dir := tinyRun(t, "adamw", 7)
+	tr, err := job.OpenRun[float64, float64](dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	test := explain.TestSet[float64]{X: tr.Data.Val.Inputs, Labels: tr.Data.Val.Labels}
+	groups := []explain.TensorGroup{{Name: "dec", Tensors: []string{"decoder.weight"}}}
+	for _, qs := range [][]explain.Query{
+		{{Name: "gram", Keep: explain.Test | explain.Group, Gram: 2}},
+		{{Name: "scores", Keep: explain.Param | explain.Test}, {Name: "gram", Keep: explain.Test | explain.Group, Gram: 2}},
+	} {
+		gramResume(t, tr, explain.Spec[float64]{Test: test, Quadrature: epk.Quadrature{Rule: epk.Exact, Points: 3}, Groups: groups, Queries: qs})
+	}
+}
+
+// gramResume runs spec whole and interrupted after 3 steps then resumed:
+// the same results.
+func gramResume(t *testing.T, tr *job.TrainRun[float64, float64], spec explain.Spec[float64]) {
+	t.Helper()
+	full, err := explain.Run(context.Background(), tr.Source, tr.Model, tr.Path, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var saved *explain.State
+	s2 := spec
+	s2.Progress = func(done, _ int) {
+		if done == 3 {
+			cancel()
+		}
+	}
+	s2.Checkpoint = func(st *explain.State) error { saved = st; return nil }
+	if _, err := explain.Run(ctx, tr.Source, tr.Model, tr.Path, s2); err != explain.ErrInterrupted {
+		t.Fatalf("interrupted job returned %v", err)
+	}
+	s3 := spec
+	s3.Resume = saved
+	res, err := explain.Run(context.Background(), tr.Source, tr.Model, tr.Path, s3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := len(spec.Queries) - 1
+	a, b := res.Results[last], full.Results[last]
+	if !slices.Equal(a.Steps, b.Steps) || !slices.Equal(a.Data32, b.Data32) || len(a.Data32) == 0 {
+		t.Errorf("resumed snapshots at %v differ from %v (or are empty)", a.Steps, b.Steps)
+	}
+	if last > 0 && !slices.Equal(flatten(res.Results[0]), flatten(full.Results[0])) {
+		t.Error("the resumed scores differ")
+	}
+}
+
+func TestBadGramQueries(t *testing.T) {
+	dir := tinyRun(t, "adamw", 3)
+	tr, err := job.OpenRun[float64, float64](dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	test := explain.TestSet[float64]{X: tr.Data.Val.Inputs, Labels: tr.Data.Val.Labels}
+	groups := []explain.TensorGroup{{Name: "dec", Tensors: []string{"decoder.weight"}}}
+	for _, c := range []struct {
+		qs   []explain.Query
+		want string
+	}{
+		{[]explain.Query{{Name: "a", Keep: explain.Test | explain.Group, Gram: -1}}, "must be positive"},
+		{[]explain.Query{{Name: "a", Keep: explain.Test | explain.Param, Gram: 2}}, "keeps test and group"},
+		{[]explain.Query{{Name: "a", Keep: explain.Test | explain.Group, Gram: 2, Abs: true}}, "without an absolute value"},
+		{[]explain.Query{{Name: "a", Keep: explain.Test | explain.Group, Gram: 2},
+			{Name: "k", Keep: explain.Train, Part: explain.Data}}, "two jobs"},
+	} {
+		spec := explain.Spec[float64]{Queries: c.qs, Test: test, Groups: groups}
+		_, err := explain.Run(context.Background(), tr.Source, tr.Model, tr.Path, spec)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("got %v, want an error saying %q", err, c.want)
+		}
+	}
+}
