@@ -30,43 +30,43 @@ type Phase struct {
 	To   int    `json:"to"`
 }
 
-// Phases derives the phases of a grokking run from its epoch metrics
-// (metrics.jsonl) and the accuracy it stops at (train.AccuracyTarget of
-// the run's stop accuracy), over the steps [0, end):
+// Phases returns the phases of a grokking run over the steps [0, end),
+// from the milestones train.PhasesOf reads off its epoch metrics
+// (metrics.jsonl), with stopAcc the validation accuracy that counts as
+// grokked (the run's stop accuracy):
 //
-//   - memorization: from step 0 until the training accuracy first reaches
-//     99 % (the step at the end of that epoch);
-//   - circuit formation: from there until the validation accuracy first
-//     reaches the stop accuracy (it rises in this phase);
-//   - cleanup: from there to the end.
+//   - memorization: until training accuracy first reaches
+//     train.MemorizedAt (99 %);
+//   - circuit formation: from there until validation accuracy first
+//     reaches train.RisingAt (10 %), invisible in the accuracies;
+//   - cleanup: from there until validation accuracy reaches stopAcc, the
+//     rise of validation accuracy;
+//   - grokked: the rest of the run.
 //
-// A phase whose boundary the run never reaches runs to the end, and the
-// phases after it are left out; no metrics, no phases.
+// A phase whose end the run never reaches runs to end, and the phases
+// after it are left out; no metrics, no phases.
 func Phases(ms []train.EpochMetrics, stopAcc float64, end int) []Phase {
 	if len(ms) == 0 {
 		return nil
 	}
-	first := func(from int, ok func(train.EpochMetrics) bool) int {
-		for _, m := range ms {
-			if m.Step >= from && ok(m) {
-				return min(m.Step, end)
-			}
-		}
-		return -1
-	}
+	ph := train.PhasesOf(ms, stopAcc)
 	var out []Phase
-	mem := first(0, func(m train.EpochMetrics) bool { return m.TrainAcc >= 0.99 })
-	if mem < 0 {
-		return []Phase{{"memorization", 0, end}}
-	}
-	out = append(out, Phase{"memorization", 0, mem})
-	grok := first(mem, func(m train.EpochMetrics) bool { return m.ValAcc >= stopAcc })
-	if grok < 0 {
-		return append(out, Phase{"circuit formation", mem, end})
-	}
-	out = append(out, Phase{"circuit formation", mem, grok})
-	if grok < end {
-		out = append(out, Phase{"cleanup", grok, end})
+	from := 0
+	for _, b := range []struct {
+		name string
+		to   int
+	}{{"memorization", ph.Memorized}, {"circuit formation", ph.Rising}, {"cleanup", ph.Grokked}, {"grokked", end}} {
+		to := b.to
+		if to < 0 || to > end {
+			to = end
+		}
+		if to > from || b.to < 0 {
+			out = append(out, Phase{b.name, from, to})
+		}
+		if b.to < 0 || to >= end {
+			break
+		}
+		from = to
 	}
 	return out
 }

@@ -27,9 +27,10 @@ func TestPhases(t *testing.T) {
 		stop float64
 		want []Phase
 	}{
-		{ms, 0.99, []Phase{{"memorization", 0, 2}, {"circuit formation", 2, 4}, {"cleanup", 4, 6}}},
-		{ms, 1, []Phase{{"memorization", 0, 2}, {"circuit formation", 2, 5}, {"cleanup", 5, 6}}},
-		{ms[:3], 1, []Phase{{"memorization", 0, 2}, {"circuit formation", 2, 6}}},
+		{ms, 0.99, []Phase{{"memorization", 0, 2}, {"circuit formation", 2, 3}, {"cleanup", 3, 4}, {"grokked", 4, 6}}},
+		{ms, 1, []Phase{{"memorization", 0, 2}, {"circuit formation", 2, 3}, {"cleanup", 3, 5}, {"grokked", 5, 6}}},
+		{ms[:3], 1, []Phase{{"memorization", 0, 2}, {"circuit formation", 2, 3}, {"cleanup", 3, 6}}},
+		{ms[:2], 1, []Phase{{"memorization", 0, 2}, {"circuit formation", 2, 6}}},
 		{ms[:1], 1, []Phase{{"memorization", 0, 6}}},
 		{nil, 1, nil},
 	} {
