@@ -434,6 +434,16 @@ type Request[T tensor.Float] struct {
 // values for the result plus a chunk of per-row gradients bounded by
 // MaxGradValues.
 func (e *Evaluator[T]) Features(u *Update[T], x *tensor.Dense[T], plan *Plan, cot *tensor.Dense[T]) (*Features[T], Stats, error) {
+	return e.FeaturesInto(nil, u, x, plan, cot)
+}
+
+// FeaturesInto is Features that reuses dst's arrays (zeroed) when they
+// have the shapes of the result, and allocates new ones otherwise (dst
+// nil: always). The result is dst itself, or a new Features. A job that
+// evaluates step after step with the same batch size so writes every
+// step's features into the same Samples·K·P values instead of allocating
+// (and faulting in) that many fresh ones per step.
+func (e *Evaluator[T]) FeaturesInto(dst *Features[T], u *Update[T], x *tensor.Dense[T], plan *Plan, cot *tensor.Dense[T]) (*Features[T], Stats, error) {
 	c, err := e.prepare(u, x)
 	if err != nil {
 		return nil, Stats{}, err
@@ -443,10 +453,30 @@ func (e *Evaluator[T]) Features(u *Update[T], x *tensor.Dense[T], plan *Plan, co
 			return nil, Stats{}, err
 		}
 	}
-	return e.features(c, plan, cot)
+	return e.features(c, plan, cot, dst)
 }
 
-func (e *Evaluator[T]) features(c *stepCtx[T], plan *Plan, cot *tensor.Dense[T]) (*Features[T], Stats, error) {
+// reuse returns dst when it holds arrays of the shapes of the features of
+// samples·k rows of the evaluator's parameters, with the arrays zeroed,
+// and nil otherwise.
+func (e *Evaluator[T]) reuse(dst *Features[T], samples, k int) *Features[T] {
+	if dst == nil || dst.Samples != samples || dst.K != k || len(dst.Phi) != len(e.params) || len(dst.Names) != len(e.params) {
+		return nil
+	}
+	for j, p := range e.params {
+		phi := dst.Phi[j]
+		if dst.Names[j] != p.Name || phi == nil || len(phi.Data) != samples*k*len(p.Value.Data) ||
+			len(phi.Shape) != len(p.Value.Shape)+1 || phi.Shape[0] != samples*k || !tensor.SameShape(phi.Shape[1:], p.Value.Shape) {
+			return nil
+		}
+	}
+	for _, phi := range dst.Phi {
+		clear(phi.Data)
+	}
+	return dst
+}
+
+func (e *Evaluator[T]) features(c *stepCtx[T], plan *Plan, cot *tensor.Dense[T], dst *Features[T]) (*Features[T], Stats, error) {
 	var st Stats
 	if plan.Samples != c.B {
 		return nil, st, fmt.Errorf("epk: the plan is for %d samples, the batch has %d", plan.Samples, c.B)
@@ -476,11 +506,16 @@ func (e *Evaluator[T]) features(c *stepCtx[T], plan *Plan, cot *tensor.Dense[T])
 		return nil, st, fmt.Errorf("epk: cotangents of shape %v, want [K, %d] or [%d, K, %d]", cot.Shape, C, c.B, C)
 	}
 	P := 0
-	f := &Features[T]{Samples: c.B, K: K}
 	for _, p := range e.params {
 		P += len(p.Value.Data)
-		f.Names = append(f.Names, p.Name)
-		f.Phi = append(f.Phi, tensor.New[T](append([]int{c.B * K}, p.Value.Shape...)...))
+	}
+	f := e.reuse(dst, c.B, K)
+	if f == nil {
+		f = &Features[T]{Samples: c.B, K: K}
+		for _, p := range e.params {
+			f.Names = append(f.Names, p.Name)
+			f.Phi = append(f.Phi, tensor.New[T](append([]int{c.B * K}, p.Value.Shape...)...))
+		}
 	}
 	perRow := P
 	gm, grouped := e.model.(GroupedPathModel[T])
@@ -574,7 +609,7 @@ func (e *Evaluator[T]) Evaluate(u *Update[T], x *tensor.Dense[T], req Request[T]
 		return nil, err
 	}
 	if req.Features {
-		f, st, err := e.features(c, res.Plan, req.Cotangents)
+		f, st, err := e.features(c, res.Plan, req.Cotangents, nil)
 		if err != nil {
 			return nil, err
 		}

@@ -69,6 +69,10 @@ type job[T, E tensor.Float] struct {
 	// snapshots is set when a query takes Gram snapshots, which need the
 	// steps in forward order.
 	snapshots bool
+	// features is the feature pass's last result, whose arrays the next
+	// chunk reuses (epk.Evaluator.FeaturesInto): no evaluation keeps a
+	// chunk's features beyond its add.
+	features *epk.Features[E]
 
 	// split splits a step's update into its parts. sgd is the splitter of
 	// an SGD run, whose weight-decay state the job carries from step to
@@ -375,9 +379,10 @@ func (j *job[T, E]) step(v *history.StepView[T]) error {
 		}
 		if j.rows.total > 0 {
 			cot := cotangents[E](&j.rows, j.classes, j.labels[lo:hi])
-			if c.features, _, err = j.paths.Features(u, x, c.forward.Plan, cot); err != nil {
+			if c.features, _, err = j.paths.FeaturesInto(j.features, u, x, c.forward.Plan, cot); err != nil {
 				return err
 			}
+			j.features = c.features
 		}
 		j.val.add(c, &j.dims)
 		for _, q := range j.queries {
