@@ -198,21 +198,7 @@ func scatterPlanes[T tensor.Float](par bool, out []T, nb, pos, o int, dst []T, b
 	n := nb * pos
 	maybeParallel(par, nb, o*pos, func(lo, hi int) {
 		for j := lo; j < hi; j++ {
-			base := (b0 + j) * stride * o * pos
-			for oo := 0; oo < o; oo++ {
-				src := out[oo*n+j*pos : oo*n+(j+1)*pos]
-				d := dst[base+oo*pos : base+(oo+1)*pos]
-				switch op {
-				case scatterAdd:
-					for i, v := range src {
-						d[i] += v
-					}
-				case scatterReLU:
-					relu(d, src)
-				default:
-					copy(d, src)
-				}
-			}
+			scatterImage(out, j, n, pos, o, dst[(b0+j)*stride*o*pos:], op)
 		}
 	})
 }
@@ -250,4 +236,24 @@ func chunkGemm[T tensor.Float](par bool, transA, transB bool, m, n, k int, alpha
 		be = gemm.Serial()
 	}
 	gemm.GemmOn(be, transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+}
+
+// scatterImage moves column block j of out (O rows of n columns, P per
+// image) into d laid out [O, P]: copied, added or through a ReLU. It is
+// the body of scatterPlanes and scatterPlanesAt.
+func scatterImage[T tensor.Float](out []T, j, n, pos, o int, d []T, op scatterOp) {
+	for oo := 0; oo < o; oo++ {
+		src := out[oo*n+j*pos : oo*n+(j+1)*pos]
+		dd := d[oo*pos : (oo+1)*pos]
+		switch op {
+		case scatterAdd:
+			for i, v := range src {
+				dd[i] += v
+			}
+		case scatterReLU:
+			relu(dd, src)
+		default:
+			copy(dd, src)
+		}
+	}
 }

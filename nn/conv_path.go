@@ -221,21 +221,7 @@ func scatterPlanesAt[T tensor.Float](par bool, out []T, idx []int, pos, o int, d
 	n := len(idx) * pos
 	maybeParallel(par, len(idx), o*pos, func(lo, hi int) {
 		for j := lo; j < hi; j++ {
-			base := idx[j] * stride * o * pos
-			for oo := 0; oo < o; oo++ {
-				src := out[oo*n+j*pos : oo*n+(j+1)*pos]
-				d := dst[base+oo*pos : base+(oo+1)*pos]
-				switch op {
-				case scatterAdd:
-					for i, v := range src {
-						d[i] += v
-					}
-				case scatterReLU:
-					relu(d, src)
-				default:
-					copy(d, src)
-				}
-			}
+			scatterImage(out, j, n, pos, o, dst[idx[j]*stride*o*pos:], op)
 		}
 	})
 }
