@@ -344,11 +344,11 @@ func demoEPK(ctx context.Context, cmd *cobra.Command, run, dir string, m *histor
 			return nil, false, fmt.Errorf("demo: %s holds a finished EPK output of other settings (%d test samples, steps %d:%d, presets %v; this demo wants %d samples of the run's %d steps); rerun with --test-size %d, or remove it to recompute",
 				dir, om.Test.Count, om.Steps[0], om.Steps[1], om.Presets, len(idx), len(m.Steps), om.Test.Count)
 		}
-		var s job.Summary
-		if err := readJSON(filepath.Join(dir, "summary.json"), &s); err != nil {
+		s, err := job.ReadSummary(dir)
+		if err != nil {
 			return nil, false, fmt.Errorf("demo: the finished EPK output %s has no readable summary.json (%v); remove it to recompute", dir, err)
 		}
-		return &s, true, nil
+		return s, true, nil
 	}
 	// No finished output: job.Run starts the job, resumes an unfinished one
 	// of the same settings, or refuses anything else in dir.
