@@ -1,0 +1,303 @@
+package lds
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/explaind/explaind/epkfile"
+	"github.com/explaind/explaind/experiments/expio"
+	"github.com/explaind/explaind/setting"
+)
+
+// The files Do writes into the output directory (besides the
+// attributions, AttributionDir/<method>_<target>.npy).
+const (
+	SummaryFile    = "summary.json"
+	ProgressFile   = "progress.json"
+	CSVFile        = "lds.csv"
+	SubsetsFile    = "subsets.npy"
+	SubsetsCSV     = "subsets.csv"
+	RetrainCSV     = "retrainings.csv"
+	FigureBase     = "lds"     // lds.png, lds.svg
+	ScatterBase    = "scatter" // scatter.png, scatter.svg
+	AttributionDir = "attributions"
+)
+
+// TargetsFile returns the file of a target's actual values [M, K, X].
+func TargetsFile(target string) string { return "targets_" + target + ".npy" }
+
+// AttributionFile returns the file of a method's attributions [X, N] for
+// a target, relative to the output directory.
+func AttributionFile(method, target string) string {
+	return filepath.Join(AttributionDir, method+"_"+target+".npy")
+}
+
+// Key identifies the retrainings of a job: the run, by its fingerprint,
+// and what each retraining depends on.
+type Key struct {
+	RunFingerprint string  `json:"run_fingerprint"`
+	Subsets        int     `json:"subsets"`
+	Fraction       float64 `json:"fraction"`
+	Seeds          int     `json:"seeds"`
+	SubsetSeed     uint64  `json:"subset_seed"`
+	TestIndices    []int   `json:"test_indices"`
+}
+
+// Row is one retraining: subset j, seed k.
+type Row struct {
+	Subset int    `json:"subset"`
+	Seed   uint64 `json:"seed"`
+	Outcome
+	// Seconds is the retraining's wall time.
+	Seconds float64 `json:"seconds"`
+}
+
+// Progress is DIR/progress.json: the rows done so far, subset by subset,
+// seeds 0 … K−1 within each.
+type Progress struct {
+	Command string `json:"command"`
+	Run     string `json:"run"`
+	Key
+	Total int   `json:"total"`
+	Rows  []Row `json:"rows"`
+}
+
+// Job is an opened, checked experiment, ready to retrain: what Open
+// returns.
+type Job struct {
+	Opt     Options
+	Run     *expio.Run
+	EPK     *epkfile.Output
+	Key     Key
+	Tests   *Tests
+	Subsets [][]int
+	// epkRows are the rows of the EPK output's kernel_full of the tests.
+	epkRows []int
+}
+
+// Open checks the options, opens the run (and the EPK output) and draws
+// the subsets, so that every mistake in the input is reported before any
+// retraining: a fraction outside (0, 1), more subsets than exist, a test
+// index out of range, an EPK output of another run or without the
+// reference preset or of only some of the run's steps.
+func Open(opt Options) (*Job, error) {
+	if opt.Out == "" {
+		return nil, setting.Errorf("%s: name the output directory (%v)", Command, setting.Name("Out"))
+	}
+	if err := opt.Check(); err != nil {
+		return nil, err
+	}
+	run, err := expio.OpenRun(Command, opt.Run, "")
+	if err != nil {
+		return nil, err
+	}
+	j := &Job{Opt: opt, Run: run}
+	val := run.Data.Val
+	split := "validation"
+	if run.Config.Task == "cnn" {
+		split = "test"
+	}
+	var idx []int
+	if opt.EPK != "" {
+		if j.EPK, err = epkfile.Open(opt.EPK); err != nil {
+			return nil, err
+		}
+		if err := j.EPK.CheckRun(run.Manifest); err != nil {
+			return nil, fmt.Errorf("%s: %w", Command, err)
+		}
+		if err := j.EPK.Require(epkfile.Reference); err != nil {
+			return nil, fmt.Errorf("%s: %w", Command, err)
+		}
+		if s := j.EPK.Manifest.Steps; s != [2]int{0, run.Steps()} {
+			return nil, fmt.Errorf("%s: %w", Command, setting.Invalid("EPK", opt.EPK, "covers steps %d to %d; the LDS needs the kernel over the whole run, steps 0 to %d", s[0], s[1], run.Steps()))
+		}
+		all, err := j.EPK.Ints("test_indices")
+		if err != nil {
+			return nil, err
+		}
+		n := opt.TestSize
+		if n == 0 {
+			n = len(all)
+		}
+		if n > len(all) {
+			return nil, fmt.Errorf("%s: %w", Command, setting.Invalid("TestSize", n, "the EPK output %s has %d test samples", opt.EPK, len(all)))
+		}
+		idx = all[:n]
+		for i := range n {
+			j.epkRows = append(j.epkRows, i)
+		}
+	} else {
+		n := opt.TestSize
+		if n == 0 {
+			n = min(DefaultTestSize, val.Len())
+		}
+		if n > val.Len() {
+			return nil, fmt.Errorf("%s: %w", Command, setting.Invalid("TestSize", n, "the run's %s split has %d samples", split, val.Len()))
+		}
+		for i := range n {
+			idx = append(idx, i)
+		}
+	}
+	for _, i := range idx {
+		if i < 0 || i >= val.Len() {
+			return nil, fmt.Errorf("%s: test index %d is out of range: the run's %s split has %d samples", Command, i, split, val.Len())
+		}
+	}
+	N := run.Data.Train.Len()
+	k, err := SubsetSize(N, opt.Fraction)
+	if err != nil {
+		return nil, err
+	}
+	if b := run.Config.BatchSize; b > k {
+		return nil, fmt.Errorf("%s: %w", Command, setting.Invalid("Fraction", opt.Fraction, "subsets of %d samples are smaller than the run's batch size %d", k, b))
+	}
+	if j.Subsets, err = Subsets(N, k, opt.Subsets, opt.SubsetSeed); err != nil {
+		return nil, err
+	}
+	if err := run.Replay.Seek(run.Steps()); err != nil {
+		return nil, err
+	}
+	if j.Tests, err = NewTests(run.Session.Model, val, idx); err != nil {
+		return nil, err
+	}
+	if j.EPK != nil {
+		labels, err := j.EPK.Ints("test_labels")
+		if err != nil {
+			return nil, err
+		}
+		for i, y := range j.Tests.Labels {
+			if labels[i] != y {
+				return nil, fmt.Errorf("%s: the EPK output %s gives test sample %d label %d, the run's data %d", Command, opt.EPK, idx[i], labels[i], y)
+			}
+		}
+	}
+	j.Key = Key{RunFingerprint: run.Fingerprint, Subsets: opt.Subsets, Fraction: opt.Fraction, Seeds: opt.Seeds,
+		SubsetSeed: opt.SubsetSeed, TestIndices: idx}
+	return j, nil
+}
+
+// Total returns the number of retrainings, M·K.
+func (j *Job) Total() int { return len(j.Subsets) * j.Opt.Seeds }
+
+// resume returns the rows of this job that Out holds already.
+func (j *Job) resume() ([]Row, error) {
+	dir := j.Opt.Out
+	b, err := expio.ReadOutput(dir, ProgressFile)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, setting.Errorf("%s: %v %s: %w", Command, setting.Name("Out"), dir, err)
+	}
+	var p Progress
+	if err := json.Unmarshal(b, &p); err != nil || p.Command != Command {
+		return nil, setting.Errorf("%s: %v %s: %s is not the progress of explaind %s; choose another %v, or delete it",
+			Command, setting.Name("Out"), dir, filepath.Join(dir, ProgressFile), Command, setting.Name("Out"))
+	}
+	had, want := fmt.Sprintf("%+v", p.Key), fmt.Sprintf("%+v", j.Key)
+	if had != want {
+		return nil, setting.Errorf("%s: %v %s holds the retrainings of another run or other settings (%s there, %s here): "+
+			"rerun with its settings to resume, choose another %v, or delete %s to start over",
+			Command, setting.Name("Out"), dir, had, want, setting.Name("Out"), dir)
+	}
+	if len(p.Rows) > j.Total() {
+		return nil, setting.Errorf("%s: %v %s: %s holds %d rows, the job has %d; delete it to start over", Command, setting.Name("Out"), dir, ProgressFile, len(p.Rows), j.Total())
+	}
+	for i, r := range p.Rows {
+		if r.Subset != i/j.Opt.Seeds || r.Seed != uint64(i%j.Opt.Seeds) {
+			return nil, setting.Errorf("%s: %v %s: row %d of %s is subset %d seed %d, not the job's; delete it to start over", Command, setting.Name("Out"), dir, i, ProgressFile, r.Subset, r.Seed)
+		}
+	}
+	return p.Rows, nil
+}
+
+// Retrain does the retrainings not yet in Out, subset by subset, saving
+// the progress file atomically after each, and returns every row. When
+// ctx is cancelled it returns the rows done with ctx's error.
+func (j *Job) Retrain(ctx context.Context) ([]Row, int, error) {
+	rows, err := j.resume()
+	if err != nil {
+		return nil, 0, err
+	}
+	reused := len(rows)
+	if err := os.MkdirAll(j.Opt.Out, 0o755); err != nil {
+		return nil, 0, fmt.Errorf("%s: %w", Command, setting.Invalid("Out", nil, "%w", err))
+	}
+	total := j.Total()
+	if j.Opt.Progress != nil && reused > 0 {
+		j.Opt.Progress(reused, total)
+	}
+	for n := len(rows); n < total; n++ {
+		sub, seed := n/j.Opt.Seeds, uint64(n%j.Opt.Seeds)
+		t0 := time.Now()
+		o, err := Retrain(ctx, RetrainJob{Config: j.Run.Config, Data: j.Run.Data, Subset: j.Subsets[sub], Seed: seed,
+			Steps: j.Run.Steps(), Tests: j.Tests, EvalChunk: j.Opt.EvalChunk})
+		if ctx.Err() != nil {
+			return rows, reused, ctx.Err()
+		}
+		if err != nil {
+			return nil, reused, err
+		}
+		rows = append(rows, Row{Subset: sub, Seed: seed, Outcome: o, Seconds: time.Since(t0).Seconds()})
+		p := Progress{Command: Command, Run: j.Run.Dir, Key: j.Key, Total: total, Rows: rows}
+		if err := expio.WriteJSON(filepath.Join(j.Opt.Out, ProgressFile), p); err != nil {
+			return nil, reused, err
+		}
+		if j.Opt.Progress != nil {
+			j.Opt.Progress(len(rows), total)
+		}
+	}
+	return rows, reused, nil
+}
+
+// Do runs `explaind lds`: it checks everything (Open), takes Out's lock,
+// retrains (resuming what Out holds), computes the attributions and
+// writes the scores. Rerun on a finished Out it rewrites nothing and
+// returns the summary there, Reused set. When ctx is cancelled it returns
+// an error saying how to resume; the retrainings done are kept in Out.
+func Do(ctx context.Context, opt Options) (*Summary, error) {
+	j, err := Open(opt)
+	if err != nil {
+		return nil, err
+	}
+	l, err := expio.LockOut(Command, opt.Out)
+	if err != nil {
+		return nil, err
+	}
+	defer l.Release()
+	if s, err := ReadSummary(opt.Out); err == nil && s.Complete && fmt.Sprintf("%+v", s.Key) == fmt.Sprintf("%+v", j.Key) {
+		s.Reused = true
+		return s, nil
+	}
+	rows, _, err := j.Retrain(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, expio.Interrupted(err, "%s: interrupted after %d of %d retrainings, kept in %s: rerun the same command to resume",
+				Command, len(rows), j.Total(), filepath.Join(opt.Out, ProgressFile))
+		}
+		return nil, err
+	}
+	t0 := time.Now()
+	attrs, err := j.Attributions(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, expio.Interrupted(err, "%s: interrupted while computing the attributions; the retrainings are kept in %s: rerun the same command to finish",
+				Command, filepath.Join(opt.Out, ProgressFile))
+		}
+		return nil, err
+	}
+	s := j.Score(rows, attrs)
+	s.Settings.TracInCheckpoints = j.tracinCheckpoints()
+	s.WallSeconds.Scoring = time.Since(t0).Seconds()
+	if err := j.Write(rows, attrs, s); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
