@@ -300,4 +300,3 @@ func Do(ctx context.Context, opt Options) (*Summary, error) {
 	}
 	return s, nil
 }
-
