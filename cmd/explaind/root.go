@@ -17,7 +17,7 @@ func newRootCmd() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.AddCommand(newVersionCmd(), newTrainCmd(), newVerifyCmd(), newEPKCmd(),
-		newPruneCmd(), newComponentsCmd(), newSwapCmd(), newRetrainCmd(), newReportCmd(), newDemoCmd())
+		newPruneCmd(), newComponentsCmd(), newSwapCmd(), newRetrainCmd(), newLDSCmd(), newReportCmd(), newDemoCmd())
 	return root
 }
 

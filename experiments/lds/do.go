@@ -230,6 +230,9 @@ func (j *Job) Retrain(ctx context.Context) ([]Row, int, error) {
 		return nil, 0, fmt.Errorf("%s: %w", Command, setting.Invalid("Out", nil, "%w", err))
 	}
 	total := j.Total()
+	if j.Opt.Log != nil && reused > 0 {
+		fmt.Fprintf(j.Opt.Log, "%s: resuming: %d of %d retrainings already done (%s)\n", Command, reused, total, filepath.Join(j.Opt.Out, ProgressFile))
+	}
 	if j.Opt.Progress != nil && reused > 0 {
 		j.Opt.Progress(reused, total)
 	}

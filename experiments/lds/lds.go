@@ -54,6 +54,7 @@ package lds
 
 import (
 	"fmt"
+	"io"
 	"math"
 	"math/big"
 	"slices"
@@ -115,6 +116,9 @@ type Options struct {
 	// Progress, if set, is called after each retraining with the number
 	// done (those resumed from Out included) and the total.
 	Progress func(done, total int)
+	// Log, if set, receives a line saying how many retrainings were
+	// resumed from Out.
+	Log io.Writer
 }
 
 // DefaultTestSize is the number of test samples without an EPK output.
