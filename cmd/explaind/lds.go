@@ -6,11 +6,14 @@ import (
 
 	"github.com/explaind/explaind/experiments/lds"
 	"github.com/explaind/explaind/internal/progress"
+	"github.com/explaind/explaind/shard"
 	"github.com/spf13/cobra"
 )
 
 func newLDSCmd() *cobra.Command {
 	var quiet bool
+	var shardArg string
+	var merge []string
 	opt := lds.Options{Subsets: 100, Fraction: 0.5, Seeds: 1, Bootstrap: 1000, Confidence: 0.95, EvalChunk: 2048}
 	cmd := &cobra.Command{
 		Use:   "lds --run RUN --out DIR",
@@ -37,16 +40,41 @@ DIR/targets_logprob.npy and targets_margin.npy [subset, seed, test],
 DIR/attributions/METHOD_TARGET.npy [test, train], and the figures DIR/lds.png
 and DIR/scatter.png (with .svg). DIR/progress.json holds the retrainings done,
 rewritten after each: rerunning the same command after an interruption, even
-a kill, resumes after the last one.`,
+a kill, resumes after the last one.
+
+Sharded over a cluster's job array: --shard i/n does only block i of n of the
+retrainings (subset by subset, seeds within) into its own DIR; then
+explaind lds --out DIR --merge SHARD0,SHARD1,... joins the n finished shards'
+directories (the settings come from them) and scores, writing what the
+unsharded job writes.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			opt.Software, opt.Log = buildInfo(), cmd.ErrOrStderr()
 			opt.Progress = progress.Func(progressTo(cmd, quiet), "lds: retrainings")
 			ctx, cancel := stopExperimentOnSignal(cmd, "after this retraining step (the unfinished retraining is dropped)")
 			defer cancel()
-			s, err := lds.Do(ctx, opt)
+			var s *lds.Summary
+			var err error
+			if len(merge) > 0 {
+				s, err = lds.Merge(ctx, opt, merge)
+			} else {
+				if opt.Shard, err = shard.Parse(shardArg); err != nil {
+					return fmt.Errorf("lds: --shard: %w", err)
+				}
+				if opt.Shard.IsZero() {
+					if note := shard.Env(); note != "" {
+						fmt.Fprintln(cmd.ErrOrStderr(), note+" (--shard)")
+					}
+				}
+				s, err = lds.Do(ctx, opt)
+			}
 			if err != nil {
 				return err
+			}
+			if s.Shard != "" {
+				fmt.Fprintf(cmd.OutOrStdout(), "lds: shard %s: %d retrainings written to %s (%.0f s); merge the finished shards with explaind lds --out DIR --merge DIR0,DIR1,...\n",
+					s.Shard, s.Retrained.Count, opt.Out, s.WallSeconds.Retraining)
+				return nil
 			}
 			w := cmd.OutOrStdout()
 			if s.Reused {
@@ -76,7 +104,7 @@ a kill, resumes after the last one.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&opt.Run, "run", "", "the training run (required)")
+	f.StringVar(&opt.Run, "run", "", "the training run (required but with --merge)")
 	f.StringVar(&opt.Out, "out", "", "output directory (created if missing); rerunning the same command resumes an interrupted job there")
 	f.StringVar(&opt.EPK, "epk", "", "an explaind epk output of the run with the reference preset (scores the epk method on its test samples)")
 	f.IntVar(&opt.Subsets, "subsets", opt.Subsets, "number M of random training subsets")
@@ -87,8 +115,11 @@ a kill, resumes after the last one.`,
 	f.IntVar(&opt.Bootstrap, "bootstrap", opt.Bootstrap, "bootstrap resamples of the confidence interval")
 	f.Float64Var(&opt.Confidence, "confidence", opt.Confidence, "level of the confidence interval")
 	f.IntVar(&opt.EvalChunk, "eval-chunk", opt.EvalChunk, "samples per forward pass when evaluating (0: all at once)")
+	f.StringVar(&shardArg, "shard", "", "do only shard I/N of the retrainings (0-based, such as $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)")
+	f.StringSliceVar(&merge, "merge", nil, "join these finished shards' directories into --out and score (their settings are used)")
 	f.BoolVar(&quiet, "quiet", false, "no progress bar")
-	cmd.MarkFlagRequired("run")
 	cmd.MarkFlagRequired("out")
+	cmd.MarkFlagsMutuallyExclusive("merge", "shard")
+	cmd.MarkFlagsMutuallyExclusive("merge", "run")
 	return cmd
 }

@@ -133,3 +133,32 @@ func TestLDSSIGKILL(t *testing.T) {
 		}
 	}
 }
+
+// TestLDSShards: two shards (--shard) merged (--merge) score as the
+// unsharded job does, and --merge with --run is refused.
+func TestLDSShards(t *testing.T) {
+	root := t.TempDir()
+	dir := swapTestRun(t)
+	common := []string{"--run", dir, "--subsets", "4", "--test-size", "3", "--bootstrap", "50", "--quiet"}
+	if msg, err := run(append([]string{"lds", "--out", filepath.Join(root, "whole")}, common...)...); err != nil {
+		t.Fatalf("%v\n%s", err, msg)
+	}
+	for _, i := range []string{"0", "1"} {
+		msg, err := run(append([]string{"lds", "--out", filepath.Join(root, "s"+i), "--shard", i + "/2"}, common...)...)
+		if err != nil || !strings.Contains(msg, "lds: shard "+i+"/2: 2 retrainings written") {
+			t.Fatalf("shard %s: %v\n%s", i, err, msg)
+		}
+	}
+	msg, err := run("lds", "--out", filepath.Join(root, "merged"), "--merge", filepath.Join(root, "s1")+","+filepath.Join(root, "s0"), "--bootstrap", "50", "--quiet")
+	if err != nil {
+		t.Fatalf("merge: %v\n%s", err, msg)
+	}
+	a, _ := os.ReadFile(filepath.Join(root, "whole", lds.CSVFile))
+	b, _ := os.ReadFile(filepath.Join(root, "merged", lds.CSVFile))
+	if len(a) == 0 || !bytes.Equal(a, b) {
+		t.Errorf("lds.csv of the merged shards:\n%s\nof the whole job:\n%s", b, a)
+	}
+	if _, err := run("lds", "--out", filepath.Join(root, "x"), "--merge", filepath.Join(root, "s0"), "--run", dir); err == nil {
+		t.Error("--merge with --run: no error")
+	}
+}

@@ -8,11 +8,13 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/explaind/explaind/epkfile"
 	"github.com/explaind/explaind/experiments/expio"
 	"github.com/explaind/explaind/setting"
+	"github.com/explaind/explaind/shard"
 )
 
 // The files Do writes into the output directory (besides the
@@ -47,6 +49,9 @@ type Key struct {
 	Seeds          int     `json:"seeds"`
 	SubsetSeed     uint64  `json:"subset_seed"`
 	TestIndices    []int   `json:"test_indices"`
+	// Shard is the shard ("i/n") whose retrainings a directory holds, ""
+	// for the whole job.
+	Shard string `json:"shard,omitempty"`
 }
 
 // Row is one retraining: subset j, seed k.
@@ -63,6 +68,7 @@ type Row struct {
 type Progress struct {
 	Command string `json:"command"`
 	Run     string `json:"run"`
+	EPK     string `json:"epk,omitempty"`
 	Key
 	Total int   `json:"total"`
 	Rows  []Row `json:"rows"`
@@ -178,16 +184,25 @@ func Open(opt Options) (*Job, error) {
 		}
 	}
 	j.Key = Key{RunFingerprint: run.Fingerprint, Subsets: opt.Subsets, Fraction: opt.Fraction, Seeds: opt.Seeds,
-		SubsetSeed: opt.SubsetSeed, TestIndices: idx}
+		SubsetSeed: opt.SubsetSeed, TestIndices: idx, Shard: opt.Shard.String()}
 	return j, nil
 }
 
 // Total returns the number of retrainings, M·K.
 func (j *Job) Total() int { return len(j.Subsets) * j.Opt.Seeds }
 
-// resume returns the rows of this job that Out holds already.
-func (j *Job) resume() ([]Row, error) {
-	dir := j.Opt.Out
+// span returns the retrainings [lo, hi) of the plan (subset-major, seeds
+// within) that this job does: all of them, or its shard's block.
+func (j *Job) span() (lo, hi int, err error) {
+	lo, hi, err = j.Opt.Shard.Range(j.Total())
+	if err != nil {
+		return 0, 0, fmt.Errorf("%s: %w", Command, setting.Invalid("Shard", j.Opt.Shard, "%w", err))
+	}
+	return lo, hi, nil
+}
+
+// readProgress reads dir's progress file (nil, nil when there is none).
+func readProgress(dir string) (*Progress, error) {
 	b, err := expio.ReadOutput(dir, ProgressFile)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
@@ -200,63 +215,92 @@ func (j *Job) resume() ([]Row, error) {
 		return nil, setting.Errorf("%s: %v %s: %s is not the progress of explaind %s; choose another %v, or delete it",
 			Command, setting.Name("Out"), dir, filepath.Join(dir, ProgressFile), Command, setting.Name("Out"))
 	}
+	return &p, nil
+}
+
+// checkRows returns an error unless rows are the plan's retrainings from
+// lo on, in order, and no more than hi − lo of them.
+func (j *Job) checkRows(dir string, rows []Row, lo, hi int) error {
+	if len(rows) > hi-lo {
+		return setting.Errorf("%s: %v %s: %s holds %d rows, the job has %d; delete it to start over", Command, setting.Name("Out"), dir, ProgressFile, len(rows), hi-lo)
+	}
+	K := j.Opt.Seeds
+	for i, r := range rows {
+		if n := lo + i; r.Subset != n/K || r.Seed != uint64(n%K) {
+			return setting.Errorf("%s: %v %s: row %d of %s is subset %d seed %d, not the job's; delete it to start over", Command, setting.Name("Out"), dir, i, ProgressFile, r.Subset, r.Seed)
+		}
+	}
+	return nil
+}
+
+// resume returns the rows of this job that Out holds already.
+func (j *Job) resume(lo, hi int) ([]Row, error) {
+	dir := j.Opt.Out
+	p, err := readProgress(dir)
+	if p == nil || err != nil {
+		return nil, err
+	}
 	had, want := fmt.Sprintf("%+v", p.Key), fmt.Sprintf("%+v", j.Key)
 	if had != want {
 		return nil, setting.Errorf("%s: %v %s holds the retrainings of another run or other settings (%s there, %s here): "+
 			"rerun with its settings to resume, choose another %v, or delete %s to start over",
 			Command, setting.Name("Out"), dir, had, want, setting.Name("Out"), dir)
 	}
-	if len(p.Rows) > j.Total() {
-		return nil, setting.Errorf("%s: %v %s: %s holds %d rows, the job has %d; delete it to start over", Command, setting.Name("Out"), dir, ProgressFile, len(p.Rows), j.Total())
-	}
-	for i, r := range p.Rows {
-		if r.Subset != i/j.Opt.Seeds || r.Seed != uint64(i%j.Opt.Seeds) {
-			return nil, setting.Errorf("%s: %v %s: row %d of %s is subset %d seed %d, not the job's; delete it to start over", Command, setting.Name("Out"), dir, i, ProgressFile, r.Subset, r.Seed)
-		}
+	if err := j.checkRows(dir, p.Rows, lo, hi); err != nil {
+		return nil, err
 	}
 	return p.Rows, nil
 }
 
-// Retrain does the retrainings not yet in Out, subset by subset, saving
-// the progress file atomically after each, and returns every row. When
-// ctx is cancelled it returns the rows done with ctx's error.
-func (j *Job) Retrain(ctx context.Context) ([]Row, int, error) {
-	rows, err := j.resume()
+// progress returns the progress file of rows.
+func (j *Job) progress(rows []Row) Progress {
+	return Progress{Command: Command, Run: j.Run.Dir, EPK: j.Opt.EPK, Key: j.Key, Total: j.Total(), Rows: rows}
+}
+
+// Retrain does the retrainings of the job (or of its shard) not yet in
+// Out, subset by subset, saving the progress file atomically after each,
+// and returns every row. When ctx is cancelled it returns the rows done
+// with ctx's error.
+func (j *Job) Retrain(ctx context.Context) ([]Row, error) {
+	lo, hi, err := j.span()
 	if err != nil {
-		return nil, 0, err
+		return nil, err
+	}
+	rows, err := j.resume(lo, hi)
+	if err != nil {
+		return nil, err
 	}
 	reused := len(rows)
 	if err := os.MkdirAll(j.Opt.Out, 0o755); err != nil {
-		return nil, 0, fmt.Errorf("%s: %w", Command, setting.Invalid("Out", nil, "%w", err))
+		return nil, fmt.Errorf("%s: %w", Command, setting.Invalid("Out", nil, "%w", err))
 	}
-	total := j.Total()
+	total := hi - lo
 	if j.Opt.Log != nil && reused > 0 {
 		fmt.Fprintf(j.Opt.Log, "%s: resuming: %d of %d retrainings already done (%s)\n", Command, reused, total, filepath.Join(j.Opt.Out, ProgressFile))
 	}
 	if j.Opt.Progress != nil && reused > 0 {
 		j.Opt.Progress(reused, total)
 	}
-	for n := len(rows); n < total; n++ {
+	for n := lo + len(rows); n < hi; n++ {
 		sub, seed := n/j.Opt.Seeds, uint64(n%j.Opt.Seeds)
 		t0 := time.Now()
 		o, err := Retrain(ctx, RetrainJob{Config: j.Run.Config, Data: j.Run.Data, Subset: j.Subsets[sub], Seed: seed,
 			Steps: j.Run.Steps(), Tests: j.Tests, EvalChunk: j.Opt.EvalChunk})
 		if ctx.Err() != nil {
-			return rows, reused, ctx.Err()
+			return rows, ctx.Err()
 		}
 		if err != nil {
-			return nil, reused, err
+			return nil, err
 		}
 		rows = append(rows, Row{Subset: sub, Seed: seed, Outcome: o, Seconds: time.Since(t0).Seconds()})
-		p := Progress{Command: Command, Run: j.Run.Dir, Key: j.Key, Total: total, Rows: rows}
-		if err := expio.WriteJSON(filepath.Join(j.Opt.Out, ProgressFile), p); err != nil {
-			return nil, reused, err
+		if err := expio.WriteJSON(filepath.Join(j.Opt.Out, ProgressFile), j.progress(rows)); err != nil {
+			return nil, err
 		}
 		if j.Opt.Progress != nil {
 			j.Opt.Progress(len(rows), total)
 		}
 	}
-	return rows, reused, nil
+	return rows, nil
 }
 
 // Do runs `explaind lds`: it checks everything (Open), takes Out's lock,
@@ -264,9 +308,17 @@ func (j *Job) Retrain(ctx context.Context) ([]Row, int, error) {
 // writes the scores. Rerun on a finished Out it rewrites nothing and
 // returns the summary there, Reused set. When ctx is cancelled it returns
 // an error saying how to resume; the retrainings done are kept in Out.
+//
+// With Options.Shard set it does only that shard's block of the
+// retrainings and writes them (progress.json) with a summary.json that
+// says which shard it holds and has no scores; Merge joins the shards'
+// directories into the result of the whole job.
 func Do(ctx context.Context, opt Options) (*Summary, error) {
 	j, err := Open(opt)
 	if err != nil {
+		return nil, err
+	}
+	if _, _, err := j.span(); err != nil {
 		return nil, err
 	}
 	l, err := expio.LockOut(Command, opt.Out)
@@ -278,20 +330,46 @@ func Do(ctx context.Context, opt Options) (*Summary, error) {
 		s.Reused = true
 		return s, nil
 	}
-	rows, _, err := j.Retrain(ctx)
+	rows, err := j.Retrain(ctx)
 	if err != nil {
 		if ctx.Err() != nil {
+			lo, hi, _ := j.span()
 			return nil, expio.Interrupted(err, "%s: interrupted after %d of %d retrainings, kept in %s: rerun the same command to resume",
-				Command, len(rows), j.Total(), filepath.Join(opt.Out, ProgressFile))
+				Command, len(rows), hi-lo, filepath.Join(opt.Out, ProgressFile))
 		}
 		return nil, err
 	}
+	if !opt.Shard.IsZero() {
+		s := j.shardSummary(rows)
+		return s, expio.WriteJSON(filepath.Join(opt.Out, SummaryFile), s)
+	}
+	return j.finish(ctx, rows)
+}
+
+// shardSummary is the summary of a shard's retrainings.
+func (j *Job) shardSummary(rows []Row) *Summary {
+	s := &Summary{Command: Command, Run: j.Run.Dir, EPK: j.Opt.EPK, Software: j.Opt.Software, Complete: true, Key: j.Key,
+		Files:      []string{SummaryFile, ProgressFile},
+		Definition: "the retrainings of shard " + j.Opt.Shard.String() + " of the job (progress.json); merge the shards' directories for the scores"}
+	s.Retrained.Count = len(rows)
+	for _, r := range rows {
+		s.WallSeconds.Retraining += r.Seconds
+		if r.Diverged {
+			s.Retrained.Diverged++
+		}
+	}
+	return s
+}
+
+// finish computes the attributions and scores of the job's rows and
+// writes every output into Out (held).
+func (j *Job) finish(ctx context.Context, rows []Row) (*Summary, error) {
 	t0 := time.Now()
 	attrs, err := j.Attributions(ctx)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, expio.Interrupted(err, "%s: interrupted while computing the attributions; the retrainings are kept in %s: rerun the same command to finish",
-				Command, filepath.Join(opt.Out, ProgressFile))
+				Command, filepath.Join(j.Opt.Out, ProgressFile))
 		}
 		return nil, err
 	}
@@ -302,4 +380,88 @@ func Do(ctx context.Context, opt Options) (*Summary, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// Merge joins the directories of the shards 0/n … n−1/n of one job
+// (each finished: `explaind lds --shard i/n`) into out, which then holds
+// what the unsharded job writes: the retrainings of every shard in order
+// (progress.json), the attributions and the scores. The job's settings
+// come from the shards (they must agree); opt supplies Out, Software,
+// Bootstrap, Confidence, EvalChunk and Progress, the settings of the
+// scoring. Every shard is checked before out is touched.
+func Merge(ctx context.Context, opt Options, shards []string) (*Summary, error) {
+	if len(shards) == 0 {
+		return nil, setting.Errorf("%s: name the shards' directories to merge", Command)
+	}
+	var rows []Row
+	var first *Progress
+	seen := make([]bool, len(shards))
+	type part struct {
+		index int
+		rows  []Row
+	}
+	parts := make([]part, 0, len(shards))
+	for _, dir := range shards {
+		s, err := ReadSummary(dir)
+		if err != nil {
+			return nil, fmt.Errorf("%s: shard %s: %w", Command, dir, err)
+		}
+		sh, err := shard.Parse(s.Shard)
+		if err != nil || sh.IsZero() || !s.Complete {
+			return nil, fmt.Errorf("%s: %s holds no finished shard of explaind lds (shard %q, complete %v)", Command, dir, s.Shard, s.Complete)
+		}
+		if sh.Count != len(shards) {
+			return nil, fmt.Errorf("%s: %s holds shard %s, but %d shards are given; give all %d", Command, dir, sh, len(shards), sh.Count)
+		}
+		if seen[sh.Index] {
+			return nil, fmt.Errorf("%s: shard %s is given twice (%s)", Command, sh, dir)
+		}
+		seen[sh.Index] = true
+		p, err := readProgress(dir)
+		if err != nil {
+			return nil, err
+		}
+		if p == nil {
+			return nil, fmt.Errorf("%s: shard %s has no %s", Command, dir, ProgressFile)
+		}
+		if first == nil {
+			first = p
+		}
+		a, b := p.Key, first.Key
+		a.Shard, b.Shard = "", ""
+		if fmt.Sprintf("%+v", a) != fmt.Sprintf("%+v", b) || p.Run != first.Run || p.EPK != first.EPK {
+			return nil, fmt.Errorf("%s: the shards %s and %s are of different jobs (%+v, run %s, EPK %q; and %+v, run %s, EPK %q)",
+				Command, shards[0], dir, b, first.Run, first.EPK, a, p.Run, p.EPK)
+		}
+		parts = append(parts, part{sh.Index, p.Rows})
+	}
+	slices.SortFunc(parts, func(a, b part) int { return a.index - b.index })
+	for _, p := range parts {
+		rows = append(rows, p.rows...)
+	}
+	k := first.Key
+	opt.Run, opt.EPK, opt.Subsets, opt.Fraction, opt.Seeds, opt.SubsetSeed = first.Run, first.EPK, k.Subsets, k.Fraction, k.Seeds, k.SubsetSeed
+	opt.TestSize, opt.Shard = len(k.TestIndices), shard.Shard{}
+	j, err := Open(opt)
+	if err != nil {
+		return nil, err
+	}
+	if fmt.Sprintf("%+v", j.Key.TestIndices) != fmt.Sprintf("%+v", k.TestIndices) || j.Key.RunFingerprint != k.RunFingerprint {
+		return nil, fmt.Errorf("%s: the shards' run or test samples are no longer those of %s", Command, first.Run)
+	}
+	if len(rows) != j.Total() {
+		return nil, fmt.Errorf("%s: the shards hold %d retrainings, the job has %d: a shard is unfinished", Command, len(rows), j.Total())
+	}
+	if err := j.checkRows(shards[0], rows, 0, j.Total()); err != nil {
+		return nil, err
+	}
+	l, err := expio.LockOut(Command, opt.Out)
+	if err != nil {
+		return nil, err
+	}
+	defer l.Release()
+	if err := expio.WriteJSON(filepath.Join(opt.Out, ProgressFile), j.progress(rows)); err != nil {
+		return nil, err
+	}
+	return j.finish(ctx, rows)
 }

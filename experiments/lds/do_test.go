@@ -3,7 +3,9 @@ package lds_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -17,6 +19,7 @@ import (
 	"github.com/explaind/explaind/explain/job"
 	"github.com/explaind/explaind/internal/testrun"
 	"github.com/explaind/explaind/nn"
+	"github.com/explaind/explaind/shard"
 	"github.com/explaind/explaind/tensor"
 	"github.com/explaind/explaind/train"
 )
@@ -310,5 +313,72 @@ func TestBadInput(t *testing.T) {
 				t.Errorf("the output directory exists after the error: %v", err)
 			}
 		})
+	}
+}
+
+// TestShardsMerge: the job done as 3 shards (given to Merge out of order)
+// and merged writes what the whole job writes: the same retrainings,
+// subsets, attributions and scores, byte for byte, and the same summary
+// but for its wall times. Incomplete or mismatched shards are refused.
+func TestShardsMerge(t *testing.T) {
+	run := tinyRun(t)
+	root := t.TempDir()
+	whole := filepath.Join(root, "whole")
+	if _, err := lds.Do(context.Background(), options(run, whole)); err != nil {
+		t.Fatal(err)
+	}
+	var dirs []string
+	for i := range 3 {
+		opt := options(run, filepath.Join(root, fmt.Sprintf("shard%d", i)))
+		opt.Shard = shard.Shard{Index: i, Count: 3}
+		s, err := lds.Do(context.Background(), opt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.Retrained.Count != 4 || s.Shard != fmt.Sprintf("%d/3", i) || s.Methods != nil {
+			t.Errorf("shard %d: %+v", i, s)
+		}
+		dirs = append(dirs, opt.Out)
+	}
+	if _, err := lds.Merge(context.Background(), lds.Options{Out: filepath.Join(root, "partial")}, dirs[:2]); err == nil || !strings.Contains(err.Error(), "2 shards are given; give all 3") {
+		t.Errorf("merging 2 of 3 shards: %v", err)
+	}
+	other := options(run, filepath.Join(root, "other"))
+	other.Shard, other.SubsetSeed = shard.Shard{Index: 2, Count: 3}, 9
+	if _, err := lds.Do(context.Background(), other); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lds.Merge(context.Background(), lds.Options{Out: filepath.Join(root, "mixed")}, []string{dirs[0], dirs[1], other.Out}); err == nil || !strings.Contains(err.Error(), "are of different jobs") {
+		t.Errorf("merging shards of different jobs: %v", err)
+	}
+	merged := filepath.Join(root, "merged")
+	s, err := lds.Merge(context.Background(), lds.Options{Out: merged, Bootstrap: 200}, []string{dirs[2], dirs[0], dirs[1]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	expiotest.CheckFiles(t, merged, s.Files...)
+	for _, name := range []string{lds.CSVFile, lds.SubsetsFile, lds.SubsetsCSV, lds.TargetsFile(lds.LogProb), lds.TargetsFile(lds.Margin),
+		lds.AttributionFile(lds.TracIn, lds.LogProb), lds.AttributionFile(lds.GradDot, lds.Margin), lds.AttributionFile(lds.Random, lds.Margin)} {
+		a, _ := os.ReadFile(filepath.Join(whole, name))
+		b, _ := os.ReadFile(filepath.Join(merged, name))
+		if len(a) == 0 || !bytes.Equal(a, b) {
+			t.Errorf("%s: the merged job's differs from the whole job's (%d and %d bytes)", name, len(b), len(a))
+		}
+	}
+	var a, b lds.Summary
+	expiotest.ReadJSON(t, filepath.Join(whole, lds.SummaryFile), &a)
+	expiotest.ReadJSON(t, filepath.Join(merged, lds.SummaryFile), &b)
+	a.WallSeconds, b.WallSeconds = b.WallSeconds, a.WallSeconds
+	a.WallSeconds.Retraining, b.WallSeconds.Retraining = 0, 0
+	a.WallSeconds.Scoring, b.WallSeconds.Scoring = 0, 0
+	ja, _ := json.Marshal(a)
+	jb, _ := json.Marshal(b)
+	if !bytes.Equal(ja, jb) {
+		t.Errorf("merged summary\n%s\nwhole job's\n%s", jb, ja)
+	}
+	var p lds.Progress
+	expiotest.ReadJSON(t, filepath.Join(merged, lds.ProgressFile), &p)
+	if len(p.Rows) != 12 || p.Shard != "" {
+		t.Errorf("merged progress: %d rows, shard %q", len(p.Rows), p.Shard)
 	}
 }

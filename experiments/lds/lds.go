@@ -60,6 +60,7 @@ import (
 	"slices"
 
 	"github.com/explaind/explaind/setting"
+	"github.com/explaind/explaind/shard"
 )
 
 // Command is the experiment's name in errors and outputs.
@@ -113,6 +114,10 @@ type Options struct {
 	Confidence float64
 	// EvalChunk bounds the samples per forward pass (0: all at once).
 	EvalChunk int
+	// Shard, when set, makes Do retrain only that shard's block of the
+	// retrainings (subset-major, seeds within: shard.Shard.Range of M·K)
+	// for Merge to join.
+	Shard shard.Shard
 	// Progress, if set, is called after each retraining with the number
 	// done (those resumed from Out included) and the total.
 	Progress func(done, total int)
