@@ -28,8 +28,8 @@ to the run's runner-up class (margin).
 Each attribution a[test, train] predicts a retrained model's output as the sum
 of a over the subset; the LDS of a test sample is Spearman's correlation of
 prediction and output over the subsets. Methods: epk (the EPK data kernel,
-from --epk, an explaind epk output of this run with --preset reference; its
-test samples are scored), tracin (TracIn-CP over the run's checkpoints),
+from --epk, an explaind epk output of this run with --preset reference, whose
+test samples are then scored; or computed here with --compute-epk), tracin (TracIn-CP over the run's checkpoints),
 grad_dot and grad_cos (at the final model), random.
 
 Writes DIR/summary.json (per method and target the mean LDS and its bootstrap
@@ -107,6 +107,7 @@ unsharded job writes.`,
 	f.StringVar(&opt.Run, "run", "", "the training run (required but with --merge)")
 	f.StringVar(&opt.Out, "out", "", "output directory (created if missing); rerunning the same command resumes an interrupted job there")
 	f.StringVar(&opt.EPK, "epk", "", "an explaind epk output of the run with the reference preset (scores the epk method on its test samples)")
+	f.BoolVar(&opt.ComputeEPK, "compute-epk", false, "without --epk: compute the epk method's data kernel here (the reference preset's kernel_full alone, float64, adaptive quadrature)")
 	f.IntVar(&opt.Subsets, "subsets", opt.Subsets, "number M of random training subsets")
 	f.Float64Var(&opt.Fraction, "fraction", opt.Fraction, "fraction of the training set in each subset, in (0, 1)")
 	f.IntVar(&opt.Seeds, "seeds", opt.Seeds, "retrainings per subset K (seeds 0 … K-1); 2 or more also measure the spread over seeds")

@@ -7,8 +7,11 @@ import (
 	"slices"
 
 	"github.com/explaind/explaind/data"
+	"github.com/explaind/explaind/epk"
 	"github.com/explaind/explaind/epkfile"
 	"github.com/explaind/explaind/experiments/expio"
+	"github.com/explaind/explaind/explain"
+	"github.com/explaind/explaind/explain/job"
 	"github.com/explaind/explaind/gemm"
 	"github.com/explaind/explaind/nn"
 	"github.com/explaind/explaind/tensor"
@@ -243,21 +246,62 @@ func EPKAttributions(o *epkfile.Output, labels, rival []int, N int) ([]*Attribut
 	if err != nil {
 		return nil, err
 	}
+	return kernelAttributions(k.Data, k.Shape, "the EPK output "+o.Dir, labels, rival, N)
+}
+
+// kernelAttributions returns the epk attributions from a data kernel k of
+// shape [X', C, N] (X' ≥ the X test samples), named in errors by what.
+func kernelAttributions(k []float64, shape []int, what string, labels, rival []int, N int) ([]*Attribution, error) {
 	X := len(labels)
-	if len(k.Shape) != 3 || k.Shape[0] < X || k.Shape[2] != N {
-		return nil, fmt.Errorf("%s: the EPK output %s has kernel_full of shape %v; want [≥ %d test samples, classes, %d training samples]", Command, o.Dir, k.Shape, X, N)
+	if len(shape) != 3 || shape[0] < X || shape[2] != N {
+		return nil, fmt.Errorf("%s: %s has kernel_full of shape %v; want [≥ %d test samples, classes, %d training samples]", Command, what, shape, X, N)
 	}
-	C := k.Shape[1]
+	C := shape[1]
 	lp, mg := make([]float64, X*N), make([]float64, X*N)
 	for x := range X {
 		y, r := labels[x], rival[x]
 		if y >= C || r >= C {
-			return nil, fmt.Errorf("%s: the EPK output %s has kernel_full of %d classes; test sample %d needs class %d", Command, o.Dir, C, x, max(y, r))
+			return nil, fmt.Errorf("%s: %s has kernel_full of %d classes; test sample %d needs class %d", Command, what, C, x, max(y, r))
 		}
 		for i := range N {
-			lp[x*N+i] = k.Data[(x*C+y)*N+i]
-			mg[x*N+i] = lp[x*N+i] - k.Data[(x*C+r)*N+i]
+			lp[x*N+i] = k[(x*C+y)*N+i]
+			mg[x*N+i] = lp[x*N+i] - k[(x*C+r)*N+i]
 		}
 	}
 	return []*Attribution{{Method: EPK, Target: LogProb, X: X, N: N, A: lp}, {Method: EPK, Target: Margin, X: X, N: N, A: mg}}, nil
+}
+
+// ComputeEPKAttributions computes the data kernel of the test samples idx
+// of the run in dir over all its steps, as the reference preset of
+// `explaind epk` does (the kernel_full query alone, evaluated in float64
+// with the adaptive quadrature at tolerance 1e-6), and returns the epk
+// attributions from it. progress, if set, is called after each step.
+func ComputeEPKAttributions(ctx context.Context, dir string, idx, labels, rival []int, progress func(done, total int)) ([]*Attribution, error) {
+	tr, err := job.OpenRun[float32, float64](dir)
+	if err != nil {
+		return nil, err
+	}
+	_, switches := any(tr.Path).(epk.SwitchModel[float64])
+	q, err := job.ParseQuadrature("adaptive", 1e-6, switches)
+	if err != nil {
+		return nil, err
+	}
+	x, y, err := tr.Data.Val.Batch(idx)
+	if err != nil {
+		return nil, err
+	}
+	if !slices.Equal(y, labels) {
+		return nil, fmt.Errorf("%s: the run's labels of the test samples %v are %v, not %v", Command, idx, y, labels)
+	}
+	out, err := explain.Run(ctx, tr.Source, tr.Model, tr.Path, explain.Spec[float64]{
+		Queries:    []explain.Query{{Name: "kernel_full", Keep: explain.Train | explain.Test | explain.Class, Part: explain.Data}},
+		Test:       explain.TestSet[float64]{X: x, Labels: y},
+		Quadrature: q,
+		Progress:   progress,
+	})
+	if err != nil {
+		return nil, err
+	}
+	r := out.Results[0]
+	return kernelAttributions(r.Data, r.Shape, "the computed EPK", labels, rival, tr.Data.Train.Len())
 }

@@ -382,3 +382,47 @@ func TestShardsMerge(t *testing.T) {
 		t.Errorf("merged progress: %d rows, shard %q", len(p.Rows), p.Shard)
 	}
 }
+
+// TestComputeEPK: the epk attributions computed in-process equal those
+// read from the `explaind epk` output of the same run and test samples
+// (the same query, quadrature and precision) but for the output's storage
+// in float32: to 1e-6 of the largest value (float32 rounds each value to
+// 6e-8 of itself).
+func TestComputeEPK(t *testing.T) {
+	run := tinyRun(t)
+	r, err := expio.OpenRun(lds.Command, run, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Replay.Seek(r.Steps()); err != nil {
+		t.Fatal(err)
+	}
+	idx := []int{0, 1, 2}
+	tests, err := lds.NewTests(r.Session.Model, r.Data.Val, idx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := lds.ComputeEPKAttributions(context.Background(), run, idx, tests.Labels, tests.Rival, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := testrun.OpenEPK(t, tinyEPK(t, run))
+	want, err := lds.EPKAttributions(o, tests.Labels, tests.Rival, r.Data.Train.Len())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k := range want {
+		var scale float64
+		for _, v := range want[k].A {
+			scale = max(scale, math.Abs(v))
+		}
+		if scale == 0 || len(got[k].A) != len(want[k].A) {
+			t.Fatalf("%s %s: %d values, scale %v", want[k].Method, want[k].Target, len(got[k].A), scale)
+		}
+		for i := range want[k].A {
+			if d := math.Abs(got[k].A[i] - want[k].A[i]); d > 1e-6*scale {
+				t.Fatalf("%s [%d]: computed %v, the EPK output's %v", want[k].Target, i, got[k].A[i], want[k].A[i])
+			}
+		}
+	}
+}

@@ -98,6 +98,9 @@ type Options struct {
 	// the first TestSize samples of the run's validation (modulo) or test
 	// (CNN) split.
 	EPK string
+	// ComputeEPK, without an EPK output, computes the epk method's kernel
+	// in-process (ComputeEPKAttributions) for the first TestSize samples.
+	ComputeEPK bool
 	// Subsets is M, Fraction the fraction F of the training set in each
 	// subset, Seeds K, the retrainings per subset. SubsetSeed seeds the
 	// subsets' draws and the random baseline.

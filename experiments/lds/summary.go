@@ -132,6 +132,12 @@ func (j *Job) Attributions(ctx context.Context) ([]*Attribution, error) {
 			return nil, err
 		}
 		out = append(out, a...)
+	} else if j.Opt.ComputeEPK {
+		a, err := ComputeEPKAttributions(ctx, j.Run.Dir, j.Key.TestIndices, j.Tests.Labels, j.Tests.Rival, nil)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, a...)
 	}
 	g, err := GradientAttributions(ctx, j.Run, j.Tests, nil)
 	if err != nil {
