@@ -51,6 +51,7 @@ unsharded job writes.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			opt.Software, opt.Log = buildInfo(), cmd.ErrOrStderr()
 			opt.Progress = progress.Func(progressTo(cmd, quiet), "lds: retrainings")
+			opt.Stage = func(what string) func(done, total int) { return progress.Func(progressTo(cmd, quiet), "lds: "+what) }
 			ctx, cancel := stopExperimentOnSignal(cmd, "after this retraining step (the unfinished retraining is dropped)")
 			defer cancel()
 			var s *lds.Summary

@@ -326,12 +326,8 @@ func Do(ctx context.Context, opt Options) (*Summary, error) {
 		return nil, err
 	}
 	defer l.Release()
-	hasEPK := false
-	if s, err := ReadSummary(opt.Out); err == nil {
-		_, hasEPK = s.Methods[EPK]
-	}
-	if s, err := ReadSummary(opt.Out); err == nil && s.Complete && fmt.Sprintf("%+v", s.Key) == fmt.Sprintf("%+v", j.Key) &&
-		s.EPK == opt.EPK && (s.Shard != "" || hasEPK == (opt.EPK != "" || opt.ComputeEPK)) {
+	if s, err := ReadSummary(opt.Out); err == nil && s.Complete && fmt.Sprintf("%+v", s.Key) == fmt.Sprintf("%+v", j.Key) && s.EPK == opt.EPK &&
+		(s.Shard != "" || s.Methods[EPK] != nil == (opt.EPK != "" || opt.ComputeEPK)) {
 		s.Reused = true
 		return s, nil
 	}

@@ -124,6 +124,10 @@ type Options struct {
 	// Progress, if set, is called after each retraining with the number
 	// done (those resumed from Out included) and the total.
 	Progress func(done, total int)
+	// Stage, if set, returns the progress callback of a stage of the
+	// scoring ("EPK steps", "gradient states"), called after each step or
+	// state with the number done and the total.
+	Stage func(what string) func(done, total int)
 	// Log, if set, receives a line saying how many retrainings were
 	// resumed from Out.
 	Log io.Writer

@@ -133,19 +133,27 @@ func (j *Job) Attributions(ctx context.Context) ([]*Attribution, error) {
 		}
 		out = append(out, a...)
 	} else if j.Opt.ComputeEPK {
-		a, err := ComputeEPKAttributions(ctx, j.Run.Dir, j.Key.TestIndices, j.Tests.Labels, j.Tests.Rival, nil)
+		a, err := ComputeEPKAttributions(ctx, j.Run.Dir, j.Key.TestIndices, j.Tests.Labels, j.Tests.Rival, j.stage("EPK steps"))
 		if err != nil {
 			return nil, err
 		}
 		out = append(out, a...)
 	}
-	g, err := GradientAttributions(ctx, j.Run, j.Tests, nil)
+	g, err := GradientAttributions(ctx, j.Run, j.Tests, j.stage("gradient states (TracIn-CP checkpoints, final)"))
 	if err != nil {
 		return nil, err
 	}
 	out = append(out, g...)
 	out = append(out, RandomAttributions(len(j.Tests.Labels), N, j.Opt.SubsetSeed)...)
 	return out, nil
+}
+
+// stage returns the progress callback of a scoring stage (nil: none).
+func (j *Job) stage(what string) func(done, total int) {
+	if j.Opt.Stage == nil {
+		return nil
+	}
+	return j.Opt.Stage(what)
 }
 
 // Actual returns, per target, the mean over the seeds that did not
