@@ -123,5 +123,6 @@ unsharded job writes.`,
 	cmd.MarkFlagRequired("out")
 	cmd.MarkFlagsMutuallyExclusive("merge", "shard")
 	cmd.MarkFlagsMutuallyExclusive("merge", "run")
+	cmd.MarkFlagsMutuallyExclusive("epk", "compute-epk")
 	return cmd
 }

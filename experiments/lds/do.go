@@ -83,8 +83,6 @@ type Job struct {
 	Key     Key
 	Tests   *Tests
 	Subsets [][]int
-	// epkRows are the rows of the EPK output's kernel_full of the tests.
-	epkRows []int
 }
 
 // Open checks the options, opens the run (and the EPK output) and draws
@@ -135,9 +133,6 @@ func Open(opt Options) (*Job, error) {
 			return nil, fmt.Errorf("%s: %w", Command, setting.Invalid("TestSize", n, "the EPK output %s has %d test samples", opt.EPK, len(all)))
 		}
 		idx = all[:n]
-		for i := range n {
-			j.epkRows = append(j.epkRows, i)
-		}
 	} else {
 		n := opt.TestSize
 		if n == 0 {

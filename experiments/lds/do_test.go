@@ -295,6 +295,7 @@ func TestBadInput(t *testing.T) {
 		{"EPK of another run", func(o *lds.Options) { o.EPK = otherEPK }, "was computed for a different run"},
 		{"one subset", func(o *lds.Options) { o.Subsets = 1 }, "invalid Subsets 1"},
 		{"no seeds", func(o *lds.Options) { o.Seeds = 0 }, "invalid Seeds 0"},
+		{"EPK twice", func(o *lds.Options) { o.EPK, o.ComputeEPK = tinyEPK(t, run), true }, "give an EPK output (EPK) or compute the kernel (ComputeEPK), not both"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			out := filepath.Join(t.TempDir(), "lds")

@@ -50,6 +50,11 @@
 // reported too, and with K ≥ 2 seeds the spread of the target over seeds
 // of one subset: the noise ceiling of the LDS (no attribution can predict
 // the seed's part).
+//
+// Do runs the whole job, resumably (progress.json holds the retrainings
+// done); with Options.Shard it does one block of the retrainings, and
+// Merge joins the finished shards' directories into the whole job's
+// result.
 package lds
 
 import (
@@ -163,6 +168,8 @@ func (o *Options) Check() error {
 		return bad("Confidence", o.Confidence, "want a level in (0, 1)")
 	case o.EvalChunk < 0:
 		return bad("EvalChunk", o.EvalChunk, "want ≥ 0 (0: all samples at once)")
+	case o.EPK != "" && o.ComputeEPK:
+		return fmt.Errorf("%s: %w", Command, setting.Errorf("give an EPK output (%v) or compute the kernel (%v), not both", setting.Name("EPK"), setting.Name("ComputeEPK")))
 	}
 	return nil
 }
