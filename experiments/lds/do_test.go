@@ -220,6 +220,12 @@ func TestDo(t *testing.T) {
 			}
 		}
 	}
+	for _, target := range lds.Targets() {
+		n := written.Noise[target]
+		if !(n.SeedSD > 0 && n.SubsetSD > 0 && n.SeedLDS >= -1 && n.SeedLDS <= 1) {
+			t.Errorf("noise of %s: %+v; want positive spreads and a correlation", target, n)
+		}
+	}
 	recs := expiotest.ReadCSV(t, filepath.Join(out, lds.CSVFile))
 	if len(recs) != 1+5*2*4 {
 		t.Errorf("lds.csv: %d lines, want a header and 5 methods × 2 targets × 4 test samples", len(recs))
