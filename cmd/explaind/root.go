@@ -17,7 +17,7 @@ func newRootCmd() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.AddCommand(newVersionCmd(), newTrainCmd(), newVerifyCmd(), newEPKCmd(),
-		newPruneCmd(), newComponentsCmd(), newSwapCmd(), newRetrainCmd(), newMergeCmd(), newReportCmd(), newDemoCmd())
+		newPruneCmd(), newComponentsCmd(), newSwapCmd(), newRetrainCmd(), newLDSCmd(), newMergeCmd(), newReportCmd(), newDemoCmd())
 	return root
 }
 
