@@ -14,7 +14,7 @@ func newLDSCmd() *cobra.Command {
 	var quiet bool
 	var shardArg string
 	var merge []string
-	opt := lds.Options{Subsets: 100, Fraction: 0.5, Seeds: 1, Bootstrap: 1000, Confidence: 0.95, EvalChunk: 2048}
+	opt := ldsDefaults()
 	cmd := &cobra.Command{
 		Use:   "lds --run RUN --out DIR",
 		Short: "Linear datamodeling score: how well EPK, TracIn-CP and gradient similarity predict retraining on random subsets",
@@ -44,9 +44,10 @@ a kill, resumes after the last one.
 
 Sharded over a cluster's job array: --shard i/n does only block i of n of the
 retrainings (subset by subset, seeds within) into its own DIR; then
-explaind lds --out DIR --merge SHARD0,SHARD1,... joins the n finished shards'
+explaind merge --out DIR SHARD0 SHARD1 ... joins the n finished shards'
 directories (the settings come from them) and scores, writing what the
-unsharded job writes.`,
+unsharded job writes; explaind lds --out DIR --merge SHARD0,SHARD1,... does
+the same and takes --bootstrap, --confidence and --compute-epk if given.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			opt.Software, opt.Log = buildInfo(), cmd.ErrOrStderr()
@@ -57,6 +58,14 @@ unsharded job writes.`,
 			var s *lds.Summary
 			var err error
 			if len(merge) > 0 {
+				// The shards record the job's scoring settings: the
+				// flags override them only when given.
+				if !cmd.Flags().Changed("bootstrap") {
+					opt.Bootstrap = 0
+				}
+				if !cmd.Flags().Changed("confidence") {
+					opt.Confidence = 0
+				}
 				s, err = lds.Merge(ctx, opt, merge)
 			} else {
 				if opt.Shard, err = shard.Parse(shardArg); err != nil {
@@ -72,36 +81,7 @@ unsharded job writes.`,
 			if err != nil {
 				return err
 			}
-			if s.Shard != "" {
-				fmt.Fprintf(cmd.OutOrStdout(), "lds: shard %s: %d retrainings written to %s (%.0f s); merge the finished shards with explaind lds --out DIR --merge DIR0,DIR1,...\n",
-					s.Shard, s.Retrained.Count, opt.Out, s.WallSeconds.Retraining)
-				return nil
-			}
-			w := cmd.OutOrStdout()
-			if s.Reused {
-				fmt.Fprintf(w, "lds: already done: %s holds the complete results of this run with these settings; nothing rewritten\n", opt.Out)
-			}
-			methods := make([]string, 0, len(s.Methods))
-			for m := range s.Methods {
-				methods = append(methods, m)
-			}
-			order := map[string]int{}
-			for i, m := range lds.Methods() {
-				order[m] = i
-			}
-			sort.Slice(methods, func(a, b int) bool { return order[methods[a]] < order[methods[b]] })
-			for _, m := range methods {
-				fmt.Fprintf(w, "lds: %-9s", m)
-				for _, t := range lds.Targets() {
-					iv := s.Methods[m][t]
-					fmt.Fprintf(w, "  %s %6.3f [%6.3f, %6.3f]", t, iv.Mean, iv.Lo, iv.Hi)
-				}
-				fmt.Fprintln(w)
-			}
-			if !s.Reused {
-				fmt.Fprintf(w, "lds: results written to %s (retraining %.0f s, scoring %.0f s)\n", opt.Out, s.WallSeconds.Retraining, s.WallSeconds.Scoring)
-			}
-			return nil
+			return printLDS(cmd, opt.Out, s)
 		},
 	}
 	f := cmd.Flags()
@@ -118,11 +98,67 @@ unsharded job writes.`,
 	f.Float64Var(&opt.Confidence, "confidence", opt.Confidence, "level of the confidence interval")
 	f.IntVar(&opt.EvalChunk, "eval-chunk", opt.EvalChunk, "samples per forward pass when evaluating (0: all at once)")
 	f.StringVar(&shardArg, "shard", "", "do only shard I/N of the retrainings (0-based, such as $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)")
-	f.StringSliceVar(&merge, "merge", nil, "join these finished shards' directories into --out and score (their settings are used)")
+	f.StringSliceVar(&merge, "merge", nil, "join these finished shards' directories into --out and score (their settings are used, but --bootstrap, --confidence and --compute-epk if given)")
 	f.BoolVar(&quiet, "quiet", false, "no progress bar")
 	cmd.MarkFlagRequired("out")
 	cmd.MarkFlagsMutuallyExclusive("merge", "shard")
 	cmd.MarkFlagsMutuallyExclusive("merge", "run")
 	cmd.MarkFlagsMutuallyExclusive("epk", "compute-epk")
 	return cmd
+}
+
+// ldsDefaults returns the defaults of explaind lds's flags.
+func ldsDefaults() lds.Options {
+	return lds.Options{Subsets: 100, Fraction: 0.5, Seeds: 1, Bootstrap: 1000, Confidence: 0.95, EvalChunk: 2048}
+}
+
+// printLDS prints what an lds job (or a shard, or a merge) did, and the
+// LDS per method and target.
+func printLDS(cmd *cobra.Command, out string, s *lds.Summary) error {
+	if s.Shard != "" {
+		fmt.Fprintf(cmd.OutOrStdout(), "lds: shard %s: %d retrainings written to %s (%.0f s); merge the finished shards with explaind merge --out DIR SHARD...\n",
+			s.Shard, s.Retrained.Count, out, s.WallSeconds.Retraining)
+		return nil
+	}
+	w := cmd.OutOrStdout()
+	if s.Reused {
+		fmt.Fprintf(w, "lds: already done: %s holds the complete results of this run with these settings; nothing rewritten\n", out)
+	}
+	methods := make([]string, 0, len(s.Methods))
+	for m := range s.Methods {
+		methods = append(methods, m)
+	}
+	order := map[string]int{}
+	for i, m := range lds.Methods() {
+		order[m] = i
+	}
+	sort.Slice(methods, func(a, b int) bool { return order[methods[a]] < order[methods[b]] })
+	for _, m := range methods {
+		fmt.Fprintf(w, "lds: %-9s", m)
+		for _, t := range lds.Targets() {
+			iv := s.Methods[m][t]
+			fmt.Fprintf(w, "  %s %6.3f [%6.3f, %6.3f]", t, iv.Mean, iv.Lo, iv.Hi)
+		}
+		fmt.Fprintln(w)
+	}
+	if !s.Reused {
+		fmt.Fprintf(w, "lds: results written to %s (retraining %.0f s, scoring %.0f s)\n", out, s.WallSeconds.Retraining, s.WallSeconds.Scoring)
+	}
+	return nil
+}
+
+// mergeLDS is explaind merge of an LDS job's shards: scored with the
+// settings the shards record.
+func mergeLDS(cmd *cobra.Command, out string, shards []string) error {
+	ctx, cancel := stopExperimentOnSignal(cmd, "the merge (rerun it to resume)")
+	defer cancel()
+	opt := ldsDefaults()
+	opt.Bootstrap, opt.Confidence = 0, 0 // the shards'
+	opt.Out, opt.Software, opt.Log = out, buildInfo(), cmd.ErrOrStderr()
+	opt.Stage = func(what string) func(done, total int) { return progress.Func(progressTo(cmd, false), "lds: "+what) }
+	s, err := lds.Merge(ctx, opt, shards)
+	if err != nil {
+		return err
+	}
+	return printLDS(cmd, out, s)
 }

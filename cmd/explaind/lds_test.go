@@ -158,6 +158,19 @@ func TestLDSShards(t *testing.T) {
 	if len(a) == 0 || !bytes.Equal(a, b) {
 		t.Errorf("lds.csv of the merged shards:\n%s\nof the whole job:\n%s", b, a)
 	}
+	// explaind merge, the one command for every sharded output, scores
+	// with the settings the shards record (--bootstrap 50).
+	msg, err = run("merge", "--out", filepath.Join(root, "merged2"), filepath.Join(root, "s0"), filepath.Join(root, "s1"))
+	if err != nil || !strings.Contains(msg, "lds: epk") && !strings.Contains(msg, "lds: tracin") {
+		t.Fatalf("explaind merge: %v\n%s", err, msg)
+	}
+	for _, f := range []string{lds.CSVFile, lds.ProgressFile} {
+		a, _ := os.ReadFile(filepath.Join(root, "merged", f))
+		b, _ := os.ReadFile(filepath.Join(root, "merged2", f))
+		if len(a) == 0 || !bytes.Equal(a, b) {
+			t.Errorf("%s of explaind merge:\n%s\nof explaind lds --merge:\n%s", f, b, a)
+		}
+	}
 	if _, err := run("lds", "--out", filepath.Join(root, "x"), "--merge", filepath.Join(root, "s0"), "--run", dir); err == nil {
 		t.Error("--merge with --run: no error")
 	}

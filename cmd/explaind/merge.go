@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/explaind/explaind/experiments/lds"
 	"github.com/explaind/explaind/experiments/retrain"
 	"github.com/explaind/explaind/explain/job"
 	"github.com/spf13/cobra"
@@ -31,6 +32,11 @@ Retrain outputs (explaind retrain --shard): the rows of the shards are
 put back in the unsharded job's order, and the CSV, summary and figures
 are written as the unsharded job writes them.
 
+LDS outputs (explaind lds --shard): the shards' retrainings are joined
+in the job's order and scored with the settings the shards record, which
+writes what the unsharded job writes (explaind lds --merge does the same
+with other scoring settings).
+
 The merge refuses shards of different runs, builds, settings or jobs,
 duplicate or overlapping shards, missing shards (it names them), an
 unfinished shard and a directory that is no shard output, before it
@@ -53,8 +59,10 @@ command; rerunning a finished merge prints its summary.
 				s, err = job.Merge(out, shards, cmd.ErrOrStderr())
 			case "retrain":
 				s, err = retrain.Merge(out, shards, cmd.ErrOrStderr())
+			case "lds":
+				return mergeLDS(cmd, out, shards)
 			default:
-				return fmt.Errorf("%s is not the output of a sharded job that explaind merges (an EPK output of explaind epk --shard or a retrain output of explaind retrain --shard)", shards[0])
+				return fmt.Errorf("%s is not the output of a sharded job that explaind merges (an EPK output of explaind epk --shard, a retrain output of explaind retrain --shard or an LDS output of explaind lds --shard)", shards[0])
 			}
 			if err != nil {
 				return err
@@ -72,13 +80,16 @@ command; rerunning a finished merge prints its summary.
 // outputKind returns the kind of the output of a sharded job in dir, by
 // which merge joins it: "epk" for an EPK output or an unfinished EPK job
 // (job.IsOutput), "retrain" for a shard of a retrain job
-// (retrain.IsShard), "" for none that merge knows.
+// (retrain.IsShard), "lds" for a shard of an LDS job (lds.IsShard), ""
+// for none that merge knows.
 func outputKind(dir string) string {
 	switch {
 	case job.IsOutput(dir):
 		return "epk"
 	case retrain.IsShard(dir):
 		return "retrain"
+	case lds.IsShard(dir):
+		return "lds"
 	}
 	return ""
 }

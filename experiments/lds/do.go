@@ -70,8 +70,20 @@ type Progress struct {
 	Run     string `json:"run"`
 	EPK     string `json:"epk,omitempty"`
 	Key
-	Total int   `json:"total"`
-	Rows  []Row `json:"rows"`
+	// Scoring holds the job's settings of the scoring, which a merge of
+	// its shards uses unless told otherwise.
+	Scoring Scoring `json:"scoring"`
+	Total   int     `json:"total"`
+	Rows    []Row   `json:"rows"`
+}
+
+// Scoring is the settings of a job's scoring (not of its retrainings):
+// whether it computes the EPK kernel, and the bootstrap interval's
+// resamples and level.
+type Scoring struct {
+	ComputeEPK bool    `json:"compute_epk"`
+	Bootstrap  int     `json:"bootstrap"`
+	Confidence float64 `json:"confidence"`
 }
 
 // Job is an opened, checked experiment, ready to retrain: what Open
@@ -249,7 +261,8 @@ func (j *Job) resume(lo, hi int) ([]Row, error) {
 
 // progress returns the progress file of rows.
 func (j *Job) progress(rows []Row) Progress {
-	return Progress{Command: Command, Run: j.Run.Dir, EPK: j.Opt.EPK, Key: j.Key, Total: j.Total(), Rows: rows}
+	return Progress{Command: Command, Run: j.Run.Dir, EPK: j.Opt.EPK, Key: j.Key, Total: j.Total(), Rows: rows,
+		Scoring: Scoring{ComputeEPK: j.Opt.ComputeEPK, Bootstrap: j.Opt.Bootstrap, Confidence: j.Opt.Confidence}}
 }
 
 // Retrain does the retrainings of the job (or of its shard) not yet in
@@ -383,8 +396,9 @@ func (j *Job) finish(ctx context.Context, rows []Row) (*Summary, error) {
 // what the unsharded job writes: the retrainings of every shard in order
 // (progress.json), the attributions and the scores. The job's settings
 // come from the shards (they must agree); opt supplies Out, Software,
-// Bootstrap, Confidence, EvalChunk and Progress, the settings of the
-// scoring. Every shard is checked before out is touched.
+// EvalChunk and Progress, and may override the settings of the scoring
+// the shards record (ComputeEPK if set, Bootstrap and Confidence if not
+// zero). Every shard is checked before out is touched.
 func Merge(ctx context.Context, opt Options, shards []string) (*Summary, error) {
 	if len(shards) == 0 {
 		return nil, setting.Errorf("%s: name the shards' directories to merge", Command)
@@ -425,7 +439,7 @@ func Merge(ctx context.Context, opt Options, shards []string) (*Summary, error) 
 		}
 		a, b := p.Key, first.Key
 		a.Shard, b.Shard = "", ""
-		if fmt.Sprintf("%+v", a) != fmt.Sprintf("%+v", b) || p.Run != first.Run || p.EPK != first.EPK {
+		if fmt.Sprintf("%+v", a) != fmt.Sprintf("%+v", b) || p.Run != first.Run || p.EPK != first.EPK || p.Scoring != first.Scoring {
 			return nil, fmt.Errorf("%s: the shards %s and %s are of different jobs (%+v, run %s, EPK %q; and %+v, run %s, EPK %q)",
 				Command, shards[0], dir, b, first.Run, first.EPK, a, p.Run, p.EPK)
 		}
@@ -436,6 +450,13 @@ func Merge(ctx context.Context, opt Options, shards []string) (*Summary, error) 
 		rows = append(rows, p.rows...)
 	}
 	k := first.Key
+	opt.ComputeEPK = opt.ComputeEPK || first.Scoring.ComputeEPK
+	if opt.Bootstrap == 0 {
+		opt.Bootstrap = first.Scoring.Bootstrap
+	}
+	if opt.Confidence == 0 {
+		opt.Confidence = first.Scoring.Confidence
+	}
 	opt.Run, opt.EPK, opt.Subsets, opt.Fraction, opt.Seeds, opt.SubsetSeed = first.Run, first.EPK, k.Subsets, k.Fraction, k.Seeds, k.SubsetSeed
 	opt.TestSize, opt.Shard = len(k.TestIndices), shard.Shard{}
 	j, err := Open(opt)

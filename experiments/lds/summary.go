@@ -109,6 +109,17 @@ func ReadSummary(dir string) (*Summary, error) {
 	return &s, nil
 }
 
+// IsShard reports whether dir holds a shard of an `explaind lds` job
+// (Options.Shard), finished or not, which Merge joins.
+func IsShard(dir string) bool {
+	s, err := ReadSummary(dir)
+	if err == nil && s.Command == Command && s.Shard != "" {
+		return true
+	}
+	p, err := readProgress(dir)
+	return err == nil && p != nil && p.Command == Command && p.Shard != ""
+}
+
 // tracinCheckpoints returns the checkpoint steps TracIn-CP sums over.
 func (j *Job) tracinCheckpoints() []int {
 	var out []int
