@@ -26,7 +26,8 @@ EPK outputs (explaind epk --shard): arrays per test sample are
 concatenated in test order, arrays summed over test samples (kernel,
 kernel_reg, importance) are added up from the shards' float64 partial
 sums, and summary.json is recomputed over all test samples, with the
-shards' summed wall time and largest peak memory.
+shards' summed wall time and the largest peak memory of the shards
+and of the merge itself.
 
 Retrain outputs (explaind retrain --shard): the rows of the shards are
 put back in the unsharded job's order, and the CSV, summary and figures

@@ -47,7 +47,8 @@ type part struct {
 // precision, by that precision's rounding of the per-shard products). The
 // manifest is the whole job's but for its creation time; summary.json is
 // recomputed by the job's own summarize over all test samples, with the
-// shards' summed wall time and largest peak memory, and KernelResidual
+// shards' summed wall time, the largest peak memory of the shards and of the
+// merge itself (which holds the merged arrays), and KernelResidual
 // recomputed from the merged kernel and the validation's data (for a
 // kernel that keeps the test axis, the largest of the shards', each
 // relative to its own shard's largest contribution).
