@@ -18,6 +18,32 @@ import (
 	"github.com/spf13/cobra"
 )
 
+// certifyWarning is the warning for a summary whose completeness is not
+// certified ("" when it is).
+func certifyWarning(s *job.Summary, out string) string {
+	if s.Certified {
+		return ""
+	}
+	if name, _, _ := strings.Cut(s.Quadrature, ":"); s.MissedCount == 0 && (name == "adaptive" || name == "exact") {
+		return fmt.Sprintf("warning: NOT certified: %s/summary.json records no certification of --tol (an output of an older explaind?)", out)
+	}
+	if s.MissedCount == 0 {
+		return fmt.Sprintf("warning: NOT certified: the %s rule has no tolerance; its per-step completeness residuals (max %.3g) "+
+			"are measured, not bounded; --quadrature adaptive certifies --tol", s.Quadrature, s.MaxCompletenessResidual)
+	}
+	w := fmt.Sprintf("warning: NOT certified: %d (step, test sample) pairs missed --tol %g within the node budget", s.MissedCount, s.Tol)
+	if len(s.Missed) > 0 {
+		m := s.Missed[0]
+		r := fmt.Sprintf("%.3g", m.Residual)
+		if m.NaN {
+			r = "NaN"
+		}
+		w += fmt.Sprintf(" (worst: residual %s at step %d, test sample %d)", r, m.Step, m.TestIndex)
+	}
+	w += fmt.Sprintf("; %s/summary.json lists them. A larger --tol or --precision float64 may certify.", out)
+	return w
+}
+
 func newEPKCmd() *cobra.Command {
 	var o job.Options
 	var presets, indices, steps, memory, shardFlag string
@@ -101,7 +127,7 @@ shards' outputs with explaind merge. Each shard resumes like any job.
 			if o.MaxBytes, err = job.ParseBytes(memory); err != nil {
 				return fmt.Errorf("invalid --memory: %w", err)
 			}
-			if o.Tol < 0 {
+			if !(o.Tol >= 0) {
 				return fmt.Errorf("invalid --tol %g: want a positive tolerance", o.Tol)
 			}
 			o.Software = buildInfo()
@@ -130,6 +156,9 @@ shards' outputs with explaind merge. Each shard resumes like any job.
 			}
 			b, _ := json.MarshalIndent(s, "", "  ")
 			fmt.Fprintf(cmd.OutOrStdout(), "%s\nEPK output written to %s in %.0f s\n", b, o.Out, time.Since(start).Seconds())
+			if w := certifyWarning(s, o.Out); w != "" {
+				fmt.Fprintln(cmd.ErrOrStderr(), w)
+			}
 			return nil
 		},
 	}
