@@ -76,6 +76,10 @@ the training samples.
 
 Outputs in DIR: one .npy file per array, manifest.json describing each
 (shape, axes, units) and summary.json with the validation statistics.
+--quadrature adaptive certifies --tol: every step's completeness residual
+is measured per test sample and class and refined until it is at most
+--tol; summary.json says "certified": true only then, and lists the steps
+and samples that missed it within the node budget (with a warning).
 An interrupted job saves its state; rerun the same command to resume.
 
 --shard I/N computes shard I (0 … N-1) of N of the job: the I-th of N
@@ -171,7 +175,7 @@ shards' outputs with explaind merge. Each shard resumes like any job.
 	f.StringVar(&o.TestSplit, "test-split", "", "split the test samples are drawn from: train, or the run's evaluation split (default: val for modulo, test for CNN)")
 	f.IntVar(&o.SnapshotEvery, "snapshot-every", job.DefaultSnapshotEvery, "steps between the history preset's snapshots")
 	f.StringVar(&o.Quadrature, "quadrature", "adaptive", "rule for the path integrals: adaptive, exact:K, midpoint:K or gauss:K")
-	f.Float64Var(&o.Tol, "tol", 0, "per-step completeness tolerance of adaptive and exact (0: 1e-6 in float64, 1e-4 in float32)")
+	f.Float64Var(&o.Tol, "tol", 0, "completeness residual per step, test sample and class that adaptive and exact certify (0: 1e-6 in float64, 1e-4 in float32; float32 cannot certify below 1e-5)")
 	f.StringVar(&o.Precision, "precision", "float64", "evaluation precision: float32 or float64")
 	f.StringVar(&steps, "steps", "", "range of training steps FROM:TO (default: all)")
 	f.StringVar(&memory, "memory", "", "memory ceiling for the job's arrays, e.g. 8GiB (default: none)")

@@ -60,8 +60,11 @@ type Options struct {
 	// (0: DefaultSnapshotEvery).
 	SnapshotEvery int
 	// Quadrature is "adaptive" (default), "exact:K", "midpoint:K" or
-	// "gauss:K"; Tol the tolerance of adaptive and exact (0: 1e-6 in
-	// float64, 1e-4 in float32).
+	// "gauss:K"; Tol the completeness residual per step and per (test
+	// sample, class) that adaptive and exact certify (0: 1e-6 in float64,
+	// 1e-4 in float32; at least epk.MinTol32 in float32). A step that
+	// misses it within the node budget is listed in the summary, which is
+	// then not certified.
 	Quadrature string
 	Tol        float64
 	// Precision is "float64" (default) or "float32".
