@@ -13,9 +13,10 @@ import (
 // jumps.
 const adaptiveStart = 4
 
-// maxIntervals caps the intervals of one sample: beyond it, refinement
-// stops (and the completeness residual reports what is left).
-const maxIntervals = 1 << 12
+// maxRounds bounds the rounds of the measured completeness check
+// (certify): each round refines the intervals of the samples that still
+// miss Tol against a target at least halved.
+const maxRounds = 12
 
 // noiseFactor scales the rounding floor of the interval test: an error
 // below noiseFactor·ε·(|f(lo)| + |f(hi)| + |estimate terms|), with ε the
@@ -28,6 +29,16 @@ type interval struct {
 	b      int
 	lo, hi float64
 	depth  int
+}
+
+// piece is an evaluated interval: its integrals sums ([M·C]: tangent m,
+// class c at m·C+c) and, when checked, its completeness error err (max over
+// classes of |Σ estimate − (f(hi) − f(lo))|, the estimate the sum of the
+// first nsum tangents) and the rounding floor of that error.
+type piece struct {
+	interval
+	sums       []float64
+	err, floor float64
 }
 
 // dyadicStart returns adaptiveStart equal intervals per sample.
@@ -79,127 +90,303 @@ func deltaTangent[T tensor.Float](c *stepCtx[T]) *nn.Tangents[T] {
 	return tan
 }
 
-// integrate evaluates the M tangents at each pending interval's
-// Gauss–Legendre nodes and passes the interval's integrals (sums, [M·C]:
-// tangent m, class c at m·C+c) to accept. With check set, an interval is
-// accepted only when the sum of its first nsum tangents' integrals (which
-// must add up to Δθ) matches f(hi) − f(lo) to Tol (max over classes; errors
-// at the rounding level of the outputs pass, and so does an interval at
-// MaxDepth or of a sample at maxIntervals); otherwise it is bisected and
-// its halves are evaluated in turn. rows counts the node rows evaluated.
-func (e *Evaluator[T]) integrate(c *stepCtx[T], pending []interval, tan *nn.Tangents[T], nsum int, check bool, rows *int, st *Stats, accept func(iv interval, sums []float64)) error {
+// maxIntervals is the number of intervals a sample may hold in one step:
+// the node budget MaxNodes over the points per interval.
+func (e *Evaluator[T]) maxIntervals() int {
 	q := e.opt.Quadrature
+	return max(1, q.MaxNodes/q.Points)
+}
+
+// quad is the state of one step's error-controlled integration: every
+// sample's evaluated pieces and the outputs f(t) at their ends.
+type quad[T tensor.Float] struct {
+	c      *stepCtx[T]
+	tan    *nn.Tangents[T]
+	nsum   int
+	check  bool
+	rows   *int
+	st     *Stats
+	pieces [][]piece
+	cache  []map[float64][]float64
+	// target is each sample's error budget (Tol unless the measured check
+	// lowered it).
+	target []float64
+}
+
+func (e *Evaluator[T]) newQuad(c *stepCtx[T], tan *nn.Tangents[T], nsum int, check bool, rows *int, st *Stats) *quad[T] {
+	g := &quad[T]{c: c, tan: tan, nsum: nsum, check: check, rows: rows, st: st,
+		pieces: make([][]piece, c.B), cache: make([]map[float64][]float64, c.B), target: make([]float64, c.B)}
+	for b := range g.cache {
+		g.cache[b] = map[float64][]float64{}
+		g.target[b] = e.opt.Quadrature.Tol
+	}
+	return g
+}
+
+// run evaluates the pending intervals and then, with check set, refines:
+// a sample whose pieces' errors add up to more than its target bisects its
+// pieces of largest error (of those above their rounding floor, below
+// MaxDepth and within the node budget) until the rest add up to at most
+// half the target, and the halves are evaluated in turn, all samples
+// together, until every sample's errors add up to at most its target or
+// nothing of it can be refined. The errors are measured, not estimated
+// (f(hi) − f(lo) is the exact integral along Δθ), so their sum bounds the
+// sample's completeness residual per class up to rounding.
+func (e *Evaluator[T]) run(g *quad[T], pending []interval) error {
+	for {
+		if len(pending) > 0 {
+			if err := e.evaluate(g, pending); err != nil {
+				return err
+			}
+		}
+		if !g.check {
+			return nil
+		}
+		if pending = e.split(g); len(pending) == 0 {
+			return nil
+		}
+	}
+}
+
+// split picks the pieces to bisect (see run), removes them and returns
+// their halves.
+func (e *Evaluator[T]) split(g *quad[T]) []interval {
+	q := e.opt.Quadrature
+	limit := e.maxIntervals()
+	var next []interval
+	for b, ps := range g.pieces {
+		total := 0.0
+		for _, p := range ps {
+			total += p.err
+		}
+		if !(total > g.target[b]) { // met, or NaN: nothing to refine
+			continue
+		}
+		var cand []int
+		for i, p := range ps {
+			if p.err > p.floor && (p.depth < q.MaxDepth) && (!e.flatShare || p.err > g.target[b]) {
+				cand = append(cand, i)
+			}
+		}
+		sort.Slice(cand, func(i, j int) bool { return ps[cand[i]].err > ps[cand[j]].err })
+		pick := map[int]bool{}
+		count := len(ps)
+		for _, i := range cand {
+			if count >= limit || (!e.flatShare && total <= g.target[b]/2) {
+				break
+			}
+			pick[i] = true
+			total -= ps[i].err
+			count++
+		}
+		if len(pick) == 0 {
+			continue
+		}
+		keep := ps[:0]
+		for i, p := range ps {
+			if !pick[i] {
+				keep = append(keep, p)
+				continue
+			}
+			mid := p.lo + 0.5*(p.hi-p.lo)
+			next = append(next, interval{b: b, lo: p.lo, hi: mid, depth: p.depth + 1}, interval{b: b, lo: mid, hi: p.hi, depth: p.depth + 1})
+		}
+		g.pieces[b] = keep
+	}
+	return next
+}
+
+// evaluate integrates the tangents over the pending intervals (n-point
+// Gauss–Legendre) and adds them to the pieces, with their errors when
+// check is set.
+func (e *Evaluator[T]) evaluate(g *quad[T], pending []interval) error {
+	q := e.opt.Quadrature
+	c := g.c
 	ts, ws := GaussLegendreRule(q.Points)
-	m := tan.Count()
+	m := g.tan.Count()
 	eps := 0x1p-52
 	if isFloat32[T]() {
 		eps = 0x1p-23
 	}
-	// f(t) per sample, cached by position.
-	cache := make([]map[float64][]float64, c.B)
-	for b := range cache {
-		cache[b] = map[float64][]float64{}
-	}
-	count := make([]int, c.B)
-	for _, iv := range pending {
-		count[iv.b]++
-	}
-	perCall := max(1, e.opt.MaxRows/(m*len(ts)))
-	for len(pending) > 0 {
-		if check {
-			var es []int
-			var et []float64
-			for _, iv := range pending {
-				for _, t := range []float64{iv.lo, iv.hi} {
-					if _, ok := cache[iv.b][t]; !ok {
-						cache[iv.b][t] = nil // queued
-						es = append(es, iv.b)
-						et = append(et, t)
-					}
-				}
-			}
-			if len(es) > 0 {
-				y, err := e.forwardRows(c, es, et)
-				if err != nil {
-					return err
-				}
-				st.ForwardRows += len(es)
-				cls := len(y) / len(es)
-				for i := range es {
-					cache[es[i]][et[i]] = y[i*cls : (i+1)*cls]
+	if g.check {
+		var es []int
+		var et []float64
+		for _, iv := range pending {
+			for _, t := range []float64{iv.lo, iv.hi} {
+				if _, ok := g.cache[iv.b][t]; !ok {
+					g.cache[iv.b][t] = nil // queued
+					es = append(es, iv.b)
+					et = append(et, t)
 				}
 			}
 		}
-		var next []interval
-		err := chunks(len(pending), perCall, func(lo, hi int) error {
-			ivs := pending[lo:hi]
-			ns := make([]int, 0, len(ivs)*len(ts))
-			nt := make([]float64, 0, len(ivs)*len(ts))
-			for _, iv := range ivs {
-				for _, u := range ts {
-					ns = append(ns, iv.b)
-					nt = append(nt, iv.lo+(iv.hi-iv.lo)*u)
-				}
-			}
-			_, dy, err := e.model.PathJVP(tensor.GatherRows(c.x, ns, 1), c.path(nt), tan)
+		if len(es) > 0 {
+			y, err := e.forwardRows(c, es, et)
 			if err != nil {
 				return err
 			}
-			*rows += len(ns)
-			cls := len(dy.Data) / (len(ns) * m)
-			sums := make([]float64, m*cls)
-			for i, iv := range ivs {
-				clear(sums)
-				w := iv.hi - iv.lo
-				for k := range ts {
-					row := dy.Data[(i*len(ts)+k)*m*cls : (i*len(ts)+k+1)*m*cls]
-					wk := w * ws[k]
-					for j, v := range row {
-						sums[j] += wk * float64(v)
-					}
-				}
-				if check && iv.depth < q.MaxDepth && count[iv.b] < maxIntervals {
-					f0, f1 := cache[iv.b][iv.lo], cache[iv.b][iv.hi]
-					worst, floor := 0.0, 0.0
-					for cc := 0; cc < cls; cc++ {
-						est, mag := 0.0, 0.0
-						for mm := 0; mm < nsum; mm++ {
-							est += sums[mm*cls+cc]
-							mag += math.Abs(sums[mm*cls+cc])
-						}
-						worst = math.Max(worst, math.Abs(est-(f1[cc]-f0[cc])))
-						floor = math.Max(floor, noiseFactor*eps*(math.Abs(f0[cc])+math.Abs(f1[cc])+mag))
-					}
-					if worst > math.Max(q.Tol, floor) { // NaN is accepted, and shows in the result
-						mid := iv.lo + 0.5*w
-						next = append(next, interval{b: iv.b, lo: iv.lo, hi: mid, depth: iv.depth + 1},
-							interval{b: iv.b, lo: mid, hi: iv.hi, depth: iv.depth + 1})
-						count[iv.b]++
-						continue
-					}
-				}
-				accept(iv, sums)
+			g.st.ForwardRows += len(es)
+			cls := len(y) / len(es)
+			for i := range es {
+				g.cache[es[i]][et[i]] = y[i*cls : (i+1)*cls]
 			}
-			return nil
-		})
+		}
+	}
+	perCall := max(1, e.opt.MaxRows/(m*len(ts)))
+	return chunks(len(pending), perCall, func(lo, hi int) error {
+		ivs := pending[lo:hi]
+		ns := make([]int, 0, len(ivs)*len(ts))
+		nt := make([]float64, 0, len(ivs)*len(ts))
+		for _, iv := range ivs {
+			for _, u := range ts {
+				ns = append(ns, iv.b)
+				nt = append(nt, iv.lo+(iv.hi-iv.lo)*u)
+			}
+		}
+		_, dy, err := e.model.PathJVP(tensor.GatherRows(c.x, ns, 1), c.path(nt), g.tan)
 		if err != nil {
 			return err
 		}
-		pending = next
+		*g.rows += len(ns)
+		cls := len(dy.Data) / (len(ns) * m)
+		for i, iv := range ivs {
+			p := piece{interval: iv, sums: make([]float64, m*cls)}
+			w := iv.hi - iv.lo
+			for k := range ts {
+				row := dy.Data[(i*len(ts)+k)*m*cls : (i*len(ts)+k+1)*m*cls]
+				wk := w * ws[k]
+				for j, v := range row {
+					p.sums[j] += wk * float64(v)
+				}
+			}
+			if g.check {
+				f0, f1 := g.cache[iv.b][iv.lo], g.cache[iv.b][iv.hi]
+				for cc := 0; cc < cls; cc++ {
+					est, mag := 0.0, 0.0
+					for mm := 0; mm < g.nsum; mm++ {
+						est += p.sums[mm*cls+cc]
+						mag += math.Abs(p.sums[mm*cls+cc])
+					}
+					d := math.Abs(est - (f1[cc] - f0[cc]))
+					if !(d <= p.err) { // NaN sticks
+						p.err = d
+					}
+					p.floor = math.Max(p.floor, noiseFactor*eps*(math.Abs(f0[cc])+math.Abs(f1[cc])+mag))
+				}
+			}
+			g.pieces[iv.b] = append(g.pieces[iv.b], p)
+		}
+		return nil
+	})
+}
+
+// intervals returns the pieces' intervals.
+func (g *quad[T]) intervals() []interval {
+	var out []interval
+	for _, ps := range g.pieces {
+		for _, p := range ps {
+			out = append(out, p.interval)
+		}
 	}
-	return nil
+	return out
 }
 
 // refinePlan checks intervals along Δθ alone (one tangent) and returns the
-// accepted ones as breaks: Adaptive's planning, and Exact's piece check
-// when a plan is asked for before the contributions.
+// final ones as breaks: Adaptive's planning, and Exact's piece check when
+// a plan is asked for before the contributions.
 func (e *Evaluator[T]) refinePlan(c *stepCtx[T], ivs []interval, st *Stats) ([][]float64, error) {
-	var accepted []interval
-	err := e.integrate(c, ivs, deltaTangent(c), 1, true, &st.DerivRows, st, func(iv interval, _ []float64) {
-		accepted = append(accepted, iv)
-	})
-	if err != nil {
+	g := e.newQuad(c, deltaTangent(c), 1, true, &st.DerivRows, st)
+	if err := e.run(g, ivs); err != nil {
 		return nil, err
 	}
-	return intervalsToBreaks(c.B, accepted), nil
+	return intervalsToBreaks(c.B, g.intervals()), nil
+}
+
+// Miss is a test sample whose measured completeness residual of a step
+// stayed above Tol: the node budget (MaxNodes), MaxDepth or the rounding
+// floor left nothing to refine, or the residual is NaN.
+type Miss struct {
+	// Sample is the row of the test batch.
+	Sample int
+	// Residual is the sample's max over classes of |completeness
+	// residual| (NaN when one is NaN).
+	Residual float64
+}
+
+// sampleResiduals returns, per sample, max over classes of
+// |data + reg + resid − change| (acc holds the three parts first); a NaN
+// stays NaN.
+func sampleResiduals(acc []*tensor.Dense[float64], change *tensor.Dense[float64]) []float64 {
+	B, C := change.Shape[0], change.Shape[1]
+	r := make([]float64, B)
+	for b := 0; b < B; b++ {
+		for i := b * C; i < (b+1)*C; i++ {
+			d := math.Abs(acc[0].Data[i] + acc[1].Data[i] + acc[2].Data[i] - change.Data[i])
+			if !(d <= r[b]) {
+				r[b] = d
+			}
+		}
+	}
+	return r
+}
+
+// certify integrates the tangents over the plan's intervals with error
+// control (run; the first three tangents, data, reg and resid, add up to
+// Δθ) into acc. Then it measures each sample's completeness residual
+// against change and, for the samples that still miss Tol (the sum of
+// the pieces' errors bounds the residual only up to the rounding of the
+// end values), lowers their target (at least halved per round) and
+// refines again, until every sample meets Tol, nothing of the samples
+// that miss can be refined (node budget, MaxDepth, rounding floor, NaN),
+// or maxRounds rounds have passed. It returns the final intervals.
+func (e *Evaluator[T]) certify(c *stepCtx[T], plan *Plan, tan *nn.Tangents[T], acc []*tensor.Dense[float64], change *tensor.Dense[float64], st *Stats) ([]interval, error) {
+	q := e.opt.Quadrature
+	C := change.Shape[1]
+	g := e.newQuad(c, tan, 3, true, &st.JVPRows, st)
+	if err := e.run(g, breaksToIntervals(plan.Breaks)); err != nil {
+		return nil, err
+	}
+	sum := func() {
+		for _, a := range acc {
+			clear(a.Data)
+		}
+		for b, ps := range g.pieces {
+			for _, p := range ps {
+				for mm := range acc {
+					dst := acc[mm].Data[b*C : (b+1)*C]
+					for cc := range dst {
+						dst[cc] += p.sums[mm*C+cc]
+					}
+				}
+			}
+		}
+	}
+	sum()
+	for round := 0; round < maxRounds; round++ {
+		missing := false
+		before := 0
+		for b, r := range sampleResiduals(acc, change) {
+			if r > q.Tol { // a NaN residual cannot be refined away
+				missing = true
+				g.target[b] *= math.Min(0.5, 0.5*q.Tol/r)
+			}
+			before += len(g.pieces[b])
+		}
+		if !missing {
+			break
+		}
+		if err := e.run(g, nil); err != nil {
+			return nil, err
+		}
+		after := 0
+		for _, ps := range g.pieces {
+			after += len(ps)
+		}
+		if after == before {
+			break // nothing left to refine
+		}
+		st.Refined += after - before
+		sum()
+	}
+	return g.intervals(), nil
 }

@@ -33,6 +33,11 @@ type Evaluator[T tensor.Float] struct {
 	params []*nn.Param[T]
 	byName map[string]*nn.Param[T]
 	opt    Options
+	// flatShare accepts every interval whose own error is within the
+	// sample's target, whatever they add up to (the rule before the
+	// errors were summed): tests use it to check that the measured
+	// completeness check catches what the interval checks let through.
+	flatShare bool
 }
 
 // NewEvaluator returns an evaluator for model. The Exact rule needs a
@@ -261,6 +266,13 @@ type StepResult[T tensor.Float] struct {
 	// that of Change.
 	Completeness               *tensor.Dense[float64]
 	MaxCompleteness, MaxChange float64
+	// Certified reports that the rule has a tolerance (Exact, Adaptive)
+	// and that every sample's measured completeness residual, max over
+	// classes, is at most Quadrature.Tol. Missed lists the samples whose
+	// residual is not (the node budget ran out first, or it is NaN); the
+	// fixed rules certify nothing and list nothing.
+	Certified bool
+	Missed    []Miss
 	// Plan is the quadrature plan used (pieces, nodes and the work of
 	// locating them).
 	Plan *Plan
@@ -281,11 +293,19 @@ func (e *Evaluator[T]) Contributions(u *Update[T], x *tensor.Dense[T], plan *Pla
 		if plan, err = e.plan(c, false); err != nil {
 			return nil, err
 		}
+		return e.contributions(c, plan, true)
 	}
-	return e.contributions(c, plan)
+	return e.contributions(c, plan, false)
 }
 
-func (e *Evaluator[T]) contributions(c *stepCtx[T], plan *Plan) (*StepResult[T], error) {
+// contributions evaluates the step at the plan's nodes. With own set (the
+// plan was built for this call), Exact and Adaptive certify the step:
+// the intervals are checked and refined until the measured completeness
+// residual of every sample meets Tol or the budget is spent (certify),
+// and the final plan is returned in the result. A plan the caller passes
+// is evaluated as it is (its nodes must stay those of the caller's
+// Features), and its misses are only reported.
+func (e *Evaluator[T]) contributions(c *stepCtx[T], plan *Plan, own bool) (*StepResult[T], error) {
 	if plan.Samples != c.B {
 		return nil, fmt.Errorf("epk: the plan is for %d samples, the batch has %d", plan.Samples, c.B)
 	}
@@ -339,26 +359,15 @@ func (e *Evaluator[T]) contributions(c *stepCtx[T], plan *Plan) (*StepResult[T],
 		acc[i] = mk()
 	}
 	start := time.Now()
-	if plan.Checked || plan.Rule == Midpoint || plan.Rule == GaussLegendre {
+	piecewise := plan.Rule == Exact || plan.Rule == Adaptive
+	if !piecewise || (plan.Rule == Exact && e.opt.Quadrature.SkipCheck) || (!own && plan.Checked) {
 		err = e.accumulateNodes(c, plan.Nodes, tan, acc, &res.Stats)
 	} else {
-		// Exact's piece check, fused: the first three tangents add up to
-		// Δθ, so each piece's contributions double as its check; only
-		// pieces that fail are evaluated again, in halves.
-		var accepted []interval
-		err = e.integrate(c, breaksToIntervals(plan.Breaks), tan, 3, true, &res.Stats.JVPRows, &res.Stats, func(iv interval, sums []float64) {
-			accepted = append(accepted, iv)
-			for mm := range acc {
-				dst := acc[mm].Data[iv.b*C : (iv.b+1)*C]
-				for cc := range dst {
-					dst[cc] += sums[mm*C+cc]
-				}
-			}
-		})
-		if err == nil {
-			final := piecewisePlan(plan.Rule, e.opt.Quadrature.Points, intervalsToBreaks(c.B, accepted))
-			final.Pieces, final.Switches, final.Checked, final.Stats = plan.Pieces, plan.Switches, true, plan.Stats
-			res.Plan = final
+		var final []interval
+		if final, err = e.certify(c, plan, tan, acc, res.Change, &res.Stats); err == nil {
+			p := piecewisePlan(plan.Rule, e.opt.Quadrature.Points, intervalsToBreaks(c.B, final))
+			p.Pieces, p.Switches, p.Checked, p.Stats = plan.Pieces, plan.Switches, true, plan.Stats
+			res.Plan = p
 		}
 	}
 	if err != nil {
@@ -378,6 +387,14 @@ func (e *Evaluator[T]) contributions(c *stepCtx[T], plan *Plan) (*StepResult[T],
 		v := res.Data.Data[i] + res.Reg.Data[i] + res.Resid.Data[i] - res.Change.Data[i]
 		res.Completeness.Data[i] = v
 		res.MaxCompleteness = math.Max(res.MaxCompleteness, math.Abs(v))
+	}
+	if piecewise {
+		for b, r := range sampleResiduals(acc, res.Change) {
+			if !(r <= e.opt.Quadrature.Tol) {
+				res.Missed = append(res.Missed, Miss{Sample: b, Residual: r})
+			}
+		}
+		res.Certified = len(res.Missed) == 0
 	}
 	return res, nil
 }
@@ -612,7 +629,7 @@ func (e *Evaluator[T]) Evaluate(u *Update[T], x *tensor.Dense[T], req Request[T]
 	if err != nil {
 		return nil, err
 	}
-	res, err := e.contributions(c, plan)
+	res, err := e.contributions(c, plan, true)
 	if err != nil {
 		return nil, err
 	}

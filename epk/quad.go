@@ -24,10 +24,12 @@ const (
 	// input) changes sign along the step, splits [0, 1] there and
 	// integrates each smooth piece with an n-point Gauss–Legendre rule:
 	// machine precision at a few nodes per piece. It needs a SwitchModel.
+	// Its pieces are then certified like Adaptive's intervals (see Tol).
 	Exact
-	// Adaptive bisects [0, 1] per test sample until, on every interval, the
-	// n-point Gauss–Legendre estimate along Δθ matches f(end) − f(start)
-	// to Tol (or MaxDepth is reached). It needs only PathModel, so it fits
+	// Adaptive bisects [0, 1] per test sample, starting from 4 equal
+	// intervals, until the errors of its intervals' n-point
+	// Gauss–Legendre estimates along Δθ against f(end) − f(start) add up
+	// to at most Tol, then certifies the step (see Tol). It needs only PathModel, so it fits
 	// models whose switching points are too many to locate (CNNs with
 	// max-pools).
 	Adaptive
@@ -67,18 +69,34 @@ type Quadrature struct {
 	// inside the bracket, at no extra evaluation, then places the switch
 	// to about the rounding of the switch value over its slope.
 	RootTol float64
-	// Tol is the completeness error |∫ J·Δθ − (f(end) − f(start))|, max over
-	// classes, that Adaptive and Exact's piece check accept per interval
-	// (default 1e-13 in float64, 1e-5 in float32). Errors at the rounding
-	// level of the outputs are accepted whatever Tol says, and a sample is
-	// never split into more than 4096 intervals.
+	// Tol is the completeness residual |Σ contributions − (f(θ_{s+1}) −
+	// f(θ_s))| per step and per (sample, class) that Exact and Adaptive
+	// certify (default 1e-13 in float64, 1e-5 in float32). Every interval
+	// [lo, hi] of a sample has a measured error along Δθ, |∫_lo^hi J·Δθ dt
+	// − (f(hi) − f(lo))| (max over classes); while a sample's errors add
+	// up to more than Tol, its intervals of largest error are bisected
+	// (until the rest add up to Tol/2), all samples in one batch per
+	// round. A jump of the integrand inside an interval of length h leaves
+	// an error of order jump·h, so this needs about log2(jump/Tol) rounds
+	// per jump. The contributions pass then measures each sample's
+	// residual and refines the samples that still miss Tol (rounding of
+	// the end values) against a smaller target. Errors at the rounding
+	// level of the outputs are not refined: a Tol below the rounding of f
+	// is reported as missed (StepResult.Missed), not met.
 	Tol float64
+	// MaxNodes is the node budget of one sample in one step: Exact and
+	// Adaptive split a sample into at most MaxNodes/Points intervals
+	// (default 4096·Points). A sample that reaches it with its residual
+	// above Tol is reported in StepResult.Missed.
+	MaxNodes int
 	// MaxDepth bounds Adaptive's bisection depth (default 44), and that of
 	// Exact's piece check.
 	MaxDepth int
-	// SkipCheck turns off Exact's piece check: by default every located
+	// SkipCheck turns off Exact's piece check and the certification of
+	// its steps (misses are still reported): by default every located
 	// piece's Gauss–Legendre estimate along Δθ is compared with
-	// f(end) − f(start) and pieces off by more than Tol are bisected (a
+	// f(end) − f(start) and the pieces of largest error are bisected
+	// while their errors add up to more than Tol (a
 	// long smooth piece can need more than Points nodes). In the
 	// contributions pass the check reuses the contributions (data, reg and
 	// residual add up to Δθ) and costs a forward row per piece end plus
@@ -86,6 +104,15 @@ type Quadrature struct {
 	// separately, with one single-tangent JVP per node.
 	SkipCheck bool
 }
+
+// MinTol32 is the smallest Tol that evaluation in float32 can certify.
+// The rounding floor of an interval's check is 32·2⁻²³ (about 3.8e-6)
+// times |f(lo)| + |f(hi)| + the magnitudes of the estimate's terms, so
+// about 8e-6 already for log-probabilities of order 1, and the measured
+// residual f(θ_{s+1}) − f(θ_s) − Σ contributions carries the rounding of
+// the outputs themselves: below 1e-5 a float32 step would be reported as
+// missed however many nodes it gets. Use float64 for smaller tolerances.
+const MinTol32 = 1e-5
 
 // filled returns q with defaults for the element type T.
 func filledQuadrature[T tensor.Float](q Quadrature) (Quadrature, error) {
@@ -123,6 +150,9 @@ func filledQuadrature[T tensor.Float](q Quadrature) (Quadrature, error) {
 	if q.MaxDepth == 0 {
 		q.MaxDepth = 44
 	}
+	if q.MaxNodes == 0 {
+		q.MaxNodes = 4096 * q.Points
+	}
 	switch {
 	case q.Rule < Midpoint || q.Rule > Adaptive:
 		return q, fmt.Errorf("epk: unknown quadrature rule %d", int(q.Rule))
@@ -134,6 +164,8 @@ func filledQuadrature[T tensor.Float](q Quadrature) (Quadrature, error) {
 		return q, fmt.Errorf("epk: tolerances must be positive (root %v, completeness %v)", q.RootTol, q.Tol)
 	case q.MaxDepth < 1 || q.MaxDepth > 60:
 		return q, fmt.Errorf("epk: adaptive depth %d, want 1..60", q.MaxDepth)
+	case q.MaxNodes < q.Points:
+		return q, fmt.Errorf("epk: a node budget of %d per sample and step, want at least the %d points of one interval", q.MaxNodes, q.Points)
 	}
 	return q, nil
 }
@@ -214,6 +246,9 @@ type Stats struct {
 	BackwardRows int
 	// RootIters is the number of root-refinement rounds (Exact).
 	RootIters int
+	// Refined is the number of intervals the measured completeness check
+	// added after the pieces' errors had met the tolerance.
+	Refined int
 	// Plan, JVP and Backward are the wall times of the phases.
 	Plan, JVP, Backward time.Duration
 }

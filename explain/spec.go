@@ -118,6 +118,24 @@ type Validation struct {
 	MaxResid float64
 	// Nodes is the mean number of quadrature nodes per sample and step.
 	Nodes float64
+	// Certified reports that the quadrature rule has a tolerance (Exact,
+	// Adaptive) and that every step's measured completeness residual was
+	// at most that tolerance for every test sample and class
+	// (epk.StepResult.Certified). Missed lists the (step, test sample)
+	// pairs whose residual was not, and MissedCount counts them (a merged
+	// output's list may hold fewer).
+	Certified   bool
+	Missed      []Miss
+	MissedCount int
+}
+
+// Miss is a step at which a test sample's completeness residual, max over
+// classes, missed the quadrature's tolerance (or was NaN).
+type Miss struct {
+	// Step is the training step s; Sample the test sample (its position
+	// in Spec.Test).
+	Step, Sample int
+	Residual     float64
 }
 
 // Output is everything a job computed.

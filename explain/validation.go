@@ -23,6 +23,7 @@ func newValidation[E tensor.Float](d *dims) validation[E] {
 		Data: make([]float64, xc), Reg: make([]float64, xc), Resid: make([]float64, xc), Quad: make([]float64, xc),
 		StepMaxCompleteness: make([]float64, d.steps), StepMaxChange: make([]float64, d.steps),
 		StepChange: make([]float64, d.steps*d.samples),
+		Certified:  true,
 	}}
 }
 
@@ -48,6 +49,13 @@ func (v *validation[E]) add(c *chunk[E], d *dims) {
 	for b := 0; b < B; b++ {
 		y := d.labels[c.lo+b]
 		v.StepChange[si*d.samples+c.lo+b] = res.Change.Data[b*C+y]
+	}
+	if !res.Certified {
+		v.Certified = false
+	}
+	for _, m := range res.Missed {
+		v.Missed = append(v.Missed, Miss{Step: res.Step, Sample: c.lo + m.Sample, Residual: m.Residual})
+		v.MissedCount++
 	}
 	for _, n := range res.Plan.NodesPerSample() {
 		v.nodes += n

@@ -18,6 +18,32 @@ import (
 	"github.com/spf13/cobra"
 )
 
+// certifyWarning is the warning for a summary whose completeness is not
+// certified ("" when it is).
+func certifyWarning(s *job.Summary, out string) string {
+	if s.Certified {
+		return ""
+	}
+	if name, _, _ := strings.Cut(s.Quadrature, ":"); s.MissedCount == 0 && (name == "adaptive" || name == "exact") {
+		return fmt.Sprintf("warning: NOT certified: %s/summary.json records no certification of --tol (an output of an older explaind?)", out)
+	}
+	if s.MissedCount == 0 {
+		return fmt.Sprintf("warning: NOT certified: the %s rule has no tolerance; its per-step completeness residuals (max %.3g) "+
+			"are measured, not bounded; --quadrature adaptive certifies --tol", s.Quadrature, s.MaxCompletenessResidual)
+	}
+	w := fmt.Sprintf("warning: NOT certified: %d (step, test sample) pairs missed --tol %g within the node budget", s.MissedCount, s.Tol)
+	if len(s.Missed) > 0 {
+		m := s.Missed[0]
+		r := fmt.Sprintf("%.3g", m.Residual)
+		if m.NaN {
+			r = "NaN"
+		}
+		w += fmt.Sprintf(" (worst: residual %s at step %d, test sample %d)", r, m.Step, m.TestIndex)
+	}
+	w += fmt.Sprintf("; %s/summary.json lists them. A larger --tol or --precision float64 may certify.", out)
+	return w
+}
+
 func newEPKCmd() *cobra.Command {
 	var o job.Options
 	var presets, indices, steps, memory, shardFlag string
@@ -50,6 +76,10 @@ the training samples.
 
 Outputs in DIR: one .npy file per array, manifest.json describing each
 (shape, axes, units) and summary.json with the validation statistics.
+--quadrature adaptive certifies --tol: every step's completeness residual
+is measured per test sample and class and refined until it is at most
+--tol; summary.json says "certified": true only then, and lists the steps
+and samples that missed it within the node budget (with a warning).
 An interrupted job saves its state; rerun the same command to resume.
 
 --shard I/N computes shard I (0 … N-1) of N of the job: the I-th of N
@@ -101,7 +131,7 @@ shards' outputs with explaind merge. Each shard resumes like any job.
 			if o.MaxBytes, err = job.ParseBytes(memory); err != nil {
 				return fmt.Errorf("invalid --memory: %w", err)
 			}
-			if o.Tol < 0 {
+			if !(o.Tol >= 0) {
 				return fmt.Errorf("invalid --tol %g: want a positive tolerance", o.Tol)
 			}
 			o.Software = buildInfo()
@@ -130,6 +160,9 @@ shards' outputs with explaind merge. Each shard resumes like any job.
 			}
 			b, _ := json.MarshalIndent(s, "", "  ")
 			fmt.Fprintf(cmd.OutOrStdout(), "%s\nEPK output written to %s in %.0f s\n", b, o.Out, time.Since(start).Seconds())
+			if w := certifyWarning(s, o.Out); w != "" {
+				fmt.Fprintln(cmd.ErrOrStderr(), w)
+			}
 			return nil
 		},
 	}
@@ -142,7 +175,7 @@ shards' outputs with explaind merge. Each shard resumes like any job.
 	f.StringVar(&o.TestSplit, "test-split", "", "split the test samples are drawn from: train, or the run's evaluation split (default: val for modulo, test for CNN)")
 	f.IntVar(&o.SnapshotEvery, "snapshot-every", job.DefaultSnapshotEvery, "steps between the history preset's snapshots")
 	f.StringVar(&o.Quadrature, "quadrature", "adaptive", "rule for the path integrals: adaptive, exact:K, midpoint:K or gauss:K")
-	f.Float64Var(&o.Tol, "tol", 0, "per-step completeness tolerance of adaptive and exact (0: 1e-6 in float64, 1e-4 in float32)")
+	f.Float64Var(&o.Tol, "tol", 0, "completeness residual per step, test sample and class that adaptive and exact certify (0: 1e-6 in float64, 1e-4 in float32; float32 cannot certify below 1e-5)")
 	f.StringVar(&o.Precision, "precision", "float64", "evaluation precision: float32 or float64")
 	f.StringVar(&steps, "steps", "", "range of training steps FROM:TO (default: all)")
 	f.StringVar(&memory, "memory", "", "memory ceiling for the job's arrays, e.g. 8GiB (default: none)")

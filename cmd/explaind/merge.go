@@ -70,6 +70,11 @@ command; rerunning a finished merge prints its summary.
 			}
 			b, _ := json.MarshalIndent(s, "", "  ")
 			fmt.Fprintf(cmd.OutOrStdout(), "%s\n%d shards merged into %s in %.1f s\n", b, len(shards), out, time.Since(start).Seconds())
+			if es, ok := s.(*job.Summary); ok {
+				if w := certifyWarning(es, out); w != "" {
+					fmt.Fprintln(cmd.ErrOrStderr(), w)
+				}
+			}
 			return nil
 		},
 	}

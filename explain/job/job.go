@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -59,8 +60,11 @@ type Options struct {
 	// (0: DefaultSnapshotEvery).
 	SnapshotEvery int
 	// Quadrature is "adaptive" (default), "exact:K", "midpoint:K" or
-	// "gauss:K"; Tol the tolerance of adaptive and exact (0: 1e-6 in
-	// float64, 1e-4 in float32).
+	// "gauss:K"; Tol the completeness residual per step and per (test
+	// sample, class) that adaptive and exact certify (0: 1e-6 in float64,
+	// 1e-4 in float32; at least epk.MinTol32 in float32). A step that
+	// misses it within the node budget is listed in the summary, which is
+	// then not certified.
 	Quadrature string
 	Tol        float64
 	// Precision is "float64" (default) or "float32".
@@ -118,13 +122,39 @@ type Summary struct {
 	// over training samples and the forward data contributions.
 	KernelResidual     float64 `json:"kernel_residual,omitempty"`
 	NodesPerSampleStep float64 `json:"nodes_per_sample_step"`
-	WallSeconds        float64 `json:"wall_seconds"`
-	PeakRSSBytes       int64   `json:"peak_rss_bytes"`
-	Software           string  `json:"software"`
+	// Certified reports that every step's completeness residual was
+	// measured at most Tol for every test sample and class: never for
+	// the midpoint and gauss rules, which have no tolerance. MissedCount
+	// is the number of (step, test sample) pairs that missed Tol, and
+	// Missed lists them, the largest residuals first, at most
+	// MaxListedMisses of them.
+	Certified   bool         `json:"certified"`
+	MissedCount int          `json:"missed_count"`
+	Missed      []MissedStep `json:"missed,omitempty"`
+
+	WallSeconds  float64 `json:"wall_seconds"`
+	PeakRSSBytes int64   `json:"peak_rss_bytes"`
+	Software     string  `json:"software"`
 	// Shard is the shard ("i/n") of a shard output's summary, whose
 	// statistics are over the shard's test samples.
 	Shard string `json:"shard,omitempty"`
 }
+
+// MissedStep is a step at which a test sample's completeness residual,
+// max over classes, missed the tolerance.
+type MissedStep struct {
+	// Step is the training step s, TestIndex the sample's index in the
+	// test split.
+	Step      int `json:"step"`
+	TestIndex int `json:"test_index"`
+	// Residual is the residual; NaN marks one that is not a number
+	// (Residual is then 0, which JSON can hold).
+	Residual float64 `json:"residual"`
+	NaN      bool    `json:"nan,omitempty"`
+}
+
+// MaxListedMisses bounds Summary.Missed.
+const MaxListedMisses = 1000
 
 // Run executes the job (or resumes it) and returns its summary.
 func Run(ctx context.Context, o Options) (*Summary, error) {
@@ -138,6 +168,9 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 		if note := shard.Env(); note != "" {
 			fmt.Fprintln(o.Log, note)
 		}
+	}
+	if err := checkTol(o); err != nil {
+		return nil, err
 	}
 	m, err := history.ReadManifest(o.Run)
 	if err != nil {
@@ -219,6 +252,10 @@ func run[T, E tensor.Float](ctx context.Context, o Options, m *history.Manifest)
 	if err != nil {
 		return nil, err
 	}
+	q, err := quadrature(o, tr.Model, tr.Path)
+	if err != nil {
+		return nil, err
+	}
 	split, set, all, err := testIndices(tr, o)
 	if err != nil {
 		return nil, err
@@ -247,10 +284,6 @@ func run[T, E tensor.Float](ctx context.Context, o Options, m *history.Manifest)
 			steps, steps)
 	}
 	o.To = to
-	q, err := quadrature(o, tr.Path)
-	if err != nil {
-		return nil, err
-	}
 	if o.Quadrature == "" {
 		o.Quadrature = "adaptive"
 	}
@@ -397,9 +430,19 @@ func historyGroups[E tensor.Float](m nn.Layer[E]) []explain.TensorGroup {
 const HistoryAll = "all"
 
 // quadrature returns the rule of Options.Quadrature and Tol (0: 1e-6 in
-// float64, 1e-4 in float32) for the model's path form.
-func quadrature[E tensor.Float](o Options, path epk.PathModel[E]) (epk.Quadrature, error) {
+// float64, 1e-4 in float32) for model (whose architecture an error names)
+// and its path form.
+func quadrature[E tensor.Float](o Options, model any, path epk.PathModel[E]) (epk.Quadrature, error) {
 	_, switches := any(path).(epk.SwitchModel[E])
+	if name, _, _ := strings.Cut(o.Quadrature, ":"); name == "exact" && !switches {
+		arch := "this model"
+		if a, ok := model.(interface{ Arch() string }); ok {
+			arch = "the " + a.Arch() + " model"
+		}
+		return epk.Quadrature{}, setting.Errorf("%v exact needs a model that exposes its ReLU switches, and %s does not "+
+			"(its switch points, ReLU inputs and max-pool winners, are not located): use %v adaptive (bisection, certified to %v), "+
+			"midpoint:K or gauss:K", setting.Name("Quadrature"), arch, setting.Name("Quadrature"), setting.Name("Tol"))
+	}
 	tol := o.Tol
 	if tol == 0 {
 		tol = 1e-6
@@ -408,6 +451,23 @@ func quadrature[E tensor.Float](o Options, path epk.PathModel[E]) (epk.Quadratur
 		}
 	}
 	return ParseQuadrature(o.Quadrature, tol, switches)
+}
+
+// checkTol refuses a Tol that is negative or not a number, and, for the
+// rules that certify it (adaptive, exact), one below what the precision
+// can certify (epk.MinTol32 in float32).
+func checkTol(o Options) error {
+	if !(o.Tol >= 0) || math.IsInf(o.Tol, 1) {
+		return setting.Invalid("Tol", o.Tol, "want a positive tolerance (0: the default)")
+	}
+	name, _, _ := strings.Cut(o.Quadrature, ":")
+	certifies := name == "" || name == "adaptive" || name == "exact"
+	if certifies && o.Precision == "float32" && o.Tol > 0 && o.Tol < epk.MinTol32 {
+		return setting.Invalid("Tol", o.Tol, "%v float32 cannot certify a completeness residual below %g (the rounding floor of its "+
+			"outputs): use a %v of at least %g, or %v float64", setting.Name("Precision"), epk.MinTol32, setting.Name("Tol"), epk.MinTol32,
+			setting.Name("Precision"))
+	}
+	return nil
 }
 
 // errFinished is resumeState's answer for an output this very job

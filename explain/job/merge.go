@@ -301,6 +301,31 @@ func combine(parts []*part) (_ *explain.Output, idx, labels []int, err error) {
 	}
 	v := &out.Validation
 	v.Nodes = nodes / float64(X*S)
+	// Certified when every shard is; the misses from the shards'
+	// summaries (whose lists may be cut at MaxListedMisses), by position
+	// in the merged test samples.
+	v.Certified = true
+	offset := 0
+	for _, p := range parts {
+		v.Certified = v.Certified && p.sum.Certified
+		v.MissedCount += p.sum.MissedCount
+		at := make(map[int]int, len(p.rec.TestIndices))
+		for j, ti := range p.rec.TestIndices {
+			at[ti] = j
+		}
+		for _, ms := range p.sum.Missed {
+			j, ok := at[ms.TestIndex]
+			if !ok {
+				return nil, nil, nil, fmt.Errorf("shard %s: its summary lists a miss of test sample %d, which it does not hold", p.dir, ms.TestIndex)
+			}
+			r := ms.Residual
+			if ms.NaN {
+				r = math.NaN()
+			}
+			v.Missed = append(v.Missed, explain.Miss{Step: ms.Step, Sample: offset + j, Residual: r})
+		}
+		offset += len(p.rec.TestIndices)
+	}
 	xc := func(i int) []int { return []int{parts[i].out.Manifest.Test.Count, C} }
 	for _, r := range validationArrays {
 		if r.field != nil {

@@ -433,6 +433,7 @@ func write(o Options, t target, out *explain.Output) (_ *Summary, err error) {
 	s.TestSplit = t.split
 	s.Quadrature, s.Tol, s.Precision, s.Software = o.Quadrature, t.tol, o.Precision, o.Software
 	s.KernelResidual, s.NodesPerSampleStep = out.KernelResidual, out.Validation.Nodes
+	s.Certified, s.MissedCount, s.Missed = out.Validation.Certified, out.Validation.MissedCount, listMisses(out.Validation.Missed, t.idx)
 	s.WallSeconds = out.Wall.Seconds()
 	s.PeakRSSBytes = t.peakRSS
 	if s.PeakRSSBytes == 0 {

@@ -11,9 +11,12 @@ import (
 )
 
 // ParseQuadrature parses "adaptive", "exact:K", "midpoint:K" or "gauss:K".
-// Adaptive is the Exact rule (switching points located, 2 Gauss–Legendre
-// points per piece, pieces refined until the tolerance holds) for models
-// that expose their ReLU switches, and bisection otherwise.
+// Adaptive is one rule, certified to tol per step and per (test sample,
+// class) (see epk.Quadrature.Tol), that starts from the located switching
+// points for models that expose their ReLU switches (epk.Exact, 2
+// Gauss–Legendre points per piece) and from 4 equal intervals otherwise
+// (epk.Adaptive, 3 points per interval, for CNNs, where bisection needs
+// fewer nodes than their many switches: see package epk).
 func ParseQuadrature(s string, tol float64, switches bool) (epk.Quadrature, error) {
 	name, arg, _ := strings.Cut(s, ":")
 	k := 0

@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -68,6 +69,41 @@ func summarize(v explain.Validation, labels []int, X, C int) *Summary {
 	}
 	s.MaxUpdateResidual = v.MaxResid
 	return s
+}
+
+// listMisses returns the misses as the summary lists them: test samples
+// by their split index idx, the largest residuals (NaN first) first, at
+// most MaxListedMisses.
+func listMisses(ms []explain.Miss, idx []int) []MissedStep {
+	out := make([]MissedStep, 0, len(ms))
+	for _, m := range ms {
+		e := MissedStep{Step: m.Step, TestIndex: idx[m.Sample], Residual: m.Residual}
+		if math.IsNaN(m.Residual) {
+			e.Residual, e.NaN = 0, true
+		}
+		out = append(out, e)
+	}
+	slices.SortStableFunc(out, func(a, b MissedStep) int {
+		switch {
+		case a.NaN != b.NaN:
+			if a.NaN {
+				return -1
+			}
+			return 1
+		case a.Residual > b.Residual:
+			return -1
+		case a.Residual < b.Residual:
+			return 1
+		}
+		return 0
+	})
+	if len(out) > MaxListedMisses {
+		out = out[:MaxListedMisses]
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
 }
 
 func argmax(v []float64) int {
