@@ -73,6 +73,9 @@ type job[T, E tensor.Float] struct {
 	// chunk reuses (epk.Evaluator.FeaturesInto): no evaluation keeps a
 	// chunk's features beyond its add.
 	features *epk.Features[E]
+	// trainSide forms the training side of the sweeps' kernel
+	// (addTraining), its buffers kept from step to step.
+	trainSide *trainKernel[T, E]
 
 	// split splits a step's update into its parts. sgd is the splitter of
 	// an SGD run, whose weight-decay state the job carries from step to
