@@ -23,11 +23,11 @@ var kernelQueries = []explain.Query{
 }
 
 // runKernel evaluates kernelQueries on the run in dir, in the run's
-// precision T and the evaluation precision E, with the training side's
-// products factored or not and chunk training samples at a time.
-func runKernel[T, E tensor.Float](t *testing.T, dir string, factored bool, chunk int) *explain.Output {
+// precision T and the evaluation precision E, with the data kernel's fast
+// paths or without and chunk training samples at a time.
+func runKernel[T, E tensor.Float](t *testing.T, dir string, fast bool, chunk int) *explain.Output {
 	t.Helper()
-	defer explain.SetKernelPath(factored, chunk)()
+	defer explain.SetKernelPath(fast, chunk)()
 	tr, err := job.OpenRun[T, E](dir)
 	if err != nil {
 		t.Fatal(err)
@@ -36,23 +36,30 @@ func runKernel[T, E tensor.Float](t *testing.T, dir string, factored bool, chunk
 		{Name: "out", Tensors: []string{"decoder.weight", "linear2.weight"}}}
 	spec := explain.Spec[E]{Queries: kernelQueries, Test: explain.TestSet[E]{X: tr.Data.Val.Inputs, Labels: tr.Data.Val.Labels},
 		Quadrature: epk.Quadrature{Rule: epk.Exact, Points: 3}, Groups: groups, Chunk: 3}
-	before := explain.FactoredProducts()
+	factored, runChunks := explain.FactoredProducts(), explain.RunFeatureChunks()
 	out, err := explain.Run(context.Background(), tr.Source, tr.Model, tr.Path, spec)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := explain.FactoredProducts() - before; factored != (n > 0) {
-		t.Fatalf("factored %v: %d factored products formed", factored, n)
+	if n := explain.FactoredProducts() - factored; fast != (n > 0) {
+		t.Fatalf("fast paths %v: %d factored products formed", fast, n)
+	}
+	_, t32 := any(T(0)).(float32)
+	_, e64 := any(E(0)).(float64)
+	if n := explain.RunFeatureChunks() - runChunks; (fast && t32 && e64) != (n > 0) {
+		t.Fatalf("fast paths %v, %T run evaluated in %T: %d chunks of features in the run's precision", fast, T(0), E(0), n)
 	}
 	return out
 }
 
-// TestKernelFactoredEqualsPerRow checks that the sweeps' kernel formed
-// with the linear weights' gradients in factored form equals, to
-// rounding, the one formed from every training sample's per-row gradient,
-// for runs in float64 and float32 evaluated in float64 and float32, with
-// training samples in several chunks (the last one partial) and in one.
-func TestKernelFactoredEqualsPerRow(t *testing.T) {
+// TestKernelFastPathsEqualPerRow checks that the sweeps' kernel formed
+// with the linear weights' gradients in factored form (and, for a float32
+// run evaluated in float64, with the features in float32) equals, to
+// rounding, the one formed from every training sample's per-row gradient
+// and float64 features, for runs in float64 and float32 evaluated in
+// float64 and float32, with training samples in several chunks (the last
+// one partial) and in one.
+func TestKernelFastPathsEqualPerRow(t *testing.T) {
 	c := testrun.Modulo(4, 2)
 	c.Optimizer.LR, c.Optimizer.WeightDecay = 1e-2, 1
 	run64, run32 := testrun.Train[float64](t, c), testrun.Train[float32](t, c)
@@ -76,9 +83,9 @@ func TestKernelFactoredEqualsPerRow(t *testing.T) {
 						t.Fatalf("%s: %d values, per-row %d", r.Query.Name, len(r.Data), len(w))
 					}
 					e := tensor.RelErr(r.Data, w)
-					t.Logf("chunk %3d %-18s: relative difference %.2g from the per-row products", chunk, r.Query.Name, e)
+					t.Logf("chunk %3d %-18s: relative difference %.2g from the plain path", chunk, r.Query.Name, e)
 					if !(e <= tc.tol) {
-						t.Errorf("chunk %d, %s: relative difference %.3g from the per-row products, want ≤ %g", chunk, r.Query.Name, e, tc.tol)
+						t.Errorf("chunk %d, %s: relative difference %.3g from the plain path, want ≤ %g", chunk, r.Query.Name, e, tc.tol)
 					}
 				}
 				if !(got.KernelResidual <= math.Max(10*want.KernelResidual, 1e-10)) {

@@ -105,8 +105,10 @@ func (e *sweepEval[E]) add(c *chunk[E]) {
 			for k := 0; k < e.width; k++ {
 				r := e.row(c.lo+b, k)
 				dst := q[r*size : (r+1)*size]
-				for i, pv := range featureRow(e.rows, c.features, e.cot, t, size, b, k) {
-					dst[i] += a.Data[i] * pv
+				if c.features32 != nil {
+					addProduct(dst, a.Data, featureRow(e.rows, c.features32, e.cot, t, size, b, k))
+				} else {
+					addProduct(dst, a.Data, featureRow(e.rows, c.features, e.cot, t, size, b, k))
 				}
 			}
 		}
@@ -176,4 +178,13 @@ func (e *sweepEval[E]) restore(s queryState) error {
 		e.forwardData = s.forwardData
 	}
 	return nil
+}
+
+// addProduct adds a ⊙ f to dst, with f converted to E.
+func addProduct[E, F tensor.Float](dst, a []E, f []F) {
+	a = a[:len(f)]
+	dst = dst[:len(f)]
+	for i, v := range f {
+		dst[i] += a[i] * E(v)
+	}
 }
