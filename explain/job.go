@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"sync/atomic"
 	"time"
 
 	"github.com/explaind/explaind/epk"
@@ -45,6 +46,10 @@ type chunk[E tensor.Float] struct {
 	// it).
 	forward  *epk.StepResult[E]
 	features *epk.Features[E]
+	// features32 holds the feature pass instead of features when it ran
+	// in a float32 run's precision (job.useRunFeatures): only sweeps read
+	// it.
+	features32 *epk.Features[float32]
 }
 
 // job is one Run: its queries' evaluations and the pass over the history
@@ -73,6 +78,14 @@ type job[T, E tensor.Float] struct {
 	// chunk reuses (epk.Evaluator.FeaturesInto): no evaluation keeps a
 	// chunk's features beyond its add.
 	features *epk.Features[E]
+	// trainSide forms the training side of the sweeps' kernel
+	// (addTraining), its buffers kept from step to step.
+	trainSide *trainKernel[T, E]
+	// runFeatures, when set, evaluates the feature pass in the run's
+	// precision T (with the gradient model) instead of E, into featuresT
+	// (chunk.features32): see useRunFeatures.
+	runFeatures *epk.Evaluator[T]
+	featuresT   *epk.Features[T]
 
 	// split splits a step's update into its parts. sgd is the splitter of
 	// an SGD run, whose weight-decay state the job carries from step to
@@ -154,6 +167,7 @@ func newJob[T, E tensor.Float](src Source[T], model nn.Layer[E], path epk.PathMo
 		return nil, fmt.Errorf("explain: data attribution over steps %d:%d would leave the momentum carried in "+
 			"from steps before %d unattributed; start at step 0", spec.From, spec.To, spec.From)
 	}
+	j.useRunFeatures()
 	if need := j.bytes(); spec.MaxBytes > 0 && need > spec.MaxBytes {
 		return nil, fmt.Errorf("explain: this job needs about %s, over the memory ceiling of %s; "+
 			"lower the test chunk, the test samples, or drop the per-element presets", fmtBytes(need), fmtBytes(spec.MaxBytes))
@@ -162,6 +176,89 @@ func newJob[T, E tensor.Float](src Source[T], model nn.Layer[E], path epk.PathMo
 		return nil, err
 	}
 	return j, nil
+}
+
+// runPrecisionFeatures lets a job whose only readers of the feature pass
+// are data-attribution sweeps evaluate it in the run's precision; tests
+// turn it off to compare, and read runFeatureChunks, the number of chunks
+// whose features were so evaluated.
+var (
+	runPrecisionFeatures = true
+	runFeatureChunks     atomic.Int64
+)
+
+// useRunFeatures sets up the feature pass in the run's precision T when T
+// is float32 and E float64 and every query that reads the features is a Sweep:
+// the sweep's kernel meets them only in its products with the training
+// samples' gradients, which run in T anyway (addTraining), so features in
+// T leave its accuracy at T's rounding (about 1e-7 relative in float32,
+// which Output.KernelResidual reports) at half the cost of the feature
+// pass in float64. The quadrature, its plan and the forward evaluation
+// (validation and every other query) stay in E. The feature pass uses the
+// gradient model, which every other user sets to the same θ_s.
+func (j *job[T, E]) useRunFeatures() {
+	_, t32 := any(T(0)).(float32)
+	_, e64 := any(E(0)).(float64)
+	if !runPrecisionFeatures || j.rows.total == 0 || len(j.sweeps) == 0 || !t32 || !e64 {
+		return
+	}
+	for _, q := range j.queries {
+		switch q := q.(type) {
+		case *sweepEval[E]:
+		case *forwardEval[E]:
+			if q.viaFeatures {
+				return
+			}
+		default:
+			return
+		}
+	}
+	pm, ok := j.src.GradModel.(epk.PathModel[T])
+	if !ok {
+		pm = epk.LayerPath(j.src.GradModel)
+	}
+	ev, err := epk.NewEvaluator[T](pm, epk.Options{Quadrature: j.spec.Quadrature})
+	if err != nil {
+		return // the E feature pass does without (an Exact rule without switches, say)
+	}
+	j.runFeatures = ev
+}
+
+// featurePass evaluates the feature pass of a chunk's test samples x
+// (labels labels) at the nodes of plan into c, in the job's reused
+// arrays: in E, or in the run's precision T (useRunFeatures; T is then
+// float32). uT is the step's update in T, made on first use.
+func (j *job[T, E]) featurePass(c *chunk[E], uT **epk.Update[T], x *tensor.Dense[E], labels []int) error {
+	if j.runFeatures == nil {
+		f, _, err := j.paths.FeaturesInto(j.features, c.update, x, c.forward.Plan, cotangents[E](&j.rows, j.classes, labels))
+		j.features, c.features = f, f
+		return err
+	}
+	if *uT == nil {
+		*uT = convertUpdate[T](c.update)
+	}
+	f, _, err := j.runFeatures.FeaturesInto(j.featuresT, *uT, tensor.Convert[T](x), c.forward.Plan, cotangents[T](&j.rows, j.classes, labels))
+	if err != nil {
+		return err
+	}
+	j.featuresT = f
+	c.features32 = any(f).(*epk.Features[float32])
+	runFeatureChunks.Add(1)
+	return nil
+}
+
+// convertUpdate returns the parts of u that the feature pass reads (θ_s,
+// Δθ and its parts) in precision T.
+func convertUpdate[T, E tensor.Float](u *epk.Update[E]) *epk.Update[T] {
+	conv := func(ts []*tensor.Dense[E]) []*tensor.Dense[T] {
+		out := make([]*tensor.Dense[T], len(ts))
+		for i, t := range ts {
+			out[i] = tensor.Convert[T](t)
+		}
+		return out
+	}
+	return &epk.Update[T]{Step: u.Step, LR: u.LR, Names: u.Names, Before: conv(u.Before), Delta: conv(u.Delta),
+		Data: conv(u.Data), Reg: conv(u.Reg), Resid: conv(u.Resid)}
 }
 
 // plan checks the queries and makes their evaluations, each of the kind it
@@ -273,8 +370,12 @@ func (j *job[T, E]) bytes() int64 {
 	}
 	chunk := int64(min(j.spec.Chunk, j.samples))
 	if j.rows.total > 0 {
-		n += chunk * int64(j.rows.total) * P * elem // features of one chunk
-		n += 1 << 24 * elem                         // per-row gradients (epk's MaxGradValues)
+		featElem := elem
+		if j.runFeatures != nil {
+			featElem = 4 // in the run's float32 (useRunFeatures)
+		}
+		n += chunk * int64(j.rows.total) * P * featElem // features of one chunk
+		n += 1 << 24 * elem                             // per-row gradients (epk's MaxGradValues)
 	}
 	if len(j.sweeps) > 0 {
 		n += 256 * P * elem // per-sample training gradients of one chunk
@@ -366,6 +467,7 @@ func (j *job[T, E]) step(v *history.StepView[T]) error {
 	for _, s := range j.sweeps {
 		s.decay(u.Kernel.Beta)
 	}
+	var uT *epk.Update[T]
 	for lo := 0; lo < j.samples; lo += j.spec.Chunk {
 		hi := min(lo+j.spec.Chunk, j.samples)
 		idx := make([]int, hi-lo)
@@ -378,11 +480,9 @@ func (j *job[T, E]) step(v *history.StepView[T]) error {
 			return err
 		}
 		if j.rows.total > 0 {
-			cot := cotangents[E](&j.rows, j.classes, j.labels[lo:hi])
-			if c.features, _, err = j.paths.FeaturesInto(j.features, u, x, c.forward.Plan, cot); err != nil {
+			if err := j.featurePass(c, &uT, x, j.labels[lo:hi]); err != nil {
 				return err
 			}
-			j.features = c.features
 		}
 		j.val.add(c, &j.dims)
 		for _, q := range j.queries {

@@ -1,13 +1,8 @@
 package explain
 
 import (
-	"fmt"
 	"math"
 
-	"github.com/explaind/explaind/epk"
-	"github.com/explaind/explaind/gemm"
-	"github.com/explaind/explaind/history"
-	"github.com/explaind/explaind/nn"
 	"github.com/explaind/explaind/tensor"
 )
 
@@ -110,8 +105,10 @@ func (e *sweepEval[E]) add(c *chunk[E]) {
 			for k := 0; k < e.width; k++ {
 				r := e.row(c.lo+b, k)
 				dst := q[r*size : (r+1)*size]
-				for i, pv := range featureRow(e.rows, c.features, e.cot, t, size, b, k) {
-					dst[i] += a.Data[i] * pv
+				if c.features32 != nil {
+					addProduct(dst, a.Data, featureRow(e.rows, c.features32, e.cot, t, size, b, k))
+				} else {
+					addProduct(dst, a.Data, featureRow(e.rows, c.features, e.cot, t, size, b, k))
 				}
 			}
 		}
@@ -183,117 +180,11 @@ func (e *sweepEval[E]) restore(s queryState) error {
 	return nil
 }
 
-// addTraining adds E_s/|B_s| ⟨Q_s, ∇θ f_{y_k}(θ_s; x_k)⟩ to every training
-// sample k of the step's batch, for every Sweep query. The training
-// samples' gradients are recomputed in the run's own precision T with the
-// gradient model, and the products with Q run in T too: for a float32 run
-// evaluated in float64 the quadrature keeps float64 accuracy while the
-// kernel's matrix products, the bulk of the work, run at float32 speed
-// (the kernel's relative rounding is then about 1e-7, which
-// Output.KernelResidual reports).
-func (j *job[T, E]) addTraining(v *history.StepView[T], u *epk.Update[E]) error {
-	xb, yb, err := j.src.Batch(v.Record)
-	if err != nil {
-		return err
-	}
-	idx := j.src.BatchIndices(v.Record)
-	if len(idx) != len(yb) {
-		return fmt.Errorf("the batch has %d samples and %d indices", len(yb), len(idx))
-	}
-	model := j.src.GradModel
-	params := model.Params()
-	for t, p := range params {
-		copy(p.Value.Data, v.Before[t].Value.Data)
-	}
-	qT := make([][][]T, len(j.sweeps))
-	for i, s := range j.sweeps {
-		qT[i] = inPrecision[T](s.Q)
-	}
-	n := len(yb)
-	const chunk = 256
-	var g *nn.Grads[T]
-	for lo := 0; lo < n; lo += chunk {
-		hi := min(lo+chunk, n)
-		rows := make([]int, hi-lo)
-		for i := range rows {
-			rows[i] = lo + i
-		}
-		y, state, err := model.Forward(tensor.GatherRows(xb, rows, 1))
-		if err != nil {
-			return err
-		}
-		dy := tensor.New[T](y.Shape...)
-		C := y.Shape[len(y.Shape)-1]
-		for i := range rows {
-			dy.Data[i*C+yb[lo+i]] = 1
-		}
-		if g == nil || len(g.Of[params[0]].Data) != (hi-lo)*j.tensorSizes[0] {
-			g = nn.NewGrads(nn.PerRow, params, hi-lo)
-		} else {
-			for _, buf := range g.Of {
-				clear(buf.Data)
-			}
-		}
-		if _, err := model.Backward(state, dy, g, false); err != nil {
-			return err
-		}
-		for i, s := range j.sweeps {
-			addKernel(s, qT[i], params, g, u.Kernel.E, n, idx[lo:hi])
-		}
-	}
-	return nil
-}
-
-// inPrecision returns Q in precision T (Q itself when E is T).
-func inPrecision[T, E tensor.Float](q [][]E) [][]T {
-	out := make([][]T, len(q))
-	for t, v := range q {
-		if same, ok := any(v).([]T); ok {
-			out[t] = same
-			continue
-		}
-		c := make([]T, len(v))
-		for i, x := range v {
-			c[i] = T(x)
-		}
-		out[t] = c
-	}
-	return out
-}
-
-// addKernel adds to s's kernel the products of its rows Q (in precision
-// T) with the per-row gradients g of the training samples idx of a batch
-// of n samples: kernel[r, entry, idx[i]] += E_t/n ⟨Q_t[r], g_t[i]⟩ for every
-// tensor t, with the parameter axis summed into the entries.
-func addKernel[T, E tensor.Float](s *sweepEval[E], q [][]T, params []*nn.Param[T], g *nn.Grads[T], weights []float64,
-	n int, idx []int) {
-	R, m, N := s.nrows, len(idx), s.dims.train
-	out := make([]T, R*m)
-	flush := func(t int) {
-		for r := 0; r < R; r++ {
-			for i := 0; i < m; i++ {
-				val := float64(out[r*m+i])
-				for _, k := range s.params.entries[t] {
-					s.kernel[(r*s.params.size+k)*N+idx[i]] += val
-				}
-			}
-		}
-		clear(out)
-	}
-	for t, p := range params {
-		w := weights[t] / float64(n)
-		if w == 0 {
-			continue
-		}
-		size := s.dims.tensorSizes[t]
-		// out[R × m] += w · Q_t[R × size] · G_t[m × size]ᵀ; with the
-		// parameter axis summed, every tensor adds into one out.
-		gemm.Gemm(false, true, R, m, size, T(w), q[t], size, g.Of[p].Data, size, T(1), out, m)
-		if s.params.size > 1 {
-			flush(t)
-		}
-	}
-	if s.params.size == 1 {
-		flush(0)
+// addProduct adds a ⊙ f to dst, with f converted to E.
+func addProduct[E, F tensor.Float](dst, a []E, f []F) {
+	a = a[:len(f)]
+	dst = dst[:len(f)]
+	for i, v := range f {
+		dst[i] += a[i] * E(v)
 	}
 }

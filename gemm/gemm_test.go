@@ -141,3 +141,60 @@ func BenchmarkDgemm(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkKernelFloor is the floor of the kernel preset on the paper's
+// modulo run (explain's addKernel): one step's product of the sweep's rows
+// Q [113 classes × 89024 parameters] with the training samples' per-sample
+// gradients G [4000 × 89024], out = Q·Gᵀ, in float32, on the default
+// backend. "whole" is one product; "chunks" the same product over blocks
+// of 256 training samples and the modulo model's parameter tensors, as
+// addKernel issues it. ns/op is one step:
+//
+//	go test -tags openblas -run XXX -bench KernelFloor -benchtime 3x ./gemm/
+func BenchmarkKernelFloor(b *testing.B) {
+	const R, N, chunk = 113, 4000, 256
+	// The modulo transformer's tensors (p = 113, d 64, 4 heads, MLP 512).
+	sizes := []int{115 * 64, 16 * 64, 16 * 64, 16 * 64, 16 * 64, 64 * 16, 64 * 16, 64 * 16, 64 * 16,
+		512 * 64, 512, 64 * 512, 64, 115 * 64}
+	P := 0
+	for _, s := range sizes {
+		P += s
+	}
+	rng := rand.New(rand.NewPCG(1, 1))
+	fill := func(n int) []float32 {
+		s := make([]float32, n)
+		for i := range s {
+			s[i] = float32(rng.NormFloat64())
+		}
+		return s
+	}
+	q := fill(R * P)
+	flops := 2 * float64(R) * float64(N) * float64(P)
+	b.Run("whole", func(b *testing.B) {
+		g := fill(N * P)
+		out := make([]float32, R*N)
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			gemm.Gemm(false, true, R, N, P, 1, q, P, g, P, 0, out, N)
+		}
+		b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+	})
+	b.Run("chunks", func(b *testing.B) {
+		// One chunk's per-sample gradients, tensor by tensor ([chunk × size] each).
+		qt, gt := make([][]float32, len(sizes)), make([][]float32, len(sizes))
+		for t, s := range sizes {
+			qt[t], gt[t] = fill(R*s), fill(chunk*s)
+		}
+		out := make([]float32, R*chunk)
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			for lo := 0; lo < N; lo += chunk {
+				m := min(chunk, N-lo)
+				for t, s := range sizes {
+					gemm.Gemm(false, true, R, m, s, 1, qt[t], s, gt[t], s, 1, out, m)
+				}
+			}
+		}
+		b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+	})
+}

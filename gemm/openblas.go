@@ -39,18 +39,24 @@ func (o OpenBLAS) split(m, n, k int, run func(i0, i1, j0, j1 int)) {
 		run(0, m, 0, n)
 		return
 	}
+	block := func(w int) {
+		if m >= n || m >= 4*workers {
+			run(m*w/workers, m*(w+1)/workers, 0, n)
+		} else {
+			run(0, m, n*w/workers, n*(w+1)/workers)
+		}
+	}
+	// Block 0 runs on the calling goroutine: one goroutine fewer per
+	// product, and CPU profiles keep the caller of its share.
 	var wg sync.WaitGroup
-	for w := 0; w < workers; w++ {
+	for w := 1; w < workers; w++ {
 		wg.Add(1)
 		go func(w int) {
 			defer wg.Done()
-			if m >= n || m >= 4*workers {
-				run(m*w/workers, m*(w+1)/workers, 0, n)
-			} else {
-				run(0, m, n*w/workers, n*(w+1)/workers)
-			}
+			block(w)
 		}(w)
 	}
+	block(0)
 	wg.Wait()
 }
 

@@ -249,8 +249,13 @@ func (m *Modulo[T]) Backward(st nn.State, dy *tensor.Dense[T], g *nn.Grads[T], n
 
 // perRowWeight adds dy[r]ᵀ x[r/K] to row r of the PerRow gradient of the
 // linear weight w ([out, in]), for dy [B*K, out] and x [B, in]; it does
-// nothing unless g wants w per row. Rows are spread over the cores.
+// nothing unless g wants w per row, and passes dy and x to g's Outer
+// receiver of w instead when g has one. Rows are spread over the cores.
 func perRowWeight[T tensor.Float](g *nn.Grads[T], w *nn.Param[T], dy, x *tensor.Dense[T]) error {
+	if outer := g.OuterOf(w); outer != nil {
+		outer(dy.Data, x.Data, x.Shape[0], dy.Shape[0]/x.Shape[0])
+		return nil
+	}
 	if g == nil || g.Mode != nn.PerRow || g.Of[w] == nil {
 		return nil
 	}

@@ -113,8 +113,10 @@ func (l *Linear[T]) Backward(st State, dy *tensor.Dense[T], g *Grads[T], needDx 
 		dx = tensor.New[T](append([]int{rows}, x.Shape[1:]...)...)
 		gemm.Gemm(false, false, rows*pos, l.In, l.Out, 1, dy.Data, l.Out, l.Weight.Value.Data, l.In, 0, dx.Data, l.In)
 	}
-	gw, err := g.checkBuf(l.Weight, rows)
-	if err != nil {
+	var gw *tensor.Dense[T]
+	if outer := g.OuterOf(l.Weight); outer != nil && pos == 1 {
+		outer(dy.Data, x.Data, b, k)
+	} else if gw, err = g.checkBuf(l.Weight, rows); err != nil {
 		return nil, err
 	}
 	var gb *tensor.Dense[T]

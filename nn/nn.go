@@ -76,6 +76,24 @@ const (
 type Grads[T tensor.Float] struct {
 	Mode GradMode
 	Of   map[*Param[T]]*tensor.Dense[T]
+	// Outer, for PerRow gradients, takes the per-row gradients of the
+	// weights it names in factored form instead of their buffers in Of: a
+	// layer whose weight w [out, in] has the outer product dy[r]ᵀ x[r/k]
+	// as row r's gradient (a linear layer at one position per sample, k
+	// cotangent rows per sample) calls Outer[w](dy, x, b, k) with dy
+	// [b*k, out] and x [b, in] and leaves w's buffer untouched. Data
+	// attribution contracts the factors directly, without forming the
+	// rows·out·in values of the gradients (package explain).
+	Outer map[*Param[T]]func(dy, x []T, b, k int)
+}
+
+// OuterOf returns the receiver of w's factored per-row gradients (nil
+// when g does not ask for them).
+func (g *Grads[T]) OuterOf(w *Param[T]) func(dy, x []T, b, k int) {
+	if g == nil || g.Mode != PerRow {
+		return nil
+	}
+	return g.Outer[w]
 }
 
 // NewGrads returns zeroed gradient buffers for params. For PerRow, rows is

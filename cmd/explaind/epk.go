@@ -48,7 +48,7 @@ func newEPKCmd() *cobra.Command {
 	var o job.Options
 	var presets, indices, steps, memory, shardFlag string
 	var quiet bool
-	var profile string
+	var profile, memProfile string
 	cmd := &cobra.Command{
 		Use:   "epk",
 		Short: "Rewrite a recorded run as its exact path kernel machine and compute influence scores",
@@ -158,6 +158,11 @@ shards' outputs with explaind merge. Each shard resumes like any job.
 			if err != nil {
 				return err
 			}
+			if memProfile != "" {
+				if err := writeAllocProfile(memProfile); err != nil {
+					return err
+				}
+			}
 			b, _ := json.MarshalIndent(s, "", "  ")
 			fmt.Fprintf(cmd.OutOrStdout(), "%s\nEPK output written to %s in %.0f s\n", b, o.Out, time.Since(start).Seconds())
 			if w := certifyWarning(s, o.Out); w != "" {
@@ -185,7 +190,23 @@ shards' outputs with explaind merge. Each shard resumes like any job.
 	f.BoolVar(&quiet, "quiet", false, "no progress bar")
 	f.StringVar(&profile, "cpuprofile", "", "write a CPU profile to this file")
 	f.MarkHidden("cpuprofile")
+	f.StringVar(&memProfile, "memprofile", "", "write an allocation profile (every allocation of the job) to this file")
+	f.MarkHidden("memprofile")
 	cmd.MarkFlagRequired("run")
 	cmd.MarkFlagRequired("out")
 	return cmd
+}
+
+// writeAllocProfile writes the heap profile with every allocation made so
+// far (pprof's alloc_space and alloc_objects samples) to path.
+func writeAllocProfile(path string) error {
+	pf, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := pprof.Lookup("allocs").WriteTo(pf, 0); err != nil {
+		pf.Close()
+		return err
+	}
+	return pf.Close()
 }

@@ -1,0 +1,19 @@
+package explain
+
+// SetKernelPath sets, for a test, whether the data kernel takes its fast
+// paths (the training side's outer-product gradients in factored form,
+// the feature pass of sweep-only jobs in the run's precision) and how
+// many training samples the training side takes per chunk; it returns a
+// function that restores the previous settings.
+func SetKernelPath(fast bool, chunk int) (restore func()) {
+	f, r, c := factorOuter, runPrecisionFeatures, kernelChunk
+	factorOuter, runPrecisionFeatures, kernelChunk = fast, fast, chunk
+	return func() { factorOuter, runPrecisionFeatures, kernelChunk = f, r, c }
+}
+
+// FactoredProducts returns the number of factored products formed so far.
+func FactoredProducts() int64 { return factoredProducts.Load() }
+
+// RunFeatureChunks returns the number of test chunks whose feature pass
+// ran in the run's precision so far.
+func RunFeatureChunks() int64 { return runFeatureChunks.Load() }
