@@ -88,7 +88,7 @@ the same and takes --bootstrap, --confidence and --compute-epk if given.`,
 	f.StringVar(&opt.Run, "run", "", "the training run (required but with --merge)")
 	f.StringVar(&opt.Out, "out", "", "output directory (created if missing); rerunning the same command resumes an interrupted job there")
 	f.StringVar(&opt.EPK, "epk", "", "an explaind epk output of the run with the reference preset (scores the epk method on its test samples)")
-	f.BoolVar(&opt.ComputeEPK, "compute-epk", false, "without --epk: compute the epk method's data kernel here (the reference preset's kernel_full alone, float64, adaptive quadrature)")
+	f.BoolVar(&opt.ComputeEPK, "compute-epk", false, "without --epk: compute the epk method's data kernel here (the reference preset's kernel_full at each sample's true and runner-up class only, float64, adaptive quadrature at tolerance 1e-6)")
 	f.IntVar(&opt.Subsets, "subsets", opt.Subsets, "number M of random training subsets")
 	f.Float64Var(&opt.Fraction, "fraction", opt.Fraction, "fraction of the training set in each subset, in (0, 1)")
 	f.IntVar(&opt.Seeds, "seeds", opt.Seeds, "retrainings per subset K (seeds 0 … K-1); 2 or more also measure the spread over seeds")
