@@ -30,7 +30,10 @@ of a over the subset; the LDS of a test sample is Spearman's correlation of
 prediction and output over the subsets. Methods: epk (the EPK data kernel,
 from --epk, an explaind epk output of this run with --preset reference, whose
 test samples are then scored; or computed here with --compute-epk), tracin (TracIn-CP over the run's checkpoints),
-grad_dot and grad_cos (at the final model), random.
+grad_dot and grad_cos (at the final model), trak (TRAK with the final model
+alone, gradients projected to min(512, N/2) dimensions), random. A finished
+job whose summary lacks a method this build scores is scored again from its
+retrainings.
 
 Writes DIR/summary.json (per method and target the mean LDS and its bootstrap
 interval over test samples, the retrained models' accuracies, the spread over

@@ -24,7 +24,7 @@ func TestLDS(t *testing.T) {
 	if err != nil || !strings.Contains(msg, "lds: results written to "+out) {
 		t.Fatalf("lds: %v\n%s", err, msg)
 	}
-	for _, m := range []string{"tracin", "grad_dot", "grad_cos", "random"} {
+	for _, m := range []string{"tracin", "grad_dot", "grad_cos", "trak", "random"} {
 		if !strings.Contains(msg, "lds: "+m) {
 			t.Errorf("the output names no LDS of %s:\n%s", m, msg)
 		}

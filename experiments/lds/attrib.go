@@ -33,19 +33,20 @@ func (a *Attribution) At(x, i int) float64 { return a.A[x*a.N+i] }
 const gradChunk = 128
 
 // flatGrads returns the per-row gradients of Σ_rows ⟨dy_row, model(x)_row⟩,
-// one row of P values (the parameters in order) per sample of x.
-func flatGrads(model nn.Layer[float32], params []*nn.Param[float32], x, dy *tensor.Dense[float32]) ([]float32, int, error) {
+// one row of P values (the parameters in order) per sample of x, and the
+// model's outputs (log-probabilities [B, C]).
+func flatGrads(model nn.Layer[float32], params []*nn.Param[float32], x, dy *tensor.Dense[float32]) ([]float32, int, *tensor.Dense[float32], error) {
 	logp, st, err := model.Forward(x)
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, nil, err
 	}
 	if !slices.Equal(logp.Shape, dy.Shape) {
-		return nil, 0, fmt.Errorf("%s: cotangents %v for outputs %v", Command, dy.Shape, logp.Shape)
+		return nil, 0, nil, fmt.Errorf("%s: cotangents %v for outputs %v", Command, dy.Shape, logp.Shape)
 	}
 	B := logp.Shape[0]
 	g := nn.NewGrads(nn.PerRow, params, B)
 	if _, err := model.Backward(st, dy, g, false); err != nil {
-		return nil, 0, err
+		return nil, 0, nil, err
 	}
 	P := 0
 	for _, p := range params {
@@ -61,7 +62,7 @@ func flatGrads(model nn.Layer[float32], params []*nn.Param[float32], x, dy *tens
 		}
 		off += size
 	}
-	return out, P, nil
+	return out, P, logp, nil
 }
 
 // cotangent returns dy [B, C] with +1 at each row's class pos and, when
@@ -100,7 +101,7 @@ func gradDots(ctx context.Context, model nn.Layer[float32], params []*nn.Param[f
 	var test [2][]float32
 	var P int
 	for k, neg := range [][]int{nil, t.Rival} {
-		if test[k], P, err = flatGrads(model, params, t.X, cotangent(X, C, t.Labels, neg)); err != nil {
+		if test[k], P, _, err = flatGrads(model, params, t.X, cotangent(X, C, t.Labels, neg)); err != nil {
 			return nil, err
 		}
 	}
@@ -113,24 +114,8 @@ func gradDots(ctx context.Context, model nn.Layer[float32], params []*nn.Param[f
 		}
 	}
 	prod := make([]float32, X*gradChunk)
-	for lo := 0; lo < N; lo += gradChunk {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		hi := min(lo+gradChunk, N)
-		idx := make([]int, hi-lo)
-		for i := range idx {
-			idx[i] = lo + i
-		}
-		x, y, err := tr.Batch(idx)
-		if err != nil {
-			return nil, err
-		}
-		g, _, err := flatGrads(model, params, x, cotangent(len(y), C, y, nil))
-		if err != nil {
-			return nil, err
-		}
-		n := hi - lo
+	err = trainGrads(ctx, model, params, tr, C, func(lo int, g []float32, _ *tensor.Dense[float32]) error {
+		n := len(g) / P
 		for i := range n {
 			d.trainNorm[lo+i] = norm(g[i*P : (i+1)*P])
 		}
@@ -142,8 +127,40 @@ func gradDots(ctx context.Context, model nn.Layer[float32], params []*nn.Param[f
 				}
 			}
 		}
+		return nil
+	})
+	return d, err
+}
+
+// trainGrads calls fn with the log-probability gradients ∇ log p_{y_i}(z_i)
+// of the training samples in chunks of gradChunk at the model's current
+// parameters: g holds one row of P values per sample lo, lo+1, …, and
+// logp the model's outputs [n, C] on them.
+func trainGrads(ctx context.Context, model nn.Layer[float32], params []*nn.Param[float32], tr data.Dataset[float32], C int,
+	fn func(lo int, g []float32, logp *tensor.Dense[float32]) error) error {
+	N := tr.Len()
+	for lo := 0; lo < N; lo += gradChunk {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		hi := min(lo+gradChunk, N)
+		idx := make([]int, hi-lo)
+		for i := range idx {
+			idx[i] = lo + i
+		}
+		x, y, err := tr.Batch(idx)
+		if err != nil {
+			return err
+		}
+		g, _, logp, err := flatGrads(model, params, x, cotangent(len(y), C, y, nil))
+		if err != nil {
+			return err
+		}
+		if err := fn(lo, g, logp); err != nil {
+			return err
+		}
 	}
-	return d, nil
+	return nil
 }
 
 func norm(v []float32) float64 {

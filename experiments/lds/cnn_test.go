@@ -62,7 +62,7 @@ func TestCNN(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.Settings.SubsetSize != 8 || s.Retrained.Count != 3 || len(s.Methods) != 4 || !slices.Equal(s.Settings.TracInCheckpoints, []int{0, 2}) {
+	if s.Settings.SubsetSize != 8 || s.Retrained.Count != 3 || len(s.Methods) != 5 || !slices.Equal(s.Settings.TracInCheckpoints, []int{0, 2}) {
 		t.Errorf("summary of the CNN job: %+v", s)
 	}
 }

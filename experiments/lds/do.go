@@ -335,7 +335,7 @@ func Do(ctx context.Context, opt Options) (*Summary, error) {
 	}
 	defer l.Release()
 	if s, err := ReadSummary(opt.Out); err == nil && s.Complete && fmt.Sprintf("%+v", s.Key) == fmt.Sprintf("%+v", j.Key) && s.EPK == opt.EPK &&
-		(s.Shard != "" || s.Methods[EPK] != nil == (opt.EPK != "" || opt.ComputeEPK)) {
+		(s.Shard != "" || s.scores(opt.EPK != "" || opt.ComputeEPK)) {
 		s.Reused = true
 		return s, nil
 	}

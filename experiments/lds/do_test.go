@@ -227,8 +227,8 @@ func TestDo(t *testing.T) {
 		}
 	}
 	recs := expiotest.ReadCSV(t, filepath.Join(out, lds.CSVFile))
-	if len(recs) != 1+5*2*4 {
-		t.Errorf("lds.csv: %d lines, want a header and 5 methods × 2 targets × 4 test samples", len(recs))
+	if len(recs) != 1+6*2*4 {
+		t.Errorf("lds.csv: %d lines, want a header and 6 methods × 2 targets × 4 test samples", len(recs))
 	}
 	again, err := lds.Do(context.Background(), opt)
 	if err != nil || !again.Reused {

@@ -37,6 +37,13 @@
 //	          sample i would cause.
 //	grad_dot  ⟨∇f(x; θ_T), ∇ℓ_i(θ_T)⟩ at the final model θ_T.
 //	grad_cos  the same divided by both gradients' norms (0 when one is 0).
+//	trak      TRAK with the final model alone (TRAKAttributions): the
+//	          gradients at θ_T projected to k = min(512, N/2) dimensions
+//	          by a seeded Rademacher matrix R, a[x, i] = φ(x)ᵀ(Φ̃ᵀΦ̃)⁻¹Rᵀ∇ℓ_i
+//	          with φ(x) = Rᵀ∇f(x) and Φ̃'s rows Rᵀ∇ℓ_i/(1 − p_i), the
+//	          projected gradients of log(p_i/(1 − p_i)). Published TRAK
+//	          averages this over an ensemble of independently trained
+//	          models (TRAK-50: 50); the run has one.
 //	random    independent standard normal values, seeded.
 //
 // c* is the class other than y with the largest log-probability under the
@@ -86,12 +93,13 @@ const (
 	TracIn  = "tracin"
 	GradDot = "grad_dot"
 	GradCos = "grad_cos"
+	TRAK    = "trak"
 	Random  = "random"
 )
 
 // Methods returns every method in the order of the outputs; epk is
 // scored only when an EPK output is given.
-func Methods() []string { return []string{EPK, TracIn, GradDot, GradCos, Random} }
+func Methods() []string { return []string{EPK, TracIn, GradDot, GradCos, TRAK, Random} }
 
 // Options configure the experiment.
 type Options struct {

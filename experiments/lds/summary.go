@@ -120,6 +120,19 @@ func IsShard(dir string) bool {
 	return err == nil && p != nil && p.Command == Command && p.Shard != ""
 }
 
+// scores reports whether s scores exactly the methods this build scores:
+// every one of Methods(), epk only if withEPK. A finished job whose summary
+// does not (written by a build with fewer methods) is scored again from
+// its retrainings.
+func (s *Summary) scores(withEPK bool) bool {
+	for _, m := range Methods() {
+		if want := m != EPK || withEPK; (s.Methods[m] != nil) != want {
+			return false
+		}
+	}
+	return true
+}
+
 // tracinCheckpoints returns the checkpoint steps TracIn-CP sums over.
 func (j *Job) tracinCheckpoints() []int {
 	var out []int
@@ -132,8 +145,8 @@ func (j *Job) tracinCheckpoints() []int {
 }
 
 // Attributions computes every method's attributions for the job's test
-// samples: epk (when an EPK output is given), tracin, grad_dot, grad_cos
-// and random.
+// samples: epk (when an EPK output is given), tracin, grad_dot, grad_cos,
+// trak and random.
 func (j *Job) Attributions(ctx context.Context) ([]*Attribution, error) {
 	var out []*Attribution
 	N := j.Run.Data.Train.Len()
@@ -155,6 +168,12 @@ func (j *Job) Attributions(ctx context.Context) ([]*Attribution, error) {
 		return nil, err
 	}
 	out = append(out, g...)
+	// GradientAttributions leaves the run at its final state.
+	t, _, err := TRAKAttributions(ctx, j.Run.Session.Model, j.Run.Session.Params(), j.Tests, j.Run.Data.Train, j.Opt.SubsetSeed)
+	if err != nil {
+		return nil, err
+	}
+	out = append(out, t...)
 	out = append(out, RandomAttributions(len(j.Tests.Labels), N, j.Opt.SubsetSeed)...)
 	return out, nil
 }
