@@ -105,7 +105,8 @@ func TestLDSSIGKILL(t *testing.T) {
 	}
 	sigkillRun(t, root, args(got))
 	files := []string{lds.CSVFile, lds.SubsetsFile, lds.SubsetsCSV, lds.TargetsFile(lds.LogProb), lds.TargetsFile(lds.Margin),
-		lds.AttributionFile(lds.TracIn, lds.LogProb), lds.AttributionFile(lds.GradCos, lds.Margin), lds.AttributionFile(lds.Random, lds.Margin)}
+		lds.AttributionFile(lds.TracIn, lds.LogProb), lds.AttributionFile(lds.GradCos, lds.Margin), lds.AttributionFile(lds.TRAK, lds.Margin),
+		lds.AttributionFile(lds.Random, lds.Margin)}
 	for _, f := range files {
 		a, _ := os.ReadFile(filepath.Join(want, f))
 		b, _ := os.ReadFile(filepath.Join(got, f))

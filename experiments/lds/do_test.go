@@ -234,6 +234,23 @@ func TestDo(t *testing.T) {
 	if err != nil || !again.Reused {
 		t.Errorf("Do again: %+v, %v; want the result reused", again, err)
 	}
+	// A summary without a method this build scores (an older build's) is
+	// scored again from the retrainings, which are not redone.
+	var raw map[string]any
+	expiotest.ReadJSON(t, filepath.Join(out, lds.SummaryFile), &raw)
+	delete(raw["methods"].(map[string]any), lds.TRAK)
+	b, _ := json.Marshal(raw)
+	if err := os.WriteFile(filepath.Join(out, lds.SummaryFile), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	progress, _ := os.ReadFile(filepath.Join(out, lds.ProgressFile))
+	rescored, err := lds.Do(context.Background(), opt)
+	if err != nil || rescored.Reused || rescored.Methods[lds.TRAK] == nil {
+		t.Errorf("Do on a summary without trak: %v, reused %v, trak %v; want it scored again", err, rescored != nil && rescored.Reused, rescored != nil && rescored.Methods[lds.TRAK] != nil)
+	}
+	if after, _ := os.ReadFile(filepath.Join(out, lds.ProgressFile)); !bytes.Equal(after, progress) {
+		t.Errorf("rescoring rewrote the retrainings (progress.json)")
+	}
 }
 
 // TestDoResumes: a job cancelled after 5 retrainings keeps them, and the
