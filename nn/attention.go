@@ -142,10 +142,16 @@ func (a *AttentionHeads[T]) Forward(x *tensor.Dense[T]) (*tensor.Dense[T], State
 
 // encode returns z = x encᵀ for rows rows of x ([rows, D] → [rows, H*DH]).
 func (a *AttentionHeads[T]) encode(x, enc []T, rows int) []T {
-	hd := a.Heads() * a.DH
-	z := make([]T, rows*hd)
-	gemm.Gemm(false, true, rows, hd, a.D, 1, x, a.D, enc, a.D, 0, z, hd)
+	z := make([]T, rows*a.Heads()*a.DH)
+	a.encodeTo(x, enc, z, rows)
 	return z
+}
+
+// encodeTo is encode writing into z [rows, H*DH], whose contents it
+// overwrites.
+func (a *AttentionHeads[T]) encodeTo(x, enc, z []T, rows int) {
+	hd := a.Heads() * a.DH
+	gemm.Gemm(false, true, rows, hd, a.D, 1, x, a.D, enc, a.D, 0, z, hd)
 }
 
 // decode writes y = o decᵀ for rows rows ([rows, H*DH] → [rows, D]).

@@ -112,7 +112,13 @@ func (a *AttentionHeads[T]) weightsAt(p *Path[T]) (attentionWeights[T], attentio
 // encodeAt returns z = x (E + t_b ΔE)ᵀ for rows rows of x, per rows per
 // sample b ([rows, D] → [rows, H*DH]).
 func (a *AttentionHeads[T]) encodeAt(x []T, w attentionWeights[T], path attentionPath[T], rows, per int) []T {
-	z := a.encode(x, w.enc, rows)
+	return a.encodeAtTo(x, w, path, make([]T, rows*a.Heads()*a.DH), rows, per)
+}
+
+// encodeAtTo is encodeAt writing into z [rows, H*DH], whose contents it
+// overwrites.
+func (a *AttentionHeads[T]) encodeAtTo(x []T, w attentionWeights[T], path attentionPath[T], z []T, rows, per int) []T {
+	a.encodeTo(x, w.enc, z, rows)
 	if path.hasEnc {
 		addScaledProduct(z, x, path.dw.enc, rows, a.Heads()*a.DH, a.D, true, path.t, per)
 	}
@@ -306,14 +312,21 @@ func (a *AttentionHeads[T]) PathJVP(x, dx *tensor.Dense[T], p *Path[T], t *Tange
 	if err != nil {
 		return nil, nil, err
 	}
-	z := a.encodeAt(x.Data, w, path, b*seq, seq)
+	// The intermediates z, dz, o and do live only in this call: they are
+	// scratch, handed back at its end.
+	z := a.encodeAtTo(x.Data, w, path, getScratch[T](b*seq*hd), b*seq, seq)
+	defer putScratch(z)
 
 	// dz = dx E_bᵀ + x dEᵀ: [B*M, S, H*DH].
 	var dz []T
 	if dx != nil {
-		dz = a.encodeAt(dx.Data, w, path, b*m*seq, m*seq)
+		dz = a.encodeAtTo(dx.Data, w, path, getScratch[T](b*m*seq*hd), b*m*seq, m*seq)
 	} else if anyEnc {
-		dz = make([]T, b*m*seq*hd)
+		dz = getScratch[T](b * m * seq * hd)
+		clear(dz)
+	}
+	if dz != nil {
+		defer putScratch(dz)
 	}
 	if anyEnc {
 		stack := make([]T, m*hd*d)
@@ -324,7 +337,8 @@ func (a *AttentionHeads[T]) PathJVP(x, dx *tensor.Dense[T], p *Path[T], t *Tange
 				}
 			}
 		}
-		tmp := make([]T, b*seq*m*hd) // row (b, t), column (m, o)
+		tmp := getScratch[T](b * seq * m * hd) // row (b, t), column (m, o)
+		defer putScratch(tmp)
 		gemm.Gemm(false, true, b*seq, m*hd, d, 1, x.Data, d, stack, d, 0, tmp, m*hd)
 		for bb := 0; bb < b; bb++ {
 			for mm := 0; mm < m; mm++ {
@@ -336,10 +350,12 @@ func (a *AttentionHeads[T]) PathJVP(x, dx *tensor.Dense[T], p *Path[T], t *Tange
 		}
 	}
 
-	o := make([]T, b*q*hd)
+	o := getScratch[T](b * q * hd) // attendJVP writes every element of o and do
+	defer putScratch(o)
 	var do []T
 	if dz != nil {
-		do = make([]T, b*m*q*hd)
+		do = getScratch[T](b * m * q * hd)
+		defer putScratch(do)
 	}
 	attentionParallel(b, (m+1)*q*seq*hd, func(lo, hi int) {
 		scores, ds, acc := make([]float64, seq), make([]float64, seq), make([]float64, dh)
@@ -373,7 +389,8 @@ func (a *AttentionHeads[T]) PathJVP(x, dx *tensor.Dense[T], p *Path[T], t *Tange
 				}
 			}
 		}
-		tmp := make([]T, b*q*m*d)
+		tmp := getScratch[T](b * q * m * d)
+		defer putScratch(tmp)
 		gemm.Gemm(false, true, b*q, m*d, hd, 1, o, hd, stack, hd, 0, tmp, m*d)
 		for bb := 0; bb < b; bb++ {
 			for mm := 0; mm < m; mm++ {

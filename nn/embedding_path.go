@@ -36,7 +36,8 @@ func (e *Embedding[T]) addPath(y, x *tensor.Dense[T], ids []int, p *Path[T]) err
 		}
 	}
 	seq, d := x.Shape[1], e.Dim
-	tmp := make([]T, len(y.Data))
+	tmp := getScratch[T](len(y.Data))
+	defer putScratch(tmp)
 	e.gather(dW.Data, ids, tmp)
 	addRowScaled(y.Data, tmp, seq*d, p.T, 1)
 	return nil

@@ -97,13 +97,15 @@ func addScaledProduct[T tensor.Float](c, a, b []T, rows, n, k int, transB bool, 
 		ldb = k
 	}
 	if k <= n {
-		as := make([]T, rows*k)
+		as := getScratch[T](rows * k)
+		defer putScratch(as)
 		for r := 0; r < rows; r++ {
 			tv := T(t[r/per])
+			dst, src := as[r*k:(r+1)*k], a[r*k:(r+1)*k]
 			if tv == 0 {
+				clear(dst)
 				continue
 			}
-			dst, src := as[r*k:(r+1)*k], a[r*k:(r+1)*k]
 			for i, v := range src {
 				dst[i] = tv * v
 			}
@@ -111,7 +113,8 @@ func addScaledProduct[T tensor.Float](c, a, b []T, rows, n, k int, transB bool, 
 		gemm.Gemm(false, transB, rows, n, k, 1, as, k, b, ldb, 1, c, n)
 		return
 	}
-	tmp := make([]T, rows*n)
+	tmp := getScratch[T](rows * n)
+	defer putScratch(tmp)
 	gemm.Gemm(false, transB, rows, n, k, 1, a, k, b, ldb, 0, tmp, n)
 	addRowScaled(c, tmp, n, t, per)
 }

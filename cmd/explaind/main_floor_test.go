@@ -1,0 +1,44 @@
+package main
+
+import (
+	"os"
+	"runtime"
+	"runtime/metrics"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// residentBytes reads the process's resident memory from /proc.
+func residentBytes(t *testing.T) int64 {
+	b, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		t.Skipf("no /proc/self/statm: %v", err)
+	}
+	f := strings.Fields(string(b))
+	pages, err := strconv.ParseInt(f[1], 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pages * int64(os.Getpagesize())
+}
+
+// TestHeapFloor: the heap floor raises the collector's heap goal above its
+// size and leaves resident memory (nearly) as it was: its pages are never
+// touched.
+func TestHeapFloor(t *testing.T) {
+	before := residentBytes(t)
+	setHeapFloor()
+	runtime.GC()
+	s := []metrics.Sample{{Name: "/gc/heap/goal:bytes"}}
+	metrics.Read(s)
+	goal := s[0].Value.Uint64()
+	after := residentBytes(t)
+	t.Logf("heap goal %d MB; resident %d → %d MB", goal>>20, before>>20, after>>20)
+	if goal < heapFloorBytes {
+		t.Errorf("heap goal %d bytes after the floor of %d", goal, heapFloorBytes)
+	}
+	if after-before > heapFloorBytes/8 {
+		t.Errorf("resident memory grew by %d MB with the floor of %d MB: its pages were touched", (after-before)>>20, heapFloorBytes>>20)
+	}
+}
