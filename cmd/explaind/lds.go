@@ -144,6 +144,14 @@ func printLDS(cmd *cobra.Command, out string, s *lds.Summary) error {
 		}
 		fmt.Fprintln(w)
 	}
+	if len(s.Noise) > 0 {
+		fmt.Fprintf(w, "lds: %-9s", "ceiling")
+		for _, t := range lds.Targets() {
+			n := s.Noise[t]
+			fmt.Fprintf(w, "  %s %6.3f (seed vs seed %.3f)", t, n.Ceiling, n.SeedLDS)
+		}
+		fmt.Fprintln(w)
+	}
 	if !s.Reused {
 		fmt.Fprintf(w, "lds: results written to %s (retraining %.0f s, scoring %.0f s)\n", out, s.WallSeconds.Retraining, s.WallSeconds.Scoring)
 	}

@@ -29,6 +29,9 @@ func TestLDS(t *testing.T) {
 			t.Errorf("the output names no LDS of %s:\n%s", m, msg)
 		}
 	}
+	if !strings.Contains(msg, "lds: ceiling") {
+		t.Errorf("the output of a job with 2 seeds names no noise ceiling:\n%s", msg)
+	}
 	if strings.Contains(msg, "lds: epk") {
 		t.Errorf("epk scored without an EPK output:\n%s", msg)
 	}

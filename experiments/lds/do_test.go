@@ -222,7 +222,7 @@ func TestDo(t *testing.T) {
 	}
 	for _, target := range lds.Targets() {
 		n := written.Noise[target]
-		if !(n.SeedSD > 0 && n.SubsetSD > 0 && n.SeedLDS >= -1 && n.SeedLDS <= 1) {
+		if !(n.SeedSD > 0 && n.SubsetSD > 0 && n.SeedLDS >= -1 && n.SeedLDS <= 1 && n.Ceiling >= 0 && n.Ceiling <= 1) {
 			t.Errorf("noise of %s: %+v; want positive spreads and a correlation", target, n)
 		}
 	}

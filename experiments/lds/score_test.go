@@ -173,3 +173,55 @@ func TestBootstrap(t *testing.T) {
 		t.Errorf("bootstrap of no value: %+v", n)
 	}
 }
+
+// TestNoiseCeiling: the ceiling is 1 for noise-free retrainings, 0 for
+// pure noise, √ρ against one seed, and the Spearman–Brown value for more;
+// and simulated targets of signal plus seed noise reach it: the
+// correlation of the signal with the mean of K noisy copies is close to
+// NoiseCeiling of the copies' mutual correlation.
+func TestNoiseCeiling(t *testing.T) {
+	for _, c := range []struct {
+		rho  float64
+		K    int
+		want float64
+	}{{1, 2, 1}, {0, 2, 0}, {-0.3, 2, 0}, {0.25, 1, 0.5}, {0.036, 2, math.Sqrt(0.072 / 1.036)}, {0.5, 3, math.Sqrt(1.5 / 2)}} {
+		if got := lds.NoiseCeiling(c.rho, c.K); math.Abs(got-c.want) > 1e-12 {
+			t.Errorf("NoiseCeiling(%v, %d) = %v, want %v", c.rho, c.K, got, c.want)
+		}
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	const M, K, noise = 20000, 2, 2.0
+	signal, copies := make([]float64, M), make([][]float64, K)
+	for k := range copies {
+		copies[k] = make([]float64, M)
+	}
+	avg := make([]float64, M)
+	for m := range M {
+		signal[m] = rng.NormFloat64()
+		for k := range K {
+			copies[k][m] = signal[m] + noise*rng.NormFloat64()
+			avg[m] += copies[k][m] / K
+		}
+	}
+	rho := pearson(copies[0], copies[1])
+	got, want := pearson(signal, avg), lds.NoiseCeiling(rho, K)
+	t.Logf("ρ = %.4f: the signal correlates with the mean of %d by %.4f; ceiling %.4f", rho, K, got, want)
+	if math.Abs(got-want) > 0.02 {
+		t.Errorf("the signal correlates with the mean of %d copies by %v; NoiseCeiling(%v) = %v", K, got, rho, want)
+	}
+}
+
+func pearson(a, b []float64) float64 {
+	var ma, mb float64
+	for i := range a {
+		ma += a[i] / float64(len(a))
+		mb += b[i] / float64(len(b))
+	}
+	var sab, saa, sbb float64
+	for i := range a {
+		sab += (a[i] - ma) * (b[i] - mb)
+		saa += (a[i] - ma) * (a[i] - ma)
+		sbb += (b[i] - mb) * (b[i] - mb)
+	}
+	return sab / math.Sqrt(saa*sbb)
+}

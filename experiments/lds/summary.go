@@ -44,6 +44,25 @@ type Noise struct {
 	// retraining predicts another of the same subsets, the noise ceiling
 	// of an attribution scored against a single seed.
 	SeedLDS Num `json:"seed_vs_seed_lds"`
+	// Ceiling is the mean over test samples of NoiseCeiling(ρ_x, K), ρ_x
+	// the sample's seed-vs-seed correlation: about the largest LDS any
+	// attribution can reach against the mean of the K seeds that the LDS
+	// scores.
+	Ceiling Num `json:"ceiling"`
+}
+
+// NoiseCeiling returns √(Kρ/(1 + (K−1)ρ)) for ρ > 0 (0 otherwise): the
+// correlation with the mean of K retrainings that a perfect predictor of
+// their seed-free part can expect, when any two retrainings correlate by
+// ρ (the square root of the Spearman–Brown reliability of a mean of K).
+// It treats rank correlations as linear ones, so it is an estimate.
+func NoiseCeiling(rho float64, K int) float64 {
+	if !(rho > 0) {
+		return 0
+	}
+	rho = min(rho, 1)
+	k := float64(K)
+	return math.Sqrt(k * rho / (1 + (k-1)*rho))
 }
 
 // Summary is DIR/summary.json.
@@ -310,7 +329,7 @@ func noise(j *Job, rows []Row) map[string]Noise {
 			}
 		}
 		n.SeedSD = Num(mean(seedSD))
-		var subSD, seedLDS []float64
+		var subSD, seedLDS, ceiling []float64
 		for x := range X {
 			var col, s0, s1 []float64
 			for m := range M {
@@ -325,9 +344,10 @@ func noise(j *Job, rows []Row) map[string]Noise {
 			subSD = append(subSD, sd(col))
 			if c := Spearman(s0, s1); finite(c) {
 				seedLDS = append(seedLDS, c)
+				ceiling = append(ceiling, NoiseCeiling(c, K))
 			}
 		}
-		n.SubsetSD, n.SeedLDS = Num(mean(subSD)), Num(mean(seedLDS))
+		n.SubsetSD, n.SeedLDS, n.Ceiling = Num(mean(subSD)), Num(mean(seedLDS)), Num(mean(ceiling))
 		out[target] = n
 	}
 	return out
