@@ -9,38 +9,13 @@ import (
 	"strings"
 	"unicode"
 
+	"github.com/explaind/explaind/internal/heapfloor"
 	"github.com/explaind/explaind/setting"
 	"github.com/spf13/cobra"
 )
 
-// heapFloor is a heap ballast (setHeapFloor): 256 MB that count as live
-// heap but are never touched, so they take address space and no memory. The Go
-// runtime starts a collection whenever the heap has grown by GOGC % of
-// the live heap, and explaind's jobs hold little (a few MB while an EPK
-// job streams over steps) while allocating hundreds of MB per step: the
-// runtime collected every few MB (90 times per step of the demo's run)
-// and its scavenger handed the freed pages back to the kernel, to fault
-// them in again at once. With the floor a collection comes every 256 MB
-// or more, at the cost of at most 256 MB more resident memory (the heap
-// may grow to twice the live heap plus the floor, of which the floor is
-// never touched). Measured on the demo's run, 256 validation samples × 20
-// steps: 49.3 s → 26.3 s (system time 14.0 → 4.6 s), peak RSS 238 →
-// 347 MB; 150 epochs of its training 8.0 → 6.5 s, 68 → 320 MB.
-var heapFloor []byte
-
-const heapFloorBytes = 256 << 20
-
-// setHeapFloor allocates the heap floor, once. A fresh large allocation
-// comes straight from the kernel, already zero, so the runtime does not
-// clear it and no page of it becomes resident.
-func setHeapFloor() {
-	if heapFloor == nil {
-		heapFloor = make([]byte, heapFloorBytes)
-	}
-}
-
 func main() {
-	setHeapFloor()
+	heapfloor.Set()
 	if err := execute(newRootCmd()); err != nil {
 		fmt.Fprintln(os.Stderr, "explaind:", err)
 		os.Exit(1)

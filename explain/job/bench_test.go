@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/explaind/explaind/explain/job"
+	"github.com/explaind/explaind/internal/heapfloor"
 	"github.com/explaind/explaind/internal/testrun"
 	"github.com/explaind/explaind/train"
 )
@@ -22,6 +23,7 @@ import (
 //
 //	go test -tags openblas -run XXX -bench LikeForLike -benchtime 1x ./explain/job
 func BenchmarkLikeForLike(b *testing.B) {
+	heapfloor.Set()                                  // as explaind does
 	defer debug.SetGCPercent(debug.SetGCPercent(25)) // as explaind epk does
 	for _, q := range []string{"midpoint:10", "adaptive"} {
 		b.Run(q, func(b *testing.B) {

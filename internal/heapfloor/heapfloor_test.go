@@ -1,4 +1,4 @@
-package main
+package heapfloor
 
 import (
 	"os"
@@ -41,17 +41,17 @@ func TestHeapFloor(t *testing.T) {
 		return
 	}
 	before := residentBytes(t)
-	setHeapFloor()
+	Set()
 	runtime.GC()
 	s := []metrics.Sample{{Name: "/gc/heap/goal:bytes"}}
 	metrics.Read(s)
 	goal := s[0].Value.Uint64()
 	after := residentBytes(t)
 	t.Logf("heap goal %d MB; resident %d → %d MB", goal>>20, before>>20, after>>20)
-	if goal < heapFloorBytes {
-		t.Errorf("heap goal %d bytes after the floor of %d", goal, heapFloorBytes)
+	if goal < Bytes {
+		t.Errorf("heap goal %d bytes after the floor of %d", goal, Bytes)
 	}
-	if after-before > heapFloorBytes/8 {
-		t.Errorf("resident memory grew by %d MB with the floor of %d MB: its pages were touched", (after-before)>>20, heapFloorBytes>>20)
+	if after-before > Bytes/8 {
+		t.Errorf("resident memory grew by %d MB with the floor of %d MB: its pages were touched", (after-before)>>20, Bytes>>20)
 	}
 }
