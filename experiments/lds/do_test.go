@@ -100,6 +100,34 @@ func argmax(t *testing.T, m nn.Layer[float32], x *tensor.Dense[float32], row int
 	return slices.Index(logp.Data[row*C:(row+1)*C], slices.Max(logp.Data[row*C:(row+1)*C]))
 }
 
+// oneGrad returns the gradient of log p_pos(x) − log p_neg(x) (no neg
+// term when neg < 0) at the run's current parameters, for x a batch of one
+// sample, summed over the batch by the model's own Backward, and the
+// model's log-probabilities of x.
+func oneGrad(t *testing.T, r *expio.Run, x *tensor.Dense[float32], pos, neg int) ([]float64, []float32) {
+	t.Helper()
+	logp, st, err := r.Session.Model.Forward(x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dy := tensor.New[float32](logp.Shape...)
+	dy.Data[pos] = 1
+	if neg >= 0 {
+		dy.Data[neg] = -1
+	}
+	g := nn.NewGrads(nn.Summed, r.Session.Params(), 0)
+	if _, err := r.Session.Model.Backward(st, dy, g, false); err != nil {
+		t.Fatal(err)
+	}
+	var out []float64
+	for _, p := range r.Session.Params() {
+		for _, v := range g.Of[p].Data {
+			out = append(out, float64(v))
+		}
+	}
+	return out, logp.Data
+}
+
 // TestGradientAttributions: grad_dot is the inner product of the two
 // per-sample gradients computed one sample at a time (summed gradients of
 // a batch of one), and grad_cos that divided by their norms; every
@@ -126,28 +154,6 @@ func TestGradientAttributions(t *testing.T) {
 	if err := r.Replay.Seek(r.Steps()); err != nil {
 		t.Fatal(err)
 	}
-	grad := func(x *tensor.Dense[float32], pos, neg int) []float64 {
-		logp, st, err := r.Session.Model.Forward(x)
-		if err != nil {
-			t.Fatal(err)
-		}
-		dy := tensor.New[float32](logp.Shape...)
-		dy.Data[pos] = 1
-		if neg >= 0 {
-			dy.Data[neg] = -1
-		}
-		g := nn.NewGrads(nn.Summed, r.Session.Params(), 0)
-		if _, err := r.Session.Model.Backward(st, dy, g, false); err != nil {
-			t.Fatal(err)
-		}
-		var out []float64
-		for _, p := range r.Session.Params() {
-			for _, v := range g.Of[p].Data {
-				out = append(out, float64(v))
-			}
-		}
-		return out
-	}
 	dot := func(a, b []float64) float64 {
 		var s float64
 		for i := range a {
@@ -166,13 +172,13 @@ func TestGradientAttributions(t *testing.T) {
 		xs, _, _ := r.Data.Val.Batch([]int{[]int{0, 3}[x]})
 		for _, i := range []int{0, 7, 19} {
 			zi, yi, _ := r.Data.Train.Batch([]int{i})
-			gi := grad(zi, yi[0], -1)
+			gi, _ := oneGrad(t, r, zi, yi[0], -1)
 			for k, target := range lds.Targets() {
 				neg := -1
 				if target == lds.Margin {
 					neg = tests.Rival[x]
 				}
-				gx := grad(xs, tests.Labels[x], neg)
+				gx, _ := oneGrad(t, r, xs, tests.Labels[x], neg)
 				want := dot(gx, gi)
 				cos := want / math.Sqrt(dot(gx, gx)*dot(gi, gi))
 				gd, gc := attrs[3*k+1], attrs[3*k+2]

@@ -9,8 +9,6 @@ import (
 
 	"github.com/explaind/explaind/experiments/expio"
 	"github.com/explaind/explaind/experiments/lds"
-	"github.com/explaind/explaind/nn"
-	"github.com/explaind/explaind/tensor"
 )
 
 // TestTRAK: the trak attributions equal TRAK's formula evaluated
@@ -41,29 +39,6 @@ func TestTRAK(t *testing.T) {
 	if len(got) != 2 || got[0].Method != lds.TRAK || got[0].Target != lds.LogProb || got[1].Target != lds.Margin || ridge != 0 {
 		t.Fatalf("%d attributions (ridge %v), want trak logprob and margin without a ridge", len(got), ridge)
 	}
-	// grad returns ∇ Σ dy·log p of one sample and its log-probabilities.
-	grad := func(x *tensor.Dense[float32], pos, neg int) ([]float64, []float32) {
-		logp, st, err := r.Session.Model.Forward(x)
-		if err != nil {
-			t.Fatal(err)
-		}
-		dy := tensor.New[float32](logp.Shape...)
-		dy.Data[pos] = 1
-		if neg >= 0 {
-			dy.Data[neg] = -1
-		}
-		g := nn.NewGrads(nn.Summed, r.Session.Params(), 0)
-		if _, err := r.Session.Model.Backward(st, dy, g, false); err != nil {
-			t.Fatal(err)
-		}
-		var out []float64
-		for _, p := range r.Session.Params() {
-			for _, v := range g.Of[p].Data {
-				out = append(out, float64(v))
-			}
-		}
-		return out, logp.Data
-	}
 	var P int
 	for _, p := range r.Session.Params() {
 		P += len(p.Value.Data)
@@ -91,7 +66,7 @@ func TestTRAK(t *testing.T) {
 	q := make([]float64, N)
 	for i := range N {
 		zi, yi, _ := r.Data.Train.Batch([]int{i})
-		g, logp := grad(zi, yi[0], -1)
+		g, logp := oneGrad(t, r, zi, yi[0], -1)
 		q[i] = 1 - math.Exp(float64(logp[yi[0]]))
 		if !(q[i] > 1e-3) {
 			t.Fatalf("training sample %d: 1 − p = %v; the test needs it well away from 0", i, q[i])
@@ -113,7 +88,7 @@ func TestTRAK(t *testing.T) {
 			if a.Target == lds.Margin {
 				neg = tests.Rival[x]
 			}
-			gx, _ := grad(xs, tests.Labels[x], neg)
+			gx, _ := oneGrad(t, r, xs, tests.Labels[x], neg)
 			w := mat.NewVecDense(k, nil)
 			w.MulVec(&inv, mat.NewVecDense(k, project(gx)))
 			for i := range N {
