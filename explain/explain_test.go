@@ -446,11 +446,61 @@ func TestBadQueries(t *testing.T) {
 		{explain.Spec[float64]{Queries: []explain.Query{{Name: "a", Keep: explain.Test}}, Test: test, From: 2, To: 9}, "outside the run's 3 steps"},
 		{explain.Spec[float64]{Queries: []explain.Query{{Name: "a", Keep: explain.Param | explain.Test | explain.Class}}, Test: test, MaxBytes: 1 << 10}, "memory ceiling"},
 		{explain.Spec[float64]{Queries: []explain.Query{{Name: "a", Keep: explain.Train, Part: explain.Data}}, Test: test, From: 1}, "start at step 0"},
+		{explain.Spec[float64]{Queries: []explain.Query{{Name: "a", Keep: explain.Test}}, Test: test, Workers: 2}, "need Spec.NewModel"},
+		{explain.Spec[float64]{Queries: []explain.Query{{Name: "a", Keep: explain.Test}}, Test: test, Workers: -1}, "want at least 1"},
 	} {
 		_, err := explain.Run(context.Background(), tr.Source, tr.Model, tr.Path, c.spec)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("got %v, want an error saying %q", err, c.want)
 		}
+	}
+}
+
+// TestWorkersMatchOneWorker evaluates every query with chunks spread over
+// three workers and with one: the chunks are the same and are added in the
+// same order, so every output must be the same to the bit.
+func TestWorkersMatchOneWorker(t *testing.T) {
+	for _, opt := range []string{"adamw", "sgd"} {
+		t.Run(opt, func(t *testing.T) {
+			dir := tinyRun(t, opt, 6)
+			var outs [2]*explain.Output
+			for i, w := range []int{1, 3} {
+				tr, err := job.OpenRun[float64, float64](dir)
+				if err != nil {
+					t.Fatal(err)
+				}
+				spec := explain.Spec[float64]{Queries: queries, Test: explain.TestSet[float64]{X: tr.Data.Val.Inputs, Labels: tr.Data.Val.Labels},
+					Quadrature: epk.Quadrature{Rule: epk.Adaptive, Tol: 1e-8}, Chunk: 2, Workers: w, NewModel: tr.NewModel,
+					Groups: []explain.TensorGroup{{Name: "outer", Tensors: []string{"input_emb.weight", "decoder.weight"}}}}
+				if outs[i], err = explain.Run(context.Background(), tr.Source, tr.Model, tr.Path, spec); err != nil {
+					t.Fatal(err)
+				}
+			}
+			one, three := outs[0], outs[1]
+			same := func(name string, a, b []float64) {
+				t.Helper()
+				if len(a) != len(b) {
+					t.Fatalf("%s: %d values with one worker, %d with three", name, len(a), len(b))
+				}
+				for i := range a {
+					if math.Float64bits(a[i]) != math.Float64bits(b[i]) {
+						t.Fatalf("%s[%d]: %v with one worker, %v with three", name, i, a[i], b[i])
+					}
+				}
+			}
+			v1, v3 := one.Validation, three.Validation
+			for _, a := range []struct {
+				name string
+				a, b []float64
+			}{{"start", v1.Start, v3.Start}, {"model", v1.Model, v3.Model}, {"data", v1.Data, v3.Data}, {"reg", v1.Reg, v3.Reg},
+				{"resid", v1.Resid, v3.Resid}, {"quad", v1.Quad, v3.Quad}, {"step max completeness", v1.StepMaxCompleteness, v3.StepMaxCompleteness}} {
+				same(a.name, a.a, a.b)
+			}
+			for i, r := range one.Results {
+				same(r.Query.Name, flatten(r), flatten(three.Results[i]))
+			}
+			t.Logf("%d results and the validation arrays equal to the bit (%.1f nodes per sample and step)", len(one.Results), v1.Nodes)
+		})
 	}
 }
 

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"runtime"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -52,15 +54,25 @@ type chunk[E tensor.Float] struct {
 	features32 *epk.Features[float32]
 }
 
+// worker evaluates chunks of test samples: the evaluator of its own model
+// instance, and the feature pass's last result, whose arrays its next chunk
+// reuses (epk.Evaluator.FeaturesInto): no evaluation keeps a chunk's
+// features beyond its add.
+type worker[E tensor.Float] struct {
+	paths    *epk.Evaluator[E]
+	features *epk.Features[E]
+}
+
 // job is one Run: its queries' evaluations and the pass over the history
 // that feeds them.
 type job[T, E tensor.Float] struct {
 	src  Source[T]
 	spec Spec[E]
 	dims
-	// paths evaluates the model along each step (quadrature, JVPs and the
-	// feature pass).
-	paths *epk.Evaluator[E]
+	// workers evaluate the chunks of test samples along each step
+	// (quadrature, JVPs and the feature pass), each with its own model
+	// instance; there is one unless Spec.NewModel gives more.
+	workers []*worker[E]
 
 	// queries are the evaluations of spec.Queries, in their order; sweeps
 	// the Sweep ones among them.
@@ -74,10 +86,6 @@ type job[T, E tensor.Float] struct {
 	// snapshots is set when a query takes Gram snapshots, which need the
 	// steps in forward order.
 	snapshots bool
-	// features is the feature pass's last result, whose arrays the next
-	// chunk reuses (epk.Evaluator.FeaturesInto): no evaluation keeps a
-	// chunk's features beyond its add.
-	features *epk.Features[E]
 	// trainSide forms the training side of the sweeps' kernel
 	// (addTraining), its buffers kept from step to step.
 	trainSide *trainKernel[T, E]
@@ -119,15 +127,14 @@ func newJob[T, E tensor.Float](src Source[T], model nn.Layer[E], path epk.PathMo
 	if spec.Chunk < 0 {
 		return nil, fmt.Errorf("explain: test chunk %d must be positive", spec.Chunk)
 	}
-	if spec.Chunk == 0 {
-		spec.Chunk = 256
+	if spec.Workers < 0 {
+		return nil, fmt.Errorf("explain: %d workers; want at least 1 (0: one per processor)", spec.Workers)
+	}
+	if spec.Workers > 1 && spec.NewModel == nil {
+		return nil, fmt.Errorf("explain: %d workers need Spec.NewModel to build their model instances", spec.Workers)
 	}
 	if path == nil {
-		if pm, ok := model.(epk.PathModel[E]); ok {
-			path = pm
-		} else {
-			path = epk.LayerPath(model)
-		}
+		path = pathOf(model)
 	}
 	j := &job[T, E]{src: src, spec: spec, dims: dims{samples: spec.Test.X.Shape[0], steps: spec.To - spec.From,
 		train: src.TrainSize, labels: spec.Test.Labels}}
@@ -168,14 +175,58 @@ func newJob[T, E tensor.Float](src Source[T], model nn.Layer[E], path epk.PathMo
 			"from steps before %d unattributed; start at step 0", spec.From, spec.To, spec.From)
 	}
 	j.useRunFeatures()
-	if need := j.bytes(); spec.MaxBytes > 0 && need > spec.MaxBytes {
+	workers := j.chunking()
+	if need := j.bytes(workers); spec.MaxBytes > 0 && need > spec.MaxBytes {
 		return nil, fmt.Errorf("explain: this job needs about %s, over the memory ceiling of %s; "+
 			"lower the test chunk, the test samples, or drop the per-element presets", fmtBytes(need), fmtBytes(spec.MaxBytes))
 	}
-	if j.paths, err = epk.NewEvaluator[E](path, epk.Options{Quadrature: spec.Quadrature, PerTensor: j.perTensor}); err != nil {
-		return nil, err
+	opt := epk.Options{Quadrature: spec.Quadrature, PerTensor: j.perTensor}
+	for w := range workers {
+		if w > 0 {
+			if model, path, err = spec.NewModel(); err != nil {
+				return nil, fmt.Errorf("explain: worker %d's model: %w", w, err)
+			}
+			if path == nil {
+				path = pathOf(model)
+			}
+		}
+		ev, err := epk.NewEvaluator[E](path, opt)
+		if err != nil {
+			return nil, err
+		}
+		j.workers = append(j.workers, &worker[E]{paths: ev})
 	}
 	return j, nil
+}
+
+// pathOf is the path form of model: its own, or the generic one.
+func pathOf[E tensor.Float](model nn.Layer[E]) epk.PathModel[E] {
+	if pm, ok := model.(epk.PathModel[E]); ok {
+		return pm
+	}
+	return epk.LayerPath(model)
+}
+
+// chunking settles the number of workers and the test chunk: Spec.Workers
+// (0: one per processor when Spec.NewModel can build their models; one
+// when the feature pass runs in the run's precision, on the one gradient
+// model) and Spec.Chunk (0: 256, or less so that every worker gets a
+// chunk), with no more workers than chunks.
+func (j *job[T, E]) chunking() int {
+	w := j.spec.Workers
+	if w == 0 {
+		w = 1
+		if j.spec.NewModel != nil {
+			w = runtime.GOMAXPROCS(0)
+		}
+	}
+	if j.runFeatures != nil {
+		w = 1
+	}
+	if j.spec.Chunk == 0 {
+		j.spec.Chunk = min(256, (j.samples+w-1)/w)
+	}
+	return max(1, min(w, (j.samples+j.spec.Chunk-1)/j.spec.Chunk))
 }
 
 // runPrecisionFeatures lets a job whose only readers of the feature pass
@@ -225,13 +276,13 @@ func (j *job[T, E]) useRunFeatures() {
 }
 
 // featurePass evaluates the feature pass of a chunk's test samples x
-// (labels labels) at the nodes of plan into c, in the job's reused
+// (labels labels) at the nodes of plan into c, in the worker's reused
 // arrays: in E, or in the run's precision T (useRunFeatures; T is then
 // float32). uT is the step's update in T, made on first use.
-func (j *job[T, E]) featurePass(c *chunk[E], uT **epk.Update[T], x *tensor.Dense[E], labels []int) error {
+func (j *job[T, E]) featurePass(w *worker[E], c *chunk[E], uT **epk.Update[T], x *tensor.Dense[E], labels []int) error {
 	if j.runFeatures == nil {
-		f, _, err := j.paths.FeaturesInto(j.features, c.update, x, c.forward.Plan, cotangents[E](&j.rows, j.classes, labels))
-		j.features, c.features = f, f
+		f, _, err := w.paths.FeaturesInto(w.features, c.update, x, c.forward.Plan, cotangents[E](&j.rows, j.classes, labels))
+		w.features, c.features = f, f
 		return err
 	}
 	if *uT == nil {
@@ -356,8 +407,8 @@ func (j *job[T, E]) plan() error {
 	return nil
 }
 
-// bytes estimates the memory the job allocates.
-func (j *job[T, E]) bytes() int64 {
+// bytes estimates the memory the job allocates with its workers.
+func (j *job[T, E]) bytes(workers int) int64 {
 	P := j.paramCount()
 	var elem int64 = 8
 	var zero E
@@ -374,8 +425,8 @@ func (j *job[T, E]) bytes() int64 {
 		if j.runFeatures != nil {
 			featElem = 4 // in the run's float32 (useRunFeatures)
 		}
-		n += chunk * int64(j.rows.total) * P * featElem // features of one chunk
-		n += 1 << 24 * elem                             // per-row gradients (epk's MaxGradValues)
+		n += int64(workers) * chunk * int64(j.rows.total) * P * featElem // features of a chunk per worker
+		n += int64(workers) << 24 * elem                                // per-row gradients (epk's MaxGradValues)
 	}
 	if len(j.sweeps) > 0 {
 		n += 256 * P * elem // per-sample training gradients of one chunk
@@ -467,32 +518,88 @@ func (j *job[T, E]) step(v *history.StepView[T]) error {
 	for _, s := range j.sweeps {
 		s.decay(u.Kernel.Beta)
 	}
-	var uT *epk.Update[T]
-	for lo := 0; lo < j.samples; lo += j.spec.Chunk {
-		hi := min(lo+j.spec.Chunk, j.samples)
-		idx := make([]int, hi-lo)
-		for i := range idx {
-			idx[i] = lo + i
-		}
-		x := tensor.GatherRows(j.spec.Test.X, idx, 1)
-		c := &chunk[E]{step: v.Step - j.spec.From, lo: lo, hi: hi, update: u}
-		if c.forward, err = j.paths.Contributions(u, x, nil); err != nil {
-			return err
-		}
-		if j.rows.total > 0 {
-			if err := j.featurePass(c, &uT, x, j.labels[lo:hi]); err != nil {
-				return err
-			}
-		}
-		j.val.add(c, &j.dims)
-		for _, q := range j.queries {
-			q.add(c)
-		}
+	if err := j.chunks(v.Step-j.spec.From, u); err != nil {
+		return err
 	}
 	if len(j.sweeps) > 0 {
 		return j.addTraining(v, u)
 	}
 	return nil
+}
+
+// chunks evaluates the step's chunks of test samples on the workers, chunk
+// i on worker i mod W, and adds each to the validation and the queries in
+// chunk order as soon as it and those before it are done: a worker's next
+// chunk waits for the add of its last, whose feature arrays it reuses.
+func (j *job[T, E]) chunks(step int, u *epk.Update[E]) error {
+	n := (j.samples + j.spec.Chunk - 1) / j.spec.Chunk
+	W := len(j.workers)
+	cs := make([]*chunk[E], n)
+	errs := make([]error, n)
+	ready := make([]chan struct{}, n)
+	for i := range ready {
+		ready[i] = make(chan struct{})
+	}
+	free := make([]chan struct{}, W)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w, wk := range j.workers {
+		free[w] = make(chan struct{}, 1)
+		free[w] <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var uT *epk.Update[T]
+			for i := w; i < n; i += W {
+				select {
+				case <-free[w]:
+				case <-stop:
+					return
+				}
+				cs[i], errs[i] = j.evalChunk(wk, step, u, i, &uT)
+				close(ready[i])
+			}
+		}()
+	}
+	var err error
+	for i := range n {
+		<-ready[i]
+		if err = errs[i]; err != nil {
+			break
+		}
+		j.val.add(cs[i], &j.dims)
+		for _, q := range j.queries {
+			q.add(cs[i])
+		}
+		cs[i] = nil
+		free[i%W] <- struct{}{}
+	}
+	close(stop)
+	wg.Wait()
+	return err
+}
+
+// evalChunk evaluates chunk i of the step's test samples on worker w: the
+// forward contributions and, when a query reads them, the features.
+func (j *job[T, E]) evalChunk(w *worker[E], step int, u *epk.Update[E], i int, uT **epk.Update[T]) (*chunk[E], error) {
+	lo := i * j.spec.Chunk
+	hi := min(lo+j.spec.Chunk, j.samples)
+	idx := make([]int, hi-lo)
+	for k := range idx {
+		idx[k] = lo + k
+	}
+	x := tensor.GatherRows(j.spec.Test.X, idx, 1)
+	c := &chunk[E]{step: step, lo: lo, hi: hi, update: u}
+	var err error
+	if c.forward, err = w.paths.Contributions(u, x, nil); err != nil {
+		return nil, err
+	}
+	if j.rows.total > 0 {
+		if err := j.featurePass(w, c, uT, x, j.labels[lo:hi]); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
 }
 
 // finish assembles the results.

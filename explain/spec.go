@@ -57,8 +57,17 @@ type Spec[E tensor.Float] struct {
 	// Groups names the groups Group queries sum over.
 	Groups []TensorGroup
 	// Chunk is the number of test samples evaluated together (default
-	// 256); the memory of the feature pass grows with it.
+	// 256, and at most the samples' share of one worker); the memory of
+	// the feature pass grows with it.
 	Chunk int
+	// Workers is the number of chunks evaluated at once, each by its own
+	// model instance from NewModel (0: GOMAXPROCS when NewModel is set, 1
+	// otherwise). Each chunk's results are added to the accumulators in
+	// chunk order, so the outputs do not depend on the worker count.
+	Workers int
+	// NewModel, if set, builds another instance of the evaluation model
+	// and its path form (nil: generic) for a parallel worker.
+	NewModel func() (nn.Layer[E], epk.PathModel[E], error)
 	// MaxBytes is a memory ceiling for the accumulators and buffers the
 	// job allocates (0: no ceiling); a job that cannot fit is refused
 	// before any work starts.

@@ -23,16 +23,19 @@ import (
 )
 
 // demoPlan is what the demo computes: the training run, the default number
-// of validation samples the EPK explains and the stride of the swap
-// experiment.
+// of validation samples the EPK explains, its presets and the stride of
+// the swap experiment.
 type demoPlan struct {
 	Train     train.Config
 	TestSize  int
+	Presets   []string
 	SwapEvery int
 }
 
 // demoPresets are the EPK presets the demo computes: the report's
 // validation and grokking figures and the components experiment's input.
+// The paper's scale adds the history preset, the components experiment's
+// similarities over training.
 var demoPresets = []string{epkfile.Validation, epkfile.Grokking, epkfile.Components}
 
 // demoDefaults returns the demo's plan. It is a variable so that the tests
@@ -53,7 +56,7 @@ var demoDefaults = func() demoPlan {
 	c.Modulo.P, c.Modulo.TrainSize, c.Modulo.ValSize = 59, 1400, 370
 	c.Epochs = 3000
 	c.StopAccuracy = 0.99
-	return demoPlan{Train: c, TestSize: 32, SwapEvery: 10}
+	return demoPlan{Train: c, TestSize: 32, Presets: demoPresets, SwapEvery: 10}
 }
 
 // paperPlan returns the demo's plan at the paper's scale (demo --paper):
@@ -61,12 +64,13 @@ var demoDefaults = func() demoPlan {
 // training and 2000 validation pairs) trained until it groks, training and
 // validation accuracy both at 99 % (at 100 %, the default, a run here that
 // grokked at step ~1700 hovered at 99.3–99.6 % until its 4000th epoch),
-// the EPK of all 2000 validation samples over every step, and the swap
+// the EPK of all 2000 validation samples over every step with the Gram
+// snapshots of the history preset (every 50th step), and the swap
 // experiment on every 10th step.
 func paperPlan() demoPlan {
 	c := train.ModuloDefaults()
 	c.StopAccuracy = 0.99
-	return demoPlan{Train: c, TestSize: c.Modulo.ValSize, SwapEvery: 10}
+	return demoPlan{Train: c, TestSize: c.Modulo.ValSize, Presets: append(slices.Clone(demoPresets), epkfile.History), SwapEvery: 10}
 }
 
 func newDemoCmd() *cobra.Command {
@@ -119,7 +123,7 @@ current step and saves the state).`,
 				if !f.Changed("swap-every") {
 					plan.SwapEvery = p.SwapEvery
 				}
-				plan.Train = p.Train
+				plan.Train, plan.Presets = p.Train, p.Presets
 				if !f.Changed("out") {
 					out = "out/paper"
 				}
@@ -204,8 +208,8 @@ func runDemo(ctx context.Context, cmd *cobra.Command, out string, plan demoPlan,
 	fp := epkfile.RunFingerprint(m)
 
 	// 2. The EPK.
-	done = stage(2, "epk", dirs.epk, fmt.Sprintf("the exact path kernel over all %d steps on %d validation samples, %d per label (presets %v)", s.Steps, plan.TestSize, demoPerLabel, demoPresets))
-	es, reused, err := demoEPK(ctx, cmd, dirs.run, dirs.epk, m, idx, quiet)
+	done = stage(2, "epk", dirs.epk, fmt.Sprintf("the exact path kernel over all %d steps on %d validation samples, %d per label (presets %v)", s.Steps, plan.TestSize, demoPerLabel, plan.Presets))
+	es, reused, err := demoEPK(ctx, cmd, dirs.run, dirs.epk, m, idx, plan.Presets, quiet)
 	if err != nil {
 		return err
 	}
@@ -327,14 +331,14 @@ func readJSON(path string, v any) error {
 
 // demoEPK runs the EPK job, resumes it, or returns the summary of a
 // finished output of the same job (reused true).
-func demoEPK(ctx context.Context, cmd *cobra.Command, run, dir string, m *history.Manifest, idx []int, quiet bool) (*job.Summary, bool, error) {
+func demoEPK(ctx context.Context, cmd *cobra.Command, run, dir string, m *history.Manifest, idx []int, presets []string, quiet bool) (*job.Summary, bool, error) {
 	if o, err := epkfile.Open(dir); err == nil {
 		om := o.Manifest
 		if err := o.CheckRun(m); err != nil {
 			return nil, false, fmt.Errorf("demo: %w; remove %s to recompute it", err, dir)
 		}
 		var missing []string
-		for _, p := range demoPresets {
+		for _, p := range presets {
 			if !slices.Contains(om.Presets, p) {
 				missing = append(missing, p)
 			}
@@ -352,7 +356,7 @@ func demoEPK(ctx context.Context, cmd *cobra.Command, run, dir string, m *histor
 	}
 	// No finished output: job.Run starts the job, resumes an unfinished one
 	// of the same settings, or refuses anything else in dir.
-	o := job.Options{Run: run, Out: dir, Presets: demoPresets, TestIndices: idx,
+	o := job.Options{Run: run, Out: dir, Presets: presets, TestIndices: idx,
 		Software: buildInfo(), CheckpointEvery: 2 * time.Minute, Log: cmd.ErrOrStderr()}
 	o.Progress = progress.Func(progressTo(cmd, quiet), "epk steps")
 	s, err := job.Run(ctx, o)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"github.com/explaind/explaind/epkfile"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -23,7 +24,7 @@ func tinyDemo(t *testing.T) {
 		c := testrun.Modulo(8, 4)
 		c.Optimizer.LR = 0.01
 		c.StopAtPerfect, c.StopAccuracy = true, 0.5
-		return demoPlan{Train: c, TestSize: 6, SwapEvery: 2}
+		return demoPlan{Train: c, TestSize: 6, Presets: demoPresets, SwapEvery: 2}
 	}
 }
 
@@ -188,6 +189,9 @@ func TestDemoPaperPlan(t *testing.T) {
 	p := paperPlan()
 	if p.Train.Modulo.P != 113 || p.Train.Modulo.ValSize != 2000 || p.TestSize != 2000 || train.AccuracyTarget(p.Train.StopAccuracy) != 0.99 {
 		t.Errorf("paper plan %+v (modulo %+v)", p, p.Train.Modulo)
+	}
+	if !slices.Contains(p.Presets, epkfile.History) || !slices.Contains(p.Presets, epkfile.Components) {
+		t.Errorf("paper plan presets %v, want the demo's and the history", p.Presets)
 	}
 	dir := filepath.Join(t.TempDir(), "paper")
 	out, err := run("demo", "--paper", "--out", dir, "--test-size", "2001", "--quiet")

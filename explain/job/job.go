@@ -72,9 +72,12 @@ type Options struct {
 	// From and To are the steps [From, To) (To 0: all).
 	From, To int
 	// MaxBytes is the memory ceiling (0: none); Chunk the test samples
-	// evaluated together (0: 256).
+	// evaluated together (0: 256, less when the workers would otherwise
+	// not each get one); Workers the chunks evaluated at once, each on
+	// its own model instance (0: one per processor).
 	MaxBytes int64
 	Chunk    int
+	Workers  int
 	// Software is recorded in the manifest.
 	Software string
 	// Progress, if set, is called after each step with the steps done and
@@ -323,6 +326,8 @@ func run[T, E tensor.Float](ctx context.Context, o Options, m *history.Manifest)
 		To:         to,
 		Quadrature: q,
 		Chunk:      o.Chunk,
+		Workers:    o.Workers,
+		NewModel:   tr.NewModel,
 		MaxBytes:   o.MaxBytes,
 		Progress:   o.Progress,
 		Resume:     resume,

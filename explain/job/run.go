@@ -21,6 +21,9 @@ type TrainRun[T, E tensor.Float] struct {
 	// Model is the evaluation model, Path its path form (nil: generic).
 	Model nn.Layer[E]
 	Path  epk.PathModel[E]
+	// NewModel builds another instance of the evaluation model and its
+	// path form, for a parallel worker (explain.Spec.NewModel).
+	NewModel func() (nn.Layer[E], epk.PathModel[E], error)
 	// Data holds the training and evaluation sets in precision E.
 	Data *train.Data[E]
 }
@@ -77,6 +80,14 @@ func OpenRun[T, E tensor.Float](dir string) (*TrainRun[T, E], error) {
 	}
 	if pm, ok := any(m).(epk.PathModel[E]); ok {
 		r.Path = pm
+	}
+	r.NewModel = func() (nn.Layer[E], epk.PathModel[E], error) {
+		m, err := train.BuildModel[E](o.Config, d)
+		if err != nil {
+			return nil, nil, err
+		}
+		pm, _ := any(m).(epk.PathModel[E])
+		return m, pm, nil
 	}
 	return r, nil
 }
