@@ -29,13 +29,18 @@ const gramPartial = ".history_gram.npy.partial"
 // so that the job holds one snapshot at a time. The job syncs it before
 // each save of its state (which counts the snapshots written), a rerun
 // reopens it and writes from the state's count on (the same values at the
-// same offsets), and the finished job renames it to history_gram.npy.
+// same offsets), and the finished job renames it to history_gram.npy. The
+// file is opened when explain first asks for it, so that a job refused
+// before any work leaves none.
 type gramFile struct {
 	dir, path string
 	// query is the history query's name, shape the array's.
 	query string
 	shape []int
-	f     *os.File
+	// resume is set for a job that resumes a saved state; f is the file,
+	// once opened.
+	resume bool
+	f      *os.File
 	// header is the npy header, snap the bytes of one snapshot.
 	header []byte
 	snap   int64
@@ -45,54 +50,65 @@ type gramFile struct {
 	placed bool
 }
 
-// openGramFile opens the partial history_gram.npy of a job in dir whose
+// newGramFile returns the partial history_gram.npy of a job in dir whose
 // history query, named query, takes K snapshots of G groups of X test
-// samples: afresh (truncated to its header) unless the job resumes, when
-// it reopens the file the job wrote so far (explain asks it, through
-// Holds, whether it holds the snapshots the saved state counts). A
-// resumed job killed after the rename of its finished file but before its
-// manifest was written finds history_gram.npy instead, and takes it back.
-func openGramFile(dir, query string, K, G, X int, resume bool) (*gramFile, error) {
-	g := &gramFile{dir: dir, path: filepath.Join(dir, gramPartial), query: query, shape: []int{K, G, X, X},
-		snap: int64(G) * int64(X) * int64(X) * 4}
-	g.header = npy.Header[float32](g.shape)
+// samples; resume says whether the job resumes a saved state.
+func newGramFile(dir, query string, K, G, X int, resume bool) *gramFile {
+	shape := []int{K, G, X, X}
+	return &gramFile{dir: dir, path: filepath.Join(dir, gramPartial), query: query, shape: shape, resume: resume,
+		header: npy.Header[float32](shape), snap: int64(G) * int64(X) * int64(X) * 4}
+}
+
+// open opens the file, once: afresh (truncated to its header) unless the
+// job resumes, when it reopens the file the job wrote so far (explain
+// asks, through Holds, whether it holds the snapshots the saved state
+// counts). A resumed job killed after the rename of its finished file but
+// before its manifest was written finds history_gram.npy instead, and
+// takes it back.
+func (g *gramFile) open() error {
+	if g.f != nil {
+		return nil
+	}
 	flag := os.O_RDWR | os.O_CREATE | os.O_TRUNC
-	if resume {
+	if g.resume {
 		flag = os.O_RDWR | os.O_CREATE
-		final := filepath.Join(dir, epkfile.FileName(historyGram))
+		final := filepath.Join(g.dir, epkfile.FileName(historyGram))
 		if _, err := os.Lstat(g.path); errors.Is(err, fs.ErrNotExist) {
 			if _, err := os.Lstat(final); err == nil {
 				if err := atomicfile.Rename(final, g.path); err != nil {
-					return nil, fmt.Errorf("taking back the unfinished job's %s: %w", final, err)
+					return fmt.Errorf("taking back the unfinished job's %s: %w", final, err)
 				}
 			}
 		}
 	}
 	f, err := os.OpenFile(g.path, flag, 0o644)
 	if err != nil {
-		return nil, fmt.Errorf("cannot write the history preset's Gram snapshots: %w", err)
+		return fmt.Errorf("cannot write the history preset's Gram snapshots: %w", err)
 	}
-	g.f = f
-	if resume {
+	if g.resume {
 		// A file the job wrote starts with this very header; an empty one
 		// (a kill before the header was written) is given it.
 		have := make([]byte, len(g.header))
 		n, _ := f.ReadAt(have, 0)
 		if n > 0 && string(have[:n]) != string(g.header[:n]) {
 			f.Close()
-			return nil, fmt.Errorf("%s is not this job's unfinished history_gram.npy (its header is not that of the array %v of float32 the job writes): "+
-				"remove the job's state %s to start the job afresh", g.path, g.shape, statePath(dir))
+			return fmt.Errorf("%s is not this job's unfinished history_gram.npy (its header is not that of the array %v of float32 the job writes): "+
+				"remove the job's state %s to start the job afresh", g.path, g.shape, statePath(g.dir))
 		}
 	}
 	if _, err := f.WriteAt(g.header, 0); err != nil {
 		f.Close()
-		return nil, fmt.Errorf("writing %s: %w", g.path, err)
+		return fmt.Errorf("writing %s: %w", g.path, err)
 	}
-	return g, nil
+	g.f = f
+	return nil
 }
 
 // Snapshot writes snapshot k at its offset (explain.GramSink).
 func (g *gramFile) Snapshot(q explain.Query, k, step int, gram []float32) error {
+	if err := g.open(); err != nil {
+		return err
+	}
 	if q.Name != g.query || k < 0 || k >= g.shape[0] || int64(len(gram))*4 != g.snap {
 		return fmt.Errorf("%s: snapshot %d of query %q with %d values does not fit the array %v of query %q", g.path, k, q.Name,
 			len(gram), g.shape, g.query)
@@ -117,6 +133,9 @@ func (g *gramFile) Snapshot(q explain.Query, k, step int, gram []float32) error 
 // Holds checks that the file holds k snapshots (explain.GramSink): the
 // snapshots the resumed job's saved state counts.
 func (g *gramFile) Holds(q explain.Query, k int) error {
+	if err := g.open(); err != nil {
+		return err
+	}
 	st, err := g.f.Stat()
 	if err != nil {
 		return err
@@ -131,6 +150,9 @@ func (g *gramFile) Holds(q explain.Query, k int) error {
 // sync makes the snapshots written so far durable, before a state that
 // counts them is saved.
 func (g *gramFile) sync() error {
+	if g.f == nil {
+		return nil // none written
+	}
 	if err := g.f.Sync(); err != nil {
 		return fmt.Errorf("writing %s: %w", g.path, err)
 	}
@@ -171,7 +193,7 @@ func (g *gramFile) unplace() {
 // close closes the file of a job that stops before it finishes, leaving
 // it for a rerun.
 func (g *gramFile) close() {
-	if !g.placed {
+	if g.f != nil && !g.placed {
 		g.f.Close()
 	}
 }

@@ -315,9 +315,7 @@ func run[T, E tensor.Float](ctx context.Context, o Options, m *history.Manifest)
 			qs[i].Gram = o.SnapshotEvery
 			groups = historyGroups(tr.Model)
 			K := len(explain.SnapshotSteps(o.SnapshotEvery, o.From, to))
-			if gram, err = openGramFile(o.Out, qs[i].Name, K, len(groups), len(idx), resume != nil); err != nil {
-				return nil, err
-			}
+			gram = newGramFile(o.Out, qs[i].Name, K, len(groups), len(idx), resume != nil)
 			defer gram.close()
 		}
 	}
