@@ -191,7 +191,8 @@ func TestTrainSplit(t *testing.T) {
 // before the manifest was written; after a failed write of the manifest
 // (the finished file goes back to its partial name). A partial file
 // shorter than the state says is refused, naming the fix, and the job
-// then starts afresh once the state is removed.
+// then starts afresh once the state is removed. A stale partial file
+// without a state neither keeps a job out of its directory nor stays.
 func TestHistoryResume(t *testing.T) {
 	run := tinyRun(t)
 	root := t.TempDir()
@@ -305,4 +306,20 @@ func TestHistoryResume(t *testing.T) {
 		t.Fatal(err)
 	}
 	finish("started afresh", out)
+
+	// The partial file a job killed before its first state left behind
+	// does not keep another job out of the directory, nor stays there.
+	out = filepath.Join(root, "stale")
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(out, partial), []byte("stale"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := job.Run(context.Background(), job.Options{Run: run, Out: out, TestSize: 5}); err != nil {
+		t.Fatalf("a job in a directory holding a stale partial file: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(out, partial)); err == nil {
+		t.Error("the stale partial file stayed in the finished output")
+	}
 }

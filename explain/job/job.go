@@ -524,12 +524,13 @@ func resumeState(o Options, key string) (*explain.State, error) {
 	f, err := os.Open(statePath(o.Out))
 	if err != nil {
 		// A job killed before it saved a state may have left its partial
-		// history_gram.npy, which the job starts afresh.
+		// history_gram.npy: the job starts afresh without it.
 		entries, err := lock.ReadDir(o.Out)
 		entries = slices.DeleteFunc(entries, func(e os.DirEntry) bool { return e.Name() == gramPartial })
 		if err == nil && len(entries) > 0 {
 			return nil, setting.Errorf("%s exists and is not an EPK output of this job; choose another %v", o.Out, setting.Name("Out"))
 		}
+		os.Remove(filepath.Join(o.Out, gramPartial))
 		return nil, nil
 	}
 	var s saved
