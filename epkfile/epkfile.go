@@ -244,6 +244,25 @@ func (o *Output) Array(name string) (*tensor.Dense[float64], error) {
 	return a, nil
 }
 
+// OpenArray opens the named array for reading by ranges (npy.File), for
+// an array too large to read whole; its shape must be the manifest's. The
+// caller closes it.
+func (o *Output) OpenArray(name string) (*npy.File, error) {
+	info, ok := o.Manifest.Arrays[name]
+	if !ok {
+		return nil, fmt.Errorf("the EPK output %s has no array %q", o.Dir, name)
+	}
+	f, err := npy.Open(filepath.Join(o.Dir, info.File))
+	if err != nil {
+		return nil, err
+	}
+	if !slices.Equal(f.Shape, info.Shape) {
+		f.Close()
+		return nil, fmt.Errorf("%s: shape %v, the manifest says %v", info.File, f.Shape, info.Shape)
+	}
+	return f, nil
+}
+
 // Ints reads the named integer array.
 func (o *Output) Ints(name string) ([]int, error) {
 	info, ok := o.Manifest.Arrays[name]
@@ -316,6 +335,29 @@ func WriteFloat32(w *Writer, name string, data []float64, info ArrayInfo) error 
 		return err
 	}
 	info.Dtype = "float32"
+	w.Manifest.Arrays[name] = info
+	return nil
+}
+
+// Place records an array whose .npy file the caller wrote itself, at path
+// in w.Dir (an array streamed into its file while a job ran, too large to
+// hold in memory), with values of dtype ("float32", "float64" or
+// "int64"): it renames the file, which the caller has synced, to the
+// array's file name (atomically: the array's file is absent or whole) and
+// records it.
+func Place(w *Writer, name, path, dtype string, info ArrayInfo) error {
+	info.File = FileName(name)
+	if err := localpath.Check(w.Dir, info.File); err != nil {
+		return fmt.Errorf("epkfile: array %q: %v", name, err)
+	}
+	dst := filepath.Join(w.Dir, info.File)
+	if filepath.Dir(dst) != filepath.Dir(path) {
+		return fmt.Errorf("epkfile: array %q: %s is not in %s, its file's directory", name, path, filepath.Dir(dst))
+	}
+	if err := atomicfile.Rename(path, dst); err != nil {
+		return err
+	}
+	info.Dtype = dtype
 	w.Manifest.Arrays[name] = info
 	return nil
 }

@@ -17,3 +17,6 @@ func FactoredProducts() int64 { return factoredProducts.Load() }
 // RunFeatureChunks returns the number of test chunks whose feature pass
 // ran in the run's precision so far.
 func RunFeatureChunks() int64 { return runFeatureChunks.Load() }
+
+// GramUpper is gramUpper, for its test against the whole product.
+func GramUpper(X, size int, a, prod []float64, blocks int) { gramUpper(X, size, a, prod, blocks) }

@@ -39,7 +39,7 @@ func (e *featureEval[E]) allocate() {
 	}
 }
 
-func (e *featureEval[E]) add(c *chunk[E]) {
+func (e *featureEval[E]) add(c *chunk[E]) error {
 	for t, size := range e.dims.tensorSizes {
 		part := partOf(c.update, e.q.Part, t, make([]float64, size))
 		acc := e.acc[t]
@@ -61,6 +61,7 @@ func (e *featureEval[E]) add(c *chunk[E]) {
 			}
 		}
 	}
+	return nil
 }
 
 // reduce returns tensor t's accumulator reduced to the kept test and class

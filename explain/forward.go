@@ -72,10 +72,10 @@ func (e *forwardEval[E]) bucket(si int) int {
 	return 0
 }
 
-func (e *forwardEval[E]) add(c *chunk[E]) {
+func (e *forwardEval[E]) add(c *chunk[E]) error {
 	if e.viaFeatures {
 		e.addTensorDots(c)
-		return
+		return nil
 	}
 	res, q, C := c.forward, e.q, e.dims.classes
 	bucket := e.bucket(c.step)
@@ -113,6 +113,7 @@ func (e *forwardEval[E]) add(c *chunk[E]) {
 			e.values[e.index(bucket, x, cl, 0)] += v
 		}
 	}
+	return nil
 }
 
 // addTensorDots adds ⟨φ_s(x), part of Δθ_t⟩ for every tensor t: the

@@ -18,7 +18,7 @@ import (
 
 // An evaluation accumulates one query over the steps. Each kind of
 // evaluation (Kind) has its type: forwardEval (forward.go), featureEval
-// (feature.go) and sweepEval (sweep.go).
+// (feature.go), sweepEval (sweep.go) and gramEval (snapshot.go).
 type evaluation[E tensor.Float] interface {
 	query() Query
 	// bytes estimates the memory of the accumulators, for P parameter
@@ -26,8 +26,9 @@ type evaluation[E tensor.Float] interface {
 	bytes(p, elem int64) int64
 	// allocate makes the accumulators.
 	allocate()
-	// add accumulates one chunk of test samples of a step.
-	add(c *chunk[E])
+	// add accumulates one chunk of test samples of a step; an error (a
+	// GramSink's) stops the job.
+	add(c *chunk[E]) error
 	// result assembles the query's answer once every step is done.
 	result() *Result
 	// save and restore copy the accumulators to and from a State.
@@ -389,7 +390,8 @@ func (j *job[T, E]) plan() error {
 			j.sweeps = append(j.sweeps, e)
 		case Snapshots:
 			e := &gramEval[E]{feature: &featureEval[E]{q: q, dims: &j.dims, params: params, cot: cot, width: width,
-				rows: &j.rows, sampleRows: j.samples, cotRows: 1}, q: q, params: params, from: j.spec.From, to: j.spec.To}
+				rows: &j.rows, sampleRows: j.samples, cotRows: 1}, q: q, params: params, from: j.spec.From, to: j.spec.To,
+				sink: j.spec.Snapshots}
 			// An earlier query that accumulates the same per-element scores
 			// (the components preset's) lends them: they are held once.
 			for _, o := range j.queries {
@@ -569,7 +571,12 @@ func (j *job[T, E]) chunks(step int, u *epk.Update[E]) error {
 		}
 		j.val.add(cs[i], &j.dims)
 		for _, q := range j.queries {
-			q.add(cs[i])
+			if err = q.add(cs[i]); err != nil {
+				break
+			}
+		}
+		if err != nil {
+			break
 		}
 		cs[i] = nil
 		free[i%W] <- struct{}{}

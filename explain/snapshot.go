@@ -1,6 +1,8 @@
 package explain
 
 import (
+	"fmt"
+
 	"github.com/explaind/explaind/gemm"
 	"github.com/explaind/explaind/tensor"
 )
@@ -13,9 +15,11 @@ import (
 //
 //	G_g[x, x'] = Σ_{t ∈ g} <e(x)|_t, e(x')|_t>,
 //
-// one GEMM E_t E_tᵀ per tensor t, added to every group holding t. The
-// snapshots are kept in float32 ([snapshot, group, test, test]); never
-// the per-element scores of a snapshot.
+// one product E_t E_tᵀ per tensor t (its upper triangle, gramUpper),
+// added to every group holding t. Each snapshot ([group, test, test], in
+// float32) goes to the job's GramSink as it is taken, or, without one, is
+// kept in memory with the others; never the per-element scores of a
+// snapshot.
 type gramEval[E tensor.Float] struct {
 	// feature accumulates the scores; when shared, it is an earlier
 	// query's (keeping Param and Test, of the same part and classes),
@@ -29,17 +33,24 @@ type gramEval[E tensor.Float] struct {
 	params paramAxis
 	// from and to are the job's steps [From, To).
 	from, to int
-	// steps are the snapshot steps taken so far, grams their matrices
-	// [len(steps), groups, X, X].
+	// sink receives the snapshots (Spec.Snapshots); nil keeps them in
+	// grams.
+	sink GramSink
+	// steps are the snapshot steps taken so far; grams, without a sink,
+	// their matrices [len(steps), groups, X, X], and with one, buf the
+	// last snapshot's [groups, X, X].
 	steps []int
 	grams []float32
+	buf   []float32
 }
 
 func (e *gramEval[E]) query() Query { return e.q }
 
-// snapshotSteps returns the snapshot steps of a query with interval every
-// over the steps [from, to): the multiples of every in (from, to), and to.
-func snapshotSteps(every, from, to int) []int {
+// SnapshotSteps returns the snapshot steps of a snapshot query whose
+// interval is every (Query.Gram) over the steps [from, to): the multiples
+// of every in (from, to), and to. Snapshot k of the query's Result is
+// taken at step SnapshotSteps(…)[k].
+func SnapshotSteps(every, from, to int) []int {
 	var s []int
 	for k := (from/every + 1) * every; k < to; k += every {
 		s = append(s, k)
@@ -50,15 +61,19 @@ func snapshotSteps(every, from, to int) []int {
 func (e *gramEval[E]) bytes(p, elem int64) int64 {
 	x := int64(e.feature.dims.samples)
 	g := int64(e.params.size)
-	k := int64(len(snapshotSteps(e.q.Gram, e.from, e.to)))
 	var scores int64
 	if !e.shared {
 		scores = e.feature.bytes(p, elem)
 	}
 	// The running scores, one snapshot's float64 Grams and one tensor's
-	// product while it is taken, and every snapshot in float32. (A
-	// checkpoint of the job's state copies the snapshots once more, in
-	// float64, while it is written.)
+	// product while it is taken, and the float32 snapshots: the one
+	// handed to the sink, or, without a sink, all of them (and a
+	// checkpoint of the job's state copies those once more, in float64,
+	// while it is written).
+	k := int64(1)
+	if e.sink == nil {
+		k = int64(len(SnapshotSteps(e.q.Gram, e.from, e.to)))
+	}
 	return scores + (g+1)*x*x*8 + k*g*x*x*4
 }
 
@@ -68,31 +83,39 @@ func (e *gramEval[E]) allocate() {
 	}
 }
 
-func (e *gramEval[E]) add(c *chunk[E]) {
+func (e *gramEval[E]) add(c *chunk[E]) error {
 	if !e.shared {
-		e.feature.add(c)
+		if err := e.feature.add(c); err != nil {
+			return err
+		}
 	}
 	if c.hi < e.feature.dims.samples {
-		return // the step's last chunk takes the snapshot
+		return nil // the step's last chunk takes the snapshot
 	}
 	if end := e.from + c.step + 1; end%e.q.Gram == 0 || end == e.to {
-		e.snapshot(end)
+		return e.snapshot(end)
 	}
+	return nil
 }
 
-// snapshot appends the Gram matrices of the scores accumulated so far,
-// those of the steps [from, end).
-func (e *gramEval[E]) snapshot(end int) {
+// gramBlockRows is the number of rows of the blocks gramUpper splits a
+// tensor's scores into.
+const gramBlockRows = 256
+
+// snapshot takes the Gram matrices of the scores accumulated so far,
+// those of the steps [from, end), and hands them to the sink or keeps
+// them.
+func (e *gramEval[E]) snapshot(end int) error {
 	d, p := e.feature.dims, e.params
 	X := d.samples
 	g64 := make([]float64, p.size*X*X)
 	prod := make([]float64, X*X)
+	blocks := max(1, min(8, X/gramBlockRows))
 	for t, size := range d.tensorSizes {
 		if len(p.entries[t]) == 0 {
 			continue
 		}
-		a := e.feature.acc[t]
-		gemm.Gemm(false, true, X, X, size, 1, a, size, a, size, 0, prod, X)
+		gramUpper(X, size, e.feature.acc[t], prod, blocks)
 		for _, g := range p.entries[t] {
 			dst := g64[g*X*X : (g+1)*X*X]
 			for i, v := range prod {
@@ -100,10 +123,46 @@ func (e *gramEval[E]) snapshot(end int) {
 			}
 		}
 	}
-	for _, v := range g64 {
-		e.grams = append(e.grams, float32(v))
+	if e.sink == nil {
+		for _, v := range g64 {
+			e.grams = append(e.grams, float32(v))
+		}
+		e.steps = append(e.steps, end)
+		return nil
+	}
+	if len(e.buf) != len(g64) {
+		e.buf = make([]float32, len(g64))
+	}
+	for i, v := range g64 {
+		e.buf[i] = float32(v)
+	}
+	if err := e.sink.Snapshot(e.q, len(e.steps), end, e.buf); err != nil {
+		return fmt.Errorf("snapshot %d of query %q (step %d): %w", len(e.steps), e.q.Name, end, err)
 	}
 	e.steps = append(e.steps, end)
+	return nil
+}
+
+// gramUpper sets prod (X × X) to a a ᵀ, a being X rows of size values:
+// it computes the upper triangle by blocks, the rows split into the given
+// number of blocks and one product per pair of blocks i ≤ j (with 8
+// blocks, 36 products of the 64 of the whole matrix), and mirrors it into
+// the lower one, so that prod is exactly symmetric.
+func gramUpper(X, size int, a, prod []float64, blocks int) {
+	blocks = max(1, min(blocks, X))
+	lo := func(b int) int { return b * X / blocks }
+	for bi := range blocks {
+		r0, r1 := lo(bi), lo(bi+1)
+		for bj := bi; bj < blocks; bj++ {
+			c0, c1 := lo(bj), lo(bj+1)
+			gemm.Gemm(false, true, r1-r0, c1-c0, size, 1, a[r0*size:], size, a[c0*size:], size, 0, prod[r0*X+c0:], X)
+		}
+	}
+	for i := range X {
+		for j := range i {
+			prod[i*X+j] = prod[j*X+i]
+		}
+	}
 }
 
 func (e *gramEval[E]) result() *Result {
@@ -114,8 +173,8 @@ func (e *gramEval[E]) result() *Result {
 }
 
 // save stores the running scores as a Feature query's accumulators and
-// the snapshots as values: the number K of snapshots, their steps, then
-// their Gram matrices.
+// the snapshots as values: the number K of snapshots and their steps,
+// then, without a sink, their Gram matrices (a sink holds them).
 func (e *gramEval[E]) save() queryState {
 	var s queryState
 	if !e.shared {
@@ -132,6 +191,9 @@ func (e *gramEval[E]) save() queryState {
 	return s
 }
 
+// restore takes a state that save wrote with or without a sink. With a
+// sink, the sink must hold the state's snapshots (GramSink.Holds), or be
+// handed those the state holds; without one, the state must hold them.
 func (e *gramEval[E]) restore(s queryState) error {
 	if e.shared && len(s.tensors) != 0 {
 		return errStateMismatch(e.q)
@@ -146,16 +208,42 @@ func (e *gramEval[E]) restore(s queryState) error {
 		return errStateMismatch(e.q)
 	}
 	k := int(s.values[0])
-	if k < 0 || len(s.values) != 1+k+k*G*X*X {
+	n := G * X * X
+	counted := k >= 0 && len(s.values) == 1+k           // saved with a sink
+	held := k >= 0 && len(s.values) == 1+k+k*n && n > 0 // saved without one
+	if !counted && !held {
+		return errStateMismatch(e.q)
+	}
+	if k > len(SnapshotSteps(e.q.Gram, e.from, e.to)) {
 		return errStateMismatch(e.q)
 	}
 	e.steps = e.steps[:0]
 	for _, v := range s.values[1 : 1+k] {
 		e.steps = append(e.steps, int(v))
 	}
-	e.grams = make([]float32, k*G*X*X)
-	for i, v := range s.values[1+k:] {
-		e.grams[i] = float32(v)
+	grams := s.values[1+k:]
+	switch {
+	case e.sink == nil && counted && k > 0:
+		return fmt.Errorf("explain: the saved state of query %q counts %d snapshots but holds none (a GramSink took them): "+
+			"resume it with that sink in Spec.Snapshots", e.q.Name, k)
+	case e.sink == nil:
+		e.grams = make([]float32, k*n)
+		for i, v := range grams {
+			e.grams[i] = float32(v)
+		}
+	case counted:
+		return e.sink.Holds(e.q, k)
+	default:
+		// A state saved without a sink: its snapshots go to the sink.
+		buf := make([]float32, n)
+		for i, st := range e.steps {
+			for j, v := range grams[i*n : (i+1)*n] {
+				buf[j] = float32(v)
+			}
+			if err := e.sink.Snapshot(e.q, i, st, buf); err != nil {
+				return fmt.Errorf("snapshot %d of query %q (step %d): %w", i, e.q.Name, st, err)
+			}
+		}
 	}
 	return nil
 }

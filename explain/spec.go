@@ -84,6 +84,31 @@ type Spec[E tensor.Float] struct {
 	// Preflight, if set, runs after every check of the spec and before
 	// any work (explaind epk verifies the run's replay there).
 	Preflight func() error
+	// Snapshots, if set, receives the Gram snapshots of snapshot queries
+	// (Query.Gram) as they are taken, and the job keeps none of them: their
+	// Results carry the snapshot steps and shape but no matrices (Data32
+	// nil), and a saved State counts the snapshots without holding them.
+	// Without it the job keeps every snapshot in memory, in the Result and
+	// in every State it saves.
+	Snapshots GramSink
+}
+
+// GramSink stores the Gram snapshots of snapshot queries (Query.Gram) as
+// a job takes them (Spec.Snapshots), so that the job holds one snapshot at
+// a time instead of all of them: package explain/job streams them into the
+// history_gram.npy it writes.
+type GramSink interface {
+	// Snapshot stores snapshot k (0 for the first) of query q, taken at
+	// step (snapshot k holds the scores of the steps [From, step)): its
+	// Gram matrices [group, test, test], in float32, valid only during
+	// the call. A job resumed from a State takes the snapshots from the
+	// State's count on, so that the sink is asked again for snapshots it
+	// may already hold, with the same values.
+	Snapshot(q Query, k, step int, gram []float32) error
+	// Holds returns nil if the sink holds the first k snapshots of q, and
+	// otherwise an error saying what it lacks: a job resumed from a State
+	// that counts k snapshots asks before any work.
+	Holds(q Query, k int) error
 }
 
 // Result is the answer to one query.
@@ -102,7 +127,8 @@ type Result struct {
 	// Steps are, for snapshot queries (Query.Gram), the step at which
 	// each snapshot was taken: snapshot k holds the scores of the steps
 	// [From, Steps[k]). Their Gram matrices are in Data32, in float32
-	// (Data is nil), to halve what the snapshots hold in memory.
+	// (Data is nil), to halve what the snapshots hold in memory; with a
+	// Spec.Snapshots sink, they are in the sink only (Data32 is nil too).
 	Steps  []int
 	Data32 []float32
 }

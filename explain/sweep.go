@@ -77,7 +77,7 @@ func (e *sweepEval[E]) decay(beta float64) {
 
 // add adds a chunk's forward data contributions to forwardData and its
 // features A_s ⊙ φ_s to Q.
-func (e *sweepEval[E]) add(c *chunk[E]) {
+func (e *sweepEval[E]) add(c *chunk[E]) error {
 	C, data := e.dims.classes, c.forward.Data.Data
 	for b := 0; b < c.hi-c.lo; b++ {
 		x := c.lo + b
@@ -113,6 +113,7 @@ func (e *sweepEval[E]) add(c *chunk[E]) {
 			}
 		}
 	}
+	return nil
 }
 
 // residual is max over rows |Σ_k kernel − forwardData| relative to the

@@ -257,51 +257,19 @@ func excerpt(h string) string {
 // holds (bytes after the data are ignored, as numpy.load ignores them).
 // Every error names the file.
 func Read(path string) (*tensor.Dense[float64], error) {
-	f, err := os.Open(path)
+	nf, r, err := openFile(path)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	data, err := checkHeader(f, st.Size())
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return nil, err
-	}
-	r, err := npyio.NewReader(bufio.NewReader(f))
-	if err != nil {
-		return nil, fmt.Errorf("%s: not a .npy file: %w", path, err)
-	}
-	if r.Header.Descr.Fortran {
-		return nil, fmt.Errorf("%s: Fortran-ordered arrays are not supported; save with numpy.ascontiguousarray", path)
-	}
-	shape := append([]int(nil), r.Header.Descr.Shape...)
-	// npyio parses only quoted dtypes, as numpy writes them ('<f8').
-	typ := r.Header.Descr.Type
-	d := strings.Trim(typ, `'"`)
-	if typ != "'"+d+"'" {
-		return nil, fmt.Errorf("%s: dtype %s is not a quoted string like '<f8'", path, typ)
-	}
-	size, ok := itemSize[d]
-	if !ok {
-		return nil, fmt.Errorf("%s: dtype %q is not supported (want float32, float64 or int64)", path, d)
-	}
-	// npyio allocates the values the shape declares before reading them.
-	if err := checkData(shape, size, data); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
+	defer nf.Close()
+	shape := nf.Shape
 	out := &tensor.Dense[float64]{Shape: shape}
-	switch d {
-	case "<f8", "f8", "float64":
+	switch nf.Dtype {
+	case "float64":
 		if err := r.Read(&out.Data); err != nil {
 			return nil, fmt.Errorf("%s: %w", path, err)
 		}
-	case "<f4", "f4", "float32":
+	case "float32":
 		var v []float32
 		if err := r.Read(&v); err != nil {
 			return nil, fmt.Errorf("%s: %w", path, err)
@@ -310,7 +278,7 @@ func Read(path string) (*tensor.Dense[float64], error) {
 		for i, x := range v {
 			out.Data[i] = float64(x)
 		}
-	case "<i8", "i8", "int64":
+	case "int64":
 		var v []int64
 		if err := r.Read(&v); err != nil {
 			return nil, fmt.Errorf("%s: %w", path, err)
@@ -344,3 +312,142 @@ func ReadInts(path string) ([]int, []int, error) {
 	}
 	return out, a.Shape, nil
 }
+
+// Header returns the preamble and header of a .npy file holding an array
+// of E (float32 '<f4', float64 '<f8', int64 '<i8') with the given shape:
+// the values, little-endian in C order, follow it. It is for writers that
+// fill an array's data in place (io.WriterAt) instead of streaming it.
+func Header[E float32 | float64 | int64](shape []int) []byte {
+	var zero E
+	switch any(zero).(type) {
+	case float32:
+		return header("<f4", shape)
+	case float64:
+		return header("<f8", shape)
+	}
+	return header("<i8", shape)
+}
+
+// File is a .npy file opened for reading its values by ranges, for
+// arrays too large to read whole: its header is checked once, by Open, as
+// Read checks it.
+type File struct {
+	// Path is the file's path, Shape the array's shape and Dtype its
+	// values' type ("float32", "float64" or "int64").
+	Path  string
+	Shape []int
+	Dtype string
+	f     *os.File
+	// data is the offset of the values, size a value's bytes.
+	data int64
+	size int
+}
+
+// dtypes names the dtypes of itemSize as File.Dtype does.
+var dtypes = map[string]string{
+	"<f8": "float64", "f8": "float64", "float64": "float64",
+	"<f4": "float32", "f4": "float32", "float32": "float32",
+	"<i8": "int64", "i8": "int64", "int64": "int64",
+}
+
+// Open opens a .npy file of float32, float64 or int64 values for
+// ReadFloat64, refusing what Read refuses (a malformed header, a
+// Fortran-ordered array, fewer data bytes than the shape declares).
+// Every error names the file. The caller closes it.
+func Open(path string) (*File, error) {
+	f, _, err := openFile(path)
+	return f, err
+}
+
+// openFile opens path as Open does and returns the npyio reader that
+// parsed its header, positioned at its values.
+func openFile(path string) (_ *File, _ *npyio.Reader, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+		}
+	}()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, nil, err
+	}
+	data, err := checkHeader(f, st.Size())
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return nil, nil, err
+	}
+	r, err := npyio.NewReader(bufio.NewReader(f))
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: not a .npy file: %w", path, err)
+	}
+	if r.Header.Descr.Fortran {
+		return nil, nil, fmt.Errorf("%s: Fortran-ordered arrays are not supported; save with numpy.ascontiguousarray", path)
+	}
+	// npyio parses only quoted dtypes, as numpy writes them ('<f8').
+	typ := r.Header.Descr.Type
+	d := strings.Trim(typ, `'"`)
+	if typ != "'"+d+"'" {
+		return nil, nil, fmt.Errorf("%s: dtype %s is not a quoted string like '<f8'", path, typ)
+	}
+	size, ok := itemSize[d]
+	if !ok {
+		return nil, nil, fmt.Errorf("%s: dtype %q is not supported (want float32, float64 or int64)", path, d)
+	}
+	shape := append([]int(nil), r.Header.Descr.Shape...)
+	// npyio allocates the values the shape declares before reading them.
+	if err := checkData(shape, size, data); err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return &File{Path: path, Shape: shape, Dtype: dtypes[d], f: f, data: st.Size() - data, size: size}, r, nil
+}
+
+// Len returns the number of values of the array.
+func (f *File) Len() int {
+	n := 1
+	for _, d := range f.Shape {
+		n *= d
+	}
+	return n
+}
+
+// ReadFloat64 reads the values [off, off+len(dst)) of the array (in C
+// order) into dst, as float64. A range beyond the array is an error.
+func (f *File) ReadFloat64(off int, dst []float64) error {
+	if off < 0 || len(dst) > f.Len()-off {
+		return fmt.Errorf("%s: values %d … %d are outside the array of %d values (shape %v)", f.Path, off, off+len(dst)-1, f.Len(), f.Shape)
+	}
+	buf := make([]byte, min(len(dst), 1<<17)*f.size)
+	for done := 0; done < len(dst); {
+		n := min(len(dst)-done, len(buf)/f.size)
+		b := buf[:n*f.size]
+		if _, err := f.f.ReadAt(b, f.data+int64(off+done)*int64(f.size)); err != nil {
+			return fmt.Errorf("%s: %w", f.Path, err)
+		}
+		out := dst[done : done+n]
+		switch f.Dtype {
+		case "float32":
+			for i := range out {
+				out[i] = float64(math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:])))
+			}
+		case "float64":
+			for i := range out {
+				out[i] = math.Float64frombits(binary.LittleEndian.Uint64(b[8*i:]))
+			}
+		default:
+			for i := range out {
+				out[i] = float64(int64(binary.LittleEndian.Uint64(b[8*i:])))
+			}
+		}
+		done += n
+	}
+	return nil
+}
+
+// Close closes the file.
+func (f *File) Close() error { return f.f.Close() }

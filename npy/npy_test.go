@@ -161,6 +161,12 @@ func TestReadDamaged(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: got %v, want an error naming the file and saying %q", c.name, err, c.want)
 		}
+		if f, err := Open(path); err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: Open got %v, want an error naming the file and saying %q", c.name, err, c.want)
+			if f != nil {
+				f.Close()
+			}
+		}
 	}
 	// Bytes after the data are ignored, as numpy.load ignores them.
 	path := filepath.Join(dir, "trailing.npy")
@@ -182,5 +188,68 @@ func TestReadIntsRange(t *testing.T) {
 		if _, _, err := ReadInts(path); err == nil || !strings.Contains(err.Error(), path) {
 			t.Errorf("%s: got %v, want an error naming the file", name, err)
 		}
+	}
+}
+
+// TestFileRanges reads arrays of each dtype by ranges (File.ReadFloat64),
+// some longer than its read buffer, and compares them with Read's whole
+// array; a range past the end is an error naming the file.
+func TestFileRanges(t *testing.T) {
+	dir := t.TempDir()
+	const n = 3<<17 + 5 // more values than one read of ReadFloat64 takes
+	f32, f64, i64 := make([]float32, n), make([]float64, n), make([]int64, n)
+	for i := range n {
+		f32[i], f64[i], i64[i] = float32(i)*0.37-1e4, math.Sin(float64(i))*1e-300, int64(i*i)-1<<40
+	}
+	paths := map[string]string{"float32": filepath.Join(dir, "f4.npy"), "float64": filepath.Join(dir, "f8.npy"), "int64": filepath.Join(dir, "i8.npy")}
+	if err := WriteFile(paths["float32"], []int{n}, f32); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteFile(paths["float64"], []int{n}, f64); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteFile(paths["int64"], []int{n}, i64); err != nil {
+		t.Fatal(err)
+	}
+	for dtype, path := range paths {
+		whole, err := Read(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.Dtype != dtype || f.Len() != n || len(f.Shape) != 1 || f.Shape[0] != n {
+			t.Errorf("%s: Open says dtype %s, shape %v", path, f.Dtype, f.Shape)
+		}
+		for _, r := range [][2]int{{0, n}, {0, 1}, {n - 1, n}, {7, 7}, {12345, 12345 + 1<<17 + 3}, {1 << 17, 1<<18 + 1}} {
+			got := make([]float64, r[1]-r[0])
+			if err := f.ReadFloat64(r[0], got); err != nil {
+				t.Fatal(err)
+			}
+			for i, v := range got {
+				if w := whole.Data[r[0]+i]; v != w {
+					t.Fatalf("%s: value %d of the range %v is %v, the whole array's %v", dtype, r[0]+i, r, v, w)
+				}
+			}
+		}
+		for _, r := range [][2]int{{n - 1, n + 1}, {-1, 0}} {
+			if err := f.ReadFloat64(r[0], make([]float64, r[1]-r[0])); err == nil || !strings.Contains(err.Error(), path) ||
+				!strings.Contains(err.Error(), "outside the array") {
+				t.Errorf("%s: the range %v: %v, want an error naming the file", dtype, r, err)
+			}
+		}
+		if err := f.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Header is the header WriteFile writes.
+	raw, err := os.ReadFile(paths["float32"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h := Header[float32]([]int{n}); string(raw[:len(h)]) != string(h) || len(raw) != len(h)+4*n {
+		t.Errorf("Header[float32] differs from the header WriteFile writes")
 	}
 }

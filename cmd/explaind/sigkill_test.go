@@ -150,7 +150,7 @@ func TestSIGKILLResume(t *testing.T) {
 	}, {
 		name: "epk-forward",
 		args: func(out string) []string {
-			return []string{"epk", "--quiet", "--run", epkRun, "--out", out, "--preset", "validation,grokking,components", "--save-every", "1ns"}
+			return []string{"epk", "--quiet", "--run", epkRun, "--out", out, "--preset", "validation,grokking,components,history", "--snapshot-every", "7", "--save-every", "1ns"}
 		},
 		volatile: epkVolatile,
 	}, {

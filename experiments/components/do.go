@@ -190,6 +190,7 @@ func Do(ctx context.Context, opts Options) (*Summary, error) {
 		if hist, err = readHistory(c.EPK, n); err != nil {
 			return nil, err
 		}
+		defer hist.close()
 		hs = &HistorySummary{Steps: hist.steps}
 		if hs.Heatmaps, err = heatmapSteps(opts.HistorySteps, hist.steps); err != nil {
 			return nil, err

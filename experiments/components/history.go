@@ -11,6 +11,7 @@ import (
 
 	"github.com/explaind/explaind/epkfile"
 	"github.com/explaind/explaind/experiments/expio"
+	"github.com/explaind/explaind/npy"
 	"github.com/explaind/explaind/train"
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
@@ -92,42 +93,53 @@ type HistorySummary struct {
 	Points []HistoryPoint `json:"points"`
 }
 
-// snapshots is the history preset's arrays of an EPK output.
+// snapshots is the history preset's arrays of an EPK output, its Gram
+// matrices read one at a time (at): 2000 samples take 16 MB a matrix,
+// and K snapshots of G groups K × G times that.
 type snapshots struct {
 	steps  []int
 	groups []string
-	// gram is [len(steps), len(groups), n, n].
-	gram []float64
+	// gram is history_gram [len(steps), len(groups), n, n], opened; n
+	// the samples.
+	gram *npy.File
+	n    int
 }
 
-// readHistory reads the history preset's arrays for n test samples.
+// readHistory opens the history preset's arrays for n test samples (the
+// caller closes it).
 func readHistory(epk *epkfile.Output, n int) (*snapshots, error) {
 	steps, err := epk.Ints("history_steps")
 	if err != nil {
 		return nil, err
 	}
 	groups := epk.Manifest.Arrays["history_gram"].Labels["group"]
-	g, err := epk.Array("history_gram")
+	g, err := epk.OpenArray("history_gram")
 	if err != nil {
 		return nil, err
 	}
 	if !slices.Equal(g.Shape, []int{len(steps), len(groups), n, n}) {
+		g.Close()
 		return nil, fmt.Errorf("components: history_gram has shape %v, want [%d, %d, %d, %d] (snapshots, groups, samples, samples)",
 			g.Shape, len(steps), len(groups), n, n)
 	}
-	return &snapshots{steps: steps, groups: groups, gram: g.Data}, nil
+	return &snapshots{steps: steps, groups: groups, gram: g, n: n}, nil
 }
 
-// at returns the Gram matrix of group name at snapshot k, nil if the
-// history has no such group.
-func (h *snapshots) at(k int, name string, n int) []float64 {
+// at reads the Gram matrix of group name at snapshot k into buf (n × n
+// values), returning nil if the history has no such group.
+func (h *snapshots) at(k int, name string, buf []float64) ([]float64, error) {
 	g := slices.Index(h.groups, name)
 	if g < 0 {
-		return nil
+		return nil, nil
 	}
-	i := (k*len(h.groups) + g) * n * n
-	return h.gram[i : i+n*n]
+	if err := h.gram.ReadFloat64((k*len(h.groups)+g)*h.n*h.n, buf); err != nil {
+		return nil, err
+	}
+	return buf, nil
 }
+
+// close closes history_gram.
+func (h *snapshots) close() error { return h.gram.Close() }
 
 // heatmapSteps returns the snapshot steps to draw: the steps named (each
 // must be a snapshot) or DefaultHistoryHeatmaps evenly spaced ones.
@@ -173,10 +185,17 @@ func phaseAt(ps []Phase, s int) string {
 func writeHistory(dir string, h *snapshots, hs *HistorySummary, groups []Group, ss *sampleSet, add func(...string)) error {
 	n := len(ss.samples)
 	var rows [][]string
-	sims := map[[2]int][]float64{} // (snapshot, group) → cosine, for the heatmaps
+	// The heatmaps' plots by (snapshot, group), each made as soon as its
+	// cosine matrix is, which is then dropped: a plot holds an image of at
+	// most heatmapSide² cells.
+	heatmaps := map[[2]int]*plot.Plot{}
+	buf := make([]float64, n*n)
 	for k, step := range h.steps {
 		for gi, g := range groups {
-			gram := h.at(k, g.Name, n)
+			gram, err := h.at(k, g.Name, buf)
+			if err != nil {
+				return err
+			}
 			if gram == nil {
 				continue
 			}
@@ -188,7 +207,7 @@ func writeHistory(dir string, h *snapshots, hs *HistorySummary, groups []Group, 
 			rows = append(rows, []string{strconv.Itoa(step), g.Name, expio.Float(pt.Mean), expio.Float(pt.SameLabel),
 				expio.Float(pt.DifferentLabel), expio.Float(pt.SameLabel - pt.DifferentLabel), pt.Phase})
 			if slices.Contains(hs.Heatmaps, step) {
-				sims[[2]int{k, gi}] = sim
+				heatmaps[[2]int{k, gi}] = historyHeatmap(sim, g, step, gi == len(groups)-1, ss)
 			}
 		}
 	}
@@ -221,7 +240,7 @@ func writeHistory(dir string, h *snapshots, hs *HistorySummary, groups []Group, 
 		return err
 	}
 	add(base+".png", base+".svg")
-	paths, err := historyHeatmaps(sims, h, hs.Heatmaps, groups, ss, filepath.Join(dir, "history_heatmaps"))
+	paths, err := historyHeatmaps(heatmaps, h, hs.Heatmaps, groups, filepath.Join(dir, "history_heatmaps"))
 	if err != nil {
 		return err
 	}
@@ -254,25 +273,33 @@ func markPhases(p *plot.Plot, ps []Phase, ys []float64) {
 	}
 }
 
-// historyHeatmaps draws the cosine matrices sims (by snapshot and group
-// index) as small multiples, a row per group and a column per step of
-// steps, the samples sorted by label.
-func historyHeatmaps(sims map[[2]int][]float64, h *snapshots, steps []int, groups []Group, ss *sampleSet, base string) ([]string, error) {
-	n := len(ss.samples)
+// heatmapSide is the most cells a side of a history heatmap has.
+const heatmapSide = 160
+
+// historyHeatmap returns the heatmap of the cosine matrix sim of group g
+// at step, the samples sorted by label; last marks the bottom row's.
+func historyHeatmap(sim []float64, g Group, step int, last bool, ss *sampleSet) *plot.Plot {
 	byLabel := ss.orders[1]
+	p, _ := heatmapPlot(sim, len(ss.samples), byLabel, byLabel, fmt.Sprintf("%s, step %d", g.Title, step), heatmapSide)
+	p.X.Label.Text, p.Y.Label.Text = "", ""
+	if last {
+		p.X.Label.Text = "sorted by label"
+	}
+	return p
+}
+
+// historyHeatmaps draws the heatmaps (historyHeatmap, by snapshot and
+// group index) as small multiples, a row per group and a column per step
+// of steps.
+func historyHeatmaps(heatmaps map[[2]int]*plot.Plot, h *snapshots, steps []int, groups []Group, base string) ([]string, error) {
 	var grid [][]*plot.Plot
-	for gi, g := range groups {
+	for gi := range groups {
 		var row []*plot.Plot
 		for _, step := range steps {
 			k := slices.Index(h.steps, step)
-			sim, ok := sims[[2]int{k, gi}]
+			p, ok := heatmaps[[2]int{k, gi}]
 			if !ok {
 				continue
-			}
-			p, _ := heatmapPlot(sim, n, byLabel, byLabel, fmt.Sprintf("%s, step %d", g.Title, step), 160)
-			p.X.Label.Text, p.Y.Label.Text = "", ""
-			if gi == len(groups)-1 {
-				p.X.Label.Text = "sorted by label"
 			}
 			row = append(row, p)
 		}

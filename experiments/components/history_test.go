@@ -101,6 +101,33 @@ func TestHistoryAndTrainEPK(t *testing.T) {
 	// The train-to-validation matrix against the scores themselves.
 	val, tr := testrunOpen(t, epk), testrunOpen(t, tepk)
 	nv, nt := val.Manifest.Test.Count, tr.Manifest.Test.Count
+	// The history read one Gram matrix at a time is the whole array's.
+	h, err := readHistory(val, nv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	whole, err := val.Array("history_gram")
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]float64, nv*nv)
+	for k := range h.steps {
+		for g, name := range h.groups {
+			m, err := h.at(k, name, buf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if i := (k*len(h.groups) + g) * nv * nv; !slices.Equal(m, whole.Data[i:i+nv*nv]) {
+				t.Errorf("snapshot %d, group %s: the matrix read alone differs from the whole array's", k, name)
+			}
+		}
+	}
+	if m, err := h.at(0, "nope", buf); m != nil || err != nil {
+		t.Errorf("a group the history lacks: %v, %v", m, err)
+	}
+	if err := h.close(); err != nil {
+		t.Fatal(err)
+	}
 	if nt != 14 || s.TrainSamples != 14 {
 		t.Fatalf("%d training samples explained, summary %d; want 14", nt, s.TrainSamples)
 	}

@@ -1,11 +1,17 @@
 package job_test
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"math"
+	"os"
 	"path/filepath"
 	"slices"
+	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/explaind/explaind/epkfile"
 	"github.com/explaind/explaind/explain/job"
@@ -173,5 +179,147 @@ func TestTrainSplit(t *testing.T) {
 	}
 	if slices.Equal(mv.Data, model.Data) {
 		t.Error("the validation samples' outputs equal the training samples'")
+	}
+}
+
+// TestHistoryResume interrupts a history job and resumes it in the ways a
+// kill can leave it, each giving the history_gram.npy of the
+// uninterrupted job, byte for byte: resumed after an interruption (the
+// partial file holds the snapshots the state counts); from an older state
+// than the partial file's last snapshot (a SIGKILL after snapshots the
+// state does not count yet); after the finished file was renamed but
+// before the manifest was written; after a failed write of the manifest
+// (the finished file goes back to its partial name). A partial file
+// shorter than the state says is refused, naming the fix, and the job
+// then starts afresh once the state is removed. A stale partial file
+// without a state neither keeps a job out of its directory nor stays.
+func TestHistoryResume(t *testing.T) {
+	run := tinyRun(t)
+	root := t.TempDir()
+	opts := func(out string) job.Options {
+		return job.Options{Run: run, Out: out, Presets: []string{epkfile.Components, epkfile.History}, SnapshotEvery: 2,
+			TestSize: 5, CheckpointEvery: time.Nanosecond}
+	}
+	whole := filepath.Join(root, "whole")
+	if _, err := job.Run(context.Background(), opts(whole)); err != nil {
+		t.Fatal(err)
+	}
+	want, err := os.ReadFile(filepath.Join(whole, "history_gram.npy"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const partial = ".history_gram.npy.partial"
+	// interrupt runs the job in out until step stop and returns the state
+	// file's bytes after each step.
+	interrupt := func(out string, stop int) [][]byte {
+		var states [][]byte
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		o := opts(out)
+		o.Progress = func(done, _ int) {
+			if done == stop {
+				cancel()
+			}
+			if b, err := os.ReadFile(filepath.Join(out, ".epk-state.gob")); err == nil {
+				states = append(states, b)
+			}
+		}
+		if _, err := job.Run(ctx, o); err == nil || !strings.Contains(err.Error(), "interrupted") {
+			t.Fatalf("interrupted job: %v", err)
+		}
+		if _, err := os.Stat(filepath.Join(out, partial)); err != nil {
+			t.Fatalf("the interrupted job left no partial history_gram.npy: %v", err)
+		}
+		if _, err := os.Stat(filepath.Join(out, "history_gram.npy")); err == nil {
+			t.Fatal("the interrupted job left a history_gram.npy")
+		}
+		return states
+	}
+	// finish reruns the job in out: its history_gram.npy is the
+	// uninterrupted job's, and no partial file is left.
+	finish := func(name, out string) {
+		t.Helper()
+		if _, err := job.Run(context.Background(), opts(out)); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		got, err := os.ReadFile(filepath.Join(out, "history_gram.npy"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Errorf("%s: history_gram.npy differs from the uninterrupted job's", name)
+		}
+		if _, err := os.Stat(filepath.Join(out, partial)); err == nil {
+			t.Errorf("%s: the finished job left its partial file", name)
+		}
+		sameOutputs(t, whole, out)
+	}
+
+	out := filepath.Join(root, "interrupted")
+	interrupt(out, 3)
+	finish("interrupted after step 3", out)
+
+	out = filepath.Join(root, "killed")
+	states := interrupt(out, 5) // after steps 1 … 4 (the 5th saves on the interruption)
+	// The state after step 3 counts 1 snapshot, the partial file holds 2.
+	if err := os.WriteFile(filepath.Join(out, ".epk-state.gob"), states[2], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	finish("resumed from an older state", out)
+
+	out = filepath.Join(root, "renamed")
+	interrupt(out, 5)
+	if err := os.Rename(filepath.Join(out, partial), filepath.Join(out, "history_gram.npy")); err != nil {
+		t.Fatal(err)
+	}
+	finish("killed before its manifest", out)
+
+	out = filepath.Join(root, "manifest")
+	restore := failNth(filepath.Join(out, "manifest.json"), 1)
+	_, err = job.Run(context.Background(), opts(out))
+	restore()
+	if !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("failing manifest write: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(out, partial)); err != nil {
+		t.Fatalf("after the failed manifest write the partial file is gone: %v", err)
+	}
+	finish("after a failed manifest write", out)
+
+	out = filepath.Join(root, "truncated")
+	interrupt(out, 5)
+	path := filepath.Join(out, partial)
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(path, st.Size()-1); err != nil {
+		t.Fatal(err)
+	}
+	state := filepath.Join(out, ".epk-state.gob")
+	_, err = job.Run(context.Background(), opts(out))
+	if err == nil || !strings.Contains(err.Error(), path+" holds 1 of the 2 Gram snapshots the job's saved state "+state+" counts") ||
+		!strings.Contains(err.Error(), "remove "+state+" to start the job afresh") {
+		t.Fatalf("a partial file short of the state's snapshots: %v", err)
+	}
+	if err := os.Remove(state); err != nil {
+		t.Fatal(err)
+	}
+	finish("started afresh", out)
+
+	// The partial file a job killed before its first state left behind
+	// does not keep another job out of the directory, nor stays there.
+	out = filepath.Join(root, "stale")
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(out, partial), []byte("stale"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := job.Run(context.Background(), job.Options{Run: run, Out: out, TestSize: 5}); err != nil {
+		t.Fatalf("a job in a directory holding a stale partial file: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(out, partial)); err == nil {
+		t.Error("the stale partial file stayed in the finished output")
 	}
 }

@@ -312,10 +312,14 @@ func run[T, E tensor.Float](ctx context.Context, o Options, m *history.Manifest)
 	}
 	qs := queries(presets)
 	var groups []explain.TensorGroup
+	var gram *gramFile
 	for i := range qs {
 		if qs[i].Gram > 0 {
 			qs[i].Gram = o.SnapshotEvery
 			groups = historyGroups(tr.Model)
+			K := len(explain.SnapshotSteps(o.SnapshotEvery, o.From, to))
+			gram = newGramFile(o.Out, qs[i].Name, K, len(groups), len(idx), resume != nil)
+			defer gram.close()
 		}
 	}
 	spec := explain.Spec[E]{
@@ -332,6 +336,9 @@ func run[T, E tensor.Float](ctx context.Context, o Options, m *history.Manifest)
 		Progress:   o.Progress,
 		Resume:     resume,
 	}
+	if gram != nil {
+		spec.Snapshots = gram
+	}
 	spec.CheckpointEvery = o.CheckpointEvery
 	if spec.CheckpointEvery <= 0 {
 		spec.CheckpointEvery = 10 * time.Minute
@@ -343,6 +350,12 @@ func run[T, E tensor.Float](ctx context.Context, o Options, m *history.Manifest)
 		st.Wall = time.Since(start)
 		if resume != nil {
 			st.Wall += resume.Wall
+		}
+		if gram != nil {
+			// The snapshots the state counts are on disk before it is.
+			if err := gram.sync(); err != nil {
+				return err
+			}
 		}
 		return atomicfile.Write(statePath(o.Out), func(w io.Writer) error {
 			return gob.NewEncoder(w).Encode(saved{Key: key, State: st})
@@ -358,7 +371,7 @@ func run[T, E tensor.Float](ctx context.Context, o Options, m *history.Manifest)
 		}
 		return nil, err
 	}
-	return write(o, target{key: key, split: split, fp: fp, idx: idx, labels: test.Labels, tol: q.Tol, shard: record}, out)
+	return write(o, target{key: key, split: split, fp: fp, idx: idx, labels: test.Labels, tol: q.Tol, shard: record, gram: gram}, out)
 }
 
 // canonicalPresets checks the presets named and returns them in the order
@@ -499,7 +512,7 @@ func finished(o Options) (*Summary, error) {
 // output is not overwritten, nor a directory that is not an EPK output of
 // this job, nor one whose manifest or state is a link leading out of it.
 func resumeState(o Options, key string) (*explain.State, error) {
-	for _, name := range []string{"manifest.json", stateFile} {
+	for _, name := range []string{"manifest.json", stateFile, gramPartial} {
 		if err := localpath.Check(o.Out, name); err != nil {
 			return nil, fmt.Errorf("the output directory's %s: %v", name, err)
 		}
@@ -515,9 +528,14 @@ func resumeState(o Options, key string) (*explain.State, error) {
 	}
 	f, err := os.Open(statePath(o.Out))
 	if err != nil {
-		if entries, err := lock.ReadDir(o.Out); err == nil && len(entries) > 0 {
+		// A job killed before it saved a state may have left its partial
+		// history_gram.npy: the job starts afresh without it.
+		entries, err := lock.ReadDir(o.Out)
+		entries = slices.DeleteFunc(entries, func(e os.DirEntry) bool { return e.Name() == gramPartial })
+		if err == nil && len(entries) > 0 {
 			return nil, setting.Errorf("%s exists and is not an EPK output of this job; choose another %v", o.Out, setting.Name("Out"))
 		}
+		os.Remove(filepath.Join(o.Out, gramPartial))
 		return nil, nil
 	}
 	var s saved

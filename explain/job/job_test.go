@@ -74,6 +74,8 @@ func TestOptionsErrors(t *testing.T) {
 		{"adaptive points", func(o *job.Options) { o.Quadrature = "adaptive:3" }, "adaptive takes no point count"},
 		{"too many points", func(o *job.Options) { o.Quadrature = "gauss:300" }, "300 quadrature points, want 1..256"},
 		{"memory", func(o *job.Options) { o.MaxBytes = 1 << 10 }, "over the memory ceiling of"},
+		{"history over the memory ceiling", func(o *job.Options) { o.Presets, o.MaxBytes = []string{epkfile.History}, 1<<10 },
+			"over the memory ceiling of"},
 		{"kernel from a later step", func(o *job.Options) { o.Presets, o.From = []string{epkfile.Kernel}, 2 }, "start at step 0"},
 		{"shard index", func(o *job.Options) { o.Shard = shard.Shard{Index: 4, Count: 4} }, "invalid Shard: shard 4/4: the index must be 0 … 3 (shards count from 0)"},
 		{"negative shard", func(o *job.Options) { o.Shard = shard.Shard{Index: -1, Count: 4} }, "invalid Shard: shard -1/4: the index must be 0 … 3"},

@@ -87,6 +87,9 @@ type arrays struct {
 	// partial is set while a shard output's sums over test samples are
 	// written: put32 then stores float64 (see epkfile.Shard).
 	partial bool
+	// gram is the history preset's history_gram.npy, written while the
+	// job ran (nil: none).
+	gram *gramFile
 }
 
 // put stores float64 values (log-probabilities) of a preset.
@@ -333,7 +336,8 @@ var snapshots = format{writeHistory, func(o *epkfile.Output, q explain.Query) (*
 }}
 
 // writeHistory stores the snapshot steps history_steps [K] and the Gram
-// matrices history_gram [K, G, X, X].
+// matrices history_gram [K, G, X, X]: the file the job streamed them into
+// (a.gram), or those of the result.
 func writeHistory(a *arrays, preset string, r *explain.Result) error {
 	K := len(r.Steps)
 	steps := make([]int64, K)
@@ -345,13 +349,17 @@ func writeHistory(a *arrays, preset string, r *explain.Result) error {
 			"snapshot k holds the scores of the steps [FROM, s_k)", r.Query.Gram)}); err != nil {
 		return err
 	}
-	return epkfile.Write(a.w, "history_gram", r.Data32, epkfile.ArrayInfo{Shape: r.Shape, Axes: r.Axes,
+	info := epkfile.ArrayInfo{Shape: r.Shape, Axes: r.Axes,
 		Units: "log-probability²", Preset: preset, Labels: map[string][]string{"group": r.Labels},
 		Description: "per snapshot and layer group g, the Gram matrix G_g[x, x'] = <e_g(x), e_g(x')> of the test samples' " +
 			"class-summed per-parameter scores e(x) = Σ_{s<s_k} Σ_c φ_s(x)[c, :] ⊙ Δθ_s (the components preset's scores " +
 			"over [FROM, s_k)) restricted to the group's tensors; the diagonal holds the squared norms, so the cosine " +
 			"similarity is G[x, x'] / sqrt(G[x, x] G[x', x']). Groups (labels): models.GroupOf of each tensor, then \"all\", " +
-			"every tensor."})
+			"every tensor."}
+	if r.Data32 == nil && a.gram != nil {
+		return a.gram.finish(a.w, info)
+	}
+	return epkfile.Write(a.w, historyGram, r.Data32, info)
 }
 
 // writeKernel stores the data kernel [C, N] and the weight-decay term per
@@ -389,6 +397,8 @@ type target struct {
 	// peakRSS is the peak memory the summary reports (0: this
 	// process's).
 	peakRSS int64
+	// gram is the history preset's partial history_gram.npy (nil: none).
+	gram *gramFile
 }
 
 // write stores the output directory and its summary. If a file cannot be
@@ -409,11 +419,14 @@ func write(o Options, t target, out *explain.Output) (_ *Summary, err error) {
 	}
 	defer func() {
 		if err != nil {
+			if t.gram != nil {
+				t.gram.unplace() // the rerun's snapshots, before removePartial removes the file
+			}
 			removePartial(o.Out, w)
 			err = fmt.Errorf("%w; the output's files written so far were removed: rerun the same job to write it (it resumes from its saved state, if any)", err)
 		}
 	}()
-	a := &arrays{w: w, out: out}
+	a := &arrays{w: w, out: out, gram: t.gram}
 	if err := a.writeTestSet(t.split, t.idx, t.labels); err != nil {
 		return nil, err
 	}

@@ -117,3 +117,16 @@ func WriteBytes(path string, data []byte) error {
 		return err
 	})
 }
+
+// Rename renames oldpath to newpath (in the same directory) and syncs the
+// directory, so that the rename survives a crash: the commit of a file the
+// caller wrote and synced itself.
+func Rename(oldpath, newpath string) error {
+	if err := os.Rename(oldpath, newpath); err != nil {
+		return err
+	}
+	if err := syncDir(filepath.Dir(newpath)); err != nil {
+		return fmt.Errorf("renaming %s: %w", newpath, err)
+	}
+	return nil
+}
