@@ -428,7 +428,7 @@ func (j *job[T, E]) bytes(workers int) int64 {
 			featElem = 4 // in the run's float32 (useRunFeatures)
 		}
 		n += int64(workers) * chunk * int64(j.rows.total) * P * featElem // features of a chunk per worker
-		n += int64(workers) << 24 * elem                                // per-row gradients (epk's MaxGradValues)
+		n += int64(workers) << 24 * elem                                 // per-row gradients (epk's MaxGradValues)
 	}
 	if len(j.sweeps) > 0 {
 		n += 256 * P * elem // per-sample training gradients of one chunk
