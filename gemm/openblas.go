@@ -13,7 +13,6 @@ import (
 	"os"
 	"runtime"
 	"sync"
-	"sync/atomic"
 	"unsafe"
 )
 
@@ -31,26 +30,12 @@ func init() {
 // splitMin is the work (m·n·k) above which a product is split.
 const splitMin = 1 << 21
 
-// busy counts the blocks of products running now, so that products issued
-// at once from several goroutines (explain's chunk workers) split only
-// over the processors the others leave free, not over every processor
-// each: a product splits into one block per free processor, its own
-// included.
-var busy atomic.Int32
-
 // split runs a product as row blocks of C (or column blocks when C has
-// few rows), one per free processor. Each block is an independent
-// product, so the result is bit-identical to the unsplit call.
+// few rows), one per processor. Each block is an independent product, so
+// the result is bit-identical to the unsplit call.
 func (o OpenBLAS) split(m, n, k int, run func(i0, i1, j0, j1 int)) {
-	procs := runtime.GOMAXPROCS(0)
-	if o.Serial || procs < 2 || m*n*k < splitMin {
-		run(0, m, 0, n)
-		return
-	}
-	workers := max(1, procs-int(busy.Load()))
-	busy.Add(int32(workers))
-	defer busy.Add(-int32(workers))
-	if workers < 2 {
+	workers := runtime.GOMAXPROCS(0)
+	if o.Serial || workers < 2 || m*n*k < splitMin {
 		run(0, m, 0, n)
 		return
 	}
