@@ -211,8 +211,10 @@ func pathOf[E tensor.Float](model nn.Layer[E]) epk.PathModel[E] {
 // chunking settles the number of workers and the test chunk: Spec.Workers
 // (0: one per processor when Spec.NewModel can build their models; one
 // when the feature pass runs in the run's precision, on the one gradient
-// model) and Spec.Chunk (0: 256, or less so that every worker gets a
-// chunk), with no more workers than chunks.
+// model) and Spec.Chunk (0: 256 shared by the workers, so that their
+// chunks' feature arrays together take what one chunk of 256 did, and
+// fewer when the samples do not give every worker a chunk), with no more
+// workers than chunks.
 func (j *job[T, E]) chunking() int {
 	w := j.spec.Workers
 	if w == 0 {
@@ -225,7 +227,7 @@ func (j *job[T, E]) chunking() int {
 		w = 1
 	}
 	if j.spec.Chunk == 0 {
-		j.spec.Chunk = min(256, (j.samples+w-1)/w)
+		j.spec.Chunk = max(1, min(256/w, (j.samples+w-1)/w))
 	}
 	return max(1, min(w, (j.samples+j.spec.Chunk-1)/j.spec.Chunk))
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"time"
 
@@ -359,6 +360,9 @@ func demoEPK(ctx context.Context, cmd *cobra.Command, run, dir string, m *histor
 	o := job.Options{Run: run, Out: dir, Presets: presets, TestIndices: idx,
 		Software: buildInfo(), CheckpointEvery: 2 * time.Minute, Log: cmd.ErrOrStderr()}
 	o.Progress = progress.Func(progressTo(cmd, quiet), "epk steps")
+	// As explaind epk: the accumulators are long-lived and large, so the
+	// collector runs sooner than Go's default to keep the peak near them.
+	defer debug.SetGCPercent(debug.SetGCPercent(25))
 	s, err := job.Run(ctx, o)
 	if err != nil && ctx.Err() != nil {
 		// job.Run reports a Ctrl-C during its pre-flight replay as a run

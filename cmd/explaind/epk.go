@@ -185,7 +185,7 @@ shards' outputs with explaind merge. Each shard resumes like any job.
 	f.StringVar(&steps, "steps", "", "range of training steps FROM:TO (default: all)")
 	f.StringVar(&memory, "memory", "", "memory ceiling for the job's arrays, e.g. 8GiB (default: none)")
 	f.StringVar(&shardFlag, "shard", "", "compute shard I/N of the job (0 ≤ I < N): the I-th of N blocks of its test samples; join the shards with explaind merge")
-	f.IntVar(&o.Chunk, "chunk", 0, "test samples evaluated together (0: 256, or fewer so that each worker gets a chunk)")
+	f.IntVar(&o.Chunk, "chunk", 0, "test samples a worker evaluates together (0: 256 divided among the workers)")
 	f.IntVar(&o.Workers, "workers", 0, "chunks of test samples evaluated at once, each by its own model instance (0: one per processor)")
 	f.DurationVar(&o.CheckpointEvery, "save-every", 10*time.Minute, "how often the job's state is saved for resuming")
 	f.BoolVar(&quiet, "quiet", false, "no progress bar")

@@ -72,8 +72,8 @@ type Options struct {
 	// From and To are the steps [From, To) (To 0: all).
 	From, To int
 	// MaxBytes is the memory ceiling (0: none); Chunk the test samples
-	// evaluated together (0: 256, less when the workers would otherwise
-	// not each get one); Workers the chunks evaluated at once, each on
+	// a worker evaluates together (0: 256 divided among the workers);
+	// Workers the chunks evaluated at once, each on
 	// its own model instance (0: one per processor).
 	MaxBytes int64
 	Chunk    int
