@@ -7,7 +7,6 @@ package job
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/gob"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -358,7 +357,7 @@ func run[T, E tensor.Float](ctx context.Context, o Options, m *history.Manifest)
 			}
 		}
 		return atomicfile.Write(statePath(o.Out), func(w io.Writer) error {
-			return gob.NewEncoder(w).Encode(saved{Key: key, State: st})
+			return writeState(w, saved{Key: key, State: st})
 		})
 	}
 	if resume == nil {
@@ -538,8 +537,7 @@ func resumeState(o Options, key string) (*explain.State, error) {
 		os.Remove(filepath.Join(o.Out, gramPartial))
 		return nil, nil
 	}
-	var s saved
-	derr := gob.NewDecoder(f).Decode(&s)
+	s, derr := readState(f)
 	f.Close()
 	switch {
 	case derr != nil:
