@@ -43,7 +43,8 @@ phases marked) and history_heatmaps.png/svg (group × snapshot small
 multiples at --history-steps, sorted by label). The phases come from the
 run's metrics.jsonl: memorization until the training accuracy first
 reaches 99 %, circuit formation until the validation accuracy first
-reaches the run's stop accuracy, cleanup after.
+reaches 10 %, cleanup until it reaches the run's stop accuracy, grokked
+after.
 
 With --train-epk, an EPK output of training samples (explaind epk
 --test-split train --preset components), compares validation with
