@@ -361,7 +361,11 @@ func demoEPK(ctx context.Context, cmd *cobra.Command, run, dir string, m *histor
 		Software: buildInfo(), CheckpointEvery: 2 * time.Minute, Log: cmd.ErrOrStderr()}
 	o.Progress = progress.Func(progressTo(cmd, quiet), "epk steps")
 	// As explaind epk: the accumulators are long-lived and large, so the
-	// collector runs sooner than Go's default to keep the peak near them.
+	// collector runs sooner than Go's default to keep the peak near them;
+	// afterwards their memory goes back to the system before the next
+	// stage allocates its own (measured on the paper demo: RSS 4.9 GB at
+	// the start of the components stage without it, 3.6 GB in the EPK).
+	defer debug.FreeOSMemory()
 	defer debug.SetGCPercent(debug.SetGCPercent(25))
 	s, err := job.Run(ctx, o)
 	if err != nil && ctx.Err() != nil {
