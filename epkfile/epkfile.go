@@ -230,35 +230,52 @@ func (o *Output) Require(preset string) error {
 
 // Array reads the named array as float64.
 func (o *Output) Array(name string) (*tensor.Dense[float64], error) {
-	info, ok := o.Manifest.Arrays[name]
-	if !ok {
-		return nil, fmt.Errorf("the EPK output %s has no array %q", o.Dir, name)
+	info, err := o.info(name)
+	if err != nil {
+		return nil, err
 	}
 	a, err := npy.Read(filepath.Join(o.Dir, info.File))
 	if err != nil {
 		return nil, err
 	}
-	if !slices.Equal(a.Shape, info.Shape) {
-		return nil, fmt.Errorf("%s: shape %v, the manifest says %v", info.File, a.Shape, info.Shape)
+	if err := info.checkShape(a.Shape); err != nil {
+		return nil, err
 	}
 	return a, nil
+}
+
+// info returns the manifest's entry of the named array.
+func (o *Output) info(name string) (ArrayInfo, error) {
+	info, ok := o.Manifest.Arrays[name]
+	if !ok {
+		return info, fmt.Errorf("the EPK output %s has no array %q", o.Dir, name)
+	}
+	return info, nil
+}
+
+// checkShape checks a file's array shape against the manifest's.
+func (info ArrayInfo) checkShape(shape []int) error {
+	if !slices.Equal(shape, info.Shape) {
+		return fmt.Errorf("%s: shape %v, the manifest says %v", info.File, shape, info.Shape)
+	}
+	return nil
 }
 
 // OpenArray opens the named array for reading by ranges (npy.File), for
 // an array too large to read whole; its shape must be the manifest's. The
 // caller closes it.
 func (o *Output) OpenArray(name string) (*npy.File, error) {
-	info, ok := o.Manifest.Arrays[name]
-	if !ok {
-		return nil, fmt.Errorf("the EPK output %s has no array %q", o.Dir, name)
+	info, err := o.info(name)
+	if err != nil {
+		return nil, err
 	}
 	f, err := npy.Open(filepath.Join(o.Dir, info.File))
 	if err != nil {
 		return nil, err
 	}
-	if !slices.Equal(f.Shape, info.Shape) {
+	if err := info.checkShape(f.Shape); err != nil {
 		f.Close()
-		return nil, fmt.Errorf("%s: shape %v, the manifest says %v", info.File, f.Shape, info.Shape)
+		return nil, err
 	}
 	return f, nil
 }

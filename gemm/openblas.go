@@ -33,7 +33,7 @@ const splitMin = 1 << 21
 // split runs a product as row blocks of C (or column blocks when C has
 // few rows), one per processor. The result is not bit-identical to the
 // unsplit call (OpenBLAS's kernels at the blocks' edges round
-// differently: measured, 0.5–50 % of the elements of a float32 product
+// differently: measured, up to 11 % of the elements of a float32 product
 // differ in their last bits), so the number of blocks must depend on
 // GOMAXPROCS alone, never on timing (such as the processors other
 // products leave free), for a replay to reproduce training.

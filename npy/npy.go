@@ -70,17 +70,7 @@ func Encode[E float32 | float64 | int64](w io.Writer, shape []int, data []E) err
 	if err := checkShape(shape, len(data)); err != nil {
 		return err
 	}
-	var descr string
-	var zero E
-	switch any(zero).(type) {
-	case float32:
-		descr = "<f4"
-	case float64:
-		descr = "<f8"
-	case int64:
-		descr = "<i8"
-	}
-	if _, err := w.Write(header(descr, shape)); err != nil {
+	if _, err := w.Write(Header[E](shape)); err != nil {
 		return err
 	}
 	buf := make([]byte, 0, 1<<16)
