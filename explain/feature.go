@@ -39,6 +39,10 @@ func (e *featureEval[E]) allocate() {
 	}
 }
 
+// perSample: with a row per test sample (Test kept, or the absolute value
+// taken per sample), a chunk adds to its samples' rows only.
+func (e *featureEval[E]) perSample() bool { return e.sampleRows > 1 }
+
 func (e *featureEval[E]) add(c *chunk[E]) error {
 	for t, size := range e.dims.tensorSizes {
 		part := partOf(c.update, e.q.Part, t, make([]float64, size))

@@ -72,6 +72,9 @@ func (e *forwardEval[E]) bucket(si int) int {
 	return 0
 }
 
+// perSample: with Test kept, every value's index holds its test sample.
+func (e *forwardEval[E]) perSample() bool { return e.q.Keep&Test != 0 }
+
 func (e *forwardEval[E]) add(c *chunk[E]) error {
 	if e.viaFeatures {
 		e.addTensorDots(c)

@@ -29,6 +29,11 @@ type evaluation[E tensor.Float] interface {
 	// add accumulates one chunk of test samples of a step; an error (a
 	// GramSink's) stops the job.
 	add(c *chunk[E]) error
+	// perSample reports whether add writes only the accumulator rows of
+	// the chunk's own test samples (no sum over samples): the chunks of a
+	// step then add at once, each on its worker, and every accumulator
+	// element still receives its steps' values in step order.
+	perSample() bool
 	// result assembles the query's answer once every step is done.
 	result() *Result
 	// save and restore copy the accumulators to and from a State.
@@ -532,8 +537,11 @@ func (j *job[T, E]) step(v *history.StepView[T]) error {
 }
 
 // chunks evaluates the step's chunks of test samples on the workers, chunk
-// i on worker i mod W, and adds each to the validation and the queries in
-// chunk order as soon as it and those before it are done: a worker's next
+// i on worker i mod W. Each worker adds its chunk to the per-sample
+// accumulators (the validation's rows and the perSample queries), which no
+// other chunk touches; the rest (sums over samples, snapshots) is added in
+// chunk order as soon as a chunk and those before it are done, so the sums
+// are the same to the bit whatever the number of workers. A worker's next
 // chunk waits for the add of its last, whose feature arrays it reuses.
 func (j *job[T, E]) chunks(step int, u *epk.Update[E]) error {
 	n := (j.samples + j.spec.Chunk - 1) / j.spec.Chunk
@@ -561,6 +569,9 @@ func (j *job[T, E]) chunks(step int, u *epk.Update[E]) error {
 					return
 				}
 				cs[i], errs[i] = j.evalChunk(wk, step, u, i, &uT)
+				if errs[i] == nil {
+					errs[i] = j.addRows(cs[i])
+				}
 				close(ready[i])
 			}
 		}()
@@ -571,8 +582,11 @@ func (j *job[T, E]) chunks(step int, u *epk.Update[E]) error {
 		if err = errs[i]; err != nil {
 			break
 		}
-		j.val.add(cs[i], &j.dims)
+		j.val.addTotals(cs[i])
 		for _, q := range j.queries {
+			if q.perSample() {
+				continue
+			}
 			if err = q.add(cs[i]); err != nil {
 				break
 			}
@@ -586,6 +600,21 @@ func (j *job[T, E]) chunks(step int, u *epk.Update[E]) error {
 	close(stop)
 	wg.Wait()
 	return err
+}
+
+// addRows adds chunk c to the per-sample accumulators: the validation's
+// rows and the perSample queries.
+func (j *job[T, E]) addRows(c *chunk[E]) error {
+	j.val.addRows(c, &j.dims)
+	for _, q := range j.queries {
+		if !q.perSample() {
+			continue
+		}
+		if err := q.add(c); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // evalChunk evaluates chunk i of the step's test samples on worker w: the

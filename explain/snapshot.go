@@ -83,6 +83,10 @@ func (e *gramEval[E]) allocate() {
 	}
 }
 
+// perSample: the step's last chunk takes the snapshot, after every chunk's
+// scores are added.
+func (e *gramEval[E]) perSample() bool { return false }
+
 func (e *gramEval[E]) add(c *chunk[E]) error {
 	if !e.shared {
 		if err := e.feature.add(c); err != nil {

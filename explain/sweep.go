@@ -75,6 +75,10 @@ func (e *sweepEval[E]) decay(beta float64) {
 	}
 }
 
+// perSample: a sweep's chunk values are added in chunk order (sweeps run
+// with one worker; see useRunFeatures).
+func (e *sweepEval[E]) perSample() bool { return false }
+
 // add adds a chunk's forward data contributions to forwardData and its
 // features A_s ⊙ φ_s to Q.
 func (e *sweepEval[E]) add(c *chunk[E]) error {

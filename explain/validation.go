@@ -27,8 +27,9 @@ func newValidation[E tensor.Float](d *dims) validation[E] {
 	}}
 }
 
-// add accumulates a chunk's forward-mode results.
-func (v *validation[E]) add(c *chunk[E], d *dims) {
+// addRows accumulates a chunk's forward-mode results in its test samples'
+// rows; the chunks of a step may add their rows at once.
+func (v *validation[E]) addRows(c *chunk[E], d *dims) {
 	res, C, si := c.forward, d.classes, c.step
 	B := res.Change.Shape[0]
 	if si == 0 {
@@ -44,12 +45,18 @@ func (v *validation[E]) add(c *chunk[E], d *dims) {
 		v.Resid[g] += res.Resid.Data[i]
 		v.Quad[g] += res.Completeness.Data[i]
 	}
-	v.StepMaxCompleteness[si] = math.Max(v.StepMaxCompleteness[si], res.MaxCompleteness)
-	v.StepMaxChange[si] = math.Max(v.StepMaxChange[si], res.MaxChange)
 	for b := 0; b < B; b++ {
 		y := d.labels[c.lo+b]
 		v.StepChange[si*d.samples+c.lo+b] = res.Change.Data[b*C+y]
 	}
+}
+
+// addTotals accumulates what a chunk adds over test samples (the step's
+// maxima, certification, misses and node count), in chunk order.
+func (v *validation[E]) addTotals(c *chunk[E]) {
+	res, si := c.forward, c.step
+	v.StepMaxCompleteness[si] = math.Max(v.StepMaxCompleteness[si], res.MaxCompleteness)
+	v.StepMaxChange[si] = math.Max(v.StepMaxChange[si], res.MaxChange)
 	if !res.Certified {
 		v.Certified = false
 	}
