@@ -42,6 +42,17 @@ func tinyRun(t testing.TB, opt string, steps int) string {
 	return testrun.Train[float64](t, c)
 }
 
+// openTiny opens a tinyRun of opt over steps and returns it with its
+// validation split as the test set.
+func openTiny(t testing.TB, opt string, steps int) (*job.TrainRun[float64, float64], explain.TestSet[float64]) {
+	t.Helper()
+	tr, err := job.OpenRun[float64, float64](tinyRun(t, opt, steps))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tr, explain.TestSet[float64]{X: tr.Data.Val.Inputs, Labels: tr.Data.Val.Labels}
+}
+
 // brute is the contribution tensor of a tiny run, fully materialized:
 // data[x][c][k][s][j], reg and resid [x][c][s][j] (j over all parameter
 // elements in model order).
@@ -430,12 +441,7 @@ func TestFloat32Evaluation(t *testing.T) {
 }
 
 func TestBadQueries(t *testing.T) {
-	dir := tinyRun(t, "adamw", 3)
-	tr, err := job.OpenRun[float64, float64](dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	test := explain.TestSet[float64]{X: tr.Data.Val.Inputs, Labels: tr.Data.Val.Labels}
+	tr, test := openTiny(t, "adamw", 3)
 	for _, c := range []struct {
 		spec explain.Spec[float64]
 		want string

@@ -2,6 +2,7 @@ package explain
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/explaind/explaind/gemm"
 	"github.com/explaind/explaind/tensor"
@@ -37,11 +38,11 @@ type gramEval[E tensor.Float] struct {
 	// grams.
 	sink GramSink
 	// steps are the snapshot steps taken so far; grams, without a sink,
-	// their matrices [len(steps), groups, X, X], and with one, buf the
-	// last snapshot's [groups, X, X].
+	// their matrices [len(steps), groups, X, X].
 	steps []int
 	grams []float32
-	buf   []float32
+	// plan orders the snapshots' work (made at the first snapshot).
+	plan *gramPlan
 }
 
 func (e *gramEval[E]) query() Query { return e.q }
@@ -65,16 +66,17 @@ func (e *gramEval[E]) bytes(p, elem int64) int64 {
 	if !e.shared {
 		scores = e.feature.bytes(p, elem)
 	}
-	// The running scores, one snapshot's float64 Grams and one tensor's
-	// product while it is taken, and the float32 snapshots: the one
-	// handed to the sink, or, without a sink, all of them (and a
-	// checkpoint of the job's state copies those once more, in float64,
-	// while it is written).
-	k := int64(1)
+	// The running scores, a snapshot's float64 matrices while it is
+	// taken (one product, the open group's and the held groups'), and,
+	// without a sink, the float32 snapshots (and a checkpoint of the
+	// job's state copies those once more, in float64, while it is
+	// written).
+	held := int64(len(newGramPlan(e.params.entries, e.params.size).held))
+	var kept int64
 	if e.sink == nil {
-		k = int64(len(SnapshotSteps(e.q.Gram, e.from, e.to)))
+		kept = int64(len(SnapshotSteps(e.q.Gram, e.from, e.to))) * g * x * x * 4
 	}
-	return scores + (g+1)*x*x*8 + k*g*x*x*4
+	return scores + (2+held)*x*x*8 + kept
 }
 
 func (e *gramEval[E]) allocate() {
@@ -108,50 +110,160 @@ const gramBlockRows = 256
 
 // snapshot takes the Gram matrices of the scores accumulated so far,
 // those of the steps [from, end), and hands them to the sink or keeps
-// them.
+// them. It holds two or three X × X matrices in float64 at a time, not
+// every group's: each tensor's product E_t E_tᵀ is computed once, the
+// tensors visited group by group (gramPlan), and a group handed on as
+// soon as its last tensor is added; a group that shares its tensors with
+// earlier ones (the "all" group) is summed alongside them. Products and
+// sums are taken on the upper triangle, mirrored once per group.
 func (e *gramEval[E]) snapshot(end int) error {
 	d, p := e.feature.dims, e.params
 	X := d.samples
-	g64 := make([]float64, p.size*X*X)
-	prod := make([]float64, X*X)
-	blocks := max(1, min(8, X/gramBlockRows))
-	for t, size := range d.tensorSizes {
-		if len(p.entries[t]) == 0 {
-			continue
-		}
-		gramUpper(X, size, e.feature.acc[t], prod, blocks)
-		for _, g := range p.entries[t] {
-			dst := g64[g*X*X : (g+1)*X*X]
-			for i, v := range prod {
-				dst[i] += v
+	if e.plan == nil {
+		e.plan = newGramPlan(p.entries, p.size)
+	}
+	// Without a sink, the snapshot goes straight into e.grams.
+	base := len(e.grams)
+	if e.sink == nil {
+		e.grams = append(e.grams, make([]float32, p.size*X*X)...)
+	}
+	emit := func(g int, m []float64) error {
+		for i := range X {
+			for j := range i {
+				m[i*X+j] = m[j*X+i]
 			}
 		}
-	}
-	if e.sink == nil {
-		for _, v := range g64 {
-			e.grams = append(e.grams, float32(v))
+		if e.sink == nil {
+			dst := e.grams[base+g*X*X : base+(g+1)*X*X]
+			for i, v := range m {
+				dst[i] = float32(v)
+			}
+			return nil
 		}
-		e.steps = append(e.steps, end)
+		if err := e.sink.Snapshot(e.q, len(e.steps), end, g, m); err != nil {
+			return fmt.Errorf("snapshot %d of query %q (step %d), group %s: %w", len(e.steps), e.q.Name, end, p.labels[g], err)
+		}
 		return nil
 	}
-	if len(e.buf) != len(g64) {
-		e.buf = make([]float32, len(g64))
+	acc := make(map[int][]float64, 1+len(e.plan.held))
+	for _, g := range e.plan.held {
+		acc[g] = make([]float64, X*X)
 	}
-	for i, v := range g64 {
-		e.buf[i] = float32(v)
-	}
-	if err := e.sink.Snapshot(e.q, len(e.steps), end, e.buf); err != nil {
-		return fmt.Errorf("snapshot %d of query %q (step %d): %w", len(e.steps), e.q.Name, end, err)
+	prod := make([]float64, X*X)
+	blocks := max(1, min(8, X/gramBlockRows))
+	for _, st := range e.plan.order {
+		if st.open >= 0 {
+			acc[st.open] = make([]float64, X*X)
+		}
+		if st.tensor >= 0 {
+			gramUpper(X, d.tensorSizes[st.tensor], e.feature.acc[st.tensor], prod, blocks)
+			for _, g := range p.entries[st.tensor] {
+				addUpper(X, acc[g], prod)
+			}
+		}
+		for _, g := range st.close {
+			if err := emit(g, acc[g]); err != nil {
+				return err
+			}
+			delete(acc, g)
+		}
 	}
 	e.steps = append(e.steps, end)
 	return nil
 }
 
-// gramUpper sets prod (X × X) to a a ᵀ, a being X rows of size values:
-// it computes the upper triangle by blocks, the rows split into the given
-// number of blocks and one product per pair of blocks i ≤ j (with 8
-// blocks, 36 products of the 64 of the whole matrix), and mirrors it into
-// the lower one, so that prod is exactly symmetric.
+// addUpper adds the upper triangle (diagonal included) of the X × X matrix
+// src to dst's.
+func addUpper(X int, dst, src []float64) {
+	for i := range X {
+		d, s := dst[i*X+i:(i+1)*X], src[i*X+i:(i+1)*X]
+		for j, v := range s {
+			d[j] += v
+		}
+	}
+}
+
+// gramPlan orders a snapshot's work so that few groups' matrices are held
+// at once: the tensors of each group in turn, starting with the groups
+// that are the first group of all their tensors ("own" groups, opened when
+// their first tensor comes and handed on after their last); the groups
+// that share a tensor with an earlier group are held from the start and
+// handed on at the end.
+type gramPlan struct {
+	held  []int
+	order []gramStep
+}
+
+// gramStep is one step of a gramPlan: open a group's matrix (open ≥ 0),
+// add a tensor's product (tensor ≥ 0) to its groups, then hand on the
+// groups in close.
+type gramStep struct {
+	open, tensor int
+	close        []int
+}
+
+// newGramPlan plans the snapshots of groups groups, entries listing each
+// tensor's groups.
+func newGramPlan(entries [][]int, groups int) *gramPlan {
+	first := make([]int, len(entries)) // a tensor's first group, −1: none
+	own := make([]bool, groups)
+	for g := range own {
+		own[g] = true
+	}
+	for t, gs := range entries {
+		first[t] = -1
+		if len(gs) == 0 {
+			continue
+		}
+		first[t] = slices.Min(gs)
+		for _, g := range gs {
+			if g != first[t] {
+				own[g] = false
+			}
+		}
+	}
+	p := &gramPlan{}
+	for g := range groups {
+		if !own[g] {
+			p.held = append(p.held, g)
+		}
+	}
+	done := make([]bool, len(entries))
+	for g := range groups {
+		if !own[g] {
+			continue
+		}
+		st := gramStep{open: g, tensor: -1}
+		for t := range entries {
+			if first[t] != g {
+				continue
+			}
+			done[t] = true
+			st.tensor = t
+			p.order = append(p.order, st)
+			st = gramStep{open: -1, tensor: -1}
+		}
+		st.close = []int{g}
+		p.order = append(p.order, st)
+	}
+	// Tensors whose first group is not an own group belong to held groups
+	// only.
+	st := gramStep{open: -1, tensor: -1}
+	for t := range entries {
+		if !done[t] && first[t] >= 0 {
+			st.tensor = t
+			p.order = append(p.order, st)
+		}
+	}
+	p.order = append(p.order, gramStep{open: -1, tensor: -1, close: p.held})
+	return p
+}
+
+// gramUpper sets the upper triangle (i ≤ j) of prod (X × X) to that of
+// a aᵀ, a being X rows of size values: the rows split into the given
+// number of blocks, one product per pair of blocks i ≤ j (with 8 blocks,
+// 36 products of the 64 of the whole matrix). Entries below the diagonal
+// are left as they are or overwritten.
 func gramUpper(X, size int, a, prod []float64, blocks int) {
 	blocks = max(1, min(blocks, X))
 	lo := func(b int) int { return b * X / blocks }
@@ -160,11 +272,6 @@ func gramUpper(X, size int, a, prod []float64, blocks int) {
 		for bj := bi; bj < blocks; bj++ {
 			c0, c1 := lo(bj), lo(bj+1)
 			gemm.Gemm(false, true, r1-r0, c1-c0, size, 1, a[r0*size:], size, a[c0*size:], size, 0, prod[r0*X+c0:], X)
-		}
-	}
-	for i := range X {
-		for j := range i {
-			prod[i*X+j] = prod[j*X+i]
 		}
 	}
 }
@@ -239,13 +346,15 @@ func (e *gramEval[E]) restore(s queryState) error {
 		return e.sink.Holds(e.q, k)
 	default:
 		// A state saved without a sink: its snapshots go to the sink.
-		buf := make([]float32, n)
+		m := make([]float64, X*X)
 		for i, st := range e.steps {
-			for j, v := range grams[i*n : (i+1)*n] {
-				buf[j] = float32(v)
-			}
-			if err := e.sink.Snapshot(e.q, i, st, buf); err != nil {
-				return fmt.Errorf("snapshot %d of query %q (step %d): %w", i, e.q.Name, st, err)
+			for g := range G {
+				for j, v := range grams[i*n+g*X*X : i*n+(g+1)*X*X] {
+					m[j] = float64(float32(v))
+				}
+				if err := e.sink.Snapshot(e.q, i, st, g, m); err != nil {
+					return fmt.Errorf("snapshot %d of query %q (step %d): %w", i, e.q.Name, st, err)
+				}
 			}
 		}
 	}

@@ -99,13 +99,14 @@ type Spec[E tensor.Float] struct {
 // a time instead of all of them: package explain/job streams them into the
 // history_gram.npy it writes.
 type GramSink interface {
-	// Snapshot stores snapshot k (0 for the first) of query q, taken at
-	// step (snapshot k holds the scores of the steps [From, step)): its
-	// Gram matrices [group, test, test], in float32, valid only during
-	// the call. A job resumed from a State takes the snapshots from the
-	// State's count on, so that the sink is asked again for snapshots it
-	// may already hold, with the same values.
-	Snapshot(q Query, k, step int, gram []float32) error
+	// Snapshot stores group g's Gram matrix [test, test] of snapshot k
+	// (0 for the first) of query q, taken at step (snapshot k holds the
+	// scores of the steps [From, step)), as float32; gram is valid only
+	// during the call. The groups of a snapshot come in any order, each
+	// once, before the next snapshot's. A job resumed from a State takes
+	// the snapshots from the State's count on, so that the sink is asked
+	// again for snapshots it may already hold, with the same values.
+	Snapshot(q Query, k, step, g int, gram []float64) error
 	// Holds returns nil if the sink holds the first k snapshots of q, and
 	// otherwise an error saying what it lacks: a job resumed from a State
 	// that counts k snapshots asks before any work.

@@ -104,23 +104,25 @@ func (g *gramFile) open() error {
 	return nil
 }
 
-// Snapshot writes snapshot k at its offset (explain.GramSink).
-func (g *gramFile) Snapshot(q explain.Query, k, step int, gram []float32) error {
+// Snapshot writes group gr's matrix of snapshot k at its offset, as
+// float32 (explain.GramSink).
+func (g *gramFile) Snapshot(q explain.Query, k, step, gr int, gram []float64) error {
 	if err := g.open(); err != nil {
 		return err
 	}
-	if q.Name != g.query || k < 0 || k >= g.shape[0] || int64(len(gram))*4 != g.snap {
-		return fmt.Errorf("%s: snapshot %d of query %q with %d values does not fit the array %v of query %q", g.path, k, q.Name,
+	group := g.snap / int64(g.shape[1])
+	if q.Name != g.query || k < 0 || k >= g.shape[0] || gr < 0 || gr >= g.shape[1] || int64(len(gram))*4 != group {
+		return fmt.Errorf("%s: group %d of snapshot %d of query %q with %d values does not fit the array %v of query %q", g.path, gr, k, q.Name,
 			len(gram), g.shape, g.query)
 	}
 	if g.buf == nil {
 		g.buf = make([]byte, 0, 1<<20)
 	}
-	off := int64(len(g.header)) + int64(k)*g.snap
+	off := int64(len(g.header)) + int64(k)*g.snap + int64(gr)*group
 	for i := 0; i < len(gram); {
 		b := g.buf[:0]
 		for ; i < len(gram) && len(b) < cap(b); i++ {
-			b = binary.LittleEndian.AppendUint32(b, math.Float32bits(gram[i]))
+			b = binary.LittleEndian.AppendUint32(b, math.Float32bits(float32(gram[i])))
 		}
 		if _, err := g.f.WriteAt(b, off); err != nil {
 			return fmt.Errorf("writing %s: %w", g.path, err)
