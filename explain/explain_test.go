@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/explaind/explaind/epk"
 	"github.com/explaind/explaind/explain"
@@ -681,5 +682,28 @@ func TestSGDRegularizationPath(t *testing.T) {
 	}
 	if slices.Max(all.Results[0].Data) == 0 && slices.Min(all.Results[0].Data) == 0 {
 		t.Error("the run has no regularization contributions")
+	}
+}
+
+// TestCheckpointCost: with CheckpointEvery 1 ns a job saves its state
+// after every step but the last; with a CheckpointCost c, a checkpoint
+// that took d (here at least 20 ms) puts the next at least c·d later, so
+// with c = 10⁶ (5.6 hours) the job saves once.
+func TestCheckpointCost(t *testing.T) {
+	tr, test := openTiny(t, "adamw", 6)
+	for _, c := range []struct {
+		cost float64
+		want int
+	}{{0, 5}, {1e6, 1}} {
+		saves := 0
+		s := explain.Spec[float64]{Test: test, Quadrature: epk.Quadrature{Rule: epk.Midpoint, Points: 2},
+			CheckpointEvery: time.Nanosecond, CheckpointCost: c.cost,
+			Checkpoint: func(*explain.State) error { saves++; time.Sleep(20 * time.Millisecond); return nil }}
+		if _, err := explain.Run(context.Background(), tr.Source, tr.Model, tr.Path, s); err != nil {
+			t.Fatal(err)
+		}
+		if saves != c.want {
+			t.Errorf("CheckpointCost %g: %d checkpoints in 6 steps, want %d", c.cost, saves, c.want)
+		}
 	}
 }

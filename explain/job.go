@@ -462,6 +462,7 @@ func (j *job[T, E]) run(ctx context.Context) (*Output, error) {
 	if every <= 0 {
 		every = time.Minute
 	}
+	wait := every
 	visit := func(v *history.StepView[T]) error {
 		if err := j.step(v); err != nil {
 			return fmt.Errorf("step %d: %w", v.Step, err)
@@ -470,11 +471,13 @@ func (j *job[T, E]) run(ctx context.Context) (*Output, error) {
 		if j.spec.Progress != nil {
 			j.spec.Progress(j.done, j.steps)
 		}
-		if j.spec.Checkpoint != nil && (time.Since(lastSave) > every || ctx.Err() != nil) && j.done < j.steps {
+		if j.spec.Checkpoint != nil && (time.Since(lastSave) > wait || ctx.Err() != nil) && j.done < j.steps {
+			t := time.Now()
 			if err := j.spec.Checkpoint(j.save()); err != nil {
 				return err
 			}
 			lastSave = time.Now()
+			wait = max(every, time.Duration(j.spec.CheckpointCost*float64(lastSave.Sub(t))))
 		}
 		if ctx.Err() != nil {
 			return ErrInterrupted

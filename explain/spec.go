@@ -78,8 +78,13 @@ type Spec[E tensor.Float] struct {
 	Progress func(done, total int)
 	// Checkpoint, if set, receives the job's state every CheckpointEvery
 	// (default 60 s) and on cancellation, so that Resume can continue it.
+	// With CheckpointCost c > 0, a state that takes long to save is saved
+	// less often, so that saving costs at most 1/c of the job's time: the
+	// next checkpoint comes max(CheckpointEvery, c · d) after the end of
+	// one that took d.
 	Checkpoint      func(st *State) error
 	CheckpointEvery time.Duration
+	CheckpointCost  float64
 	// Resume, if set, continues from a saved state.
 	Resume *State
 	// Preflight, if set, runs after every check of the spec and before

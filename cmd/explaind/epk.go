@@ -45,7 +45,7 @@ func certifyWarning(s *job.Summary, out string) string {
 }
 
 func newEPKCmd() *cobra.Command {
-	var o job.Options
+	o := job.Options{CheckpointCost: job.DefaultCheckpointCost}
 	var presets, indices, steps, memory, shardFlag string
 	var quiet bool
 	var profile, memProfile string
@@ -187,7 +187,7 @@ shards' outputs with explaind merge. Each shard resumes like any job.
 	f.StringVar(&shardFlag, "shard", "", "compute shard I/N of the job (0 ≤ I < N): the I-th of N blocks of its test samples; join the shards with explaind merge")
 	f.IntVar(&o.Chunk, "chunk", 0, "test samples a worker evaluates together (0: 256 divided among the workers)")
 	f.IntVar(&o.Workers, "workers", 0, "chunks of test samples evaluated at once, each by its own model instance (0: one per processor)")
-	f.DurationVar(&o.CheckpointEvery, "save-every", 10*time.Minute, "how often the job's state is saved for resuming")
+	f.DurationVar(&o.CheckpointEvery, "save-every", 10*time.Minute, fmt.Sprintf("how often the job's state is saved for resuming (less often when saving takes long: at most %.0f %% of the time)", 100.0/job.DefaultCheckpointCost))
 	f.BoolVar(&quiet, "quiet", false, "no progress bar")
 	f.StringVar(&profile, "cpuprofile", "", "write a CPU profile to this file")
 	f.MarkHidden("cpuprofile")
