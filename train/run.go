@@ -72,6 +72,11 @@ type Options struct {
 	Overwrite bool
 	// Progress receives the progress bar (nil: none).
 	Progress io.Writer
+	// Steps, if set, is called after every step with the steps recorded
+	// and the most the run can take (its epochs' steps), instead of the
+	// bar on Progress: a caller's own progress display (the demo's bar
+	// over its stages).
+	Steps func(done, total int)
 	// Software is recorded in the manifest.
 	Software string
 	// EvalChunk bounds the samples per forward pass when evaluating.
@@ -323,7 +328,7 @@ func (j *job[T]) run(ctx context.Context, dir string, rec *history.Recorder[T], 
 		return nil, err
 	}
 	var bar *progress.Bar
-	if opt.Progress != nil {
+	if opt.Progress != nil && opt.Steps == nil {
 		bar = progress.New(opt.Progress, cfg.Epochs*spe, rec.Steps(), "training", "steps")
 	}
 	sum := &Summary{Task: cfg.Task, PerfectStep: -1, Software: opt.Software}
@@ -403,6 +408,9 @@ func (j *job[T]) run(ctx context.Context, dir string, rec *history.Recorder[T], 
 			stepped++
 			if bar != nil {
 				bar.Add(1)
+			}
+			if opt.Steps != nil {
+				opt.Steps(rec.Steps(), cfg.Epochs*spe)
 			}
 			if ctx.Err() != nil {
 				stop = "interrupted"

@@ -31,6 +31,10 @@ type demoPlan struct {
 	TestSize  int
 	Presets   []string
 	SwapEvery int
+	// Weights are the stages' shares of the demo's time (training, EPK,
+	// components, swap, report), for the progress bar over the whole:
+	// their wall times measured here.
+	Weights [5]float64
 }
 
 // demoPresets are the EPK presets the demo computes: the report's
@@ -57,7 +61,9 @@ var demoDefaults = func() demoPlan {
 	c.Modulo.P, c.Modulo.TrainSize, c.Modulo.ValSize = 59, 1400, 370
 	c.Epochs = 3000
 	c.StopAccuracy = 0.99
-	return demoPlan{Train: c, TestSize: 32, Presets: demoPresets, SwapEvery: 10}
+	// Weights: make demo on this machine, idle (README): 30, 65, 2, 19 and
+	// 0.4 s.
+	return demoPlan{Train: c, TestSize: 32, Presets: demoPresets, SwapEvery: 10, Weights: [5]float64{30, 65, 2, 19, 0.4}}
 }
 
 // paperPlan returns the demo's plan at the paper's scale (demo --paper):
@@ -71,7 +77,10 @@ var demoDefaults = func() demoPlan {
 func paperPlan() demoPlan {
 	c := train.ModuloDefaults()
 	c.StopAccuracy = 0.99
-	return demoPlan{Train: c, TestSize: c.Modulo.ValSize, Presets: append(slices.Clone(demoPresets), epkfile.History), SwapEvery: 10}
+	// Weights: training 243 s, EPK 3426 s, components 146 s, swap 110 s,
+	// report 9 s, measured here (README).
+	return demoPlan{Train: c, TestSize: c.Modulo.ValSize, Presets: append(slices.Clone(demoPresets), epkfile.History), SwapEvery: 10,
+		Weights: [5]float64{243, 3426, 146, 110, 9}}
 }
 
 func newDemoCmd() *cobra.Command {
@@ -124,7 +133,7 @@ current step and saves the state).`,
 				if !f.Changed("swap-every") {
 					plan.SwapEvery = p.SwapEvery
 				}
-				plan.Train, plan.Presets = p.Train, p.Presets
+				plan.Train, plan.Presets, plan.Weights = p.Train, p.Presets, p.Weights
 				if !f.Changed("out") {
 					out = "out/paper"
 				}
@@ -144,7 +153,7 @@ current step and saves the state).`,
 	f.StringVar(&out, "out", "out/demo", "directory for the demo's outputs")
 	f.IntVar(&plan.TestSize, "test-size", plan.TestSize, "validation samples the EPK explains (8 per label, in split order)")
 	f.IntVar(&plan.SwapEvery, "swap-every", plan.SwapEvery, "stride of the swap experiment's steps")
-	f.BoolVar(&quiet, "quiet", false, "no progress bars")
+	f.BoolVar(&quiet, "quiet", false, "no progress bar")
 	f.BoolVar(&paper, "paper", false, "the paper's whole modulo analysis instead: the p = 113 run until it groks and the EPK of all 2000 validation samples (default --out out/paper)")
 	return cmd
 }
@@ -178,6 +187,13 @@ func runDemo(ctx context.Context, cmd *cobra.Command, out string, plan demoPlan,
 	if err != nil {
 		return err
 	}
+	// One progress bar over the whole demo, each stage moving it across its
+	// share (plan.Weights).
+	bar := progress.NewStages(progressTo(cmd, quiet), "demo", plan.Weights[:])
+	// Whatever the stages print clears the bar first (on a terminal).
+	cmd.SetOut(bar.Writer(cmd.OutOrStdout()))
+	cmd.SetErr(bar.Writer(cmd.ErrOrStderr()))
+	w = cmd.OutOrStdout()
 	var stages []demoStage
 	stage := func(i int, name, dir, what string) func(reused bool) {
 		fmt.Fprintf(w, "%d/5 %s, into %s\n", i, what, dir)
@@ -190,13 +206,14 @@ func runDemo(ctx context.Context, cmd *cobra.Command, out string, plan demoPlan,
 			} else {
 				fmt.Fprintf(w, "    done in %.1f s\n", d.Seconds())
 			}
+			bar.Done(i - 1)
 		}
 	}
 
 	// 1. Training.
 	p := plan.Train.Modulo.P
 	done := stage(1, "train", dirs.run, fmt.Sprintf("training the modulo transformer (p = %d) until it groks (%g%% training and validation accuracy)", p, 100*train.AccuracyTarget(plan.Train.StopAccuracy)))
-	s, reused, err := demoTrain(ctx, cmd, dirs.run, plan.Train, quiet)
+	s, reused, err := demoTrain(ctx, cmd, dirs.run, plan.Train, bar.Stage(0, "training steps"))
 	if err != nil {
 		return err
 	}
@@ -209,8 +226,12 @@ func runDemo(ctx context.Context, cmd *cobra.Command, out string, plan demoPlan,
 	fp := epkfile.RunFingerprint(m)
 
 	// 2. The EPK.
-	done = stage(2, "epk", dirs.epk, fmt.Sprintf("the exact path kernel over all %d steps on %d validation samples, %d per label (presets %v)", s.Steps, plan.TestSize, demoPerLabel, plan.Presets))
-	es, reused, err := demoEPK(ctx, cmd, dirs.run, dirs.epk, m, idx, plan.Presets, quiet)
+	which := fmt.Sprintf("%d validation samples, %d per label", plan.TestSize, demoPerLabel)
+	if plan.TestSize == plan.Train.Modulo.ValSize {
+		which = fmt.Sprintf("all %d validation samples", plan.TestSize)
+	}
+	done = stage(2, "epk", dirs.epk, fmt.Sprintf("the exact path kernel over all %d steps on %s (presets %v)", s.Steps, which, plan.Presets))
+	es, reused, err := demoEPK(ctx, cmd, dirs.run, dirs.epk, m, idx, plan.Presets, bar.Stage(1, "EPK steps"))
 	if err != nil {
 		return err
 	}
@@ -223,7 +244,7 @@ func runDemo(ctx context.Context, cmd *cobra.Command, out string, plan demoPlan,
 
 	// 3. Components.
 	done = stage(3, "components", dirs.comp, "similarity of the samples by their per-layer EPK component embeddings")
-	cs, reused, err := demoComponents(ctx, cmd, dirs.run, dirs.epk, dirs.comp, fp, es.TestSamples, quiet)
+	cs, reused, err := demoComponents(ctx, cmd, dirs.run, dirs.epk, dirs.comp, fp, es.TestSamples, bar.Stage(2, "components"))
 	if err != nil {
 		return err
 	}
@@ -238,7 +259,7 @@ func runDemo(ctx context.Context, cmd *cobra.Command, out string, plan demoPlan,
 
 	// 4. Swap.
 	done = stage(4, "swap", dirs.swap, fmt.Sprintf("the parameter-swap experiment on steps 0, %d, %d, … and the final step", plan.SwapEvery, 2*plan.SwapEvery))
-	ss, reused, err := demoSwap(ctx, cmd, dirs.run, dirs.swap, fp, plan.SwapEvery, quiet)
+	ss, reused, err := demoSwap(ctx, cmd, dirs.run, dirs.swap, fp, plan.SwapEvery, bar.Stage(3, "swap steps"))
 	if err != nil {
 		return err
 	}
@@ -280,11 +301,13 @@ func runDemo(ctx context.Context, cmd *cobra.Command, out string, plan demoPlan,
 
 // demoTrain trains the run, continues an interrupted one, or returns the
 // summary of a finished one (reused true).
-func demoTrain(ctx context.Context, cmd *cobra.Command, dir string, cfg train.Config, quiet bool) (*train.Summary, bool, error) {
+func demoTrain(ctx context.Context, cmd *cobra.Command, dir string, cfg train.Config, prog func(done, total int)) (*train.Summary, bool, error) {
+	opt := trainOptions(cmd, true, true)
+	opt.Steps = prog
 	m, err := history.ReadManifest(dir)
 	if err != nil {
 		// No run yet (or a directory that is not one, which the demo owns).
-		return checkTrained(train.Train[float32](ctx, dir, cfg, trainOptions(cmd, quiet, true)))
+		return checkTrained(train.Train[float32](ctx, dir, cfg, opt))
 	}
 	if !sameConfig(m, cfg) {
 		return nil, false, fmt.Errorf("demo: %s holds a run of another configuration; remove it or choose another --out", dir)
@@ -303,7 +326,8 @@ func demoTrain(ctx context.Context, cmd *cobra.Command, dir string, cfg train.Co
 		return &s, true, nil
 	}
 	fmt.Fprintf(cmd.OutOrStdout(), "    continuing the interrupted run after %d steps\n", len(m.Steps))
-	return checkTrained(train.Resume[float32](ctx, dir, trainOptions(cmd, quiet, false)))
+	opt.Overwrite = false
+	return checkTrained(train.Resume[float32](ctx, dir, opt))
 }
 
 func checkTrained(s *train.Summary, err error) (*train.Summary, bool, error) {
@@ -332,7 +356,7 @@ func readJSON(path string, v any) error {
 
 // demoEPK runs the EPK job, resumes it, or returns the summary of a
 // finished output of the same job (reused true).
-func demoEPK(ctx context.Context, cmd *cobra.Command, run, dir string, m *history.Manifest, idx []int, presets []string, quiet bool) (*job.Summary, bool, error) {
+func demoEPK(ctx context.Context, cmd *cobra.Command, run, dir string, m *history.Manifest, idx []int, presets []string, prog func(done, total int)) (*job.Summary, bool, error) {
 	if o, err := epkfile.Open(dir); err == nil {
 		om := o.Manifest
 		if err := o.CheckRun(m); err != nil {
@@ -358,8 +382,8 @@ func demoEPK(ctx context.Context, cmd *cobra.Command, run, dir string, m *histor
 	// No finished output: job.Run starts the job, resumes an unfinished one
 	// of the same settings, or refuses anything else in dir.
 	o := job.Options{Run: run, Out: dir, Presets: presets, TestIndices: idx,
-		Software: buildInfo(), CheckpointEvery: 2 * time.Minute, Log: cmd.ErrOrStderr()}
-	o.Progress = progress.Func(progressTo(cmd, quiet), "epk steps")
+		Software: buildInfo(), CheckpointEvery: 2 * time.Minute, CheckpointCost: job.DefaultCheckpointCost, Log: cmd.ErrOrStderr()}
+	o.Progress = prog
 	// As explaind epk: the accumulators are long-lived and large, so the
 	// collector runs sooner than Go's default to keep the peak near them;
 	// afterwards their memory goes back to the system before the next
@@ -447,7 +471,7 @@ func upToDate(path, input string) bool {
 
 // demoComponents runs the components experiment, or returns the summary
 // of its output when it is newer than the EPK output and made from it.
-func demoComponents(ctx context.Context, cmd *cobra.Command, run, epk, dir, fp string, samples int, quiet bool) (*components.Summary, bool, error) {
+func demoComponents(ctx context.Context, cmd *cobra.Command, run, epk, dir, fp string, samples int, prog func(done, total int)) (*components.Summary, bool, error) {
 	sum := filepath.Join(dir, "summary.json")
 	var s components.Summary
 	if upToDate(sum, filepath.Join(epk, "manifest.json")) && readJSON(sum, &s) == nil &&
@@ -455,7 +479,7 @@ func demoComponents(ctx context.Context, cmd *cobra.Command, run, epk, dir, fp s
 		return &s, true, nil
 	}
 	o := components.Options{Run: run, EPK: epk, Out: dir} // the default Top, HistK and Examples
-	o.Progress = progress.Func(progressTo(cmd, quiet), "components")
+	o.Progress = prog
 	r, err := components.Do(ctx, o)
 	if err != nil && ctx.Err() != nil {
 		return nil, false, fmt.Errorf("demo: interrupted in the components stage; rerun the demo with the same --out to continue")
@@ -465,14 +489,14 @@ func demoComponents(ctx context.Context, cmd *cobra.Command, run, epk, dir, fp s
 
 // demoSwap runs the swap experiment, or returns the summary of a complete
 // output of the same run and stride.
-func demoSwap(ctx context.Context, cmd *cobra.Command, run, dir, fp string, every int, quiet bool) (*swap.Summary, bool, error) {
+func demoSwap(ctx context.Context, cmd *cobra.Command, run, dir, fp string, every int, prog func(done, total int)) (*swap.Summary, bool, error) {
 	var s swap.Summary
 	if readJSON(filepath.Join(dir, swap.SummaryFile), &s) == nil && s.Complete && s.RunFingerprint == fp &&
 		s.Settings.Every == every && slices.Equal(keptNames(s.Settings.Kept), swap.DefaultKeptSetNames()) {
 		return &s, true, nil
 	}
 	opt := swap.Options{Run: run, Out: dir, Software: buildInfo(), Every: every, EvalChunk: 2048,
-		Progress: progress.Func(progressTo(cmd, quiet), "swap: steps")}
+		Progress: prog}
 	sum, err := swap.Do(ctx, opt)
 	if sum != nil && err != nil {
 		return nil, false, fmt.Errorf("demo: the swap experiment was interrupted; the results so far are in %s; rerun the demo with the same --out to redo it", dir)

@@ -131,6 +131,14 @@ func (b *Bar) Describe(what string) {
 	b.mu.Unlock()
 }
 
+// Clear erases the bar from a terminal until its next redraw, so that a
+// line printed meanwhile does not land on it; elsewhere it does nothing.
+func (b *Bar) Clear() {
+	if b.bar != nil {
+		b.bar.Clear()
+	}
+}
+
 // Finish ends the display: it clears the bar, or writes the last line.
 func (b *Bar) Finish() {
 	if b.bar != nil {

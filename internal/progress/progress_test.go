@@ -116,3 +116,46 @@ func TestFuncWritesPlainLinesWithoutATerminal(t *testing.T) {
 		t.Errorf("got\n%s\nwant\n%s", got, want)
 	}
 }
+
+// TestStages: a bar over stages of weights 1, 2 and 1 of which the first
+// is skipped: it starts within the second stage's share (its first count,
+// 1/10, is 300 ‰: (1 + 2 · 0.1)/4), moves by the
+// stage's own count across its share, names the stage and its count, and
+// ends at 1000 ‰ with a last line; a nil writer shows nothing, and
+// stages that all were skipped write nothing.
+func TestStages(t *testing.T) {
+	clock := fake(t, false)
+	if s := NewStages(nil, "demo", []float64{1, 2, 1}); s.Stage(0, "x") != nil {
+		t.Error("NewStages(nil, …) must give nil callbacks")
+	}
+	var w bytes.Buffer
+	s := NewStages(&w, "demo", []float64{1, 2, 1})
+	s.Done(0)
+	f := s.Stage(1, "epk steps")
+	for i := 1; i <= 10; i++ {
+		*clock = clock.Add(time.Second)
+		f(i, 10)
+	}
+	s.Done(1)
+	g := s.Stage(2, "swap")
+	*clock = clock.Add(time.Second)
+	g(1, 2)
+	s.Done(2)
+	lines := strings.Split(strings.TrimSuffix(w.String(), "\n"), "\n")
+	if want := "demo, stage 2/3 epk steps 3/10: 400/1000 (40%), 50/s, ETA 12s"; lines[0] != want {
+		t.Errorf("first line %q, want %q", lines[0], want)
+	}
+	if want := "demo, stage 3/3 swap 1/2: 875/1000 (87%), 57.5/s, ETA 2s"; len(lines) < 2 || lines[len(lines)-2] != want {
+		t.Errorf("line before the last %q, want %q", lines[len(lines)-2], want)
+	}
+	if want := "demo: 1000/1000 (100%) in 10s, 70/s"; lines[len(lines)-1] != want {
+		t.Errorf("last line %q, want %q", lines[len(lines)-1], want)
+	}
+	w.Reset()
+	s = NewStages(&w, "demo", []float64{1, 1})
+	s.Done(0)
+	s.Done(1)
+	if w.Len() != 0 {
+		t.Errorf("stages all skipped wrote %q", w.String())
+	}
+}
