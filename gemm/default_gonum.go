@@ -10,3 +10,7 @@ func Available() []Backend { return []Backend{Gonum{}} }
 // Serial returns the default backend for callers that already run one
 // product per core (gonum decides its own parallelism).
 func Serial() Backend { return Gonum{} }
+
+// Kernels names the backend's kernels for this processor, as recorded
+// with a run.
+func Kernels() string { return "gonum" }

@@ -32,7 +32,7 @@ func buildInfo() string {
 			}
 		}
 	}
-	return fmt.Sprintf("explaind %s, %s, gemm backend %s, %d threads", v, runtime.Version(), gemm.Default().Name(), runtime.GOMAXPROCS(0))
+	return fmt.Sprintf("explaind %s, %s, gemm backend %s, %d threads", v, runtime.Version(), gemm.Kernels(), runtime.GOMAXPROCS(0))
 }
 
 func newVersionCmd() *cobra.Command {
