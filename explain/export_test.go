@@ -14,6 +14,10 @@ func SetKernelPath(fast bool, chunk int) (restore func()) {
 // FactoredProducts returns the number of factored products formed so far.
 func FactoredProducts() int64 { return factoredProducts.Load() }
 
+// HelperChunks returns the number of training chunks formed so far by
+// training workers other than the first.
+func HelperChunks() int64 { return helperChunks.Load() }
+
 // RunFeatureChunks returns the number of test chunks whose feature pass
 // ran in the run's precision so far.
 func RunFeatureChunks() int64 { return runFeatureChunks.Load() }

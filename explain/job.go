@@ -438,7 +438,7 @@ func (j *job[T, E]) bytes(workers int) int64 {
 		n += int64(workers) << 24 * elem                                 // per-row gradients (epk's MaxGradValues)
 	}
 	if len(j.sweeps) > 0 {
-		n += 256 * P * elem // per-sample training gradients of one chunk
+		n += int64(j.trainWorkers()) * 256 * P * elem // per-sample training gradients of a chunk per training worker
 	}
 	n += int64(j.samples*j.classes*8) * 8 // validation arrays
 	return n

@@ -1,7 +1,10 @@
 package explain
 
 import (
+	"errors"
 	"fmt"
+	"runtime"
+	"sync"
 	"sync/atomic"
 
 	"github.com/explaind/explaind/epk"
@@ -18,10 +21,12 @@ var kernelChunk = 256
 // factorOuter lets the weights whose per-sample gradients are outer
 // products (nn.Grads.Outer) be contracted in factored form; tests turn it
 // off to compare with the per-row gradients, and read factoredProducts,
-// the number of factored products formed.
+// the number of factored products formed, and helperChunks, the number of
+// training chunks formed by training workers other than the first.
 var (
 	factorOuter      = true
 	factoredProducts atomic.Int64
+	helperChunks     atomic.Int64
 )
 
 // addTraining adds E_s/|B_s| ⟨Q_s, ∇θ f_{y_k}(θ_s; x_k)⟩ to every training
@@ -32,7 +37,9 @@ var (
 // kernel's matrix products, the bulk of the work, run at float32 speed
 // (the kernel's relative rounding is then about 1e-7, which
 // Output.KernelResidual reports). See trainKernel for how the products are
-// formed.
+// formed. The batch's chunks of kernelChunk samples go to the training
+// workers, chunk i to worker i mod W: each chunk adds to its own training
+// samples' kernel entries only, so the workers need no ordering.
 func (j *job[T, E]) addTraining(v *history.StepView[T], u *epk.Update[E]) error {
 	xb, yb, err := j.src.Batch(v.Record)
 	if err != nil {
@@ -42,39 +49,69 @@ func (j *job[T, E]) addTraining(v *history.StepView[T], u *epk.Update[E]) error 
 	if len(idx) != len(yb) {
 		return fmt.Errorf("the batch has %d samples and %d indices", len(yb), len(idx))
 	}
-	model := j.src.GradModel
-	params := model.Params()
-	for t, p := range params {
-		copy(p.Value.Data, v.Before[t].Value.Data)
-	}
 	if j.trainSide == nil {
-		j.trainSide = newTrainKernel[T](j.sweeps, params, j.tensorSizes)
+		j.trainSide = newTrainKernel[T](j.sweeps, j.src.GradModel.Params(), j.tensorSizes)
 	}
 	k := j.trainSide
 	k.startStep(u.Kernel.E, len(yb))
-	for lo := 0; lo < len(yb); lo += kernelChunk {
-		hi := min(lo+kernelChunk, len(yb))
-		rows := make([]int, hi-lo)
-		for i := range rows {
-			rows[i] = lo + i
-		}
-		y, state, err := model.Forward(tensor.GatherRows(xb, rows, 1))
-		if err != nil {
-			return err
-		}
-		dy := tensor.New[T](y.Shape...)
-		C := y.Shape[len(y.Shape)-1]
-		for i := range rows {
-			dy.Data[i*C+yb[lo+i]] = 1
-		}
-		if err := k.chunk(idx[lo:hi], func(g *nn.Grads[T]) error {
-			_, err := model.Backward(state, dy, g, false)
-			return err
-		}); err != nil {
-			return err
-		}
+	chunks := (len(yb) + kernelChunk - 1) / kernelChunk
+	W := min(j.trainWorkers(), chunks)
+	if W > 1 && repeats(idx, j.src.TrainSize) {
+		W = 1 // chunks sharing a sample would add to its entries at once
 	}
-	return nil
+	for len(k.workers) < W {
+		model := j.src.GradModel
+		if len(k.workers) > 0 {
+			if model, err = j.src.NewGradModel(); err != nil {
+				return fmt.Errorf("explain: training worker %d's model: %w", len(k.workers), err)
+			}
+		}
+		k.workers = append(k.workers, k.newWorker(model))
+	}
+	work := func(w *trainWorker[T, E], be gemm.Backend) error {
+		w.be = be
+		for t, p := range w.params {
+			copy(p.Value.Data, v.Before[t].Value.Data)
+		}
+		for c := w.id; c < chunks; c += W {
+			lo, hi := c*kernelChunk, min((c+1)*kernelChunk, len(yb))
+			if err := w.chunk(xb, yb, idx, lo, hi); err != nil {
+				return err
+			}
+			if w.id > 0 {
+				helperChunks.Add(1)
+			}
+		}
+		return nil
+	}
+	if W == 1 {
+		return work(k.workers[0], gemm.Default())
+	}
+	// Each worker runs its products on one core.
+	errs := make([]error, W)
+	var wg sync.WaitGroup
+	for w := range W {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[w] = work(k.workers[w], gemm.Serial())
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// trainWorkers is the number of workers that form the training side's
+// chunks: Spec.Workers (0: one per processor) when the source can build
+// more gradient models, else one.
+func (j *job[T, E]) trainWorkers() int {
+	if j.src.NewGradModel == nil {
+		return 1
+	}
+	if j.spec.Workers > 0 {
+		return j.spec.Workers
+	}
+	return runtime.GOMAXPROCS(0)
 }
 
 // trainKernel forms the training side of the sweeps' kernel, step after
@@ -95,15 +132,40 @@ func (j *job[T, E]) addTraining(v *history.StepView[T], u *epk.Update[E]) error 
 // Y = D·Q' ([n × R·I], when I ≤ O) or Y = X·Q' ([n × R·O]) and a short
 // product per sample with x_i or d_i ends it: the same multiply-adds as
 // the per-row product, without writing and reading the n·O·I values of
-// the gradients. Which tensors come factored is learned on the first
-// chunk: a weight whose buffer stayed zero while its factors arrived keeps
-// only the factors, and from then on its buffer is an empty array, so
-// that a layer that would still write it fails loudly instead of being
-// dropped.
+// the gradients. Which tensors come factored is learned on a worker's
+// first chunk: a weight whose buffer stayed zero while its factors
+// arrived keeps only the factors, and from then on its buffer is an empty
+// array, so that a layer that would still write it fails loudly instead
+// of being dropped.
+//
+// The step's weights and Q (in T, and permuted) are shared by the
+// workers, which make each Q when they first need it (under mu); the
+// gradient buffers and products are each worker's own.
 type trainKernel[T, E tensor.Float] struct {
 	sweeps []*sweepEval[E]
 	params []*nn.Param[T]
 	sizes  []int
+	// The step: w[t] = E_t/n; q[s][t] is Q_t of sweep s in T and qp[s][t]
+	// its permutation for the factored product, each made when first used
+	// (qStep, qpStep: the step they hold).
+	w             []float64
+	step          int
+	mu            sync.Mutex
+	q, qp         [][][]T
+	qStep, qpStep [][]int
+	workers       []*trainWorker[T, E]
+}
+
+// trainWorker forms the products of its chunks of training samples with
+// its own gradient model.
+type trainWorker[T, E tensor.Float] struct {
+	k      *trainKernel[T, E]
+	id     int
+	model  nn.Layer[T]
+	params []*nn.Param[T]
+	// be runs the worker's products (the serial backend when workers run
+	// side by side).
+	be gemm.Backend
 	// bufs[t] is tensor t's per-row gradient buffer [kernelChunk × size]
 	// (nil once the tensor comes only factored).
 	bufs [][]T
@@ -111,13 +173,6 @@ type trainKernel[T, E tensor.Float] struct {
 	// probed that the first chunk has decided it.
 	outer  []bool
 	probed bool
-	// The step: w[t] = E_t/n; q[s][t] is Q_t of sweep s in T and qp[s][t]
-	// its permutation for the factored product, each made when first used
-	// (qStep, qpStep: the step they hold).
-	w             []float64
-	step          int
-	q, qp         [][][]T
-	qStep, qpStep [][]int
 	// The chunk: the training samples' indices, out[s] = [R × len(idx)]
 	// per sweep, y the factored product's scratch and err the first error
 	// of a factored product (reported after the backward pass).
@@ -128,18 +183,28 @@ type trainKernel[T, E tensor.Float] struct {
 }
 
 func newTrainKernel[T, E tensor.Float](sweeps []*sweepEval[E], params []*nn.Param[T], sizes []int) *trainKernel[T, E] {
-	k := &trainKernel[T, E]{sweeps: sweeps, params: params, sizes: sizes, bufs: make([][]T, len(params)),
-		outer: make([]bool, len(params)), q: make([][][]T, len(sweeps)), qp: make([][][]T, len(sweeps)),
-		qStep: make([][]int, len(sweeps)), qpStep: make([][]int, len(sweeps)), out: make([][]T, len(sweeps))}
-	for t, size := range sizes {
-		k.bufs[t] = make([]T, kernelChunk*size)
-	}
-	for s, sw := range sweeps {
+	k := &trainKernel[T, E]{sweeps: sweeps, params: params, sizes: sizes,
+		q: make([][][]T, len(sweeps)), qp: make([][][]T, len(sweeps)),
+		qStep: make([][]int, len(sweeps)), qpStep: make([][]int, len(sweeps))}
+	for s := range sweeps {
 		k.q[s], k.qp[s] = make([][]T, len(params)), make([][]T, len(params))
 		k.qStep[s], k.qpStep[s] = make([]int, len(params)), make([]int, len(params))
-		k.out[s] = make([]T, sw.nrows*kernelChunk)
 	}
 	return k
+}
+
+// newWorker makes the next worker, with model's parameters in the order
+// of the kernel's.
+func (k *trainKernel[T, E]) newWorker(model nn.Layer[T]) *trainWorker[T, E] {
+	w := &trainWorker[T, E]{k: k, id: len(k.workers), model: model, params: model.Params(),
+		bufs: make([][]T, len(k.sizes)), outer: make([]bool, len(k.sizes)), out: make([][]T, len(k.sweeps))}
+	for t, size := range k.sizes {
+		w.bufs[t] = make([]T, kernelChunk*size)
+	}
+	for s, sw := range k.sweeps {
+		w.out[s] = make([]T, sw.nrows*kernelChunk)
+	}
+	return w
 }
 
 // startStep sets the step's weights E_t/n for a batch of n samples.
@@ -153,6 +218,8 @@ func (k *trainKernel[T, E]) startStep(e []float64, n int) {
 
 // qOf returns Q_t of sweep s in precision T (Q_t itself when E is T).
 func (k *trainKernel[T, E]) qOf(s, t int) []T {
+	k.mu.Lock()
+	defer k.mu.Unlock()
 	if k.qStep[s][t] == k.step {
 		return k.q[s][t]
 	}
@@ -176,6 +243,8 @@ func (k *trainKernel[T, E]) qOf(s, t int) []T {
 // weight [O, I]: [O × R·I] with Q'[o, r·I+j] = Q[r, o, j] when I ≤ O,
 // else [I × R·O] with Q'[j, r·O+o] = Q[r, o, j]; in precision T.
 func (k *trainKernel[T, E]) qpOf(s, t, O, I int) []T {
+	k.mu.Lock()
+	defer k.mu.Unlock()
 	if k.qpStep[s][t] == k.step {
 		return k.qp[s][t]
 	}
@@ -204,60 +273,74 @@ func (k *trainKernel[T, E]) qpOf(s, t, O, I int) []T {
 	return dst
 }
 
-// chunk forms the products of the training samples idx, whose gradients
-// backward puts into the Grads it is given, and adds them to the sweeps'
+// chunk forms the products of the batch's training samples [lo, hi)
+// (inputs xb, labels yb, indices idx) and adds them to the sweeps'
 // kernels.
-func (k *trainKernel[T, E]) chunk(idx []int, backward func(*nn.Grads[T]) error) error {
-	m := len(idx)
-	k.idx, k.err = idx, nil
-	g := &nn.Grads[T]{Mode: nn.PerRow, Of: make(map[*nn.Param[T]]*tensor.Dense[T], len(k.params))}
-	for t, p := range k.params {
-		if k.bufs[t] == nil {
+func (w *trainWorker[T, E]) chunk(xb *tensor.Dense[T], yb, idx []int, lo, hi int) error {
+	k := w.k
+	rows := make([]int, hi-lo)
+	for i := range rows {
+		rows[i] = lo + i
+	}
+	y, state, err := w.model.Forward(tensor.GatherRows(xb, rows, 1))
+	if err != nil {
+		return err
+	}
+	dy := tensor.New[T](y.Shape...)
+	C := y.Shape[len(y.Shape)-1]
+	for i := range rows {
+		dy.Data[i*C+yb[lo+i]] = 1
+	}
+	m := hi - lo
+	w.idx, w.err = idx[lo:hi], nil
+	g := &nn.Grads[T]{Mode: nn.PerRow, Of: make(map[*nn.Param[T]]*tensor.Dense[T], len(w.params))}
+	for t, p := range w.params {
+		if w.bufs[t] == nil {
 			g.Of[p] = &tensor.Dense[T]{Shape: []int{0}}
 			continue
 		}
-		buf := k.bufs[t][:m*k.sizes[t]]
+		buf := w.bufs[t][:m*k.sizes[t]]
 		clear(buf)
 		g.Of[p] = &tensor.Dense[T]{Shape: append([]int{m}, p.Value.Shape...), Data: buf}
 	}
 	if factorOuter {
-		g.Outer = make(map[*nn.Param[T]]func(dy, x []T, b, kk int), len(k.params))
-		for t, p := range k.params {
-			if len(p.Value.Shape) == 2 && (!k.probed || k.outer[t]) {
-				g.Outer[p] = func(dy, x []T, b, kk int) { k.factor(t, dy, x, b, kk) }
+		g.Outer = make(map[*nn.Param[T]]func(dy, x []T, b, kk int), len(w.params))
+		for t, p := range w.params {
+			if len(p.Value.Shape) == 2 && (!w.probed || w.outer[t]) {
+				g.Outer[p] = func(dy, x []T, b, kk int) { w.factor(t, dy, x, b, kk) }
 			}
 		}
 	}
-	if err := backward(g); err != nil {
+	if _, err := w.model.Backward(state, dy, g, false); err != nil {
 		return err
 	}
-	if k.err != nil {
-		return k.err
+	if w.err != nil {
+		return w.err
 	}
-	if !k.probed {
-		k.probed = true
-		for t := range k.params {
-			if k.outer[t] && allZero(k.bufs[t][:m*k.sizes[t]]) {
-				k.bufs[t] = nil
+	if !w.probed {
+		w.probed = true
+		for t := range w.params {
+			if w.outer[t] && allZero(w.bufs[t][:m*k.sizes[t]]) {
+				w.bufs[t] = nil
 			}
 		}
 	}
 	for s, sw := range k.sweeps {
-		out := k.out[s][:sw.nrows*m]
-		for t, p := range k.params {
-			if k.bufs[t] == nil || k.w[t] == 0 {
+		out := w.out[s][:sw.nrows*m]
+		for t, p := range w.params {
+			if w.bufs[t] == nil || k.w[t] == 0 {
 				continue
 			}
 			// out[R × m] += w · Q_t[R × size] · G_t[m × size]ᵀ; with the
 			// parameter axis summed, every tensor adds into one out.
 			size := k.sizes[t]
-			gemm.Gemm(false, true, sw.nrows, m, size, T(k.w[t]), k.qOf(s, t), size, g.Of[p].Data, size, T(1), out, m)
+			gemm.GemmOn(w.be, false, true, sw.nrows, m, size, T(k.w[t]), k.qOf(s, t), size, g.Of[p].Data, size, T(1), out, m)
 			if sw.params.size > 1 {
-				k.flush(s, t)
+				w.flush(s, t)
 			}
 		}
 		if sw.params.size == 1 {
-			k.flush(s, 0)
+			w.flush(s, 0)
 		}
 	}
 	return nil
@@ -266,17 +349,18 @@ func (k *trainKernel[T, E]) chunk(idx []int, backward func(*nn.Grads[T]) error) 
 // factor adds the factored product of weight t's per-row gradients
 // dy[i]ᵀ x[i] (dy [b × O], x [b × I], one row per training sample) to
 // every sweep's out; it is tensor t's nn.Grads.Outer receiver.
-func (k *trainKernel[T, E]) factor(t int, dy, x []T, b, rowsPer int) {
-	O, I := k.params[t].Value.Shape[0], k.params[t].Value.Shape[1]
-	m := len(k.idx)
+func (w *trainWorker[T, E]) factor(t int, dy, x []T, b, rowsPer int) {
+	k := w.k
+	O, I := w.params[t].Value.Shape[0], w.params[t].Value.Shape[1]
+	m := len(w.idx)
 	if rowsPer != 1 || b != m || len(dy) != b*O || len(x) != b*I {
-		if k.err == nil {
-			k.err = fmt.Errorf("explain: the factored gradient of %s has %d×%d cotangent rows and %d values for %d training samples",
-				k.params[t].Name, b, rowsPer, len(dy)+len(x), m)
+		if w.err == nil {
+			w.err = fmt.Errorf("explain: the factored gradient of %s has %d×%d cotangent rows and %d values for %d training samples",
+				w.params[t].Name, b, rowsPer, len(dy)+len(x), m)
 		}
 		return
 	}
-	k.outer[t] = true
+	w.outer[t] = true
 	factoredProducts.Add(1)
 	if k.w[t] == 0 {
 		return
@@ -290,36 +374,38 @@ func (k *trainKernel[T, E]) factor(t int, dy, x []T, b, rowsPer int) {
 	for s, sw := range k.sweeps {
 		R := sw.nrows
 		qp := k.qpOf(s, t, O, I)
-		out := k.out[s][:R*m]
+		out := w.out[s][:R*m]
 		// Blocks of rows r so that Y stays within about 1<<22 values.
 		rb := max(1, min(R, (1<<22)/(m*L)))
-		if len(k.y) < m*rb*L {
-			k.y = make([]T, m*rb*L)
+		if len(w.y) < m*rb*L {
+			w.y = make([]T, m*rb*L)
 		}
 		for r0 := 0; r0 < R; r0 += rb {
 			r1 := min(r0+rb, R)
 			n := (r1 - r0) * L
-			y := k.y[:m*n]
-			gemm.Gemm(false, false, m, n, K, T(k.w[t]), lhs, K, qp[r0*L:], R*L, 0, y, n)
+			y := w.y[:m*n]
+			gemm.GemmOn(w.be, false, false, m, n, K, T(k.w[t]), lhs, K, qp[r0*L:], R*L, 0, y, n)
 			for i := 0; i < m; i++ {
 				// out[r0:r1, i] += Y[i] ([r1−r0 × L]) · v[i].
-				gemm.Gemm(false, false, r1-r0, 1, L, 1, y[i*n:], L, v[i*L:], 1, 1, out[r0*m+i:], m)
+				gemm.GemmOn(w.be, false, false, r1-r0, 1, L, 1, y[i*n:], L, v[i*L:], 1, 1, out[r0*m+i:], m)
 			}
 		}
 		if sw.params.size > 1 {
-			k.flush(s, t)
+			w.flush(s, t)
 		}
 	}
 }
 
 // flush adds sweep s's out [R × m] to its kernel at the entries of tensor
 // t (of every tensor when the parameter axis is summed) and clears it.
-func (k *trainKernel[T, E]) flush(s, t int) {
-	sw := k.sweeps[s]
-	R, m, N := sw.nrows, len(k.idx), sw.dims.train
-	out := k.out[s][:R*m]
+// The entries are the chunk's own training samples', which no other chunk
+// of the step writes.
+func (w *trainWorker[T, E]) flush(s, t int) {
+	sw := w.k.sweeps[s]
+	R, m, N := sw.nrows, len(w.idx), sw.dims.train
+	out := w.out[s][:R*m]
 	for r := 0; r < R; r++ {
-		for i, ti := range k.idx {
+		for i, ti := range w.idx {
 			val := float64(out[r*m+i])
 			for _, e := range sw.params.entries[t] {
 				sw.kernel[(r*sw.params.size+e)*N+ti] += val
@@ -327,6 +413,19 @@ func (k *trainKernel[T, E]) flush(s, t int) {
 		}
 	}
 	clear(out)
+}
+
+// repeats reports whether a sample index occurs twice in idx (indices
+// below n; an index out of range counts as a repeat).
+func repeats(idx []int, n int) bool {
+	seen := make([]bool, n)
+	for _, i := range idx {
+		if i < 0 || i >= n || seen[i] {
+			return true
+		}
+		seen[i] = true
+	}
+	return false
 }
 
 func allZero[T tensor.Float](v []T) bool {

@@ -24,8 +24,9 @@ var kernelQueries = []explain.Query{
 
 // runKernel evaluates kernelQueries on the run in dir, in the run's
 // precision T and the evaluation precision E, with the data kernel's fast
-// paths or without and chunk training samples at a time.
-func runKernel[T, E tensor.Float](t *testing.T, dir string, fast bool, chunk int) *explain.Output {
+// paths or without, chunk training samples at a time and the given
+// workers (1, or more to have the training chunks formed side by side).
+func runKernel[T, E tensor.Float](t *testing.T, dir string, fast bool, chunk, workers int) *explain.Output {
 	t.Helper()
 	defer explain.SetKernelPath(fast, chunk)()
 	tr, err := job.OpenRun[T, E](dir)
@@ -35,14 +36,17 @@ func runKernel[T, E tensor.Float](t *testing.T, dir string, fast bool, chunk int
 	groups := []explain.TensorGroup{{Name: "mlp", Tensors: []string{"linear1.weight", "linear1.bias", "linear2.weight"}},
 		{Name: "out", Tensors: []string{"decoder.weight", "linear2.weight"}}}
 	spec := explain.Spec[E]{Queries: kernelQueries, Test: explain.TestSet[E]{X: tr.Data.Val.Inputs, Labels: tr.Data.Val.Labels},
-		Quadrature: epk.Quadrature{Rule: epk.Exact, Points: 3}, Groups: groups, Chunk: 3}
-	factored, runChunks := explain.FactoredProducts(), explain.RunFeatureChunks()
+		Quadrature: epk.Quadrature{Rule: epk.Exact, Points: 3}, Groups: groups, Chunk: 3, Workers: workers, NewModel: tr.NewModel}
+	factored, runChunks, helped := explain.FactoredProducts(), explain.RunFeatureChunks(), explain.HelperChunks()
 	out, err := explain.Run(context.Background(), tr.Source, tr.Model, tr.Path, spec)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if n := explain.FactoredProducts() - factored; fast != (n > 0) {
 		t.Fatalf("fast paths %v: %d factored products formed", fast, n)
+	}
+	if n := explain.HelperChunks() - helped; (workers > 1 && chunk < tr.Source.TrainSize) != (n > 0) {
+		t.Fatalf("%d workers, %d of %d training samples per chunk: %d chunks formed by a second worker", workers, chunk, tr.Source.TrainSize, n)
 	}
 	_, t32 := any(T(0)).(float32)
 	_, e64 := any(E(0)).(float64)
@@ -65,27 +69,28 @@ func TestKernelFastPathsEqualPerRow(t *testing.T) {
 	run64, run32 := testrun.Train[float64](t, c), testrun.Train[float32](t, c)
 	cases := []struct {
 		name string
-		run  func(factored bool, chunk int) *explain.Output
+		run  func(factored bool, chunk, workers int) *explain.Output
 		tol  float64
 	}{
-		{"float64", func(f bool, ch int) *explain.Output { return runKernel[float64, float64](t, run64, f, ch) }, 1e-12},
-		{"float32 run, float64 evaluation", func(f bool, ch int) *explain.Output { return runKernel[float32, float64](t, run32, f, ch) }, 1e-5},
-		{"float32", func(f bool, ch int) *explain.Output { return runKernel[float32, float32](t, run32, f, ch) }, 1e-5},
+		{"float64", func(f bool, ch, w int) *explain.Output { return runKernel[float64, float64](t, run64, f, ch, w) }, 1e-12},
+		{"float32 run, float64 evaluation", func(f bool, ch, w int) *explain.Output { return runKernel[float32, float64](t, run32, f, ch, w) }, 1e-5},
+		{"float32", func(f bool, ch, w int) *explain.Output { return runKernel[float32, float32](t, run32, f, ch, w) }, 1e-5},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			want := tc.run(false, 256)
-			for _, chunk := range []int{7, 256} {
-				got := tc.run(true, chunk)
+			want := tc.run(false, 256, 1)
+			for _, c := range []struct{ chunk, workers int }{{7, 1}, {7, 3}, {256, 1}} {
+				chunk := c.chunk
+				got := tc.run(true, chunk, c.workers)
 				for i, r := range got.Results {
 					w := want.Results[i].Data
 					if len(r.Data) != len(w) || len(w) == 0 {
 						t.Fatalf("%s: %d values, per-row %d", r.Query.Name, len(r.Data), len(w))
 					}
 					e := tensor.RelErr(r.Data, w)
-					t.Logf("chunk %3d %-18s: relative difference %.2g from the plain path", chunk, r.Query.Name, e)
+					t.Logf("chunk %3d, %d workers, %-18s: relative difference %.2g from the plain path", chunk, c.workers, r.Query.Name, e)
 					if !(e <= tc.tol) {
-						t.Errorf("chunk %d, %s: relative difference %.3g from the plain path, want ≤ %g", chunk, r.Query.Name, e, tc.tol)
+						t.Errorf("chunk %d, %d workers, %s: relative difference %.3g from the plain path, want ≤ %g", chunk, c.workers, r.Query.Name, e, tc.tol)
 					}
 				}
 				if !(got.KernelResidual <= math.Max(10*want.KernelResidual, 1e-10)) {

@@ -19,6 +19,10 @@ type Source[T tensor.Float] struct {
 	// GradModel is a model instance of the run's architecture used only to
 	// recompute each step's mean loss gradient (not the replay's model).
 	GradModel nn.Layer[T]
+	// NewGradModel, if set, builds another instance of the gradient model,
+	// so that data attribution can form the training samples' gradients
+	// on several workers (Spec.Workers of them).
+	NewGradModel func() (nn.Layer[T], error)
 	// Batch returns a step's training inputs (augmented as recorded) and
 	// labels.
 	Batch func(rec history.StepRecord) (*tensor.Dense[T], []int, error)
@@ -65,6 +69,10 @@ type Spec[E tensor.Float] struct {
 	// model instance from NewModel (0: GOMAXPROCS when NewModel is set, 1
 	// otherwise). Each chunk's results are added to the accumulators in
 	// chunk order, so the outputs do not depend on the worker count.
+	// Data attribution forms its training samples' gradients on as many
+	// workers when Source.NewGradModel is set; their products then run
+	// one per core instead of split across the cores, which rounds
+	// differently (the kernel's float32 rounding, not its exactness).
 	Workers int
 	// NewModel, if set, builds another instance of the evaluation model
 	// and its path form (nil: generic) for a parallel worker.

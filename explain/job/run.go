@@ -63,7 +63,10 @@ func OpenRun[T, E tensor.Float](dir string) (*TrainRun[T, E], error) {
 		Source: explain.Source[T]{
 			Replay:    o.Replay,
 			GradModel: gm,
-			Batch:     o.Session.Batch,
+			NewGradModel: func() (nn.Layer[T], error) {
+				return train.BuildModel[T](o.Config, o.Data)
+			},
+			Batch: o.Session.Batch,
 			BatchIndices: func(rec history.StepRecord) []int {
 				if rec.Batch == nil {
 					return all
