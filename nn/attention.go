@@ -310,22 +310,14 @@ func (a *AttentionHeads[T]) encoderGrads(mode GradMode, gEnc []*tensor.Dense[T],
 		}
 		return
 	}
+	// Per row r and head h, one product gE_h[r] += dz[r, :, h]ᵀ x[b]
+	// ([DH × seq] · [seq × D]).
 	attentionParallel(b*k, seq*hd*d, func(lo, hi int) {
 		for r := lo; r < hi; r++ {
-			bb := r / k
-			for t := 0; t < seq; t++ {
-				xt := x[(bb*seq+t)*d : (bb*seq+t+1)*d]
-				dzt := dz[(r*seq+t)*hd : (r*seq+t+1)*hd]
-				for hh, ge := range gEnc {
-					if ge == nil {
-						continue
-					}
-					dst := ge.Data[r*dh*d : (r+1)*dh*d]
-					for e, v := range dzt[hh*dh : (hh+1)*dh] {
-						if v != 0 {
-							tensor.AddScaled(dst[e*d:(e+1)*d], v, xt)
-						}
-					}
+			xb, dzr := x[(r/k)*seq*d:], dz[r*seq*hd:]
+			for hh, ge := range gEnc {
+				if ge != nil {
+					gemm.Gemm(true, false, dh, d, seq, 1, dzr[hh*dh:], hd, xb, d, 1, ge.Data[r*dh*d:(r+1)*dh*d], d)
 				}
 			}
 		}
