@@ -65,6 +65,7 @@ type chunk[E tensor.Float] struct {
 // reuses (epk.Evaluator.FeaturesInto): no evaluation keeps a chunk's
 // features beyond its add.
 type worker[E tensor.Float] struct {
+	id       int
 	paths    *epk.Evaluator[E]
 	features *epk.Features[E]
 }
@@ -96,10 +97,11 @@ type job[T, E tensor.Float] struct {
 	// (addTraining), its buffers kept from step to step.
 	trainSide *trainKernel[T, E]
 	// runFeatures, when set, evaluates the feature pass in the run's
-	// precision T (with the gradient model) instead of E, into featuresT
-	// (chunk.features32): see useRunFeatures.
-	runFeatures *epk.Evaluator[T]
-	featuresT   *epk.Features[T]
+	// precision T instead of E, one evaluator per worker (the first on
+	// the gradient model, the others on Source.NewGradModel's), each into
+	// its featuresT (chunk.features32): see useRunFeatures.
+	runFeatures []*epk.Evaluator[T]
+	featuresT   []*epk.Features[T]
 
 	// split splits a step's update into its parts. sgd is the splitter of
 	// an SGD run, whose weight-decay state the job carries from step to
@@ -200,8 +202,20 @@ func newJob[T, E tensor.Float](src Source[T], model nn.Layer[E], path epk.PathMo
 		if err != nil {
 			return nil, err
 		}
-		j.workers = append(j.workers, &worker[E]{paths: ev})
+		j.workers = append(j.workers, &worker[E]{id: w, paths: ev})
+		if w > 0 && j.runFeatures != nil {
+			gm, err := src.NewGradModel()
+			if err != nil {
+				return nil, fmt.Errorf("explain: worker %d's gradient model: %w", w, err)
+			}
+			rf, err := epk.NewEvaluator[T](pathOf(gm), epk.Options{Quadrature: spec.Quadrature})
+			if err != nil {
+				return nil, err
+			}
+			j.runFeatures = append(j.runFeatures, rf)
+		}
 	}
+	j.featuresT = make([]*epk.Features[T], len(j.runFeatures))
 	return j, nil
 }
 
@@ -228,7 +242,7 @@ func (j *job[T, E]) chunking() int {
 			w = runtime.GOMAXPROCS(0)
 		}
 	}
-	if j.runFeatures != nil {
+	if j.runFeatures != nil && j.src.NewGradModel == nil {
 		w = 1
 	}
 	if j.spec.Chunk == 0 {
@@ -253,8 +267,10 @@ var (
 // T leave its accuracy at T's rounding (about 1e-7 relative in float32,
 // which Output.KernelResidual reports) at half the cost of the feature
 // pass in float64. The quadrature, its plan and the forward evaluation
-// (validation and every other query) stay in E. The feature pass uses the
-// gradient model, which every other user sets to the same θ_s.
+// (validation and every other query) stay in E. The first worker's feature
+// pass uses the gradient model, which every other user sets to the same
+// θ_s, and the others (when Source.NewGradModel lets the job have more
+// than one worker) models of their own.
 func (j *job[T, E]) useRunFeatures() {
 	_, t32 := any(T(0)).(float32)
 	_, e64 := any(E(0)).(float64)
@@ -272,15 +288,11 @@ func (j *job[T, E]) useRunFeatures() {
 			return
 		}
 	}
-	pm, ok := j.src.GradModel.(epk.PathModel[T])
-	if !ok {
-		pm = epk.LayerPath(j.src.GradModel)
-	}
-	ev, err := epk.NewEvaluator[T](pm, epk.Options{Quadrature: j.spec.Quadrature})
+	ev, err := epk.NewEvaluator[T](pathOf(j.src.GradModel), epk.Options{Quadrature: j.spec.Quadrature})
 	if err != nil {
 		return // the E feature pass does without (an Exact rule without switches, say)
 	}
-	j.runFeatures = ev
+	j.runFeatures = []*epk.Evaluator[T]{ev}
 }
 
 // featurePass evaluates the feature pass of a chunk's test samples x
@@ -296,11 +308,11 @@ func (j *job[T, E]) featurePass(w *worker[E], c *chunk[E], uT **epk.Update[T], x
 	if *uT == nil {
 		*uT = convertUpdate[T](c.update)
 	}
-	f, _, err := j.runFeatures.FeaturesInto(j.featuresT, *uT, tensor.Convert[T](x), c.forward.Plan, cotangents[T](&j.rows, j.classes, labels))
+	f, _, err := j.runFeatures[w.id].FeaturesInto(j.featuresT[w.id], *uT, tensor.Convert[T](x), c.forward.Plan, cotangents[T](&j.rows, j.classes, labels))
 	if err != nil {
 		return err
 	}
-	j.featuresT = f
+	j.featuresT[w.id] = f
 	c.features32 = any(f).(*epk.Features[float32])
 	runFeatureChunks.Add(1)
 	return nil
