@@ -6,6 +6,7 @@ import (
 	"os"
 	"runtime/debug"
 	"runtime/pprof"
+	"runtime/trace"
 	"slices"
 	"strconv"
 	"strings"
@@ -48,7 +49,7 @@ func newEPKCmd() *cobra.Command {
 	o := job.Options{CheckpointCost: job.DefaultCheckpointCost}
 	var presets, indices, steps, memory, shardFlag string
 	var quiet bool
-	var profile, memProfile string
+	var profile, memProfile, traceFile string
 	cmd := &cobra.Command{
 		Use:   "epk",
 		Short: "Rewrite a recorded run as its exact path kernel machine and compute influence scores",
@@ -153,6 +154,16 @@ shards' outputs with explaind merge. Each shard resumes like any job.
 				pprof.StartCPUProfile(pf)
 				defer pprof.StopCPUProfile()
 			}
+			if traceFile != "" {
+				tf, err := os.Create(traceFile)
+				if err != nil {
+					return err
+				}
+				if err := trace.Start(tf); err != nil {
+					return err
+				}
+				defer trace.Stop()
+			}
 			start := time.Now()
 			s, err := job.Run(ctx, o)
 			if err != nil {
@@ -185,7 +196,7 @@ shards' outputs with explaind merge. Each shard resumes like any job.
 	f.StringVar(&steps, "steps", "", "range of training steps FROM:TO (default: all)")
 	f.StringVar(&memory, "memory", "", "memory ceiling for the job's arrays, e.g. 8GiB (default: none)")
 	f.StringVar(&shardFlag, "shard", "", "compute shard I/N of the job (0 ≤ I < N): the I-th of N blocks of its test samples; join the shards with explaind merge")
-	f.IntVar(&o.Chunk, "chunk", 0, "test samples a worker evaluates together (0: 256 divided among the workers)")
+	f.IntVar(&o.Chunk, "chunk", 0, "test samples a worker evaluates together (0: 4 for a CNN, else 256 divided among the workers)")
 	f.IntVar(&o.Workers, "workers", 0, "chunks of test samples evaluated at once, each by its own model instance (0: one per processor)")
 	f.DurationVar(&o.CheckpointEvery, "save-every", 10*time.Minute, fmt.Sprintf("how often the job's state is saved for resuming (less often when saving takes long: at most %.0f %% of the time)", 100.0/job.DefaultCheckpointCost))
 	f.BoolVar(&quiet, "quiet", false, "no progress bar")
@@ -193,6 +204,8 @@ shards' outputs with explaind merge. Each shard resumes like any job.
 	f.MarkHidden("cpuprofile")
 	f.StringVar(&memProfile, "memprofile", "", "write an allocation profile (every allocation of the job) to this file")
 	f.MarkHidden("memprofile")
+	f.StringVar(&traceFile, "trace", "", "write an execution trace (go tool trace) to this file: where the cores wait")
+	f.MarkHidden("trace")
 	cmd.MarkFlagRequired("run")
 	cmd.MarkFlagRequired("out")
 	return cmd
