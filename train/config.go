@@ -194,8 +194,8 @@ func (c *Config) Validate() error {
 	switch c.Schedule {
 	case "constant":
 	case "triangle":
-		if c.PeakEpoch < 0 || c.PeakEpoch > c.Epochs {
-			return bad("PeakEpoch", c.PeakEpoch, "want between 0 and %v (%d)", setting.Name("Epochs"), c.Epochs)
+		if !(0 < c.PeakEpoch && c.PeakEpoch < c.Epochs) {
+			return bad("PeakEpoch", c.PeakEpoch, "want strictly between 0 and %v (%d): the triangle rises and falls", setting.Name("Epochs"), c.Epochs)
 		}
 	default:
 		return bad("Schedule", strconv.Quote(c.Schedule), "want constant or triangle")

@@ -79,7 +79,8 @@ func TestFlagErrorEndToEnd(t *testing.T) {
 		want string
 	}{
 		{[]string{"train", "modulo", "--out", dir, "--lr", "-1"}, "train: invalid --lr -1: want a finite value ≥ 0"},
-		{[]string{"train", "cnn", "--out", dir, "--peak-epoch", "13"}, "train: invalid --peak-epoch 13: want between 0 and --epochs (12)"},
+		{[]string{"train", "cnn", "--out", dir, "--peak-epoch", "13"}, "train: invalid --peak-epoch 13: want strictly between 0 and --epochs (12)"},
+		{[]string{"train", "cnn", "--out", dir, "--epochs", "1", "--peak-epoch", "0"}, "train: invalid --peak-epoch 0: want strictly between 0 and --epochs (1)"},
 	} {
 		if _, err := run(c.args...); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%v: got %v, want an error mentioning %q", c.args, err, c.want)
