@@ -196,7 +196,7 @@ shards' outputs with explaind merge. Each shard resumes like any job.
 	f.StringVar(&steps, "steps", "", "range of training steps FROM:TO (default: all)")
 	f.StringVar(&memory, "memory", "", "memory ceiling for the job's arrays, e.g. 8GiB (default: none)")
 	f.StringVar(&shardFlag, "shard", "", "compute shard I/N of the job (0 ≤ I < N): the I-th of N blocks of its test samples; join the shards with explaind merge")
-	f.IntVar(&o.Chunk, "chunk", 0, "test samples a worker evaluates together (0: 4 for a CNN, else 256 divided among the workers)")
+	f.IntVar(&o.Chunk, "chunk", 0, fmt.Sprintf("test samples a worker evaluates together (0: %d for a CNN, else 256 divided among the workers)", job.CNNChunk))
 	f.IntVar(&o.Workers, "workers", 0, "chunks of test samples evaluated at once, each by its own model instance (0: one per processor)")
 	f.DurationVar(&o.CheckpointEvery, "save-every", 10*time.Minute, fmt.Sprintf("how often the job's state is saved for resuming (less often when saving takes long: at most %.0f %% of the time)", 100.0/job.DefaultCheckpointCost))
 	f.BoolVar(&quiet, "quiet", false, "no progress bar")

@@ -105,10 +105,12 @@ const DefaultCheckpointCost = 50
 // every image's activations at every quadrature node of the chunk (im2col
 // columns included), so large chunks spill out of the caches: on the
 // Fashion-2 ResNet-9 (width/8), 64 test images over steps 0:4, tol 1e-4,
-// float32, validation, chunks of 32/8/4/2/1 images took 7.7/5.1/4.4/5.6/
-// 6.5 s; with the pruning preset too, 12.6 s at 32 and 7.5 s at 4 (633 and
-// 342 MB); 512 images in float64 at the old default (128) took 183 s and
-// 4.0 GB, in float32 at 4 58 s and 0.7 GB.
+// float32, validation, the steps' evaluation (timed inside the job,
+// without loading and replay) took 7.7/5.1/4.4/5.6/6.5 s with chunks of
+// 32/8/4/2/1 images; with the pruning preset too, 12.6 s at 32 and 7.5 s
+// at 4 (peak RSS 633 and 342 MB); whole jobs of 512 images took 183 s and
+// 4.0 GB in float64 at the old default (128), 58 s and 0.7 GB in float32
+// at 4.
 const CNNChunk = 4
 
 // defaultChunk is the test chunk: chunk, or when 0, CNNChunk for a CNN
