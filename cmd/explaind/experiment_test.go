@@ -24,7 +24,7 @@ func TestPruneDoCancelledWritesNothing(t *testing.T) {
 	out := filepath.Join(root, "prune")
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	o := prune.Options{Run: runDir, EPK: epkDir, Out: out,
+	o := prune.Options{Run: runDir, EPK: []string{epkDir}, Out: out,
 		Config: prune.Config{Grids: []prune.Grid{{Name: "g", Fractions: []float64{0.5}}}, Scope: prune.ScopeGlobal, Seeds: 1, Keep: []string{prune.DefaultKeep}}}
 	s, err := prune.Do(ctx, o)
 	if !errors.Is(err, context.Canceled) || s != nil || !strings.Contains(err.Error(), "nothing was written to "+out) {

@@ -4,6 +4,7 @@ import (
 	"encoding/csv"
 	"encoding/json"
 	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -216,6 +217,122 @@ func TestPrune(t *testing.T) {
 	for _, c := range cases {
 		if _, err := run(append(c.args, "--quiet")...); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%v: got %v, want an error mentioning %q", c.args, err, c.want)
+		}
+	}
+	if _, err := os.Stat(bad); err == nil {
+		t.Error("a refused command left an output directory behind")
+	}
+}
+
+// TestPruneSeveralEPK: importances of EPK outputs of disjoint test samples
+// are added (two outputs whose importances add up to |θ_final|, neither
+// ranking like it alone, prune like magnitude), the pruned models are
+// evaluated on the samples neither scored, and outputs that overlap or
+// were computed differently are refused before any work.
+func TestPruneSeveralEPK(t *testing.T) {
+	root := t.TempDir()
+	runDir := pruneTestRun(t)
+	mags := finalMagnitudes(t, runDir)
+	rng := rand.New(rand.NewPCG(3, 4))
+	share := map[string][]float64{}
+	for name, m := range mags {
+		for range m {
+			share[name] = append(share[name], rng.Float64())
+		}
+	}
+	part := func(first bool) func(string, int) []float64 {
+		return func(name string, n int) []float64 {
+			out := make([]float64, n)
+			for i, w := range share[name] {
+				if !first {
+					w = 1 - w
+				}
+				out[i] = w * mags[name][i]
+			}
+			return out
+		}
+	}
+	a, b := filepath.Join(root, "a"), filepath.Join(root, "b")
+	fakeEPK(t, runDir, a, "", []string{epkfile.Validation, epkfile.Pruning}, []int{0, 2, 3, 5, 7, 8}, part(true), nil)
+	fakeEPK(t, runDir, b, "", []string{epkfile.Validation, epkfile.Pruning}, []int{11, 12, 13, 17, 18, 19}, part(false), nil)
+	out := filepath.Join(root, "prune")
+	args := []string{"prune", "--run", runDir, "--epk", a, "--epk", b, "--out", out, "--fractions", "0.05,0.2,0.5", "--seeds", "1", "--quiet"}
+	if o, err := run(args...); err != nil {
+		t.Fatalf("prune: %v\n%s", err, o)
+	}
+	raw, err := os.ReadFile(filepath.Join(out, "summary.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s prune.Summary
+	if err := json.Unmarshal(raw, &s); err != nil {
+		t.Fatal(err)
+	}
+	if s.ScoringSamples != 12 || s.EvalSamples != 8 || !slices.Equal(s.EPKOutputs, []string{a, b}) {
+		t.Fatalf("summary: %d scoring, %d eval samples, outputs %v; want 12, 8, [%s %s]", s.ScoringSamples, s.EvalSamples, s.EPKOutputs, a, b)
+	}
+	epk, mag := s.Curves[0], s.Curves[2]
+	for i, p := range epk.Points {
+		q := mag.Points[i]
+		if p.Kept != q.Kept || !slices.Equal(p.PrunedPerLayer, q.PrunedPerLayer) || p.Accuracy != q.Accuracy || p.KL != q.KL {
+			t.Errorf("fraction %v: the summed importance %+v differs from magnitude %+v", p.Fraction, p, q)
+		}
+	}
+	// Alone, the first output does not rank like magnitude: the test
+	// above could not pass without the sum.
+	alone := filepath.Join(root, "alone")
+	if o, err := run("prune", "--run", runDir, "--epk", a, "--out", alone, "--fractions", "0.05,0.2,0.5", "--seeds", "1", "--quiet"); err != nil {
+		t.Fatalf("prune: %v\n%s", err, o)
+	}
+	raw, err = os.ReadFile(filepath.Join(alone, "summary.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var one prune.Summary
+	if err := json.Unmarshal(raw, &one); err != nil {
+		t.Fatal(err)
+	}
+	same := true
+	for i, p := range one.Curves[0].Points {
+		same = same && slices.Equal(p.PrunedPerLayer, one.Curves[2].Points[i].PrunedPerLayer)
+	}
+	if same {
+		t.Error("the first output alone prunes like magnitude; the test cannot tell a sum from one output")
+	}
+
+	overlap := filepath.Join(root, "overlap")
+	fakeEPK(t, runDir, overlap, "", []string{epkfile.Pruning}, []int{1, 5}, part(true), nil)
+	otherTol := filepath.Join(root, "othertol")
+	fakeEPK(t, runDir, otherTol, "", []string{epkfile.Pruning}, []int{1, 4}, part(true), nil)
+	mp := filepath.Join(otherTol, "manifest.json")
+	raw, err = os.ReadFile(mp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(raw, &m); err != nil {
+		t.Fatal(err)
+	}
+	m["tol"] = 1e-3
+	raw, _ = json.Marshal(m)
+	if err := os.WriteFile(mp, raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bad := filepath.Join(root, "bad")
+	for _, c := range []struct {
+		epk  []string
+		want string
+	}{
+		{[]string{a, overlap}, "test sample 5 is scored by both"},
+		{[]string{a, a}, "scored by both"},
+		{[]string{a, otherTol}, "differ in tolerance"},
+	} {
+		args := []string{"prune", "--run", runDir, "--out", bad, "--quiet"}
+		for _, e := range c.epk {
+			args = append(args, "--epk", e)
+		}
+		if _, err := run(args...); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: got %v, want an error mentioning %q", c.epk, err, c.want)
 		}
 	}
 	if _, err := os.Stat(bad); err == nil {

@@ -26,16 +26,22 @@ const DefaultKeep = "9.weight"
 
 // Options configure Do.
 type Options struct {
-	// Run is the training run, EPK the `explaind epk` output (with the
-	// pruning preset) explaining it, Out the directory to write.
-	Run, EPK, Out string
+	// Run is the training run and Out the directory to write.
+	Run, Out string
+	// EPK are `explaind epk` outputs (with the pruning preset) explaining
+	// the run: one, or several of disjoint test samples computed with the
+	// same steps, quadrature and precision (the shards of one job, say),
+	// whose importances add up to that of their union.
+	EPK []string
 	Config
 }
 
 // Summary is DIR/summary.json.
 type Summary struct {
-	// EPKSource names the run and EPK output read.
+	// EPKSource names the run and the (first) EPK output read;
+	// EPKOutputs all of them when there are several.
 	expio.EPKSource
+	EPKOutputs []string `json:"epk_outputs,omitempty"`
 	// Scope, Seeds, Seed and Keep are as configured; Grids the fractions.
 	Scope string   `json:"scope"`
 	Seeds int      `json:"seeds"`
@@ -67,34 +73,71 @@ var use = expio.EPKUse{
 }
 
 // check validates the options and reads the run's manifest and the EPK
-// output's: every error a mistaken command line can provoke comes from here,
-// before any work.
-func check(opts *Options) (*expio.EPKRun, error) {
-	if err := use.Named(opts.Run, opts.EPK, opts.Out); err != nil {
+// outputs': every error a mistaken command line can provoke comes from
+// here, before any work.
+func check(opts *Options) ([]*expio.EPKRun, error) {
+	first := ""
+	if len(opts.EPK) > 0 {
+		first = opts.EPK[0]
+	}
+	if err := use.Named(opts.Run, first, opts.Out); err != nil {
 		return nil, err
 	}
 	if err := opts.Config.Check(); err != nil {
 		return nil, err
 	}
-	c, err := expio.OpenEPK(use, opts.Run, opts.EPK)
-	if err != nil {
-		return nil, err
+	var cs []*expio.EPKRun
+	for _, dir := range opts.EPK {
+		c, err := expio.OpenEPK(use, opts.Run, dir)
+		if err != nil {
+			return nil, err
+		}
+		if len(cs) > 0 {
+			if err := sameJob(cs[0].EPK, c.EPK); err != nil {
+				return nil, err
+			}
+		}
+		cs = append(cs, c)
 	}
 	for _, k := range opts.Keep {
-		if !slices.ContainsFunc(c.Manifest.Params, func(p history.ParamInfo) bool { return p.Name == k }) {
+		if !slices.ContainsFunc(cs[0].Manifest.Params, func(p history.ParamInfo) bool { return p.Name == k }) {
 			return nil, fmt.Errorf("prune: the layer %q to leave unpruned is not a parameter of the run", k)
 		}
 	}
-	return c, nil
+	return cs, nil
 }
 
-// Do runs `explaind prune`: it checks that the EPK output explains the run
-// and holds the pruning preset, evaluates every fraction kept with every
-// method on the test samples outside the EPK output's, and writes
+// sameJob checks that two EPK outputs of the run were computed alike
+// (steps, quadrature, tolerance, precision, test split), so that their
+// importances may be added.
+func sameJob(a, b *epkfile.Output) error {
+	ma, mb := &a.Manifest, &b.Manifest
+	diff := func(what string, x, y any) error {
+		return fmt.Errorf("prune: the EPK outputs %s and %s differ in %s (%v and %v); their importances add up only when computed alike, as the shards of one job (explaind epk --shard I/N)", a.Dir, b.Dir, what, x, y)
+	}
+	switch {
+	case ma.Steps != mb.Steps:
+		return diff("steps", ma.Steps, mb.Steps)
+	case ma.Quadrature != mb.Quadrature:
+		return diff("quadrature", ma.Quadrature, mb.Quadrature)
+	case ma.Tol != mb.Tol:
+		return diff("tolerance", ma.Tol, mb.Tol)
+	case ma.Precision != mb.Precision:
+		return diff("precision", ma.Precision, mb.Precision)
+	case ma.Test.Split != mb.Test.Split:
+		return diff("test split", ma.Test.Split, mb.Test.Split)
+	}
+	return nil
+}
+
+// Do runs `explaind prune`: it checks that the EPK outputs explain the run
+// and hold the pruning preset, adds their importances, evaluates every
+// fraction kept with every method on the test samples outside the EPK
+// outputs', and writes
 // Out/summary.json, Out/prune.csv and the figures. When ctx is cancelled
 // it stops before the next evaluation and writes nothing.
 func Do(ctx context.Context, opts Options) (*Summary, error) {
-	c, err := check(&opts)
+	cs, err := check(&opts)
 	if err != nil {
 		return nil, err
 	}
@@ -104,10 +147,10 @@ func Do(ctx context.Context, opts Options) (*Summary, error) {
 	}
 	defer l.Release()
 	var s *Summary
-	if c.Manifest.Dtype == "float64" {
-		s, err = do[float64](ctx, &opts, c)
+	if cs[0].Manifest.Dtype == "float64" {
+		s, err = do[float64](ctx, &opts, cs)
 	} else {
-		s, err = do[float32](ctx, &opts, c)
+		s, err = do[float32](ctx, &opts, cs)
 	}
 	if stop := ctx.Err(); stop != nil && errors.Is(err, stop) {
 		return nil, expio.Interrupted(stop, "prune: interrupted; nothing was written to %s", opts.Out)
@@ -115,7 +158,7 @@ func Do(ctx context.Context, opts Options) (*Summary, error) {
 	return s, err
 }
 
-func do[T tensor.Float](ctx context.Context, opts *Options, c *expio.EPKRun) (*Summary, error) {
+func do[T tensor.Float](ctx context.Context, opts *Options, cs []*expio.EPKRun) (*Summary, error) {
 	o, err := train.Open[T](opts.Run)
 	if err != nil {
 		return nil, err
@@ -124,13 +167,21 @@ func do[T tensor.Float](ctx context.Context, opts *Options, c *expio.EPKRun) (*S
 	if err := r.Seek(r.Steps()); err != nil {
 		return nil, err
 	}
-	test, err := c.TestSamples("test", d.Val.Len(), func(x int) int { return d.Val.Labels[x] })
-	if err != nil {
-		return nil, err
-	}
 	scoring := make([]bool, d.Val.Len())
-	for _, x := range test {
-		scoring[x] = true
+	from := make([]string, d.Val.Len())
+	nScoring := 0
+	for _, c := range cs {
+		test, err := c.TestSamples("test", d.Val.Len(), func(x int) int { return d.Val.Labels[x] })
+		if err != nil {
+			return nil, err
+		}
+		for _, x := range test {
+			if scoring[x] {
+				return nil, fmt.Errorf("prune: test sample %d is scored by both %s and %s; give EPK outputs of disjoint test samples (the shards of one job)", x, from[x], c.EPK.Dir)
+			}
+			scoring[x], from[x] = true, c.EPK.Dir
+		}
+		nScoring += len(test)
 	}
 	var evalIdx []int
 	for i, s := range scoring {
@@ -139,31 +190,48 @@ func do[T tensor.Float](ctx context.Context, opts *Options, c *expio.EPKRun) (*S
 		}
 	}
 	if len(evalIdx) == 0 {
-		return nil, fmt.Errorf("prune: the EPK output scores all %d test samples, which leaves none to evaluate the pruned models on; compute it on a subset of them", d.Val.Len())
+		return nil, fmt.Errorf("prune: the EPK outputs score all %d test samples, which leaves none to evaluate the pruned models on; compute them on a subset of them", d.Val.Len())
 	}
 	eval, err := d.Val.Subset(evalIdx)
 	if err != nil {
 		return nil, err
 	}
+	// The importance of the union is the sum of the outputs' (each a sum
+	// over its test samples).
 	importance := map[string][]float64{}
-	for _, name := range c.EPK.Manifest.Tensors {
-		if slices.Contains(opts.Keep, name) {
-			continue
+	for _, c := range cs {
+		for _, name := range c.EPK.Manifest.Tensors {
+			if slices.Contains(opts.Keep, name) {
+				continue
+			}
+			a, err := c.EPK.Array("importance/" + name)
+			if err != nil {
+				return nil, err
+			}
+			sum := importance[name]
+			if sum == nil {
+				importance[name] = slices.Clone(a.Data)
+				continue
+			}
+			if len(a.Data) != len(sum) {
+				return nil, fmt.Errorf("prune: importance/%s holds %d values in %s and %d in %s", name, len(a.Data), c.EPK.Dir, len(sum), cs[0].EPK.Dir)
+			}
+			for i, v := range a.Data {
+				sum[i] += v
+			}
 		}
-		a, err := c.EPK.Array("importance/" + name)
-		if err != nil {
-			return nil, err
-		}
-		importance[name] = a.Data
 	}
 	res, err := Run(ctx, sess.Model, importance, eval, opts.Config)
 	if err != nil {
 		return nil, err
 	}
-	s := &Summary{EPKSource: c.Source(),
+	s := &Summary{EPKSource: cs[0].Source(),
 		Scope: opts.Scope, Seeds: opts.Seeds, Seed: opts.Seed, Keep: opts.Keep, Grids: opts.Grids,
-		ScoringSamples: len(test), EvalSamples: eval.Len(), PrunableParams: PrunableSize(res.Layers),
+		ScoringSamples: nScoring, EvalSamples: eval.Len(), PrunableParams: PrunableSize(res.Layers),
 		Layers: res.Layers, Unpruned: res.Unpruned, Curves: res.Curves()}
+	if len(opts.EPK) > 1 {
+		s.EPKOutputs = opts.EPK
+	}
 	if err := write(opts.Out, s, res); err != nil {
 		return nil, err
 	}
