@@ -2,16 +2,12 @@ package epk
 
 import (
 	"math"
+	"math/bits"
 	"sort"
 
 	"github.com/explaind/explaind/nn"
 	"github.com/explaind/explaind/tensor"
 )
-
-// adaptiveStart is the number of equal intervals Adaptive starts from: a
-// single interval could pass the test by a chance cancellation of two
-// jumps.
-const adaptiveStart = 4
 
 // maxRounds bounds the rounds of the measured completeness check
 // (certify): each round refines the intervals of the samples that still
@@ -41,12 +37,14 @@ type piece struct {
 	err, floor float64
 }
 
-// dyadicStart returns adaptiveStart equal intervals per sample.
-func dyadicStart(samples int) []interval {
+// startIntervals returns n equal intervals per sample, at the bisection
+// depth ⌈log2 n⌉.
+func startIntervals(samples, n int) []interval {
+	depth := bits.Len(uint(n - 1))
 	var ivs []interval
 	for b := 0; b < samples; b++ {
-		for k := 0; k < adaptiveStart; k++ {
-			ivs = append(ivs, interval{b: b, lo: float64(k) / adaptiveStart, hi: float64(k+1) / adaptiveStart, depth: 2})
+		for k := 0; k < n; k++ {
+			ivs = append(ivs, interval{b: b, lo: float64(k) / float64(n), hi: float64(k+1) / float64(n), depth: depth})
 		}
 	}
 	return ivs

@@ -2,6 +2,7 @@ package epk
 
 import (
 	"math"
+	"strings"
 	"testing"
 
 	"github.com/explaind/explaind/nn"
@@ -205,23 +206,30 @@ func TestCertifyRefinesPassingIntervals(t *testing.T) {
 // the nodes growing as Tol shrinks; and Exact on the fake switch model
 // (whose pieces are smooth) likewise.
 func TestAdaptiveMeetsTol(t *testing.T) {
-	prev := 0
-	for _, tol := range []float64{1e-4, 1e-6, 1e-9, 1e-12} {
-		ev, err := NewEvaluator[float64](newKinked(), Options{Quadrature: Quadrature{Rule: Adaptive, Points: 3, Tol: tol}, PerTensor: true})
-		if err != nil {
-			t.Fatal(err)
+	for _, start := range []int{1, 3, 4} {
+		prev := 0
+		for _, tol := range []float64{1e-4, 1e-6, 1e-9, 1e-12} {
+			ev, err := NewEvaluator[float64](newKinked(), Options{Quadrature: Quadrature{Rule: Adaptive, Points: 3, Tol: tol, Start: start}, PerTensor: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			res, err := ev.Evaluate(splitUpdate(), kinkedBatch(5), Request[float64]{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkCertified(t, "adaptive", res, tol)
+			if n := len(res.Plan.Nodes); !(n >= prev) || n < 5*3*start {
+				t.Errorf("start %d, Tol %g: %d nodes, fewer than the %d of a looser Tol or the %d of the start", start, tol, n, prev, 5*3*start)
+			}
+			prev = len(res.Plan.Nodes)
+			t.Logf("adaptive, start %d, Tol %g: completeness %.3g, %.1f nodes per sample, %d intervals refined after the interval checks",
+				start, tol, res.MaxCompleteness, float64(len(res.Plan.Nodes))/5, res.Stats.Refined)
 		}
-		res, err := ev.Evaluate(splitUpdate(), kinkedBatch(5), Request[float64]{})
-		if err != nil {
-			t.Fatal(err)
+	}
+	for _, q := range []Quadrature{{Rule: Adaptive, Start: -1}, {Rule: Adaptive, Points: 3, MaxNodes: 9, Start: 4}} {
+		if _, err := NewEvaluator[float64](newKinked(), Options{Quadrature: q}); err == nil || !strings.Contains(err.Error(), "adaptive start") {
+			t.Errorf("start %d with %d nodes: %v, want an error naming the start", q.Start, q.MaxNodes, err)
 		}
-		checkCertified(t, "adaptive", res, tol)
-		if n := len(res.Plan.Nodes); !(n >= prev) {
-			t.Errorf("Tol %g: %d nodes, fewer than the %d of a looser Tol", tol, n, prev)
-		}
-		prev = len(res.Plan.Nodes)
-		t.Logf("adaptive, Tol %g: completeness %.3g, %.1f nodes per sample, %d intervals refined after the interval checks",
-			tol, res.MaxCompleteness, float64(len(res.Plan.Nodes))/5, res.Stats.Refined)
 	}
 	for _, tol := range []float64{1e-6, 1e-10} {
 		ev, err := NewEvaluator[float64](newFakeSwitch(), Options{Quadrature: Quadrature{Rule: Exact, Points: 2, Grid: 4, Tol: tol}})
@@ -250,7 +258,7 @@ func TestAdaptiveMeetsTol(t *testing.T) {
 // and with a NaN integrand.
 func TestCertifyReportsMisses(t *testing.T) {
 	const tol = 1e-10
-	ev, err := NewEvaluator[float64](newKinked(), Options{Quadrature: Quadrature{Rule: Adaptive, Points: 2, Tol: tol, MaxNodes: 8}})
+	ev, err := NewEvaluator[float64](newKinked(), Options{Quadrature: Quadrature{Rule: Adaptive, Points: 2, Tol: tol, MaxNodes: 8, Start: 4}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -235,7 +235,7 @@ func (e *Evaluator[T]) plan(c *stepCtx[T], check bool) (*Plan, error) {
 		p = piecewisePlan(Exact, q.Points, br)
 		p.Pieces, p.Switches, p.Checked = pieces, switches, checked
 	case Adaptive:
-		br, err := e.refinePlan(c, dyadicStart(c.B), &st)
+		br, err := e.refinePlan(c, startIntervals(c.B, q.Start), &st)
 		if err != nil {
 			return nil, err
 		}
