@@ -114,17 +114,11 @@ func finalMagnitudes(t *testing.T, dir string) map[string][]float64 {
 	return out
 }
 
-func TestPrune(t *testing.T) {
-	root := t.TempDir()
-	runDir := pruneTestRun(t)
-	mags := finalMagnitudes(t, runDir)
-	// Importance |θ_final|: EPK pruning must then equal magnitude pruning.
-	epkDir := filepath.Join(root, "epk")
-	scoring := []int{0, 2, 3, 5, 7, 8, 11, 12, 13, 17, 18, 19}
-	fakeEPK(t, runDir, epkDir, "", []string{epkfile.Validation, epkfile.Pruning}, scoring,
-		func(name string, n int) []float64 { return mags[name] }, nil)
-	out := filepath.Join(root, "prune")
-	if o, err := run("prune", "--run", runDir, "--epk", epkDir, "--out", out, "--fractions", "0,0.05,0.5,1", "--seeds", "3", "--quiet"); err != nil {
+// runPrune runs `explaind prune` with args (and --quiet) and returns the
+// summary it wrote to out.
+func runPrune(t *testing.T, out string, args ...string) prune.Summary {
+	t.Helper()
+	if o, err := run(append(append([]string{"prune"}, args...), "--out", out, "--quiet")...); err != nil {
 		t.Fatalf("prune: %v\n%s", err, o)
 	}
 	raw, err := os.ReadFile(filepath.Join(out, "summary.json"))
@@ -135,6 +129,20 @@ func TestPrune(t *testing.T) {
 	if err := json.Unmarshal(raw, &s); err != nil {
 		t.Fatal(err)
 	}
+	return s
+}
+
+func TestPrune(t *testing.T) {
+	root := t.TempDir()
+	runDir := pruneTestRun(t)
+	mags := finalMagnitudes(t, runDir)
+	// Importance |θ_final|: EPK pruning must then equal magnitude pruning.
+	epkDir := filepath.Join(root, "epk")
+	scoring := []int{0, 2, 3, 5, 7, 8, 11, 12, 13, 17, 18, 19}
+	fakeEPK(t, runDir, epkDir, "", []string{epkfile.Validation, epkfile.Pruning}, scoring,
+		func(name string, n int) []float64 { return mags[name] }, nil)
+	out := filepath.Join(root, "prune")
+	s := runPrune(t, out, "--run", runDir, "--epk", epkDir, "--fractions", "0,0.05,0.5,1", "--seeds", "3")
 	if s.ScoringSamples != 12 || s.EvalSamples != 8 || s.Scope != prune.ScopeGlobal || len(s.Curves) != 3 {
 		t.Fatalf("summary: %d scoring, %d eval samples, scope %s, %d curves; want 12, 8, global, 3", s.ScoringSamples, s.EvalSamples, s.Scope, len(s.Curves))
 	}
@@ -256,18 +264,7 @@ func TestPruneSeveralEPK(t *testing.T) {
 	fakeEPK(t, runDir, a, "", []string{epkfile.Validation, epkfile.Pruning}, []int{0, 2, 3, 5, 7, 8}, part(true), nil)
 	fakeEPK(t, runDir, b, "", []string{epkfile.Validation, epkfile.Pruning}, []int{11, 12, 13, 17, 18, 19}, part(false), nil)
 	out := filepath.Join(root, "prune")
-	args := []string{"prune", "--run", runDir, "--epk", a, "--epk", b, "--out", out, "--fractions", "0.05,0.2,0.5", "--seeds", "1", "--quiet"}
-	if o, err := run(args...); err != nil {
-		t.Fatalf("prune: %v\n%s", err, o)
-	}
-	raw, err := os.ReadFile(filepath.Join(out, "summary.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var s prune.Summary
-	if err := json.Unmarshal(raw, &s); err != nil {
-		t.Fatal(err)
-	}
+	s := runPrune(t, out, "--run", runDir, "--epk", a, "--epk", b, "--fractions", "0.05,0.2,0.5", "--seeds", "1")
 	if s.ScoringSamples != 12 || s.EvalSamples != 8 || !slices.Equal(s.EPKOutputs, []string{a, b}) {
 		t.Fatalf("summary: %d scoring, %d eval samples, outputs %v; want 12, 8, [%s %s]", s.ScoringSamples, s.EvalSamples, s.EPKOutputs, a, b)
 	}
@@ -281,17 +278,7 @@ func TestPruneSeveralEPK(t *testing.T) {
 	// Alone, the first output does not rank like magnitude: the test
 	// above could not pass without the sum.
 	alone := filepath.Join(root, "alone")
-	if o, err := run("prune", "--run", runDir, "--epk", a, "--out", alone, "--fractions", "0.05,0.2,0.5", "--seeds", "1", "--quiet"); err != nil {
-		t.Fatalf("prune: %v\n%s", err, o)
-	}
-	raw, err = os.ReadFile(filepath.Join(alone, "summary.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var one prune.Summary
-	if err := json.Unmarshal(raw, &one); err != nil {
-		t.Fatal(err)
-	}
+	one := runPrune(t, alone, "--run", runDir, "--epk", a, "--fractions", "0.05,0.2,0.5", "--seeds", "1")
 	same := true
 	for i, p := range one.Curves[0].Points {
 		same = same && slices.Equal(p.PrunedPerLayer, one.Curves[2].Points[i].PrunedPerLayer)
@@ -305,7 +292,7 @@ func TestPruneSeveralEPK(t *testing.T) {
 	otherTol := filepath.Join(root, "othertol")
 	fakeEPK(t, runDir, otherTol, "", []string{epkfile.Pruning}, []int{1, 4}, part(true), nil)
 	mp := filepath.Join(otherTol, "manifest.json")
-	raw, err = os.ReadFile(mp)
+	raw, err := os.ReadFile(mp)
 	if err != nil {
 		t.Fatal(err)
 	}
