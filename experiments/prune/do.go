@@ -113,7 +113,7 @@ func check(opts *Options) ([]*expio.EPKRun, error) {
 func sameJob(a, b *epkfile.Output) error {
 	ma, mb := &a.Manifest, &b.Manifest
 	diff := func(what string, x, y any) error {
-		return fmt.Errorf("prune: the EPK outputs %s and %s differ in %s (%v and %v); their importances add up only when computed alike, as the shards of one job (explaind epk --shard I/N)", a.Dir, b.Dir, what, x, y)
+		return fmt.Errorf("prune: the EPK outputs %s and %s differ in %s (%v and %v); their importances add up only when computed alike, as the shards of one EPK job are", a.Dir, b.Dir, what, x, y)
 	}
 	switch {
 	case ma.Steps != mb.Steps:
