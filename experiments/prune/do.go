@@ -210,7 +210,7 @@ func do[T tensor.Float](ctx context.Context, opts *Options, cs []*expio.EPKRun) 
 			}
 			sum := importance[name]
 			if sum == nil {
-				importance[name] = slices.Clone(a.Data)
+				importance[name] = a.Data // read for this call: the sum may own it
 				continue
 			}
 			if len(a.Data) != len(sum) {

@@ -110,7 +110,9 @@ const DefaultCheckpointCost = 50
 // 32/8/4/2/1 images; with the pruning preset too, 12.6 s at 32 and 7.5 s
 // at 4 (peak RSS 633 and 342 MB); whole jobs of 512 images took 183 s and
 // 4.0 GB in float64 at the old default (128), 58 s and 0.7 GB in float32
-// at 4.
+// at 4. Those were 12 nodes per image and step; re-checked at 3 (one
+// starting interval, 128 images, whole jobs): chunks of 4/16/64 took
+// 5.9–6.3/5.7–6.8/6.8 s, within the machine's noise.
 const CNNChunk = 4
 
 // defaultChunk is the test chunk: chunk, or when 0, CNNChunk for a CNN
