@@ -46,7 +46,7 @@ func NewEvaluator[T tensor.Float](model PathModel[T], opt Options) (*Evaluator[T
 	if model == nil {
 		return nil, fmt.Errorf("epk: nil model")
 	}
-	q, err := filledQuadrature[T](opt.Quadrature)
+	q, err := Filled[T](opt.Quadrature)
 	if err != nil {
 		return nil, err
 	}

@@ -123,8 +123,11 @@ type Quadrature struct {
 // missed however many nodes it gets. Use float64 for smaller tolerances.
 const MinTol32 = 1e-5
 
-// filled returns q with defaults for the element type T.
-func filledQuadrature[T tensor.Float](q Quadrature) (Quadrature, error) {
+// Filled returns q with the defaults of an Evaluator of element type T
+// filled in (those named in Quadrature's fields), or an error naming the
+// field out of range. Two quadratures that evaluate alike in T fill to the
+// same value, whatever defaults a later build may choose.
+func Filled[T tensor.Float](q Quadrature) (Quadrature, error) {
 	f32 := isFloat32[T]()
 	if q.Rule == 0 {
 		q.Rule = Exact

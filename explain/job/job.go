@@ -232,7 +232,10 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 
 // jobKey identifies a job for resuming: the same run, presets, test set,
 // steps, rule and precision. The test set is the whole job's: shards of
-// one job share its key (shardKey tells them apart).
+// one job share its key (shardKey tells them apart). q is the quadrature
+// with the evaluator's defaults filled in (epk.Filled), so that a build
+// whose defaults differ (the adaptive rule's starting intervals, say)
+// does not resume, or merge with, a job saved by another.
 func jobKey(o Options, fp string, idx []int, q epk.Quadrature) string {
 	h := sha256.New()
 	fmt.Fprintf(h, "%s|%v|%v|%d:%d|%+v|%s", fp, o.Presets, idx, o.From, o.To, q, o.Precision)
@@ -326,7 +329,11 @@ func run[T, E tensor.Float](ctx context.Context, o Options, m *history.Manifest)
 		o.Quadrature = "adaptive"
 	}
 	fp := epkfile.RunFingerprint(m)
-	whole := jobKey(o, fp, all, q)
+	filled, err := epk.Filled[E](q)
+	if err != nil {
+		return nil, err
+	}
+	whole := jobKey(o, fp, all, filled)
 	key := shardKey(whole, o.Shard)
 	var record *epkfile.Shard
 	if !o.Shard.IsZero() {

@@ -14,7 +14,7 @@ import (
 // Adaptive is one rule, certified to tol per step and per (test sample,
 // class) (see epk.Quadrature.Tol), that starts from the located switching
 // points for models that expose their ReLU switches (epk.Exact, 2
-// Gauss–Legendre points per piece) and from 4 equal intervals otherwise
+// Gauss–Legendre points per piece) and from one interval per sample otherwise
 // (epk.Adaptive, 3 points per interval, for CNNs, where bisection needs
 // fewer nodes than their many switches: see package epk).
 func ParseQuadrature(s string, tol float64, switches bool) (epk.Quadrature, error) {
