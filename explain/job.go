@@ -80,6 +80,10 @@ type job[T, E tensor.Float] struct {
 	// (quadrature, JVPs and the feature pass), each with its own model
 	// instance; there is one unless Spec.NewModel gives more.
 	workers []*worker[E]
+	// sampleValues is the model's forward working set per test sample
+	// (nn.ForwardValues; 0 when it cannot say), which bounds the default
+	// test chunk.
+	sampleValues int
 
 	// queries are the evaluations of spec.Queries, in their order; sweeps
 	// the Sweep ones among them.
@@ -183,6 +187,9 @@ func newJob[T, E tensor.Float](src Source[T], model nn.Layer[E], path epk.PathMo
 			"from steps before %d unattributed; start at step 0", spec.From, spec.To, spec.From)
 	}
 	j.useRunFeatures()
+	if v, err := nn.ForwardValues(model, append([]int{1}, spec.Test.X.Shape[1:]...)); err == nil {
+		j.sampleValues = v
+	}
 	workers := j.chunking()
 	if need := j.bytes(workers); spec.MaxBytes > 0 && need > spec.MaxBytes {
 		return nil, fmt.Errorf("explain: this job needs about %s, over the memory ceiling of %s; "+
@@ -227,13 +234,31 @@ func pathOf[E tensor.Float](model nn.Layer[E]) epk.PathModel[E] {
 	return epk.LayerPath(model)
 }
 
+// ChunkValues bounds the default test chunk by the model's forward
+// working set: a chunk holds at most ChunkValues values of
+// nn.ForwardValues at one quadrature node (at least one sample). A CNN's
+// path rules hold every image's activations and unfolded columns at every
+// node of the chunk, so large chunks spill out of the caches: on the
+// Fashion-2 ResNet-9 (width/8, 198,148 values per image), 64 test images
+// over steps 0:4, tol 1e-4, float32, validation, the steps' evaluation
+// took 7.7/5.1/4.4/5.6/6.5 s with chunks of 32/8/4/2/1 images; with the
+// pruning preset too, 12.6 s at 32 and 7.5 s at 4 (peak RSS 633 and 342
+// MB). Those were 12 nodes per image and step; at 3 (one starting
+// interval, 128 images, whole jobs) chunks of 4/16/64 took
+// 5.9–6.3/5.7–6.8/6.8 s, within the machine's noise. The bound is set to
+// give that model the 4 images measured best; the full-width model (2.0
+// million values per CIFAR image) gets 1 (47.7 s at 1 and 49.1 s at 4 for
+// 8 images over 3 steps), the modulo transformer the unbounded default.
+const ChunkValues = 800_000
+
 // chunking settles the number of workers and the test chunk: Spec.Workers
 // (0: one per processor when Spec.NewModel can build their models; one
 // when the feature pass runs in the run's precision, on the one gradient
 // model) and Spec.Chunk (0: 256 shared by the workers, so that their
-// chunks' feature arrays together take what one chunk of 256 did, and
-// fewer when the samples do not give every worker a chunk), with no more
-// workers than chunks.
+// chunks' feature arrays together take what one chunk of 256 did, fewer
+// when the samples do not give every worker a chunk, and at most
+// ChunkValues over the model's values per sample), with no more workers
+// than chunks.
 func (j *job[T, E]) chunking() int {
 	w := j.spec.Workers
 	if w == 0 {
@@ -246,7 +271,11 @@ func (j *job[T, E]) chunking() int {
 		w = 1
 	}
 	if j.spec.Chunk == 0 {
-		j.spec.Chunk = max(1, min(256/w, (j.samples+w-1)/w))
+		c := min(256/w, (j.samples+w-1)/w)
+		if j.sampleValues > 0 {
+			c = min(c, ChunkValues/j.sampleValues)
+		}
+		j.spec.Chunk = max(1, c)
 	}
 	return max(1, min(w, (j.samples+j.spec.Chunk-1)/j.spec.Chunk))
 }

@@ -61,9 +61,10 @@ type Spec[E tensor.Float] struct {
 	// Groups names the groups Group queries sum over.
 	Groups []TensorGroup
 	// Chunk is the number of test samples a worker evaluates together
-	// (default 256 divided among the workers, and at most the samples'
-	// share of one worker); the memory of the feature pass grows with it
-	// and the workers.
+	// (default 256 divided among the workers, at most the samples' share
+	// of one worker, and at most ChunkValues over the model's forward
+	// values per sample, nn.ForwardValues); the memory of the feature pass
+	// grows with it and the workers.
 	Chunk int
 	// Workers is the number of chunks evaluated at once, each by its own
 	// model instance from NewModel (0: GOMAXPROCS when NewModel is set, 1

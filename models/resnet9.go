@@ -179,3 +179,7 @@ func (m *ResNet9[T]) JVP(x, dx *tensor.Dense[T], t *nn.Tangents[T]) (*tensor.Den
 }
 
 var _ Model[float32] = (*ResNet9[float32])(nil)
+
+// ForwardValues is nn.ForwardValues of the model's layers: the values one
+// forward pass on an input of shape in creates, unfolded columns included.
+func (m *ResNet9[T]) ForwardValues(in []int) (int, error) { return nn.ForwardValues[T](m.net, in) }

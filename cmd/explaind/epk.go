@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/explaind/explaind/epkfile"
+	"github.com/explaind/explaind/explain"
 	"github.com/explaind/explaind/explain/job"
 	"github.com/explaind/explaind/internal/progress"
 	"github.com/explaind/explaind/shard"
@@ -196,7 +197,7 @@ shards' outputs with explaind merge. Each shard resumes like any job.
 	f.StringVar(&steps, "steps", "", "range of training steps FROM:TO (default: all)")
 	f.StringVar(&memory, "memory", "", "memory ceiling for the job's arrays, e.g. 8GiB (default: none)")
 	f.StringVar(&shardFlag, "shard", "", "compute shard I/N of the job (0 ≤ I < N): the I-th of N blocks of its test samples; join the shards with explaind merge")
-	f.IntVar(&o.Chunk, "chunk", 0, fmt.Sprintf("test samples a worker evaluates together (0: %d for a CNN, else 256 divided among the workers)", job.CNNChunk))
+	f.IntVar(&o.Chunk, "chunk", 0, fmt.Sprintf("test samples a worker evaluates together (0: 256 divided among the workers, and at most %d values of the model's forward pass: 4 images of the width/8 ResNet-9, 1 at full width)", explain.ChunkValues))
 	f.IntVar(&o.Workers, "workers", 0, "chunks of test samples evaluated at once, each by its own model instance (0: one per processor)")
 	f.DurationVar(&o.CheckpointEvery, "save-every", 10*time.Minute, fmt.Sprintf("how often the job's state is saved for resuming (less often when saving takes long: at most %.0f %% of the time)", 100.0/job.DefaultCheckpointCost))
 	f.BoolVar(&quiet, "quiet", false, "no progress bar")

@@ -32,7 +32,6 @@ import (
 	"github.com/explaind/explaind/setting"
 	"github.com/explaind/explaind/shard"
 	"github.com/explaind/explaind/tensor"
-	"github.com/explaind/explaind/train"
 )
 
 // Options describe a job.
@@ -72,8 +71,8 @@ type Options struct {
 	// From and To are the steps [From, To) (To 0: all).
 	From, To int
 	// MaxBytes is the memory ceiling (0: none); Chunk the test samples
-	// a worker evaluates together (0: CNNChunk for a CNN run, else 256
-	// divided among the workers);
+	// a worker evaluates together (0: explain's default, sized by the
+	// model's working set: see explain.ChunkValues);
 	// Workers the chunks evaluated at once, each on
 	// its own model instance (0: one per processor).
 	MaxBytes int64
@@ -100,29 +99,6 @@ type Options struct {
 // demo's 2-minute interval becomes 400 s (every 2 minutes, saving took
 // 6 % of the EPK stage, with the workers idle).
 const DefaultCheckpointCost = 50
-
-// CNNChunk is the default test chunk of a CNN run. A CNN's path rules hold
-// every image's activations at every quadrature node of the chunk (im2col
-// columns included), so large chunks spill out of the caches: on the
-// Fashion-2 ResNet-9 (width/8), 64 test images over steps 0:4, tol 1e-4,
-// float32, validation, the steps' evaluation (timed inside the job,
-// without loading and replay) took 7.7/5.1/4.4/5.6/6.5 s with chunks of
-// 32/8/4/2/1 images; with the pruning preset too, 12.6 s at 32 and 7.5 s
-// at 4 (peak RSS 633 and 342 MB); whole jobs of 512 images took 183 s and
-// 4.0 GB in float64 at the old default (128), 58 s and 0.7 GB in float32
-// at 4. Those were 12 nodes per image and step; re-checked at 3 (one
-// starting interval, 128 images, whole jobs): chunks of 4/16/64 took
-// 5.9–6.3/5.7–6.8/6.8 s, within the machine's noise.
-const CNNChunk = 4
-
-// defaultChunk is the test chunk: chunk, or when 0, CNNChunk for a CNN
-// run and 0 (the explain package's default) for the others.
-func defaultChunk(chunk int, c *train.Config) int {
-	if chunk == 0 && c.Task == "cnn" {
-		return CNNChunk
-	}
-	return chunk
-}
 
 // DefaultSnapshotEvery is the history preset's snapshot interval when
 // Options.SnapshotEvery is 0.
@@ -371,7 +347,7 @@ func run[T, E tensor.Float](ctx context.Context, o Options, m *history.Manifest)
 		From:       o.From,
 		To:         to,
 		Quadrature: q,
-		Chunk:      defaultChunk(o.Chunk, tr.Config),
+		Chunk:      o.Chunk,
 		Workers:    o.Workers,
 		NewModel:   tr.NewModel,
 		MaxBytes:   o.MaxBytes,
