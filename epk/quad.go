@@ -80,7 +80,8 @@ type Quadrature struct {
 	// an error of order jump·h, so this needs about log2(jump/Tol) rounds
 	// per jump. The contributions pass then measures each sample's
 	// residual and refines the samples that still miss Tol (rounding of
-	// the end values) against a smaller target. Errors at the rounding
+	// the end values, errors left below the rounding floor) against a
+	// smaller target and a floor lowered down to an eighth. Errors at the rounding
 	// level of the outputs are not refined: a Tol below the rounding of f
 	// is reported as missed (StepResult.Missed), not met.
 	Tol float64
