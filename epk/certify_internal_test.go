@@ -139,6 +139,21 @@ func checkCertified(t *testing.T, what string, res *StepResult[float64], tol flo
 	}
 }
 
+// asPlanned plans the step and evaluates it at that plan as it stands,
+// without the measured check's refinement.
+func asPlanned(t *testing.T, ev *Evaluator[float64], u *Update[float64], x *tensor.Dense[float64]) (*Plan, *StepResult[float64]) {
+	t.Helper()
+	plan, err := ev.Plan(u, x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	given, err := ev.Contributions(u, x, plan)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return plan, given
+}
+
 // TestCertifyRefinesPassingIntervals accepts every interval whose own
 // error is within Tol (the rule before the errors were summed per
 // sample): on an integrand with twelve jumps per sample each interval
@@ -154,14 +169,7 @@ func TestCertifyRefinesPassingIntervals(t *testing.T) {
 	}
 	ev.flatShare = true
 	x, u := kinkedBatch(6), splitUpdate()
-	plan, err := ev.Plan(u, x)
-	if err != nil {
-		t.Fatal(err)
-	}
-	given, err := ev.Contributions(u, x, plan)
-	if err != nil {
-		t.Fatal(err)
-	}
+	plan, given := asPlanned(t, ev, u, x)
 	if !(given.MaxCompleteness > tol) || given.Certified || len(given.Missed) == 0 {
 		t.Fatalf("the intervals that each pass at Tol add up to %.3g (certified %v, misses %v): want a miss of Tol %g to refine",
 			given.MaxCompleteness, given.Certified, given.Missed, tol)
@@ -334,14 +342,7 @@ func TestCertifyLowersTheFloor(t *testing.T) {
 		t.Fatal(err)
 	}
 	x, u := kinkedBatch(6), splitUpdate()
-	plan, err := ev.Plan(u, x)
-	if err != nil {
-		t.Fatal(err)
-	}
-	given, err := ev.Contributions(u, x, plan)
-	if err != nil {
-		t.Fatal(err)
-	}
+	plan, given := asPlanned(t, ev, u, x)
 	if given.Certified {
 		t.Fatalf("the plan at the raised floor met Tol %g (completeness %.3g): the test needs pieces left at the floor that miss it",
 			tol, given.MaxCompleteness)

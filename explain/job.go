@@ -248,7 +248,11 @@ func pathOf[E tensor.Float](model nn.Layer[E]) epk.PathModel[E] {
 // 5.9–6.3/5.7–6.8/6.8 s, within the machine's noise. The bound is set to
 // give that model the 4 images measured best; the full-width model (2.0
 // million values per CIFAR image) gets 1 (47.7 s at 1 and 49.1 s at 4 for
-// 8 images over 3 steps), the modulo transformer the unbounded default.
+// 8 images over 3 steps). The modulo transformer is neither a Sequential
+// nor a ValueCounter, so nn.ForwardValues counts only its output and it
+// keeps 256 shared by the workers (its chunk measured within noise from 8
+// to 128); a model of the user's own that is neither is likewise counted
+// short.
 const ChunkValues = 800_000
 
 // chunking settles the number of workers and the test chunk: Spec.Workers
