@@ -1,6 +1,7 @@
 package epk
 
 import (
+	"fmt"
 	"math"
 	"math/bits"
 	"sort"
@@ -115,7 +116,9 @@ type quad[T tensor.Float] struct {
 	rows   *int
 	st     *Stats
 	pieces [][]piece
-	cache  []map[float64][]float64
+	// cache holds the outputs f(t) at the pieces' ends; with Ends, jvp
+	// holds the tangents' output rows [M·C] at every evaluated node too.
+	cache, jvp []map[float64][]float64
 	// target is each sample's error budget (Tol unless the measured check
 	// lowered it); floorScale scales its pieces' rounding floors (1 unless
 	// the measured check lowered it, down to minFloorScale).
@@ -126,8 +129,14 @@ func (e *Evaluator[T]) newQuad(c *stepCtx[T], tan *nn.Tangents[T], nsum int, che
 	g := &quad[T]{c: c, tan: tan, nsum: nsum, check: check, rows: rows, st: st,
 		pieces: make([][]piece, c.B), cache: make([]map[float64][]float64, c.B), target: make([]float64, c.B),
 		floorScale: make([]float64, c.B)}
+	if e.opt.Quadrature.Ends {
+		g.jvp = make([]map[float64][]float64, c.B)
+	}
 	for b := range g.cache {
 		g.cache[b] = map[float64][]float64{}
+		if g.jvp != nil {
+			g.jvp[b] = map[float64][]float64{}
+		}
 		g.target[b] = e.opt.Quadrature.Tol
 		g.floorScale[b] = 1
 	}
@@ -212,13 +221,12 @@ func (e *Evaluator[T]) split(g *quad[T]) []interval {
 // check is set.
 func (e *Evaluator[T]) evaluate(g *quad[T], pending []interval) error {
 	q := e.opt.Quadrature
+	if q.Ends {
+		return e.evaluateEnds(g, pending)
+	}
 	c := g.c
 	ts, ws := GaussLegendreRule(q.Points)
 	m := g.tan.Count()
-	eps := 0x1p-52
-	if isFloat32[T]() {
-		eps = 0x1p-23
-	}
 	if g.check {
 		var es []int
 		var et []float64
@@ -271,24 +279,104 @@ func (e *Evaluator[T]) evaluate(g *quad[T], pending []interval) error {
 				}
 			}
 			if g.check {
-				f0, f1 := g.cache[iv.b][iv.lo], g.cache[iv.b][iv.hi]
-				for cc := 0; cc < cls; cc++ {
-					est, mag := 0.0, 0.0
-					for mm := 0; mm < g.nsum; mm++ {
-						est += p.sums[mm*cls+cc]
-						mag += math.Abs(p.sums[mm*cls+cc])
-					}
-					d := math.Abs(est - (f1[cc] - f0[cc]))
-					if !(d <= p.err) { // NaN sticks
-						p.err = d
-					}
-					p.floor = math.Max(p.floor, noiseFactor*eps*(math.Abs(f0[cc])+math.Abs(f1[cc])+mag))
-				}
+				g.measure(&p)
 			}
 			g.pieces[iv.b] = append(g.pieces[iv.b], p)
 		}
 		return nil
 	})
+}
+
+// measure sets p's error, max over classes of |Σ_{m<nsum} ∫ tangent m −
+// (f(hi) − f(lo))|, and its rounding floor, noiseFactor·ε·(|f(lo)| +
+// |f(hi)| + Σ_m |∫ tangent m|), from the cached end outputs.
+func (g *quad[T]) measure(p *piece) {
+	eps := 0x1p-52
+	if isFloat32[T]() {
+		eps = 0x1p-23
+	}
+	f0, f1 := g.cache[p.b][p.lo], g.cache[p.b][p.hi]
+	cls := len(f0)
+	for cc := 0; cc < cls; cc++ {
+		est, mag := 0.0, 0.0
+		for mm := 0; mm < g.nsum; mm++ {
+			est += p.sums[mm*cls+cc]
+			mag += math.Abs(p.sums[mm*cls+cc])
+		}
+		d := math.Abs(est - (f1[cc] - f0[cc]))
+		if !(d <= p.err) { // NaN sticks
+			p.err = d
+		}
+		p.floor = math.Max(p.floor, noiseFactor*eps*(math.Abs(f0[cc])+math.Abs(f1[cc])+mag))
+	}
+}
+
+// evaluateEnds is evaluate for Gauss–Lobatto intervals (Ends): the nodes
+// not evaluated yet, ends included, are evaluated once each (one JVP row,
+// which gives f(t) too), and every pending interval is integrated from
+// the cached rows.
+func (e *Evaluator[T]) evaluateEnds(g *quad[T], pending []interval) error {
+	q := e.opt.Quadrature
+	c := g.c
+	ts, ws := LobattoRule(q.Points)
+	m := g.tan.Count()
+	var ns []int
+	var nt []float64
+	for _, iv := range pending {
+		for i := range ts {
+			t := nodeAt(q, iv.lo, iv.hi, ts, i)
+			if _, ok := g.jvp[iv.b][t]; !ok {
+				g.jvp[iv.b][t] = nil // queued
+				ns = append(ns, iv.b)
+				nt = append(nt, t)
+			}
+		}
+	}
+	err := chunks(len(ns), max(1, e.opt.MaxRows/m), func(lo, hi int) error {
+		y, dy, err := e.model.PathJVP(tensor.GatherRows(c.x, ns[lo:hi], 1), c.path(nt[lo:hi]), g.tan)
+		if err != nil {
+			return err
+		}
+		*g.rows += hi - lo
+		cls := len(y.Data) / (hi - lo)
+		if len(dy.Data) != (hi-lo)*m*cls {
+			return fmt.Errorf("epk: PathJVP returned %d values for %d rows, %d tangents and %d classes", len(dy.Data), hi-lo, m, cls)
+		}
+		for i := lo; i < hi; i++ {
+			f := make([]float64, cls)
+			for cc := range f {
+				f[cc] = float64(y.Data[(i-lo)*cls+cc])
+			}
+			d := make([]float64, m*cls)
+			for j := range d {
+				d[j] = float64(dy.Data[(i-lo)*m*cls+j])
+			}
+			g.cache[ns[i]][nt[i]], g.jvp[ns[i]][nt[i]] = f, d
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, iv := range pending {
+		rows := make([][]float64, len(ts))
+		for i := range ts {
+			rows[i] = g.jvp[iv.b][nodeAt(q, iv.lo, iv.hi, ts, i)]
+		}
+		p := piece{interval: iv, sums: make([]float64, len(rows[0]))}
+		w := iv.hi - iv.lo
+		for i, row := range rows {
+			wk := w * ws[i]
+			for j, v := range row {
+				p.sums[j] += wk * v
+			}
+		}
+		if g.check {
+			g.measure(&p)
+		}
+		g.pieces[iv.b] = append(g.pieces[iv.b], p)
+	}
+	return nil
 }
 
 // intervals returns the pieces' intervals.
@@ -304,11 +392,19 @@ func (g *quad[T]) intervals() []interval {
 
 // refinePlan checks intervals along Δθ alone (one tangent) and returns the
 // final ones as breaks: Adaptive's planning, and Exact's piece check when
-// a plan is asked for before the contributions.
-func (e *Evaluator[T]) refinePlan(c *stepCtx[T], ivs []interval, st *Stats) ([][]float64, error) {
+// a plan is asked for before the contributions. With measure set, it also
+// measures every sample's completeness residual along Δθ (the pieces'
+// integrals against f(1) − f(0)) and refines until it meets Tol (meetTol),
+// which certifies the plan for contributions derived from it.
+func (e *Evaluator[T]) refinePlan(c *stepCtx[T], ivs []interval, measure bool, st *Stats) ([][]float64, error) {
 	g := e.newQuad(c, deltaTangent(c), 1, true, &st.DerivRows, st)
 	if err := e.run(g, ivs); err != nil {
 		return nil, err
+	}
+	if measure {
+		if err := e.meetTol(g, g.change()); err != nil {
+			return nil, err
+		}
 	}
 	return intervalsToBreaks(c.B, g.intervals()), nil
 }
@@ -325,15 +421,18 @@ type Miss struct {
 }
 
 // sampleResiduals returns, per sample, max over classes of
-// |data + reg + resid − change| (acc holds the three parts first); a NaN
-// stays NaN.
+// |Σ_m acc[m] − change| (acc holding parts that add up to Δθ's: data, reg
+// and resid, or Δθ's alone); a NaN stays NaN.
 func sampleResiduals(acc []*tensor.Dense[float64], change *tensor.Dense[float64]) []float64 {
 	B, C := change.Shape[0], change.Shape[1]
 	r := make([]float64, B)
 	for b := 0; b < B; b++ {
 		for i := b * C; i < (b+1)*C; i++ {
-			d := math.Abs(acc[0].Data[i] + acc[1].Data[i] + acc[2].Data[i] - change.Data[i])
-			if !(d <= r[b]) {
+			v := 0.0
+			for _, a := range acc {
+				v += a.Data[i]
+			}
+			if d := math.Abs(v - change.Data[i]); !(d <= r[b]) {
 				r[b] = d
 			}
 		}
@@ -343,40 +442,33 @@ func sampleResiduals(acc []*tensor.Dense[float64], change *tensor.Dense[float64]
 
 // certify integrates the tangents over the plan's intervals with error
 // control (run; the first three tangents, data, reg and resid, add up to
-// Δθ) into acc. Then it measures each sample's completeness residual
-// against change and, for the samples that still miss Tol (the sum of
-// the pieces' errors bounds the residual only up to the rounding of the
-// end values), lowers their target (at least halved per round) and
-// refines again, until every sample meets Tol, nothing of the samples
-// that miss can be refined (node budget, MaxDepth, rounding floor, NaN),
-// or maxRounds rounds have passed. It returns the final intervals.
+// Δθ), makes every sample meet Tol (meetTol) and adds the final pieces'
+// integrals into acc. It returns the final intervals.
 func (e *Evaluator[T]) certify(c *stepCtx[T], plan *Plan, tan *nn.Tangents[T], acc []*tensor.Dense[float64], change *tensor.Dense[float64], st *Stats) ([]interval, error) {
-	q := e.opt.Quadrature
-	C := change.Shape[1]
 	g := e.newQuad(c, tan, 3, true, &st.JVPRows, st)
 	if err := e.run(g, breaksToIntervals(plan.Breaks)); err != nil {
 		return nil, err
 	}
-	sum := func() {
-		for _, a := range acc {
-			clear(a.Data)
-		}
-		for b, ps := range g.pieces {
-			for _, p := range ps {
-				for mm := range acc {
-					dst := acc[mm].Data[b*C : (b+1)*C]
-					for cc := range dst {
-						dst[cc] += p.sums[mm*C+cc]
-					}
-				}
-			}
-		}
+	if err := e.meetTol(g, change); err != nil {
+		return nil, err
 	}
-	sum()
+	g.sum(acc)
+	return g.intervals(), nil
+}
+
+// meetTol measures each sample's completeness residual (g.residuals)
+// against change and, for the samples that still miss Tol (the sum of the
+// pieces' errors bounds the residual only up to the rounding of the end
+// values), lowers their target (at least halved per round) and rounding
+// floor and refines again, until every sample meets Tol, nothing of the
+// samples that miss can be refined (node budget, MaxDepth, rounding floor,
+// NaN), or maxRounds rounds have passed.
+func (e *Evaluator[T]) meetTol(g *quad[T], change *tensor.Dense[float64]) error {
+	q := e.opt.Quadrature
 	for round := 0; round < maxRounds; round++ {
 		missing := false
 		before := 0
-		for b, r := range sampleResiduals(acc, change) {
+		for b, r := range g.residuals(change) {
 			if r > q.Tol { // a NaN residual cannot be refined away
 				missing = true
 				g.target[b] *= math.Min(0.5, 0.5*q.Tol/r)
@@ -385,20 +477,64 @@ func (e *Evaluator[T]) certify(c *stepCtx[T], plan *Plan, tan *nn.Tangents[T], a
 			before += len(g.pieces[b])
 		}
 		if !missing {
-			break
+			return nil
 		}
 		if err := e.run(g, nil); err != nil {
-			return nil, err
+			return err
 		}
 		after := 0
 		for _, ps := range g.pieces {
 			after += len(ps)
 		}
 		if after == before {
-			break // nothing left to refine
+			return nil // nothing left to refine
 		}
-		st.Refined += after - before
-		sum()
+		g.st.Refined += after - before
 	}
-	return g.intervals(), nil
+	return nil
+}
+
+// sum sets acc[m] to the sum over the pieces of tangent m's integrals, per
+// sample and class.
+func (g *quad[T]) sum(acc []*tensor.Dense[float64]) {
+	for _, a := range acc {
+		clear(a.Data)
+	}
+	C := acc[0].Shape[1]
+	for b, ps := range g.pieces {
+		for _, p := range ps {
+			for mm := range acc {
+				dst := acc[mm].Data[b*C : (b+1)*C]
+				for cc := range dst {
+					dst[cc] += p.sums[mm*C+cc]
+				}
+			}
+		}
+	}
+}
+
+// residuals returns sampleResiduals of the first nsum tangents' integrals,
+// summed over the pieces.
+func (g *quad[T]) residuals(change *tensor.Dense[float64]) []float64 {
+	acc := make([]*tensor.Dense[float64], g.nsum)
+	for m := range acc {
+		acc[m] = tensor.New[float64](change.Shape...)
+	}
+	g.sum(acc)
+	return sampleResiduals(acc, change)
+}
+
+// change returns f(1) − f(0) per sample and class from the outputs cached
+// at the ends of the pieces (every sample's first piece starts at 0 and
+// its last ends at 1).
+func (g *quad[T]) change() *tensor.Dense[float64] {
+	C := len(g.cache[0][0])
+	d := tensor.New[float64](g.c.B, C)
+	for b := range g.cache {
+		f0, f1 := g.cache[b][0], g.cache[b][1]
+		for cc := 0; cc < C; cc++ {
+			d.Data[b*C+cc] = f1[cc] - f0[cc]
+		}
+	}
+	return d
 }

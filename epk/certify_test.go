@@ -55,12 +55,14 @@ func TestCertifiedModulo(t *testing.T) {
 	})
 }
 
-// TestCertifiedCNN checks the CNN's adaptive rule (bisection, 3
-// Gauss–Legendre points per interval, as explaind epk's adaptive) on every
-// step of the ResNet-9 oracle fixtures through the model's path methods.
+// TestCertifiedCNN checks the CNN's adaptive rule (bisection, Simpson's
+// rule per interval, as explaind epk's adaptive, and 3 Gauss–Legendre
+// points per interval) on every step of the ResNet-9 oracle fixtures
+// through the model's path methods.
 func TestCertifiedCNN(t *testing.T) {
 	fixtures.EachOracle(t, models.ResNet9Arch, func(t *testing.T, path string) {
 		r, m := cnnRunAt(t, path)
 		certifyRun(t, "resnet9", r, m, epk.Quadrature{Rule: epk.Adaptive, Points: 3}, r.xTest)
+		certifyRun(t, "resnet9, Simpson intervals", r, m, epk.Quadrature{Rule: epk.Adaptive, Points: 3, Ends: true}, r.xTest)
 	})
 }

@@ -26,12 +26,12 @@ const (
 	// machine precision at a few nodes per piece. It needs a SwitchModel.
 	// Its pieces are then certified like Adaptive's intervals (see Tol).
 	Exact
-	// Adaptive bisects [0, 1] per test sample, starting from 4 equal
-	// intervals, until the errors of its intervals' n-point
-	// Gauss–Legendre estimates along Δθ against f(end) − f(start) add up
-	// to at most Tol, then certifies the step (see Tol). It needs only PathModel, so it fits
-	// models whose switching points are too many to locate (CNNs with
-	// max-pools).
+	// Adaptive bisects [0, 1] per test sample, starting from Start equal
+	// intervals (default 1), until the errors of its intervals' n-point
+	// estimates along Δθ (Gauss–Legendre, or Gauss–Lobatto with Ends)
+	// against f(end) − f(start) add up to at most Tol, then certifies the
+	// step (see Tol). It needs only PathModel, so it fits models whose
+	// switching points are too many to locate (CNNs with max-pools).
 	Adaptive
 )
 
@@ -113,6 +113,20 @@ type Quadrature struct {
 	// the re-evaluation of the pieces that fail; Evaluator.Plan runs it
 	// separately, with one single-tangent JVP per node.
 	SkipCheck bool
+	// Ends makes Adaptive integrate each interval with the n-point
+	// Gauss–Lobatto rule, whose points include the interval's ends (2:
+	// the trapezoid rule, 3: Simpson's; Points 2 to 4), instead of
+	// Gauss–Legendre's. Neighbouring intervals then share their end
+	// nodes and a bisected interval's nodes stay nodes of its halves, so
+	// no evaluation is spent on an interval that is later split, and the
+	// outputs f(t) the check needs come with the JVP rows at the ends: a
+	// sample of L intervals costs L(n−1)+1 nodes, where Gauss–Legendre's
+	// takes nL for the final intervals plus about as many for the
+	// intervals bisected on the way and L+1 forward rows. The rule is of
+	// lower order (exact for degree 2n−3, not 2n−1), which matters on
+	// smooth pieces only; an interval holding a jump of the integrand has
+	// an error of order jump × length under either.
+	Ends bool
 }
 
 // MinTol32 is the smallest Tol that evaluation in float32 can certify.
@@ -182,6 +196,8 @@ func Filled[T tensor.Float](q Quadrature) (Quadrature, error) {
 		return q, fmt.Errorf("epk: adaptive depth %d, want 1..60", q.MaxDepth)
 	case q.MaxNodes < q.Points:
 		return q, fmt.Errorf("epk: a node budget of %d per sample and step, want at least the %d points of one interval", q.MaxNodes, q.Points)
+	case q.Ends && (q.Rule != Adaptive || q.Points < 2 || q.Points > 4):
+		return q, fmt.Errorf("epk: Gauss–Lobatto intervals (Ends) need the Adaptive rule and 2..4 points, not %v with %d", q.Rule, q.Points)
 	case q.Start < 1 || q.Start*q.Points > q.MaxNodes:
 		return q, fmt.Errorf("epk: adaptive start of %d intervals, want 1..%d (the node budget %d over %d points per interval)", q.Start, q.MaxNodes/q.Points, q.MaxNodes, q.Points)
 	}
@@ -238,6 +254,37 @@ func GaussLegendreRule(n int) (nodes, weights []float64) {
 	}
 	glCache[n] = [2][]float64{nodes, weights}
 	return nodes, weights
+}
+
+// LobattoRule returns the nodes (increasing, the first 0 and the last 1)
+// and weights of the n-point Gauss–Lobatto rule on [0, 1], n = 2, 3 or 4,
+// exact for polynomials of degree 2n−3. The slices are shared: do not
+// modify them.
+func LobattoRule(n int) (nodes, weights []float64) {
+	switch n {
+	case 2:
+		return lobatto2[0], lobatto2[1]
+	case 3:
+		return lobatto3[0], lobatto3[1]
+	case 4:
+		return lobatto4[0], lobatto4[1]
+	}
+	panic(fmt.Sprintf("epk: no %d-point Gauss–Lobatto rule (2..4)", n))
+}
+
+var (
+	lobatto2 = [2][]float64{{0, 1}, {0.5, 0.5}}
+	lobatto3 = [2][]float64{{0, 0.5, 1}, {1.0 / 6, 4.0 / 6, 1.0 / 6}}
+	lobatto4 = [2][]float64{{0, (1 - 1/math.Sqrt(5)) / 2, (1 + 1/math.Sqrt(5)) / 2, 1}, {1.0 / 12, 5.0 / 12, 5.0 / 12, 1.0 / 12}}
+)
+
+// intervalRule returns the nodes and weights on [0, 1] of the rule q
+// applies to each interval: Gauss–Lobatto with Ends, else Gauss–Legendre.
+func intervalRule(q Quadrature) (nodes, weights []float64) {
+	if q.Ends {
+		return LobattoRule(q.Points)
+	}
+	return GaussLegendreRule(q.Points)
 }
 
 // Node is one quadrature node of one test sample: the integrand is
@@ -332,15 +379,17 @@ func fixedPlan(rule Rule, points, samples int) *Plan {
 	return p
 }
 
-// piecewisePlan returns a plan with an n-point Gauss–Legendre rule on
-// every interval between consecutive breaks of each sample; Pieces is
-// set to Intervals (the caller may overwrite it).
-func piecewisePlan(rule Rule, points int, breaks [][]float64) *Plan {
-	ts, ws := GaussLegendreRule(points)
+// piecewisePlan returns a plan with q's interval rule (intervalRule) on
+// every interval between consecutive breaks of each sample, a node that
+// two neighbouring intervals share (Ends) once with the sum of their
+// weights; Pieces is set to Intervals (the caller may overwrite it).
+func piecewisePlan(rule Rule, q Quadrature, breaks [][]float64) *Plan {
+	ts, ws := intervalRule(q)
 	p := &Plan{Rule: rule, Samples: len(breaks), Pieces: make([]int, len(breaks)), Intervals: make([]int, len(breaks)), Breaks: breaks, Checked: true}
 	for b, br := range breaks {
 		sort.Float64s(br)
 		ends := append(append([]float64{0}, br...), 1)
+		first := len(p.Nodes)
 		for k := 0; k+1 < len(ends); k++ {
 			lo, hi := ends[k], ends[k+1]
 			if !(hi > lo) {
@@ -348,10 +397,28 @@ func piecewisePlan(rule Rule, points int, breaks [][]float64) *Plan {
 			}
 			p.Intervals[b]++
 			for i := range ts {
-				p.Nodes = append(p.Nodes, Node{Sample: b, T: lo + (hi-lo)*ts[i], W: (hi - lo) * ws[i]})
+				t, w := nodeAt(q, lo, hi, ts, i), (hi-lo)*ws[i]
+				if i == 0 && q.Ends && len(p.Nodes) > first {
+					p.Nodes[len(p.Nodes)-1].W += w // the previous interval's end
+					continue
+				}
+				p.Nodes = append(p.Nodes, Node{Sample: b, T: t, W: w})
 			}
 		}
 	}
 	copy(p.Pieces, p.Intervals)
 	return p
+}
+
+// nodeAt returns the position of point i of the rule ts on [lo, hi]:
+// lo + (hi−lo)·ts[i], and with Ends the ends themselves for the first and
+// last point, so that neighbours and halves meet at equal positions.
+func nodeAt(q Quadrature, lo, hi float64, ts []float64, i int) float64 {
+	switch {
+	case q.Ends && i == 0:
+		return lo
+	case q.Ends && i == len(ts)-1:
+		return hi
+	}
+	return lo + (hi-lo)*ts[i]
 }

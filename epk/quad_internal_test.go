@@ -2,6 +2,7 @@ package epk
 
 import (
 	"math"
+	"strings"
 	"testing"
 
 	"github.com/explaind/explaind/nn"
@@ -292,6 +293,11 @@ func TestEvaluatorErrors(t *testing.T) {
 	}
 	if _, err := NewEvaluator[float64](f, Options{Quadrature: Quadrature{Rule: Midpoint, Points: -1}}); err == nil {
 		t.Error("negative points: want an error")
+	}
+	for _, q := range []Quadrature{{Rule: Exact, Ends: true}, {Rule: Adaptive, Points: 5, Ends: true}, {Rule: Adaptive, Points: 1, Ends: true}} {
+		if _, err := NewEvaluator[float64](f, Options{Quadrature: q}); err == nil || !strings.Contains(err.Error(), "Gauss–Lobatto") {
+			t.Errorf("%v with %d points and Ends: %v, want an error naming the Gauss–Lobatto intervals", q.Rule, q.Points, err)
+		}
 	}
 	ev, err := NewEvaluator[float64](f, Options{})
 	if err != nil {

@@ -1,0 +1,119 @@
+package epk_test
+
+import (
+	"math"
+	"testing"
+
+	"github.com/explaind/explaind/epk"
+	"github.com/explaind/explaind/internal/fixtures"
+	"github.com/explaind/explaind/models"
+	"github.com/explaind/explaind/tensor"
+)
+
+// TestContributionsFromFeatures checks Evaluate's reverse-mode-only path on
+// every step of the ResNet-9 oracle fixtures (through the model's path
+// rules): with the identity among the cotangents, the contributions
+// derived from the features, Σ_j ⟨φ_j[b, c], v_j⟩, must equal the
+// forward-mode pass's at the same plan to rounding, the completeness must
+// meet Tol for every sample and class, and no JVP row may be evaluated.
+// Cotangents without a unit row for every class take the forward-mode pass.
+// The rule is explaind's for CNNs, Simpson intervals, whose planning
+// evaluates each final node once and no other.
+func TestContributionsFromFeatures(t *testing.T) {
+	fixtures.EachOracle(t, models.ResNet9Arch, func(t *testing.T, path string) {
+		r, m := cnnRunAt(t, path)
+		const tol = 1e-5
+		ev, err := epk.NewEvaluator[float64](m, epk.Options{Quadrature: epk.Quadrature{Rule: epk.Adaptive, Points: 3, Ends: true, Tol: tol}, PerTensor: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		const nTest = 2
+		x := &tensor.Dense[float64]{Shape: append([]int{nTest}, r.xTest.Shape[1:]...), Data: r.xTest.Data[:nTest*len(r.xTest.Data)/r.xTest.Shape[0]]}
+		var worst float64
+		for s, u := range r.ups {
+			res, err := ev.Evaluate(u, x, epk.Request[float64]{Features: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Stats.JVPRows != 0 || res.Stats.BackwardRows != len(res.Plan.Nodes) {
+				t.Errorf("step %d: %d JVP rows and %d backward rows for %d nodes, want none and one per node", s, res.Stats.JVPRows, res.Stats.BackwardRows, len(res.Plan.Nodes))
+			}
+			if res.Stats.DerivRows != len(res.Plan.Nodes) {
+				t.Errorf("step %d: %d single-tangent rows for %d final nodes, want one per node", s, res.Stats.DerivRows, len(res.Plan.Nodes))
+			}
+			if !res.Certified || len(res.Missed) != 0 {
+				t.Errorf("step %d: certified %v, misses %v", s, res.Certified, res.Missed)
+			}
+			for i, v := range res.Completeness.Data {
+				if !(math.Abs(v) <= tol) {
+					t.Errorf("step %d: completeness %.3g of (sample %d, class %d), want ≤ %g", s, v, i/res.Change.Shape[1], i%res.Change.Shape[1], tol)
+				}
+			}
+			fw, err := ev.Contributions(u, x, res.Plan)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fw.Stats.JVPRows != len(res.Plan.Nodes) {
+				t.Errorf("step %d: the forward-mode pass evaluated %d JVP rows at a plan of %d nodes", s, fw.Stats.JVPRows, len(res.Plan.Nodes))
+			}
+			// Same nodes: the two differ by rounding, against the scale of
+			// the step's change.
+			scale := math.Max(res.MaxChange, 1e-300)
+			pairs := [][2]*tensor.Dense[float64]{{res.Data, fw.Data}, {res.Reg, fw.Reg}, {res.Resid, fw.Resid}}
+			for j := range res.Tensor {
+				pairs = append(pairs, [2]*tensor.Dense[float64]{res.Tensor[j], fw.Tensor[j]})
+			}
+			for k, p := range pairs {
+				d, _ := tensor.MaxAbsDiff(p[0].Data, p[1].Data)
+				if !(d <= 1e-10*scale) {
+					t.Errorf("step %d: part %d derived from the features differs from the forward-mode pass by %.3g (|change| %.3g)", s, k, d, res.MaxChange)
+				}
+				worst = math.Max(worst, d/scale)
+			}
+			if res.MaxChange == 0 && res.MaxCompleteness != 0 {
+				t.Errorf("step %d: a zero step has completeness %.3g", s, res.MaxCompleteness)
+			}
+		}
+		t.Logf("contributions derived from the features agree with the forward-mode pass to %.2g of the step's change over %d steps", worst, len(r.ups))
+
+		// The identity among other cotangents, per sample; and cotangents
+		// that lack it.
+		u := r.ups[len(r.ups)-1]
+		base, err := ev.Evaluate(u, x, epk.Request[float64]{Features: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		C := base.Change.Shape[1]
+		cot := tensor.New[float64](nTest, C+1, C)
+		for b := 0; b < nTest; b++ {
+			for c := 0; c < C; c++ {
+				cot.Data[(b*(C+1))*C+c] = 1           // row 0: the class sum
+				cot.Data[(b*(C+1)+1+(C-1-c))*C+c] = 1 // rows 1…C: the identity, reversed
+			}
+		}
+		mixed, err := ev.Evaluate(u, x, epk.Request[float64]{Features: true, Cotangents: cot})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if mixed.Stats.JVPRows != 0 {
+			t.Errorf("cotangents holding the identity among other rows took the forward-mode pass (%d JVP rows)", mixed.Stats.JVPRows)
+		}
+		if d, _ := tensor.MaxAbsDiff(mixed.Data.Data, base.Data.Data); !(d <= 1e-10*math.Max(base.MaxChange, 1e-300)) {
+			t.Errorf("the identity's rows in another order give data contributions %.3g off", d)
+		}
+		ones := tensor.New[float64](1, C)
+		for c := range ones.Data {
+			ones.Data[c] = 1
+		}
+		summed, err := ev.Evaluate(u, x, epk.Request[float64]{Features: true, Cotangents: ones})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if summed.Stats.JVPRows == 0 {
+			t.Errorf("cotangents without the identity derived their contributions from the features")
+		}
+		if d, _ := tensor.MaxAbsDiff(summed.Data.Data, base.Data.Data); !(d <= 1e-6*math.Max(base.MaxChange, 1e-300)) {
+			t.Errorf("the forward-mode pass and the derived contributions differ by %.3g", d)
+		}
+	})
+}
