@@ -677,6 +677,16 @@ func (j *job[T, E]) evalChunk(w *worker[E], step int, u *epk.Update[E], i int, u
 	x := tensor.GatherRows(j.spec.Test.X, idx, 1)
 	c := &chunk[E]{step: step, lo: lo, hi: hi, update: u}
 	var err error
+	if j.rows.need[cotIdentity] && j.runFeatures == nil {
+		// The feature pass has every class's features: the contributions
+		// follow from them without a forward-mode pass (epk.Evaluate).
+		res, err := w.paths.EvaluateInto(w.features, u, x, epk.Request[E]{Features: true, Cotangents: cotangents[E](&j.rows, j.classes, j.labels[lo:hi])})
+		if err != nil {
+			return nil, err
+		}
+		c.forward, c.features, w.features = res, res.Features, res.Features
+		return c, nil
+	}
 	if c.forward, err = w.paths.Contributions(u, x, nil); err != nil {
 		return nil, err
 	}
