@@ -426,7 +426,7 @@ func TestParseQuadrature(t *testing.T) {
 	}{
 		{"", true, epk.Quadrature{Rule: epk.Exact, Points: 2, Grid: 4, Tol: 1e-6}, ""},
 		{"adaptive", true, epk.Quadrature{Rule: epk.Exact, Points: 2, Grid: 4, Tol: 1e-6}, ""},
-		{"adaptive", false, epk.Quadrature{Rule: epk.Adaptive, Points: 3, Tol: 1e-6}, ""},
+		{"adaptive", false, epk.Quadrature{Rule: epk.Adaptive, Points: 3, Ends: true, Tol: 1e-6}, ""},
 		{"exact:3", true, epk.Quadrature{Rule: epk.Exact, Points: 3, Tol: 1e-6}, ""},
 		{"midpoint:10", false, epk.Quadrature{Rule: epk.Midpoint, Points: 10}, ""},
 		{"gauss:8", true, epk.Quadrature{Rule: epk.GaussLegendre, Points: 8}, ""},

@@ -15,8 +15,9 @@ import (
 // class) (see epk.Quadrature.Tol), that starts from the located switching
 // points for models that expose their ReLU switches (epk.Exact, 2
 // Gauss–Legendre points per piece) and from one interval per sample otherwise
-// (epk.Adaptive, 3 points per interval, for CNNs, where bisection needs
-// fewer nodes than their many switches: see package epk).
+// (epk.Adaptive with Simpson's rule on each interval, whose nodes
+// bisection keeps, for CNNs, where bisection needs fewer nodes than their
+// many switches: see package epk).
 func ParseQuadrature(s string, tol float64, switches bool) (epk.Quadrature, error) {
 	name, arg, _ := strings.Cut(s, ":")
 	k := 0
@@ -35,7 +36,7 @@ func ParseQuadrature(s string, tol float64, switches bool) (epk.Quadrature, erro
 		if switches {
 			return epk.Quadrature{Rule: epk.Exact, Points: 2, Grid: 4, Tol: tol}, nil
 		}
-		return epk.Quadrature{Rule: epk.Adaptive, Points: 3, Tol: tol}, nil
+		return epk.Quadrature{Rule: epk.Adaptive, Points: 3, Ends: true, Tol: tol}, nil
 	case "exact":
 		if !switches {
 			return epk.Quadrature{}, setting.Errorf("%v exact needs a model that exposes its ReLU switches "+
