@@ -19,7 +19,10 @@
 //     tensor;
 //   - Feature queries (per element, or with Abs): one reverse pass per
 //     quadrature node with one cotangent per class, their sum or the true
-//     class, accumulated against the update per test sample;
+//     class, accumulated against the update per test sample. When one
+//     cotangent per class is among them (pruning's Abs), the forward-mode
+//     pass is dropped: every contribution is the features' dot product
+//     with its part of the update (epk.Evaluator.Evaluate);
 //   - Sweep queries (per training sample): the reverse-time sweep
 //     Q_s = A_s ⊙ φ_s + β Q_{s+1} over the steps, replayed backwards one
 //     checkpoint segment at a time, with the sums over test samples and
