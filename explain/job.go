@@ -62,7 +62,7 @@ type chunk[E tensor.Float] struct {
 
 // worker evaluates chunks of test samples: the evaluator of its own model
 // instance, and the feature pass's last result, whose arrays its next chunk
-// reuses (epk.Evaluator.FeaturesInto): no evaluation keeps a chunk's
+// reuses (epk.Evaluator.EvaluateInto): no evaluation keeps a chunk's
 // features beyond its add.
 type worker[E tensor.Float] struct {
 	id       int
@@ -328,16 +328,11 @@ func (j *job[T, E]) useRunFeatures() {
 	j.runFeatures = []*epk.Evaluator[T]{ev}
 }
 
-// featurePass evaluates the feature pass of a chunk's test samples x
-// (labels labels) at the nodes of plan into c, in the worker's reused
-// arrays: in E, or in the run's precision T (useRunFeatures; T is then
-// float32). uT is the step's update in T, made on first use.
-func (j *job[T, E]) featurePass(w *worker[E], c *chunk[E], uT **epk.Update[T], x *tensor.Dense[E], labels []int) error {
-	if j.runFeatures == nil {
-		f, _, err := w.paths.FeaturesInto(w.features, c.update, x, c.forward.Plan, cotangents[E](&j.rows, j.classes, labels))
-		w.features, c.features = f, f
-		return err
-	}
+// runFeaturePass evaluates the feature pass of a chunk's test samples x
+// (labels labels) at the nodes of the chunk's plan into c, in the run's
+// precision T (useRunFeatures; T is then float32), into the worker's
+// reused arrays. uT is the step's update in T, made on first use.
+func (j *job[T, E]) runFeaturePass(w *worker[E], c *chunk[E], uT **epk.Update[T], x *tensor.Dense[E], labels []int) error {
 	if *uT == nil {
 		*uT = convertUpdate[T](c.update)
 	}
@@ -676,10 +671,10 @@ func (j *job[T, E]) evalChunk(w *worker[E], step int, u *epk.Update[E], i int, u
 	}
 	x := tensor.GatherRows(j.spec.Test.X, idx, 1)
 	c := &chunk[E]{step: step, lo: lo, hi: hi, update: u}
-	var err error
-	if j.rows.need[cotIdentity] && j.runFeatures == nil {
-		// The feature pass has every class's features: the contributions
-		// follow from them without a forward-mode pass (epk.Evaluate).
+	if j.rows.total > 0 && j.runFeatures == nil {
+		// One evaluation at the same nodes; when the feature pass has
+		// every class's features, the contributions follow from them
+		// without a forward-mode pass (epk.Evaluator.Evaluate).
 		res, err := w.paths.EvaluateInto(w.features, u, x, epk.Request[E]{Features: true, Cotangents: cotangents[E](&j.rows, j.classes, j.labels[lo:hi])})
 		if err != nil {
 			return nil, err
@@ -687,11 +682,12 @@ func (j *job[T, E]) evalChunk(w *worker[E], step int, u *epk.Update[E], i int, u
 		c.forward, c.features, w.features = res, res.Features, res.Features
 		return c, nil
 	}
+	var err error
 	if c.forward, err = w.paths.Contributions(u, x, nil); err != nil {
 		return nil, err
 	}
 	if j.rows.total > 0 {
-		if err := j.featurePass(w, c, uT, x, j.labels[lo:hi]); err != nil {
+		if err := j.runFeaturePass(w, c, uT, x, j.labels[lo:hi]); err != nil {
 			return nil, err
 		}
 	}
