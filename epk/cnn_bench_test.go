@@ -6,7 +6,6 @@ import (
 
 	"github.com/explaind/explaind/epk"
 	"github.com/explaind/explaind/models"
-	"github.com/explaind/explaind/nn"
 	"github.com/explaind/explaind/optim"
 	"github.com/explaind/explaind/tensor"
 )
@@ -24,42 +23,28 @@ func cnnStep(b *testing.B, lr float64) (*models.ResNet9[float32], *epk.Update[fl
 	}
 	rng := rand.New(rand.NewPCG(3, 5))
 	m.Init(rng)
-	x := tensor.New[float32](64, 1, 28, 28)
-	for i := range x.Data {
-		x.Data[i] = float32(rng.NormFloat64())
+	images := func(n int) *tensor.Dense[float32] {
+		x := tensor.New[float32](n, 1, 28, 28)
+		for i := range x.Data {
+			x.Data[i] = float32(rng.NormFloat64())
+		}
+		return x
 	}
+	x := images(64)
 	y := make([]int, 64)
 	for i := range y {
 		y[i] = rng.IntN(2)
 	}
-	xt := tensor.New[float32](4, 1, 28, 28)
-	for i := range xt.Data {
-		xt.Data[i] = float32(rng.NormFloat64())
-	}
-	params := m.Params()
-	before := make([]*nn.Param[float32], len(params))
-	for i, p := range params {
-		before[i] = &nn.Param[float32]{Name: p.Name, Value: p.Value.Clone()}
-	}
+	xt := images(4)
 	opt, err := optim.NewSGD[float32](0.9, 0, 5e-4, false)
 	if err != nil {
-		b.Fatal(err)
-	}
-	g, err := epk.MeanGradient[float32](m, x, y)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := opt.Step(params, gradsOf(params, g), lr); err != nil {
 		b.Fatal(err)
 	}
 	sp, err := epk.NewSGDSplitter(opt)
 	if err != nil {
 		b.Fatal(err)
 	}
-	u, err := sp.Split(epk.StepInput[float32]{Step: 0, LR: lr, Before: before, After: params, Grad: g})
-	if err != nil {
-		b.Fatal(err)
-	}
+	u := splitStep[float32](b, m, opt, sp, x, y, lr)
 	return m, u, xt
 }
 

@@ -40,35 +40,44 @@ func paperStep[T tensor.Float](b *testing.B) (*models.Modulo[T], *epk.Update[T],
 	m.Init(rng)
 	x, y := tokens[T](rng, cfg.P, 512)
 	xt, _ := tokens[T](rng, cfg.P, 64)
-	params := m.Params()
-	before := make([]*nn.Param[T], len(params))
-	for i, p := range params {
-		before[i] = &nn.Param[T]{Name: p.Name, Value: p.Value.Clone()}
-	}
 	opt, err := optim.NewAdamW[T](0.9, 0.98, 1e-8, 4.0)
 	if err != nil {
-		b.Fatal(err)
-	}
-	g, err := epk.MeanGradient[T](m, x, y)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := opt.Step(params, gradsOf(params, g), 1e-3); err != nil {
 		b.Fatal(err)
 	}
 	sp, err := epk.NewAdamWSplitter(opt)
 	if err != nil {
 		b.Fatal(err)
 	}
-	u, err := sp.Split(epk.StepInput[T]{Step: 0, LR: 1e-3, Before: before, After: params, Grad: g})
-	if err != nil {
-		b.Fatal(err)
-	}
+	u := splitStep[T](b, m, opt, sp, x, y, 1e-3)
 	ev, err := models.NewModulo[T](cfg)
 	if err != nil {
 		b.Fatal(err)
 	}
 	return ev, u, xt
+}
+
+// splitStep takes one step of opt (learning rate lr) on model's mean loss
+// over the batch (x, y), in place, and returns it split into its parts by
+// sp.
+func splitStep[T tensor.Float](b *testing.B, model nn.Layer[T], opt optim.Optimizer[T], sp epk.Splitter[T], x *tensor.Dense[T], y []int, lr float64) *epk.Update[T] {
+	b.Helper()
+	params := model.Params()
+	before := make([]*nn.Param[T], len(params))
+	for i, p := range params {
+		before[i] = &nn.Param[T]{Name: p.Name, Value: p.Value.Clone()}
+	}
+	g, err := epk.MeanGradient[T](model, x, y)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := opt.Step(params, gradsOf(params, g), lr); err != nil {
+		b.Fatal(err)
+	}
+	u, err := sp.Split(epk.StepInput[T]{Step: 0, LR: lr, Before: before, After: params, Grad: g})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return u
 }
 
 // BenchmarkExactStep times the Exact rule on one AdamW step of the
