@@ -527,84 +527,113 @@ func (e *Evaluator[T]) features(c *stepCtx[T], plan *Plan, cot *tensor.Dense[T],
 		return nil, st, fmt.Errorf("epk: the plan is for %d samples, the batch has %d", plan.Samples, c.B)
 	}
 	start := time.Now()
-	// The number of classes, from one forward row.
-	y0, err := e.forwardRows(c, []int{0}, []float64{0})
+	fc, err := e.cotangents(c, cot)
 	if err != nil {
 		return nil, st, err
 	}
 	st.ForwardRows++
+	f := e.newFeatures(dst, c.B, fc.K)
+	if err := e.backwardNodes(c, plan.Nodes, fc, f); err != nil {
+		return nil, st, err
+	}
+	st.BackwardRows = len(plan.Nodes)
+	st.Backward = time.Since(start)
+	return f, st, nil
+}
+
+// featureCot are the feature pass's cotangents resolved for the model's C
+// classes: Data holds [K, C] (the same for every sample) or, with
+// PerSample, [B, K, C].
+type featureCot[T tensor.Float] struct {
+	Data      []T
+	K, C      int
+	PerSample bool
+}
+
+// row returns the K cotangents of sample b, [K·C].
+func (fc *featureCot[T]) row(b int) []T {
+	if fc.PerSample {
+		return fc.Data[b*fc.K*fc.C : (b+1)*fc.K*fc.C]
+	}
+	return fc.Data[:fc.K*fc.C]
+}
+
+// cotangents resolves cot (nil: the identity) for the model's classes,
+// which one forward row of c's batch counts.
+func (e *Evaluator[T]) cotangents(c *stepCtx[T], cot *tensor.Dense[T]) (*featureCot[T], error) {
+	y0, err := e.forwardRows(c, []int{0}, []float64{0})
+	if err != nil {
+		return nil, err
+	}
 	C := len(y0)
-	var K int
-	var perSample bool
 	switch {
 	case cot == nil:
-		K = C
-		cot = tensor.New[T](C, C)
+		fc := &featureCot[T]{Data: make([]T, C*C), K: C, C: C}
 		for i := 0; i < C; i++ {
-			cot.Data[i*C+i] = 1
+			fc.Data[i*C+i] = 1
 		}
+		return fc, nil
 	case len(cot.Shape) == 2 && cot.Shape[1] == C && cot.Shape[0] > 0:
-		K = cot.Shape[0]
+		return &featureCot[T]{Data: cot.Data, K: cot.Shape[0], C: C}, nil
 	case len(cot.Shape) == 3 && cot.Shape[0] == c.B && cot.Shape[2] == C && cot.Shape[1] > 0:
-		K, perSample = cot.Shape[1], true
-	default:
-		return nil, st, fmt.Errorf("epk: cotangents of shape %v, want [K, %d] or [%d, K, %d]", cot.Shape, C, c.B, C)
+		return &featureCot[T]{Data: cot.Data, K: cot.Shape[1], C: C, PerSample: true}, nil
 	}
-	P := 0
+	return nil, fmt.Errorf("epk: cotangents of shape %v, want [K, %d] or [%d, K, %d]", cot.Shape, C, c.B, C)
+}
+
+// newFeatures returns dst zeroed when it has the shapes of the features of
+// samples·k rows (reuse), and new zero features otherwise.
+func (e *Evaluator[T]) newFeatures(dst *Features[T], samples, k int) *Features[T] {
+	if f := e.reuse(dst, samples, k); f != nil {
+		return f
+	}
+	f := &Features[T]{Samples: samples, K: k}
 	for _, p := range e.params {
-		P += len(p.Value.Data)
+		f.Names = append(f.Names, p.Name)
+		f.Phi = append(f.Phi, tensor.New[T](append([]int{samples * k}, p.Value.Shape...)...))
 	}
-	f := e.reuse(dst, c.B, K)
-	if f == nil {
-		f = &Features[T]{Samples: c.B, K: K}
-		for _, p := range e.params {
-			f.Names = append(f.Names, p.Name)
-			f.Phi = append(f.Phi, tensor.New[T](append([]int{c.B * K}, p.Value.Shape...)...))
-		}
+	return f
+}
+
+// backwardRowsPer is the number of rows of one backward call with k
+// cotangents per row: MaxRows bounds rows × cotangents, MaxGradValues the
+// per-row gradient buffers (none when the model sums groups itself).
+func (e *Evaluator[T]) backwardRowsPer(k int) int {
+	perRow := 0
+	for _, p := range e.params {
+		perRow += len(p.Value.Data)
 	}
-	perRow := P
-	gm, grouped := e.model.(GroupedPathModel[T])
-	if grouped {
+	if gm, ok := e.model.(GroupedPathModel[T]); ok {
 		perRow = gm.PerRowValues()
 	}
-	// MaxRows bounds rows × cotangents of one backward call, MaxGradValues
-	// the per-row gradient buffers (none when the model sums groups itself).
-	rowsPer := max(1, min(e.opt.MaxGradValues/max(1, K*perRow), e.opt.MaxRows/K))
-	nodes := plan.Nodes
-	err = chunks(len(nodes), rowsPer, func(lo, hi int) error {
+	return max(1, min(e.opt.MaxGradValues/max(1, k*perRow), e.opt.MaxRows/k))
+}
+
+// backwardNodes adds to f the features of the nodes: per node, the
+// backward of its weighted cotangents w·fc.row(sample), summed per sample.
+func (e *Evaluator[T]) backwardNodes(c *stepCtx[T], nodes []Node, fc *featureCot[T], f *Features[T]) error {
+	K := fc.K
+	gm, grouped := e.model.(GroupedPathModel[T])
+	return chunks(len(nodes), e.backwardRowsPer(K), func(lo, hi int) error {
 		n := hi - lo
 		ns := make([]int, n)
 		nt := make([]float64, n)
+		ws := make([]float64, n)
 		for i, nd := range nodes[lo:hi] {
-			ns[i], nt[i] = nd.Sample, nd.T
+			ns[i], nt[i], ws[i] = nd.Sample, nd.T, nd.W
 		}
 		_, state, err := e.model.PathForward(tensor.GatherRows(c.x, ns, 1), c.path(nt))
 		if err != nil {
 			return err
 		}
-		dy := tensor.New[T](n*K, C)
-		for i, nd := range nodes[lo:hi] {
-			src := cot.Data[:K*C]
-			if perSample {
-				src = cot.Data[nd.Sample*K*C : (nd.Sample+1)*K*C]
-			}
-			w := T(nd.W)
-			dst := dy.Data[i*K*C : (i+1)*K*C]
-			for j, v := range src {
-				dst[j] = w * v
-			}
-		}
+		dy := fc.rows(ns, ws)
 		if grouped {
 			// Sum the nodes of each sample straight into its features.
-			groups := make([]int, n)
-			for i, nd := range nodes[lo:hi] {
-				groups[i] = nd.Sample
-			}
 			g := &nn.Grads[T]{Mode: nn.PerRow, Of: make(map[*nn.Param[T]]*tensor.Dense[T], len(e.params))}
 			for j, p := range e.params {
 				g.Of[p] = f.Phi[j]
 			}
-			return gm.PathBackwardGrouped(state, dy, g, groups, c.B)
+			return gm.PathBackwardGrouped(state, dy, g, ns, c.B)
 		}
 		g := nn.NewGrads(nn.PerRow, e.params, n*K)
 		if _, err := e.model.PathBackward(state, dy, g, false); err != nil {
@@ -613,18 +642,27 @@ func (e *Evaluator[T]) features(c *stepCtx[T], plan *Plan, cot *tensor.Dense[T],
 		for j, p := range e.params {
 			size := len(p.Value.Data)
 			buf, phi := g.Of[p].Data, f.Phi[j].Data
-			for i, nd := range nodes[lo:hi] {
-				tensor.AddScaled(phi[nd.Sample*K*size:(nd.Sample+1)*K*size], 1, buf[i*K*size:(i+1)*K*size])
+			for i, b := range ns {
+				tensor.AddScaled(phi[b*K*size:(b+1)*K*size], 1, buf[i*K*size:(i+1)*K*size])
 			}
 		}
 		return nil
 	})
-	if err != nil {
-		return nil, st, err
+}
+
+// rows returns the cotangent rows of samples ns weighted by ws,
+// [len(ns)·K, C]: row i·K + k is ws[i]·(cotangent k of sample ns[i]).
+func (fc *featureCot[T]) rows(ns []int, ws []float64) *tensor.Dense[T] {
+	K, C := fc.K, fc.C
+	dy := tensor.New[T](len(ns)*K, C)
+	for i, b := range ns {
+		w := T(ws[i])
+		dst := dy.Data[i*K*C : (i+1)*K*C]
+		for j, v := range fc.row(b) {
+			dst[j] = w * v
+		}
 	}
-	st.BackwardRows = len(nodes)
-	st.Backward = time.Since(start)
-	return f, st, nil
+	return dy
 }
 
 // GroupedPathModel is an optional method set of a PathModel: PathBackward
