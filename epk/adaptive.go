@@ -119,6 +119,10 @@ type quad[T tensor.Float] struct {
 	// cache holds the outputs f(t) at the pieces' ends; with Ends, jvp
 	// holds the tangents' output rows [M·C] at every evaluated node too.
 	cache, jvp []map[float64][]float64
+	// held, when set (planning along Δθ with Ends, for contributions
+	// derived from the features), evaluates nodes in reverse mode and
+	// holds their gradients (see heldGrads).
+	held *heldGrads[T]
 	// target is each sample's error budget (Tol unless the measured check
 	// lowered it); floorScale scales its pieces' rounding floors (1 unless
 	// the measured check lowered it, down to minFloorScale).
@@ -332,6 +336,13 @@ func (e *Evaluator[T]) evaluateEnds(g *quad[T], pending []interval) error {
 			}
 		}
 	}
+	if g.held != nil {
+		done, err := e.gradRows(g, ns, nt)
+		if err != nil {
+			return err
+		}
+		ns, nt = ns[done:], nt[done:]
+	}
 	err := chunks(len(ns), max(1, e.opt.MaxRows/m), func(lo, hi int) error {
 		y, dy, err := e.model.PathJVP(tensor.GatherRows(c.x, ns[lo:hi], 1), c.path(nt[lo:hi]), g.tan)
 		if err != nil {
@@ -398,6 +409,9 @@ func (g *quad[T]) intervals() []interval {
 // which certifies the plan for contributions derived from it.
 func (e *Evaluator[T]) refinePlan(c *stepCtx[T], ivs []interval, measure bool, st *Stats) ([][]float64, error) {
 	g := e.newQuad(c, deltaTangent(c), 1, true, &st.DerivRows, st)
+	if e.opt.Quadrature.Ends {
+		g.held = c.held
+	}
 	if err := e.run(g, ivs); err != nil {
 		return nil, err
 	}

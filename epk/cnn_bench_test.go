@@ -54,32 +54,39 @@ func cnnStep(b *testing.B, lr float64) (*models.ResNet9[float32], *epk.Update[fl
 // and does it now: "forward" plans, certifies with the 3-tangent JVP pass
 // and then runs the feature pass; "derived" certifies along Δθ alone and
 // takes the contributions from the features; gauss3 and simpson are the
-// interval rules. Reported per image: final nodes and the rows of each
-// kind.
+// interval rules; "held" plans in reverse mode and holds the nodes'
+// gradients for the features (Options.MaxHeldGrads, the default), the
+// others plan by single-tangent JVP. Reported per image: final nodes and
+// the rows of each kind; and the wall times of the last iteration's
+// planning and feature pass.
 func BenchmarkCNNStep(b *testing.B) {
 	m, u, xt := cnnStep(b, 2)
 	for _, c := range []struct {
 		name    string
 		derived bool
+		held    int
 		q       epk.Quadrature
 	}{
-		{"forward/gauss3", false, epk.Quadrature{Rule: epk.Adaptive, Points: 3, Tol: 1e-4}},
-		{"derived/gauss3", true, epk.Quadrature{Rule: epk.Adaptive, Points: 3, Tol: 1e-4}},
-		{"derived/simpson", true, epk.Quadrature{Rule: epk.Adaptive, Points: 3, Ends: true, Tol: 1e-4}},
+		{"forward/gauss3", false, -1, epk.Quadrature{Rule: epk.Adaptive, Points: 3, Tol: 1e-4}},
+		{"derived/gauss3", true, -1, epk.Quadrature{Rule: epk.Adaptive, Points: 3, Tol: 1e-4}},
+		{"derived/simpson", true, -1, epk.Quadrature{Rule: epk.Adaptive, Points: 3, Ends: true, Tol: 1e-4}},
+		{"held/simpson", true, 0, epk.Quadrature{Rule: epk.Adaptive, Points: 3, Ends: true, Tol: 1e-4}},
 	} {
 		b.Run(c.name, func(b *testing.B) {
-			ev, err := epk.NewEvaluator[float32](m, epk.Options{Quadrature: c.q})
+			ev, err := epk.NewEvaluator[float32](m, epk.Options{Quadrature: c.q, MaxHeldGrads: c.held})
 			if err != nil {
 				b.Fatal(err)
 			}
 			var res *epk.StepResult[float32]
 			var back int
+			var planT, backT float64
 			for b.Loop() {
 				if c.derived {
 					if res, err = ev.Evaluate(u, xt, epk.Request[float32]{Features: true}); err != nil {
 						b.Fatal(err)
 					}
 					back = res.Stats.BackwardRows
+					planT, backT = res.Stats.Plan.Seconds(), res.Stats.Backward.Seconds()
 					continue
 				}
 				if res, err = ev.Contributions(u, xt, nil); err != nil {
@@ -90,6 +97,7 @@ func BenchmarkCNNStep(b *testing.B) {
 					b.Fatal(err)
 				}
 				back = st.BackwardRows
+				planT, backT = res.Stats.Plan.Seconds(), st.Backward.Seconds()
 			}
 			if !res.Certified {
 				b.Errorf("not certified: misses %v", res.Missed)
@@ -100,6 +108,8 @@ func BenchmarkCNNStep(b *testing.B) {
 			b.ReportMetric(float64(res.Stats.JVPRows)/n, "3-tangent-rows/image")
 			b.ReportMetric(float64(res.Stats.ForwardRows)/n, "fwd-rows/image")
 			b.ReportMetric(float64(back)/n, "backward-rows/image")
+			b.ReportMetric(planT*1e3, "plan-ms")
+			b.ReportMetric(backT*1e3, "feature-pass-ms")
 		})
 	}
 }

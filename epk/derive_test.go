@@ -18,7 +18,8 @@ import (
 // meet Tol for every sample and class, and no JVP row may be evaluated.
 // Cotangents without a unit row for every class take the forward-mode pass.
 // The rule is explaind's for CNNs, Simpson intervals, whose planning
-// evaluates each final node once and no other.
+// evaluates each final node once and no other: in reverse mode, holding
+// the node's gradients for the features (no single-tangent row).
 func TestContributionsFromFeatures(t *testing.T) {
 	fixtures.EachOracle(t, models.ResNet9Arch, func(t *testing.T, path string) {
 		r, m := cnnRunAt(t, path)
@@ -38,8 +39,8 @@ func TestContributionsFromFeatures(t *testing.T) {
 			if res.Stats.JVPRows != 0 || res.Stats.BackwardRows != len(res.Plan.Nodes) {
 				t.Errorf("step %d: %d JVP rows and %d backward rows for %d nodes, want none and one per node", s, res.Stats.JVPRows, res.Stats.BackwardRows, len(res.Plan.Nodes))
 			}
-			if res.Stats.DerivRows != len(res.Plan.Nodes) {
-				t.Errorf("step %d: %d single-tangent rows for %d final nodes, want one per node", s, res.Stats.DerivRows, len(res.Plan.Nodes))
+			if res.Stats.DerivRows != 0 {
+				t.Errorf("step %d: %d single-tangent rows for %d final nodes, want none (their gradients held)", s, res.Stats.DerivRows, len(res.Plan.Nodes))
 			}
 			if !res.Certified || len(res.Missed) != 0 {
 				t.Errorf("step %d: certified %v, misses %v", s, res.Certified, res.Missed)
@@ -116,4 +117,107 @@ func TestContributionsFromFeatures(t *testing.T) {
 			t.Errorf("the forward-mode pass and the derived contributions differ by %.3g", d)
 		}
 	})
+}
+
+// TestHeldGradients checks that holding the planning nodes' gradients
+// (Options.MaxHeldGrads) changes the work, not the result: on every step
+// of the ResNet-9 oracle fixtures, evaluations that hold every node's
+// gradients, room for only 5 nodes (the rest planned by JVP and their
+// features by a backward pass of their own), or none, each certify Tol,
+// each evaluate one backward row per final node and one single-tangent
+// row per node not held, and agree: at equal plans to rounding (features
+// and contributions), otherwise within the tolerance.
+func TestHeldGradients(t *testing.T) {
+	fixtures.EachOracle(t, models.ResNet9Arch, func(t *testing.T, path string) {
+		r, m := cnnRunAt(t, path)
+		const tol = 1e-5
+		const nTest = 2
+		P := 0
+		for _, p := range m.Params() {
+			P += len(p.Value.Data)
+		}
+		x := &tensor.Dense[float64]{Shape: append([]int{nTest}, r.xTest.Shape[1:]...), Data: r.xTest.Data[:nTest*len(r.xTest.Data)/r.xTest.Shape[0]]}
+		q := epk.Quadrature{Rule: epk.Adaptive, Points: 3, Ends: true, Tol: tol}
+		// Every node held, none, and room for 5 nodes of C·P values (C
+		// known after the first evaluation).
+		var evs []*epk.Evaluator[float64]
+		for _, held := range []int{0, -1} {
+			ev, err := epk.NewEvaluator[float64](m, epk.Options{Quadrature: q, MaxHeldGrads: held})
+			if err != nil {
+				t.Fatal(err)
+			}
+			evs = append(evs, ev)
+		}
+		var worst float64
+		samePlans := 0
+		for s, u := range r.ups {
+			var res []*epk.StepResult[float64]
+			for i := 0; i < 3; i++ {
+				if i == len(evs) {
+					C := res[0].Change.Shape[1]
+					ev, err := epk.NewEvaluator[float64](m, epk.Options{Quadrature: q, MaxHeldGrads: 5 * C * P})
+					if err != nil {
+						t.Fatal(err)
+					}
+					evs = append(evs, ev)
+				}
+				rs, err := evs[i].Evaluate(u, x, epk.Request[float64]{Features: true})
+				if err != nil {
+					t.Fatal(err)
+				}
+				nodes := len(rs.Plan.Nodes)
+				if !rs.Certified || !(rs.MaxCompleteness <= tol) {
+					t.Errorf("step %d, evaluation %d: certified %v, completeness %.3g", s, i, rs.Certified, rs.MaxCompleteness)
+				}
+				if rs.Stats.BackwardRows != nodes || rs.Stats.JVPRows != 0 {
+					t.Errorf("step %d, evaluation %d: %d backward and %d JVP rows for %d nodes, want one backward row per node", s, i, rs.Stats.BackwardRows, rs.Stats.JVPRows, nodes)
+				}
+				switch held := nodes - rs.Stats.DerivRows; {
+				case i == 0 && held != nodes, i == 1 && held != 0, i == 2 && held != min(5, nodes):
+					t.Errorf("step %d, evaluation %d: %d of %d nodes held (%d single-tangent rows)", s, i, held, nodes, rs.Stats.DerivRows)
+				}
+				res = append(res, rs)
+			}
+			scale := math.Max(res[0].MaxChange, 1e-300)
+			for i, rs := range res[1:] {
+				bound := 2 * tol
+				if equalNodes(rs.Plan.Nodes, res[0].Plan.Nodes) {
+					bound = 1e-10 * scale
+					samePlans++
+					for j := range rs.Features.Phi {
+						a, b := rs.Features.Phi[j].Data, res[0].Features.Phi[j].Data
+						d, _ := tensor.MaxAbsDiff(a, b)
+						if !(d <= 1e-10*(1+maxAbs(b))) {
+							t.Errorf("step %d, evaluation %d: features of %s differ by %.3g at equal plans", s, i+1, rs.Features.Names[j], d)
+						}
+					}
+				}
+				for k, p := range [][2]*tensor.Dense[float64]{{rs.Data, res[0].Data}, {rs.Reg, res[0].Reg}, {rs.Resid, res[0].Resid}} {
+					d, _ := tensor.MaxAbsDiff(p[0].Data, p[1].Data)
+					if !(d <= bound) {
+						t.Errorf("step %d, evaluation %d: part %d differs by %.3g from the one holding every node (bound %.3g)", s, i+1, k, d, bound)
+					}
+					if bound < tol {
+						worst = math.Max(worst, d/scale)
+					}
+				}
+			}
+		}
+		t.Logf("%d of %d comparisons at equal plans, agreeing to %.2g of the step's change", samePlans, 2*len(r.ups), worst)
+		if samePlans == 0 {
+			t.Errorf("no evaluation planned the nodes of the one holding every node's gradients")
+		}
+	})
+}
+
+func equalNodes(a, b []epk.Node) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
 }

@@ -22,6 +22,12 @@ type Options struct {
 	// MaxGradValues bounds the values of one per-row gradient buffer of
 	// the feature pass (default 1<<24).
 	MaxGradValues int
+	// MaxHeldGrads bounds the gradient values an evaluation holds of its
+	// planning nodes, when the contributions are derived from the
+	// features with Gauss–Lobatto intervals of 2 or 3 points (default
+	// 1<<25, 128 MiB in float32; negative: hold none, and evaluate the
+	// planning by JVP and the features in a pass of their own).
+	MaxHeldGrads int
 }
 
 // Evaluator integrates a model's Jacobian along optimizer steps. It writes
@@ -58,6 +64,9 @@ func NewEvaluator[T tensor.Float](model PathModel[T], opt Options) (*Evaluator[T
 	if opt.MaxGradValues <= 0 {
 		opt.MaxGradValues = 1 << 24
 	}
+	if opt.MaxHeldGrads == 0 {
+		opt.MaxHeldGrads = 1 << 25
+	}
 	e := &Evaluator[T]{model: model, params: model.Params(), byName: map[string]*nn.Param[T]{}, opt: opt}
 	e.sw, _ = model.(SwitchModel[T])
 	if q.Rule == Exact && e.sw == nil {
@@ -83,6 +92,8 @@ type stepCtx[T tensor.Float] struct {
 	B     int
 	delta map[*nn.Param[T]]*tensor.Dense[T]
 	pos   []int // pos[i] is the index in u of the model's parameter i
+	// held, when set, holds the planning nodes' gradients (heldGrads).
+	held *heldGrads[T]
 }
 
 // prepare checks u against the model, writes θ_s into the model's
@@ -789,26 +800,50 @@ func identityRows[T tensor.Float](cot *tensor.Dense[T], B int) []int {
 // along Δθ, the features at its nodes, and the contributions derived from
 // them (derive).
 func (e *Evaluator[T]) fromFeatures(c *stepCtx[T], cot *tensor.Dense[T], id []int, dst *Features[T]) (*StepResult[T], error) {
+	fc, err := e.cotangents(c, cot)
+	if err != nil {
+		return nil, err
+	}
+	C := fc.C
+	if len(id) != 0 && len(id) != C {
+		return nil, fmt.Errorf("epk: cotangents of %d classes, the model has %d", len(id), C)
+	}
+	if q := e.opt.Quadrature; q.Ends && q.Points <= 3 {
+		// Every planning node is final: hold their gradients.
+		c.held = newHeldGrads(c.B, fc, id, e.params, e.opt.MaxHeldGrads)
+	}
 	plan, err := e.plan(c, true, true)
 	if err != nil {
 		return nil, err
 	}
 	res := &StepResult[T]{Step: c.u.Step, Plan: plan, Stats: plan.Stats}
+	res.Stats.ForwardRows++ // the class count (cotangents)
 	if err := e.endPoints(c, res); err != nil {
 		return nil, err
 	}
-	C := res.Change.Shape[1]
 	if len(id) == 0 {
 		id = make([]int, C)
 		for cc := range id {
 			id[cc] = cc
 		}
-	} else if len(id) != C {
-		return nil, fmt.Errorf("epk: cotangents of %d classes, the model has %d", len(id), C)
 	}
-	if err := e.addFeatures(c, res, cot, dst); err != nil {
+	// The features: the held nodes' gradients summed, the backward for
+	// the others.
+	start := time.Now()
+	f := e.newFeatures(dst, c.B, fc.K)
+	var rest []Node
+	for _, nd := range plan.Nodes {
+		if !c.held.add(f, nd) {
+			rest = append(rest, nd)
+		}
+	}
+	if err := e.backwardNodes(c, rest, fc, f); err != nil {
 		return nil, err
 	}
+	c.held = nil
+	res.Features = f
+	res.Stats.BackwardRows += len(rest)
+	res.Stats.Backward = time.Since(start)
 	m := 3
 	if e.opt.PerTensor {
 		m += len(e.params)

@@ -476,6 +476,7 @@ func (j *job[T, E]) bytes(workers int) int64 {
 		}
 		n += int64(workers) * chunk * int64(j.rows.total) * P * featElem // features of a chunk per worker
 		n += int64(workers) << 24 * elem                                 // per-row gradients (epk's MaxGradValues)
+		n += int64(workers) << 25 * elem                                 // the planning nodes' gradients (epk's MaxHeldGrads)
 	}
 	if len(j.sweeps) > 0 {
 		n += int64(j.trainWorkers()) * 256 * P * elem // per-sample training gradients of a chunk per training worker
