@@ -2,11 +2,13 @@ package epk_test
 
 import (
 	"math"
+	"strings"
 	"testing"
 
 	"github.com/explaind/explaind/epk"
 	"github.com/explaind/explaind/internal/fixtures"
 	"github.com/explaind/explaind/models"
+	"github.com/explaind/explaind/nn"
 	"github.com/explaind/explaind/tensor"
 )
 
@@ -122,11 +124,14 @@ func TestContributionsFromFeatures(t *testing.T) {
 // TestHeldGradients checks that holding the planning nodes' gradients
 // (Options.MaxHeldGrads) changes the work, not the result: on every step
 // of the ResNet-9 oracle fixtures, evaluations that hold every node's
-// gradients, room for only 5 nodes (the rest planned by JVP and their
-// features by a backward pass of their own), or none, each certify Tol,
-// each evaluate one backward row per final node and one single-tangent
-// row per node not held, and agree: at equal plans to rounding (features
-// and contributions), otherwise within the tolerance.
+// gradients, none, room for only 5 nodes (the rest planned by JVP and
+// their features by a backward pass of their own), and every node's in
+// the general form rather than the two-class log-probability one (the
+// model's LogProbModel claim hidden), each certify Tol, each evaluate one
+// backward row per final node and one single-tangent row per node not
+// held, and agree with the first: at equal plans to rounding (features and
+// contributions), otherwise within the tolerance. A model that claims
+// log-probabilities it does not output is refused.
 func TestHeldGradients(t *testing.T) {
 	fixtures.EachOracle(t, models.ResNet9Arch, func(t *testing.T, path string) {
 		r, m := cnnRunAt(t, path)
@@ -138,8 +143,9 @@ func TestHeldGradients(t *testing.T) {
 		}
 		x := &tensor.Dense[float64]{Shape: append([]int{nTest}, r.xTest.Shape[1:]...), Data: r.xTest.Data[:nTest*len(r.xTest.Data)/r.xTest.Shape[0]]}
 		q := epk.Quadrature{Rule: epk.Adaptive, Points: 3, Ends: true, Tol: tol}
-		// Every node held, none, and room for 5 nodes of C·P values (C
-		// known after the first evaluation).
+		// Every node held, none, room for 5 nodes (of P values each, in
+		// the two-class form: C = 2 known after the first evaluation), and
+		// every node in the general form.
 		var evs []*epk.Evaluator[float64]
 		for _, held := range []int{0, -1} {
 			ev, err := epk.NewEvaluator[float64](m, epk.Options{Quadrature: q, MaxHeldGrads: held})
@@ -148,18 +154,24 @@ func TestHeldGradients(t *testing.T) {
 			}
 			evs = append(evs, ev)
 		}
+		general, err := epk.NewEvaluator[float64](notLogProbs{m}, epk.Options{Quadrature: q})
+		if err != nil {
+			t.Fatal(err)
+		}
 		var worst float64
 		samePlans := 0
 		for s, u := range r.ups {
 			var res []*epk.StepResult[float64]
-			for i := 0; i < 3; i++ {
+			for i := 0; i < 4; i++ {
 				if i == len(evs) {
-					C := res[0].Change.Shape[1]
-					ev, err := epk.NewEvaluator[float64](m, epk.Options{Quadrature: q, MaxHeldGrads: 5 * C * P})
+					if C := res[0].Change.Shape[1]; C != 2 {
+						t.Fatalf("the fixture's model has %d classes, want 2", C)
+					}
+					ev, err := epk.NewEvaluator[float64](m, epk.Options{Quadrature: q, MaxHeldGrads: 5 * P})
 					if err != nil {
 						t.Fatal(err)
 					}
-					evs = append(evs, ev)
+					evs = append(evs, ev, general)
 				}
 				rs, err := evs[i].Evaluate(u, x, epk.Request[float64]{Features: true})
 				if err != nil {
@@ -173,7 +185,7 @@ func TestHeldGradients(t *testing.T) {
 					t.Errorf("step %d, evaluation %d: %d backward and %d JVP rows for %d nodes, want one backward row per node", s, i, rs.Stats.BackwardRows, rs.Stats.JVPRows, nodes)
 				}
 				switch held := nodes - rs.Stats.DerivRows; {
-				case i == 0 && held != nodes, i == 1 && held != 0, i == 2 && held != min(5, nodes):
+				case (i == 0 || i == 3) && held != nodes, i == 1 && held != 0, i == 2 && held != min(5, nodes):
 					t.Errorf("step %d, evaluation %d: %d of %d nodes held (%d single-tangent rows)", s, i, held, nodes, rs.Stats.DerivRows)
 				}
 				res = append(res, rs)
@@ -203,11 +215,39 @@ func TestHeldGradients(t *testing.T) {
 				}
 			}
 		}
-		t.Logf("%d of %d comparisons at equal plans, agreeing to %.2g of the step's change", samePlans, 2*len(r.ups), worst)
+		t.Logf("%d of %d comparisons at equal plans, agreeing to %.2g of the step's change", samePlans, 3*len(r.ups), worst)
 		if samePlans == 0 {
 			t.Errorf("no evaluation planned the nodes of the one holding every node's gradients")
 		}
+
+		lying, err := epk.NewEvaluator[float64](shiftedOutputs{m}, epk.Options{Quadrature: q})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = lying.Evaluate(r.ups[0], x, epk.Request[float64]{Features: true})
+		if err == nil || !strings.Contains(err.Error(), "log-probability") {
+			t.Errorf("a model claiming log-probabilities that sum to e: error %v, want one naming the claim", err)
+		}
 	})
+}
+
+// notLogProbs hides the ResNet-9's log-probability claim (LogProbModel).
+type notLogProbs struct{ *models.ResNet9[float64] }
+
+func (notLogProbs) LogProbabilities() bool { return false }
+
+// shiftedOutputs adds 1 to the ResNet-9's log-probabilities and still
+// claims log-probabilities.
+type shiftedOutputs struct{ *models.ResNet9[float64] }
+
+func (s shiftedOutputs) PathForward(x *tensor.Dense[float64], p *nn.Path[float64]) (*tensor.Dense[float64], nn.State, error) {
+	y, st, err := s.ResNet9.PathForward(x, p)
+	if err == nil {
+		for i := range y.Data {
+			y.Data[i]++
+		}
+	}
+	return y, st, err
 }
 
 func equalNodes(a, b []epk.Node) bool {

@@ -810,7 +810,7 @@ func (e *Evaluator[T]) fromFeatures(c *stepCtx[T], cot *tensor.Dense[T], id []in
 	}
 	if q := e.opt.Quadrature; q.Ends && q.Points <= 3 {
 		// Every planning node is final: hold their gradients.
-		c.held = newHeldGrads(c.B, fc, id, e.params, e.opt.MaxHeldGrads)
+		c.held = newHeldGrads(c.B, fc, id, e.params, e.opt.MaxHeldGrads, pairOf(e.model, C))
 	}
 	plan, err := e.plan(c, true, true)
 	if err != nil {

@@ -2,6 +2,7 @@ package epk
 
 import (
 	"fmt"
+	"math"
 
 	"github.com/explaind/explaind/nn"
 	"github.com/explaind/explaind/tensor"
@@ -25,24 +26,64 @@ import (
 // the plan is final: at most Options.MaxHeldGrads values. Nodes beyond
 // that are evaluated by the JVP, and the feature pass runs the backward
 // for them as before.
+//
+// For a model of two classes whose outputs are log-probabilities
+// (LogProbModel), a node needs one cotangent row instead of K: with
+// p = exp f and h = ∇(f_0 − f_1), Σ_c p_c ∇f_c = ∇ Σ_c exp f_c = 0 gives
+//
+//	∇f_0 = p_1 h,  ∇f_1 = −p_0 h,  ∇(cot_k · f) = (cot_k0 p_1 − cot_k1 p_0) h,
+//
+// so the backward runs the cotangent (1, −1) alone, and the store holds h
+// (P values) and the K scalars.
 type heldGrads[T tensor.Float] struct {
 	fc   *featureCot[T]
 	id   []int // id[c]: the row of class c's unit cotangent
+	pair bool  // two classes of log-probabilities: hold h and scalars
 	left int   // values that may still be held
-	// of holds per sample the gradients at each position: per parameter j,
-	// [K, n_j] (the cotangents' rows).
-	of []map[float64][][]T
+	// of holds per sample the nodes at each position.
+	of []map[float64]heldNode[T]
 }
+
+// heldNode is one node's gradients: per parameter j, g[j] is [K, n_j] (the
+// cotangents' rows), or with pair [n_j] (h) and s the K cotangents'
+// factors.
+type heldNode[T tensor.Float] struct {
+	g [][]T
+	s []float64
+}
+
+// LogProbModel is an optional method set of a PathModel whose outputs are
+// log-probabilities: log Σ_c exp f_c(θ; x) = 0 for every θ and x, as after
+// a final log-softmax. With two classes their gradients are then parallel
+// (see heldGrads), and the planning of contributions derived from the
+// features runs one backward cotangent per node instead of two.
+type LogProbModel interface {
+	// LogProbabilities reports whether the outputs are log-probabilities.
+	LogProbabilities() bool
+}
+
+// pairOf reports whether model's outputs are log-probabilities of C = 2
+// classes (LogProbModel).
+func pairOf(model any, C int) bool {
+	lp, ok := model.(LogProbModel)
+	return ok && C == 2 && lp.LogProbabilities()
+}
+
+// maxLogSum is how far log Σ_c exp f_c of a LogProbModel's outputs may be
+// from 0 before gradRows refuses the model's claim (float32 log-softmax
+// rounds it to about 1e-7).
+const maxLogSum = 1e-3
 
 // newHeldGrads returns the gradient store of a step of B samples, for
 // cotangents fc whose identity rows are id (empty: fc is the identity),
-// holding at most limit values; nil when no node fits.
-func newHeldGrads[T tensor.Float](B int, fc *featureCot[T], id []int, params []*nn.Param[T], limit int) *heldGrads[T] {
+// holding at most limit values; nil when no node fits. pair selects the
+// two-class log-probability form.
+func newHeldGrads[T tensor.Float](B int, fc *featureCot[T], id []int, params []*nn.Param[T], limit int, pair bool) *heldGrads[T] {
 	P := 0
 	for _, p := range params {
 		P += len(p.Value.Data)
 	}
-	if limit < fc.K*P {
+	if limit < heldValues(fc.K, P, pair) {
 		return nil
 	}
 	if len(id) == 0 {
@@ -51,11 +92,20 @@ func newHeldGrads[T tensor.Float](B int, fc *featureCot[T], id []int, params []*
 			id[cc] = cc
 		}
 	}
-	h := &heldGrads[T]{fc: fc, id: id, left: limit, of: make([]map[float64][][]T, B)}
+	h := &heldGrads[T]{fc: fc, id: id, pair: pair, left: limit, of: make([]map[float64]heldNode[T], B)}
 	for b := range h.of {
-		h.of[b] = map[float64][][]T{}
+		h.of[b] = map[float64]heldNode[T]{}
 	}
 	return h
+}
+
+// heldValues is the number of values a node holds: K·P, or with pair P
+// (and K scalars).
+func heldValues(K, P int, pair bool) int {
+	if pair {
+		return P
+	}
+	return K * P
 }
 
 // gradRows evaluates the leading rows of (ns, nt) (samples at positions)
@@ -66,11 +116,16 @@ func (e *Evaluator[T]) gradRows(g *quad[T], ns []int, nt []float64) (int, error)
 	h, c := g.held, g.c
 	fc := h.fc
 	K, C := fc.K, fc.C
-	per := 0
-	for _, p := range e.params {
-		per += K * len(p.Value.Data)
+	kb := K // cotangent rows of the backward per node
+	if h.pair {
+		kb = 1
 	}
-	rowsPer := e.backwardRowsPer(K)
+	P := 0
+	for _, p := range e.params {
+		P += len(p.Value.Data)
+	}
+	per := heldValues(K, P, h.pair)
+	rowsPer := e.backwardRowsPer(kb)
 	gm, grouped := e.model.(GroupedPathModel[T])
 	done := 0
 	for done < len(ns) {
@@ -86,12 +141,21 @@ func (e *Evaluator[T]) gradRows(g *quad[T], ns []int, nt []float64) (int, error)
 		if len(y.Data) != n*C {
 			return done, fmt.Errorf("epk: PathForward returned %d values for %d rows of %d classes", len(y.Data), n, C)
 		}
-		ones := make([]float64, n)
-		for i := range ones {
-			ones[i] = 1
+		var dy *tensor.Dense[T]
+		if h.pair {
+			dy = tensor.New[T](n, 2)
+			for i := 0; i < n; i++ {
+				dy.Data[2*i], dy.Data[2*i+1] = 1, -1
+			}
+		} else {
+			ones := make([]float64, n)
+			for i := range ones {
+				ones[i] = 1
+			}
+			dy = fc.rows(rs, ones)
 		}
-		dy := fc.rows(rs, ones)
-		// Each row its own group: its K gradients, [n·K, shape] per parameter.
+		// Each row its own group: its kb gradients, [n·kb, shape] per
+		// parameter.
 		var grads *nn.Grads[T]
 		if grouped {
 			grads = &nn.Grads[T]{Mode: nn.PerRow, Of: make(map[*nn.Param[T]]*tensor.Dense[T], len(e.params))}
@@ -100,11 +164,11 @@ func (e *Evaluator[T]) gradRows(g *quad[T], ns []int, nt []float64) (int, error)
 				groups[i] = i
 			}
 			for _, p := range e.params {
-				grads.Of[p] = tensor.New[T](append([]int{n * K}, p.Value.Shape...)...)
+				grads.Of[p] = tensor.New[T](append([]int{n * kb}, p.Value.Shape...)...)
 			}
 			err = gm.PathBackwardGrouped(state, dy, grads, groups, n)
 		} else {
-			grads = nn.NewGrads(nn.PerRow, e.params, n*K)
+			grads = nn.NewGrads(nn.PerRow, e.params, n*kb)
 			_, err = e.model.PathBackward(state, dy, grads, false)
 		}
 		if err != nil {
@@ -116,22 +180,39 @@ func (e *Evaluator[T]) gradRows(g *quad[T], ns []int, nt []float64) (int, error)
 			for cc := range f {
 				f[cc] = float64(y.Data[i*C+cc])
 			}
-			d := make([]float64, C) // the single tangent Δθ: [1·C]
-			held := make([][]T, len(e.params))
+			node := heldNode[T]{g: make([][]T, len(e.params))}
+			dots := make([]float64, kb) // ⟨gradient row, Δθ⟩
 			for j, p := range e.params {
 				nj := len(p.Value.Data)
-				held[j] = grads.Of[p].Data[i*K*nj : (i+1)*K*nj]
+				node.g[j] = grads.Of[p].Data[i*kb*nj : (i+1)*kb*nj]
 				delta := c.delta[p].Data
-				for cc, r := range h.id {
+				for r := range dots {
 					var s float64
-					for k, v := range held[j][r*nj : (r+1)*nj] {
+					for k, v := range node.g[j][r*nj : (r+1)*nj] {
 						s += float64(v) * float64(delta[k])
 					}
-					d[cc] += s
+					dots[r] += s
+				}
+			}
+			d := make([]float64, C) // J_c·Δθ, the single tangent Δθ: [1·C]
+			if h.pair {
+				p0, p1 := math.Exp(f[0]), math.Exp(f[1])
+				if ls := math.Log(p0 + p1); !(math.Abs(ls) <= maxLogSum) {
+					return done, fmt.Errorf("epk: the model declares log-probability outputs (LogProbModel), but at test sample %d, t = %g, log Σ exp f = %.3g", b, t, ls)
+				}
+				d[0], d[1] = p1*dots[0], -p0*dots[0]
+				node.s = make([]float64, K)
+				for k := range node.s {
+					row := fc.row(b)[k*C : (k+1)*C]
+					node.s[k] = float64(row[0])*p1 - float64(row[1])*p0
+				}
+			} else {
+				for cc, r := range h.id {
+					d[cc] = dots[r]
 				}
 			}
 			g.cache[b][t], g.jvp[b][t] = f, d
-			h.of[b][t] = held
+			h.of[b][t] = node
 		}
 		h.left -= n * per
 		g.st.BackwardRows += n
@@ -146,13 +227,22 @@ func (h *heldGrads[T]) add(f *Features[T], nd Node) bool {
 	if h == nil {
 		return false
 	}
-	held, ok := h.of[nd.Sample][nd.T]
-	if !ok || held == nil {
+	node, ok := h.of[nd.Sample][nd.T]
+	if !ok {
 		return false
 	}
-	w := T(nd.W)
-	for j, gj := range held {
-		tensor.AddScaled(f.Phi[j].Data[nd.Sample*len(gj):(nd.Sample+1)*len(gj)], w, gj)
+	K := f.K
+	for j, gj := range node.g {
+		phi := f.Phi[j].Data
+		if node.s == nil {
+			tensor.AddScaled(phi[nd.Sample*len(gj):(nd.Sample+1)*len(gj)], T(nd.W), gj)
+			continue
+		}
+		nj := len(gj)
+		for k, s := range node.s {
+			r := nd.Sample*K + k
+			tensor.AddScaled(phi[r*nj:(r+1)*nj], T(nd.W*s), gj)
+		}
 	}
 	return true
 }

@@ -56,6 +56,10 @@ func (m *ResNet9[T]) PathBackwardGrouped(st nn.State, dy *tensor.Dense[T], g *nn
 	return nil
 }
 
+// LogProbabilities reports that the outputs are log-probabilities (the
+// model ends in a log-softmax), for epk.LogProbModel.
+func (m *ResNet9[T]) LogProbabilities() bool { return true }
+
 // PerRowValues is the number of parameter values whose gradients
 // PathBackwardGrouped forms per row before summing them per group: none.
 func (m *ResNet9[T]) PerRowValues() int { return 0 }
