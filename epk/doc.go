@@ -75,8 +75,16 @@
 //     class's features are asked for anyway, as their dot products with
 //     the parts (Evaluate); features
 //     φ_s(x)ᵀc = ∫ J(θ_s(t))ᵀ c dt per test sample and cotangent, by reverse
-//     mode at the same nodes; per-parameter scores (Scores) accumulated over
-//     steps; and, always, the completeness residual
+//     mode at the same nodes. With Simpson's intervals every node the
+//     planning evaluates is final, so there the planning itself runs in
+//     reverse mode: one backward row per node gives its integrand along Δθ
+//     (J_c(t)·Δθ = Σ_j ⟨∇_j f_c(t), Δθ_j⟩) and its gradients, held
+//     (Options.MaxHeldGrads) until the weights are final, when the
+//     features are their weighted sums; no JVP row at all. For two classes
+//     of log-probabilities (LogProbModel) the two gradients are parallel,
+//     ∇f_0 = p_1 h and ∇f_1 = −p_0 h with h = ∇(f_0 − f_1), so one
+//     cotangent row per node suffices. Per-parameter scores (Scores) are
+//     accumulated over steps; and, always, the completeness residual
 //     Σ contributions − (f(θ_{s+1}) − f(θ_s)), the error estimate of every
 //     rule (two forward passes).
 //

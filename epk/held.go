@@ -197,7 +197,7 @@ func (e *Evaluator[T]) gradRows(g *quad[T], ns []int, nt []float64) (int, error)
 			d := make([]float64, C) // J_c·Δθ, the single tangent Δθ: [1·C]
 			if h.pair {
 				p0, p1 := math.Exp(f[0]), math.Exp(f[1])
-				if ls := math.Log(p0 + p1); !(math.Abs(ls) <= maxLogSum) {
+				if ls := math.Log(p0 + p1); math.Abs(ls) > maxLogSum { // a NaN passes on, to be reported
 					return done, fmt.Errorf("epk: the model declares log-probability outputs (LogProbModel), but at test sample %d, t = %g, log Σ exp f = %.3g", b, t, ls)
 				}
 				d[0], d[1] = p1*dots[0], -p0*dots[0]
