@@ -307,7 +307,9 @@ type Stats struct {
 	JVPRows int
 	// Tangents is the number of tangents of the contribution pass.
 	Tangents int
-	// BackwardRows are rows of the feature pass (each with K cotangents).
+	// BackwardRows are backward rows (each with K cotangents, or one in
+	// the two-class form of heldGrads): the feature pass's, and the
+	// planning's when it holds its nodes' gradients (Options.MaxHeldGrads).
 	BackwardRows int
 	// RootIters is the number of root-refinement rounds (Exact).
 	RootIters int
