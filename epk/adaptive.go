@@ -474,16 +474,20 @@ func (e *Evaluator[T]) certify(c *stepCtx[T], plan *Plan, tan *nn.Tangents[T], a
 // against change and, for the samples that still miss Tol (the sum of the
 // pieces' errors bounds the residual only up to the rounding of the end
 // values), lowers their target (at least halved per round) and rounding
-// floor and refines again, until every sample meets Tol, nothing of the
-// samples that miss can be refined (node budget, MaxDepth, rounding floor,
-// NaN), or maxRounds rounds have passed.
+// floor (halved per round, down to minFloorScale) and refines again,
+// until every sample meets Tol, nothing of the samples that miss can be
+// refined (node budget, MaxDepth, the floor at minFloorScale, NaN), or
+// maxRounds rounds have passed. A round that refines nothing ends the
+// check only once the floor cannot be lowered further: a floor halved
+// once may still lie above every piece's error.
 func (e *Evaluator[T]) meetTol(g *quad[T], change *tensor.Dense[float64]) error {
 	q := e.opt.Quadrature
 	for round := 0; round < maxRounds; round++ {
-		missing := false
+		missing, lowered := false, false
 		before := 0
 		for b, r := range g.residuals(change) {
 			if r > q.Tol { // a NaN residual cannot be refined away
+				lowered = lowered || g.floorScale[b] > minFloorScale
 				missing = true
 				g.target[b] *= math.Min(0.5, 0.5*q.Tol/r)
 				g.floorScale[b] = math.Max(g.floorScale[b]/2, minFloorScale)
@@ -500,7 +504,7 @@ func (e *Evaluator[T]) meetTol(g *quad[T], change *tensor.Dense[float64]) error 
 		for _, ps := range g.pieces {
 			after += len(ps)
 		}
-		if after == before {
+		if after == before && !lowered {
 			return nil // nothing left to refine
 		}
 		g.st.Refined += after - before
