@@ -44,6 +44,9 @@ func TestContributionsFromFeatures(t *testing.T) {
 			if res.Stats.DerivRows != 0 {
 				t.Errorf("step %d: %d single-tangent rows for %d final nodes, want none (their gradients held)", s, res.Stats.DerivRows, len(res.Plan.Nodes))
 			}
+			if res.Stats.ForwardRows != 1 {
+				t.Errorf("step %d: %d forward rows, want the class count's alone (the end values come from the plan)", s, res.Stats.ForwardRows)
+			}
 			if !res.Certified || len(res.Missed) != 0 {
 				t.Errorf("step %d: certified %v, misses %v", s, res.Certified, res.Missed)
 			}
@@ -58,6 +61,13 @@ func TestContributionsFromFeatures(t *testing.T) {
 			}
 			if fw.Stats.JVPRows != len(res.Plan.Nodes) {
 				t.Errorf("step %d: the forward-mode pass evaluated %d JVP rows at a plan of %d nodes", s, fw.Stats.JVPRows, len(res.Plan.Nodes))
+			}
+			// The end values the plan evaluated are the model's outputs at
+			// θ_s and θ_s + Δθ_s, as the forward-mode pass evaluates them.
+			for k, p := range [][2]*tensor.Dense[float64]{{res.Before, fw.Before}, {res.After, fw.After}} {
+				if d, _ := tensor.MaxAbsDiff(p[0].Data, p[1].Data); !(d <= 1e-12) {
+					t.Errorf("step %d: end value %d differs from the forward pass's by %.3g", s, k, d)
+				}
 			}
 			// Same nodes: the two differ by rounding, against the scale of
 			// the step's change.

@@ -94,6 +94,9 @@ type stepCtx[T tensor.Float] struct {
 	pos   []int // pos[i] is the index in u of the model's parameter i
 	// held, when set, holds the planning nodes' gradients (heldGrads).
 	held *heldGrads[T]
+	// before and after, when set, are f(θ_s) and f(θ_s + Δθ_s) [B, C]
+	// from a measured plan's cache (refinePlan), which endPoints reuses.
+	before, after *tensor.Dense[float64]
 }
 
 // prepare checks u against the model, writes θ_s into the model's
@@ -379,23 +382,29 @@ func (e *Evaluator[T]) contributions(c *stepCtx[T], plan *Plan, own bool) (*Step
 }
 
 // endPoints sets res's Before, After, Change and MaxChange: f(θ_s) and
-// f(θ_s + Δθ_s), 2B forward rows.
+// f(θ_s + Δθ_s), 2B forward rows, or none when a measured plan has
+// evaluated them (c.before, c.after): then the completeness is measured
+// against the change the plan was certified on.
 func (e *Evaluator[T]) endPoints(c *stepCtx[T], res *StepResult[T]) error {
-	samples := make([]int, 2*c.B)
-	ts := make([]float64, 2*c.B)
-	for b := 0; b < c.B; b++ {
-		samples[b], samples[c.B+b] = b, b
-		ts[c.B+b] = 1
+	res.Before, res.After = c.before, c.after
+	if c.before == nil {
+		samples := make([]int, 2*c.B)
+		ts := make([]float64, 2*c.B)
+		for b := 0; b < c.B; b++ {
+			samples[b], samples[c.B+b] = b, b
+			ts[c.B+b] = 1
+		}
+		ends, err := e.forwardRows(c, samples, ts)
+		if err != nil {
+			return err
+		}
+		res.Stats.ForwardRows += 2 * c.B
+		C := len(ends) / (2 * c.B)
+		res.Before, res.After = tensor.New[float64](c.B, C), tensor.New[float64](c.B, C)
+		copy(res.Before.Data, ends[:c.B*C])
+		copy(res.After.Data, ends[c.B*C:])
 	}
-	ends, err := e.forwardRows(c, samples, ts)
-	if err != nil {
-		return err
-	}
-	res.Stats.ForwardRows += 2 * c.B
-	C := len(ends) / (2 * c.B)
-	res.Before, res.After, res.Change = tensor.New[float64](c.B, C), tensor.New[float64](c.B, C), tensor.New[float64](c.B, C)
-	copy(res.Before.Data, ends[:c.B*C])
-	copy(res.After.Data, ends[c.B*C:])
+	res.Change = tensor.New[float64](res.Before.Shape...)
 	for i := range res.Change.Data {
 		res.Change.Data[i] = res.After.Data[i] - res.Before.Data[i]
 		res.MaxChange = math.Max(res.MaxChange, math.Abs(res.Change.Data[i]))
