@@ -25,9 +25,14 @@
 //     intervals of largest error are bisected, all samples together, one
 //     batched pass per round; then the step's completeness residual is
 //     measured per (sample, class), the samples that still miss Tol are
-//     refined against a lower target, and those that cannot be brought to
-//     Tol within the node budget (MaxNodes), or are NaN, are listed in
-//     StepResult.Missed (StepResult.Certified otherwise). Summing the
+//     refined against a lower target and a lower rounding floor (pieces
+//     whose errors lie below 32ε of their values are left alone while
+//     planning, but below it they can still add up to more than Tol), and
+//     those that cannot be brought to Tol within the node budget
+//     (MaxNodes), or are NaN, are listed in StepResult.Missed
+//     (StepResult.Certified otherwise). Contributions derived from the
+//     features are measured again, and their plan leaves 1/1024 of Tol for
+//     the derivation's float32 rounding. Summing the
 //     errors, not accepting each interval at Tol, is what makes Tol hold
 //     for the step: an interval holding a jump of the integrand has an
 //     error of order jump × length, so k such intervals accepted at Tol
