@@ -52,8 +52,9 @@ func openMaybeGzip(path string) (io.Reader, func() error, int64, bool, error) {
 }
 
 // readIDX reads an unsigned-byte IDX file (gzipped or not) whose magic must
-// be want, returning its dimensions and data. It checks the magic, that the
-// data is as long as the dimensions declare and that nothing follows it.
+// be want, returning its dimensions and data. It checks the magic, that no
+// dimension after the first (the item count) is 0, that the data is as
+// long as the dimensions declare and that nothing follows it.
 // It allocates for the data the file holds, not for what the dimensions
 // claim: a plain file's size is checked before reading, and a gzipped
 // file's buffer grows with the data it decompresses to.
@@ -84,6 +85,11 @@ func readIDX(path string, want uint32, what string) ([]int, []byte, error) {
 		dims[i] = int(d)
 		hi, lo := bits.Mul64(total, uint64(d))
 		total, overflow = lo, (overflow || hi != 0) && d != 0
+	}
+	for i, d := range dims[1:] {
+		if d == 0 {
+			return nil, nil, fmt.Errorf("%s: header declares dimensions %v: dimension %d of %d is 0, so every item is empty; is the file damaged?", path, dims, i+2, nd)
+		}
 	}
 	const maxBytes = 1 << 34
 	if overflow {
