@@ -179,7 +179,7 @@ func (l *Conv2d[T]) forward(x *tensor.Dense[T], cp convPath[T]) (*tensor.Dense[T
 			scatterPlanes(par, out, nb, g.pos, g.o, y.Data, b0, 1, op)
 		})
 	} else {
-		convolveAt(g, x.Data, g.b, w, cp, 1, nil, func(idx []int, out []T, par bool) {
+		convolveAt(g, x.Data, g.b, w, cp, 1, nil, func(idx []int, out, _ []T, par bool) {
 			scatterPlanesAt(par, out, idx, g.pos, g.o, y.Data, 1, op)
 		})
 	}
@@ -255,10 +255,23 @@ func (l *Conv2d[T]) backward(method string, st State, dy *tensor.Dense[T], gr *G
 		transposedBackward(g, gt, s.x.Data, dyData, w, dx.Data, gw.Data)
 		return dx, nil
 	}
+	if needDx && gw != nil && gr.Mode == PerRow && transposable && cp.moves() && 4*g.h*g.w <= 5*g.pos && grp.distinct() {
+		// One unfolding of each row of dy serves dx and the row's own
+		// weight gradient (see rowWeightGrads).
+		dest := func(r int) int { return r }
+		if grp != nil {
+			dest = func(r int) int { return grp.of[r/k]*k + r%k }
+		}
+		convolveAt(gt, dyData, g.b*k, flipKernel(w, g), convPath[T]{dw: flipKernel(cp.dw, g), t: cp.t}, k, nil, func(idx []int, out, cols []T, par bool) {
+			scatterPlanesAt(par, out, idx, g.h*g.w, g.c, dx.Data, 1, scatterCopy)
+			rowWeightGrads(par, g, gt, s.x.Data, k, idx, cols, dest, gw.Data)
+		})
+		return dx, nil
+	}
 	if needDx {
 		if transposable {
 			if cp.moves() {
-				convolveAt(gt, dyData, g.b*k, flipKernel(w, g), convPath[T]{dw: flipKernel(cp.dw, g), t: cp.t}, k, nil, func(idx []int, out []T, par bool) {
+				convolveAt(gt, dyData, g.b*k, flipKernel(w, g), convPath[T]{dw: flipKernel(cp.dw, g), t: cp.t}, k, nil, func(idx []int, out, _ []T, par bool) {
 					scatterPlanesAt(par, out, idx, g.h*g.w, g.c, dx.Data, 1, scatterCopy)
 				})
 			} else {
@@ -313,8 +326,8 @@ func (l *Conv2d[T]) jvp(x, dx *tensor.Dense[T], cp convPath[T], t *Tangents[T]) 
 	// emitAt writes a chunk's products for the images idx: the outputs, then
 	// in rows (mm+1)·O … tangent mm of every image (image b, tangent mm goes
 	// to dy row b·M + mm) when tangents is set.
-	emitAt := func(tangents bool) func(idx []int, out []T, par bool) {
-		return func(idx []int, out []T, par bool) {
+	emitAt := func(tangents bool) func(idx []int, out, cols []T, par bool) {
+		return func(idx []int, out, _ []T, par bool) {
 			n := len(idx) * g.pos
 			scatterPlanesAt(par, out[:g.o*n], idx, g.pos, g.o, y.Data, 1, op)
 			for mm := 0; tangents && mm < m; mm++ {
@@ -348,7 +361,7 @@ func (l *Conv2d[T]) jvp(x, dx *tensor.Dense[T], cp convPath[T], t *Tangents[T]) 
 		// Row b·M + mm of dx is an image of its own; rows of a chunk are
 		// disjoint from other chunks' rows, so the accumulation is safe.
 		if cp.moves() {
-			convolveAt(g, dx.Data, g.b*m, w, cp, m, nil, func(idx []int, out []T, par bool) {
+			convolveAt(g, dx.Data, g.b*m, w, cp, m, nil, func(idx []int, out, _ []T, par bool) {
 				scatterPlanesAt(par, out, idx, g.pos, g.o, dy.Data, 1, scatterAdd)
 			})
 		} else {

@@ -148,20 +148,29 @@ func transposedBackward[T tensor.Float](g, gt convGeom, x, dy, w, dx, gw []T) {
 	for i := 1; i < workers; i++ {
 		tensor.AddScaled(acc[0], 1, acc[i])
 	}
-	// acc is [C, O, KH, KW] with flipped taps: add it to gw [O, C, KH, KW].
-	for c := 0; c < g.c; c++ {
-		for o := 0; o < g.o; o++ {
-			src := acc[0][(c*g.o+o)*kk : (c*g.o+o+1)*kk]
-			dst := gw[(o*g.c+c)*kk : (o*g.c+c+1)*kk]
-			for q, v := range src {
-				dst[kk-1-q] += v
-			}
-		}
-	}
+	addFlipped(g, acc[0], gw)
 	for i := range cols {
 		putScratch(cols[i])
 		putScratch(out[i])
 		putScratch(acc[i])
+	}
+}
+
+// addFlipped adds acc [C, O, KH, KW], a weight gradient of the transposed
+// convolution (flipped taps), to gw [O, C, KH, KW]:
+// gw[o, c, i, j] += acc[c, o, KH−1−i, KW−1−j].
+func addFlipped[T tensor.Float](g convGeom, acc, gw []T) {
+	kk := g.kh * g.kw
+	// gw is written in order; acc is read in blocks of KH·KW.
+	for o := 0; o < g.o; o++ {
+		dst := gw[o*g.c*kk : (o+1)*g.c*kk]
+		for c := 0; c < g.c; c++ {
+			src := acc[(c*g.o+o)*kk : (c*g.o+o+1)*kk]
+			d := dst[c*kk : (c+1)*kk]
+			for q := range d {
+				d[q] += src[kk-1-q]
+			}
+		}
 	}
 }
 

@@ -118,12 +118,13 @@ const pathChunkElems = 1 << 18
 // directions). The images are taken in the order of their positions
 // (stably), so that images at one position are neighbours; emit gets each
 // chunk's products [O + E, nb·H'·W'], as from convolve, with idx[j] the
-// image of column block j. Within a chunk, a run of images at one position
+// image of column block j, and the chunk's unfolded input cols
+// [C·KH·KW, nb·H'·W'] (valid during the call). Within a chunk, a run of images at one position
 // whose columns fill a GEMM is multiplied by W + tΔW, formed as the generic
 // path forms it (θ + tΔθ in T arithmetic), at the plain rule's cost;
 // otherwise the chunk is multiplied by [W; ΔW] and the two halves combined
 // with each image's t. The extra rows take one more product per chunk.
-func convolveAt[T tensor.Float](g convGeom, x []T, n int, w []T, cp convPath[T], per int, extra []T, emit func(idx []int, out []T, par bool)) {
+func convolveAt[T tensor.Float](g convGeom, x []T, n int, w []T, cp convPath[T], per int, extra []T, emit func(idx []int, out, cols []T, par bool)) {
 	r0, re := len(w)/g.ck, len(extra)/g.ck
 	rows := r0 + re
 	order := make([]int, n)
@@ -203,7 +204,7 @@ func convolveAt[T tensor.Float](g convGeom, x []T, n int, w []T, cp convPath[T],
 		if re > 0 {
 			chunkGemm(par, false, false, re, nc, g.ck, 1, extra, g.ck, s.cols, nc, 0, out[r0*nc:], nc)
 		}
-		emit(order[b0:b0+cnt], out, par)
+		emit(order[b0:b0+cnt], out, s.cols[:g.ck*nc], par)
 	})
 	for _, s := range sc {
 		putScratch(s.cols)
@@ -322,4 +323,38 @@ func weightGradGrouped[T tensor.Float](g convGeom, x, dy []T, k int, grp *rowGro
 			tensor.AddScaled(gw[gi*block:(gi+1)*block], 1, buf)
 		}
 	}
+}
+
+// rowWeightGrads adds to gw the weight gradients of a chunk of cotangent
+// rows of a stride-1 convolution from the unfolding of their cotangents
+// for the transposed convolution that gave their dx (convolveAt's cols,
+// [O·KH·KW, cnt·H·W], column block j the row idx[j]): with x_b [C, H·W]
+// the input of row r's sample b = r/k,
+//
+//	dW_r[o, c, i, j] = (x_b · cols_rᵀ)[c, (o, KH−1−i, KW−1−j)]
+//
+// (see transposedBackward), added to the [O, C, KH, KW] buffer
+// gw[dest(r)]. x is not unfolded. Each row has its own buffer, so chunks
+// on different workers never add to the same one.
+func rowWeightGrads[T tensor.Float](par bool, g, gt convGeom, x []T, k int, idx []int, cols []T, dest func(int) int, gw []T) {
+	hw := g.h * g.w
+	n := len(idx) * hw
+	size := g.o * g.ck
+	xs := getScratch[T](g.c * n)
+	defer putScratch(xs)
+	for j, r := range idx {
+		b := r / k
+		for c := 0; c < g.c; c++ {
+			copy(xs[c*n+j*hw:c*n+(j+1)*hw], x[(b*g.c+c)*hw:(b*g.c+c+1)*hw])
+		}
+	}
+	maybeParallel(par, len(idx), size*hw, func(lo, hi int) {
+		acc := getScratch[T](g.c * gt.ck)
+		defer putScratch(acc)
+		for j := lo; j < hi; j++ {
+			chunkGemm(false, false, true, g.c, gt.ck, hw, 1, xs[j*hw:], n, cols[j*hw:], n, 0, acc, gt.ck)
+			d := dest(idx[j])
+			addFlipped(g, acc, gw[d*size:(d+1)*size])
+		}
+	})
 }

@@ -292,10 +292,31 @@ func TestConv2dPathBackwardGrouped(t *testing.T) {
 		{"K=1, empty group", convCases[0], false, []int{0, 1, 1, 3}, 5, 0},
 		{"one group", convCases[5], true, []int{0, 0, 0}, 1, 0},
 	}
+	// distinct puts every sample of b in a group of its own, skipping some.
+	distinct := func(b int) ([]int, int) {
+		groups := make([]int, b)
+		g := 0
+		for i := range groups {
+			g += 1 + rng.IntN(2)
+			groups[i] = g
+		}
+		return groups, g + 1
+	}
 	for _, procs := range []int{2, 7} {
 		gr, n := bigGroups(120)
 		cases = append(cases, gcase{fmt.Sprintf("120 samples, GOMAXPROCS %d", procs),
 			convCase{in: 4, out: 5, kh: 3, kw: 3, stride: 1, pad: 1, h: 8, w: 8, k: 2}, true, gr, n, procs})
+		// Groups of one sample: a stride-1 convolution takes each row's
+		// weight gradient from the unfolding of dy that gives its dx.
+		for _, k := range []int{1, 2} {
+			gr, n = distinct(120)
+			cases = append(cases, gcase{fmt.Sprintf("120 samples, distinct groups, K=%d, GOMAXPROCS %d", k, procs),
+				convCase{in: 4, out: 5, kh: 3, kw: 3, stride: 1, pad: 1, h: 8, w: 8, k: k}, true, gr, n, procs})
+		}
+	}
+	for i, c := range []int{0, 4, 2} { // stride 1, pad 1 and 2 (shared unfolding); stride 2
+		gr, n := distinct(5)
+		cases = append(cases, gcase{fmt.Sprintf("distinct groups %d", i), convCases[c], i%2 == 0, gr, n, 0})
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

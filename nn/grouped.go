@@ -26,6 +26,20 @@ func (r *rowGroups) check(b int) error {
 	return nil
 }
 
+// distinct reports whether no two samples share a group (true for nil,
+// where every sample is its own).
+func (r *rowGroups) distinct() bool {
+	if r == nil {
+		return true
+	}
+	for i := 1; i < len(r.of); i++ {
+		if r.of[i] == r.of[i-1] {
+			return false
+		}
+	}
+	return true
+}
+
 // runs calls fn for each maximal run [lo, hi) of samples in one group.
 func (r *rowGroups) runs(fn func(lo, hi, group int)) {
 	for lo := 0; lo < len(r.of); {
