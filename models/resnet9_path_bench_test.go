@@ -26,7 +26,9 @@ import (
 // "backward" is PathForward and PathBackwardGrouped with K = 2 cotangents
 // into 8 groups (the feature pass; for the generic path its PathBackward
 // with per-row buffers, then the sums per group, as epk does without a
-// grouped backward). Besides wall time per row it reports the process's
+// grouped backward). "held" is the reverse-mode planning's call:
+// PathForward and PathBackwardGrouped with one cotangent per row and every
+// row its own group. Besides wall time per row it reports the process's
 // CPU time (user + system) per row, which other jobs on shared cores
 // disturb less.
 func BenchmarkResNet9Path(b *testing.B) {
@@ -105,6 +107,27 @@ func BenchmarkResNet9Path(b *testing.B) {
 				}
 			})
 		}
+		// The reverse-mode planning's call: one cotangent (1, −1) per row,
+		// every row its own group (per-node gradients).
+		b.Run(fmt.Sprintf("held/%s/native", positions), func(b *testing.B) {
+			one := tensor.New[float32](rows, 2)
+			own := make([]int, rows)
+			for i := range own {
+				one.Data[2*i], one.Data[2*i+1] = 1, -1
+				own[i] = i
+			}
+			defer reportCPUPerRow(b, rows)()
+			for i := 0; i < b.N; i++ {
+				_, st, err := m.PathForward(x, p)
+				if err != nil {
+					b.Fatal(err)
+				}
+				g := nn.NewGrads(nn.PerRow, m.Params(), rows)
+				if err := m.PathBackwardGrouped(st, one, g, own, rows); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
 
