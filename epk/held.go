@@ -239,6 +239,11 @@ func (h *heldGrads[T]) add(f *Features[T], nd Node) bool {
 			continue
 		}
 		nj := len(gj)
+		if K == 2 {
+			r := nd.Sample * K
+			tensor.AddScaled2(phi[r*nj:(r+1)*nj], phi[(r+1)*nj:(r+2)*nj], T(nd.W*node.s[0]), T(nd.W*node.s[1]), gj)
+			continue
+		}
 		for k, s := range node.s {
 			r := nd.Sample*K + k
 			tensor.AddScaled(phi[r*nj:(r+1)*nj], T(nd.W*s), gj)

@@ -150,6 +150,16 @@ func AddScaled[T Float](dst []T, alpha T, src []T) {
 	}
 }
 
+// AddScaled2 computes dst0 += a0*src and dst1 += a1*src elementwise, in
+// one pass over src.
+func AddScaled2[T Float](dst0, dst1 []T, a0, a1 T, src []T) {
+	dst0, dst1 = dst0[:len(src)], dst1[:len(src)]
+	for i, v := range src {
+		dst0[i] += a0 * v
+		dst1[i] += a1 * v
+	}
+}
+
 // GatherRows returns the row blocks idx of a batch-major array, per
 // consecutive entries of the first axis each (per = 1 for samples, K for K
 // cotangent rows per sample), as a new array.

@@ -53,6 +53,27 @@ func TestRelErr(t *testing.T) {
 	AddScaled(dst, 2, nil) // an empty source is fine
 }
 
+// TestAddScaled2 checks it against plain loops for lengths up to 11.
+func TestAddScaled2(t *testing.T) {
+	for n := 0; n <= 11; n++ {
+		a := make([]float32, n)
+		b := make([]float32, n+2) // b may be longer
+		for i := range b {
+			b[i] = float32(i%5) - 1.75
+			if i < n {
+				a[i] = float32(i*i%7) + 0.5
+			}
+		}
+		d0, d1 := slices.Clone(b[:n]), slices.Clone(b[:n])
+		AddScaled2(d0, d1, 2, -0.5, a)
+		for i := range a {
+			if d0[i] != b[i]+2*a[i] || d1[i] != b[i]-0.5*a[i] {
+				t.Fatalf("n=%d: AddScaled2 at %d: %v, %v", n, i, d0[i], d1[i])
+			}
+		}
+	}
+}
+
 func TestGatherRows(t *testing.T) {
 	a, err := FromSlice([]float64{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11}, 6, 2)
 	if err != nil {
