@@ -255,24 +255,21 @@ func (l *Conv2d[T]) backward(method string, st State, dy *tensor.Dense[T], gr *G
 		transposedBackward(g, gt, s.x.Data, dyData, w, dx.Data, gw.Data)
 		return dx, nil
 	}
-	if needDx && gw != nil && gr.Mode == PerRow && transposable && cp.moves() && 4*g.h*g.w <= 5*g.pos && grp.distinct() {
-		// One unfolding of each row of dy serves dx and the row's own
-		// weight gradient (see rowWeightGrads).
-		dest := func(r int) int { return r }
-		if grp != nil {
-			dest = func(r int) int { return grp.of[r/k]*k + r%k }
-		}
-		convolveAt(gt, dyData, g.b*k, flipKernel(w, g), convPath[T]{dw: flipKernel(cp.dw, g), t: cp.t}, k, nil, func(idx []int, out, cols []T, par bool) {
-			scatterPlanesAt(par, out, idx, g.h*g.w, g.c, dx.Data, 1, scatterCopy)
-			rowWeightGrads(par, g, gt, s.x.Data, k, idx, cols, dest, gw.Data)
-		})
-		return dx, nil
-	}
+	// shared: one unfolding of each row of dy serves dx and the row's own
+	// weight gradient (see rowWeightGrads).
+	shared := needDx && gw != nil && gr.Mode == PerRow && transposable && cp.moves() && 4*g.h*g.w <= 5*g.pos && grp.distinct()
 	if needDx {
 		if transposable {
 			if cp.moves() {
-				convolveAt(gt, dyData, g.b*k, flipKernel(w, g), convPath[T]{dw: flipKernel(cp.dw, g), t: cp.t}, k, nil, func(idx []int, out, _ []T, par bool) {
+				dest := func(r int) int { return r }
+				if grp != nil {
+					dest = func(r int) int { return grp.of[r/k]*k + r%k }
+				}
+				convolveAt(gt, dyData, g.b*k, flipKernel(w, g), convPath[T]{dw: flipKernel(cp.dw, g), t: cp.t}, k, nil, func(idx []int, out, cols []T, par bool) {
 					scatterPlanesAt(par, out, idx, g.h*g.w, g.c, dx.Data, 1, scatterCopy)
+					if shared {
+						rowWeightGrads(par, g, gt, s.x.Data, k, idx, cols, dest, gw.Data)
+					}
 				})
 			} else {
 				convolve(gt, dyData, g.b*k, flipKernel(w, g), g.c, func(r0, nr int, out []T, par bool) {
@@ -284,7 +281,7 @@ func (l *Conv2d[T]) backward(method string, st State, dy *tensor.Dense[T], gr *G
 		}
 	}
 	switch {
-	case gw == nil:
+	case gw == nil, shared:
 	case grp != nil:
 		weightGradGrouped(g, s.x.Data, dyData, k, grp, gw.Data)
 	default:

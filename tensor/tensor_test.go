@@ -67,7 +67,8 @@ func TestAddScaled2(t *testing.T) {
 		d0, d1 := slices.Clone(b[:n]), slices.Clone(b[:n])
 		AddScaled2(d0, d1, 2, -0.5, a)
 		for i := range a {
-			if d0[i] != b[i]+2*a[i] || d1[i] != b[i]-0.5*a[i] {
+			// float32 rounding (or a fused multiply-add) within 1e-6.
+			if w0, w1 := float64(b[i])+2*float64(a[i]), float64(b[i])-0.5*float64(a[i]); !(math.Abs(float64(d0[i])-w0) <= 1e-6*math.Max(1, math.Abs(w0))) || !(math.Abs(float64(d1[i])-w1) <= 1e-6*math.Max(1, math.Abs(w1))) {
 				t.Fatalf("n=%d: AddScaled2 at %d: %v, %v", n, i, d0[i], d1[i])
 			}
 		}
