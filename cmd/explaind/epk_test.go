@@ -358,8 +358,10 @@ func TestEPKModuloEndToEnd(t *testing.T) {
 	if !(midRes > adaptiveRes) {
 		t.Errorf("midpoint:10 completeness residual %.3g, not larger than adaptive's %.3g", midRes, adaptiveRes)
 	}
-	// The model's outputs do not depend on the rule.
-	if dm, _ := epkTestMaxAbs(epkTestArray(t, mid, "model", X, C), model); dm != 0 {
+	// The model's outputs do not depend on the rule, up to the rounding
+	// of products whose shapes follow the rule's rows (OpenBLAS's Haswell
+	// kernels on an AMD EPYC differed in the last bit, 4.4e-16).
+	if dm, _ := epkTestMaxAbs(epkTestArray(t, mid, "model", X, C), model); !(dm <= 1e-12) {
 		t.Errorf("model differs between the rules by %.3g", dm)
 	}
 	if nodes := epkTestNum(t, ms, "nodes_per_sample_step"); nodes != 10 {
