@@ -57,15 +57,18 @@ func TestRelErr(t *testing.T) {
 func TestAddScaled2(t *testing.T) {
 	for n := 0; n <= 11; n++ {
 		a := make([]float32, n)
-		b := make([]float32, n+2) // b may be longer
+		b := make([]float32, n+2) // the destinations are longer than src
 		for i := range b {
 			b[i] = float32(i%5) - 1.75
 			if i < n {
 				a[i] = float32(i*i%7) + 0.5
 			}
 		}
-		d0, d1 := slices.Clone(b[:n]), slices.Clone(b[:n])
+		d0, d1 := slices.Clone(b), slices.Clone(b)
 		AddScaled2(d0, d1, 2, -0.5, a)
+		if d0[n] != b[n] || d1[n+1] != b[n+1] {
+			t.Fatalf("n=%d: AddScaled2 wrote beyond len(src)", n)
+		}
 		for i := range a {
 			// float32 rounding (or a fused multiply-add) within 1e-6.
 			if w0, w1 := float64(b[i])+2*float64(a[i]), float64(b[i])-0.5*float64(a[i]); !(math.Abs(float64(d0[i])-w0) <= 1e-6*math.Max(1, math.Abs(w0))) || !(math.Abs(float64(d1[i])-w1) <= 1e-6*math.Max(1, math.Abs(w1))) {
