@@ -66,7 +66,7 @@ func TestAddScaled2(t *testing.T) {
 		}
 		d0, d1 := slices.Clone(b), slices.Clone(b)
 		AddScaled2(d0, d1, 2, -0.5, a)
-		if d0[n] != b[n] || d1[n+1] != b[n+1] {
+		if !slices.Equal(d0[n:], b[n:]) || !slices.Equal(d1[n:], b[n:]) {
 			t.Fatalf("n=%d: AddScaled2 wrote beyond len(src)", n)
 		}
 		for i := range a {
